@@ -1,0 +1,31 @@
+//! The command-line interface: `imgstore store ...` admin commands that work
+//! offline on a data directory.
+
+pub mod store_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "imgstore",
+    version,
+    about = "A content-addressed store for VM and container images"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Offline administration of a data directory (the daemon must not be running on it).
+    Store(store_cmd::StoreArgs),
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Store(args) => store_cmd::run(args),
+    }
+}

@@ -1,0 +1,403 @@
+//! `imgstore store put | cat | link | unlink | gc | verify | stats`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use imgstore::store::GcPlan;
+use imgstore::{FileId, Store, StoreOptions};
+
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// The data directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./imgstore-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Store a file (`-` reads standard input); creates the store if needed.
+    Put { file: PathBuf },
+    /// Write a stored file (or a byte range of it) to standard output.
+    Cat {
+        file_id: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long)]
+        length: Option<u64>,
+    },
+    /// Add a reference to a stored file.
+    Link { file_id: String },
+    /// Drop a reference; the file goes with its last one.
+    Unlink { file_id: String },
+    /// Collect garbage: rewrite or delete segments past the garbage threshold.
+    Gc {
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Garbage ratio (0..1) at which a segment is rewritten.
+        #[arg(long, default_value_t = imgstore::store::gc::DEFAULT_THRESHOLD)]
+        threshold: f64,
+    },
+    /// Check every record and refcount; exit status 1 when something is wrong.
+    Verify {
+        /// Fix refcounts and segment accounting.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Usage figures for the store, or for one file.
+    Stats { file_id: Option<String> },
+    /// A random workload of puts, links, unlinks and GC that logs every
+    /// operation before and after it; for crash testing a disk with kill -9.
+    /// Never point it at a store holding data you care about.
+    #[command(hide = true)]
+    Soak {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to log `begin`/`end` lines.
+        #[arg(long)]
+        log: PathBuf,
+        /// Stop after this many operations (0: run until killed).
+        #[arg(long, default_value_t = 0)]
+        ops: u64,
+    },
+}
+
+pub fn run(args: StoreArgs) -> i32 {
+    let name = command_name(&args.command);
+    match execute(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("imgstore store {name}: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn command_name(c: &StoreCommand) -> &'static str {
+    match c {
+        StoreCommand::Put { .. } => "put",
+        StoreCommand::Cat { .. } => "cat",
+        StoreCommand::Link { .. } => "link",
+        StoreCommand::Unlink { .. } => "unlink",
+        StoreCommand::Gc { .. } => "gc",
+        StoreCommand::Verify { .. } => "verify",
+        StoreCommand::Stats { .. } => "stats",
+        StoreCommand::Soak { .. } => "soak",
+    }
+}
+
+fn open(args: &StoreArgs, create: bool) -> Result<Store> {
+    let opts = StoreOptions {
+        create,
+        ..StoreOptions::default()
+    };
+    Ok(Store::open_with(&args.data_dir, opts)?)
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, value)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", text())?;
+    }
+    Ok(())
+}
+
+fn parse_id(s: &str) -> Result<FileId> {
+    s.parse::<FileId>()
+        .with_context(|| format!("{s:?} is not a file id"))
+}
+
+#[derive(Serialize)]
+struct RefsOut {
+    file_id: FileId,
+    refs: u64,
+}
+
+#[derive(Serialize)]
+struct GcOut<'a> {
+    plan: &'a GcPlan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done: Option<imgstore::store::GcReport>,
+}
+
+fn execute(args: StoreArgs) -> Result<i32> {
+    let json = args.json;
+    match &args.command {
+        StoreCommand::Put { file } => {
+            let store = open(&args, true)?;
+            let input: Box<dyn Read> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(
+                    std::fs::File::open(file)
+                        .with_context(|| format!("opening {}", file.display()))?,
+                )
+            };
+            let r = store.put(input)?;
+            store.close()?;
+            print(json, &r, || {
+                format!(
+                    "{}  {} bytes  sha1 {}  {} chunks ({} new, {} bytes stored){}",
+                    r.file_id,
+                    r.size,
+                    r.sha1,
+                    r.chunk_count,
+                    r.new_chunks,
+                    r.new_stored_bytes,
+                    if r.existed {
+                        "  (already stored: reference added)"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+        }
+        StoreCommand::Cat {
+            file_id,
+            offset,
+            length,
+        } => {
+            let id = parse_id(file_id)?;
+            let store = open(&args, false)?;
+            let size = store.stat(&id)?.size;
+            let len = length.unwrap_or(size.saturating_sub(*offset));
+            let mut reader = store.open_range(&id, *offset, len)?;
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
+                Some(inner) => anyhow::anyhow!("{inner}"),
+                None => anyhow::anyhow!("writing standard output"),
+            })?;
+            out.flush()?;
+        }
+        StoreCommand::Link { file_id } | StoreCommand::Unlink { file_id } => {
+            let id = parse_id(file_id)?;
+            let store = open(&args, false)?;
+            let refs = if matches!(args.command, StoreCommand::Link { .. }) {
+                store.link(&id)?
+            } else {
+                store.unlink(&id)?
+            };
+            store.close()?;
+            print(json, &RefsOut { file_id: id, refs }, || {
+                format!("{id}  {refs} references")
+            })?;
+        }
+        StoreCommand::Gc { dry_run, threshold } => {
+            if !(0.0..=1.0).contains(threshold) {
+                bail!("--threshold must be between 0 and 1");
+            }
+            let store = open(&args, false)?;
+            let plan = store.gc_plan(*threshold)?;
+            let done = if *dry_run {
+                None
+            } else {
+                Some(store.gc_execute(&plan)?)
+            };
+            store.close()?;
+            print(
+                json,
+                &GcOut {
+                    plan: &plan,
+                    done: done.clone(),
+                },
+                || {
+                    let mut s = format!(
+                        "plan: {} segments, {} bytes reclaimable, {} bytes of garbage below the threshold",
+                        plan.segments.len(),
+                        plan.reclaimable_bytes,
+                        plan.garbage_left_bytes
+                    );
+                    for p in &plan.segments {
+                        s.push_str(&format!(
+                            "\n  segment {:012}: {:?}, {} live of {} bytes",
+                            p.segment, p.action, p.live_bytes, p.file_bytes
+                        ));
+                    }
+                    if let Some(d) = &done {
+                        s.push_str(&format!(
+                        "\ndone: {} segments deleted, {} rewritten, {} records copied, {} chunks dropped, {} bytes freed",
+                        d.segments_deleted, d.segments_rewritten, d.records_copied, d.chunks_dropped, d.bytes_freed
+                    ));
+                    }
+                    s
+                },
+            )?;
+        }
+        StoreCommand::Verify { repair } => {
+            let store = open(&args, false)?;
+            let report = store.verify(*repair)?;
+            store.close()?;
+            let clean = report.is_clean();
+            print(json, &report, || {
+                let mut s = format!(
+                    "{} files, {} chunks, {} segments, {} records checked, {} bytes verified: {}",
+                    report.files,
+                    report.chunks,
+                    report.segments,
+                    report.records_checked,
+                    report.bytes_checked,
+                    if report.problems.is_empty() {
+                        "ok"
+                    } else {
+                        "PROBLEMS"
+                    }
+                );
+                for p in &report.problems {
+                    s.push_str(&format!(
+                        "\n  {}: {}{}",
+                        p.kind,
+                        p.detail,
+                        if p.repaired {
+                            " (repaired)"
+                        } else if p.repairable {
+                            " (repairable with --repair)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                s
+            })?;
+            return Ok(if clean { 0 } else { 1 });
+        }
+        StoreCommand::Soak { seed, log, ops } => {
+            soak(&args.data_dir, *seed, log, *ops)?;
+        }
+        StoreCommand::Stats { file_id } => {
+            let store = open(&args, false)?;
+            match file_id {
+                Some(f) => {
+                    let u = store.file_usage(&parse_id(f)?)?;
+                    print(json, &u, || {
+                        format!(
+                            "{}  {} bytes, {} refs, {} chunks: {} bytes unique ({} stored), {} bytes shared ({} stored)",
+                            u.file_id,
+                            u.size,
+                            u.refs,
+                            u.chunks,
+                            u.unique_bytes,
+                            u.unique_stored_bytes,
+                            u.shared_bytes,
+                            u.shared_stored_bytes
+                        )
+                    })?;
+                }
+                None => {
+                    let s = store.stats()?;
+                    print(json, &s, || {
+                        format!(
+                            "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}",
+                            s.files,
+                            s.file_references,
+                            s.logical_bytes,
+                            s.unique_uncompressed_bytes,
+                            s.stored_bytes,
+                            s.live_stored_bytes,
+                            s.garbage_bytes,
+                            s.segments,
+                            s.index_bytes
+                        )
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Small chunks and segments so that a short run rotates segments, shares
+/// chunks between files and gives GC work.
+fn soak(dir: &std::path::Path, seed: u64, log: &std::path::Path, ops: u64) -> Result<()> {
+    let store = Store::open_with(
+        dir,
+        StoreOptions {
+            chunker: imgstore::ChunkerParams::with_average(4096),
+            segment_bytes: 1 << 20,
+            ..StoreOptions::default()
+        },
+    )?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut live: Vec<FileId> = Vec::new();
+    let mut n = 0u64;
+    while ops == 0 || n < ops {
+        n += 1;
+        let dice = next() % 100;
+        if dice < 45 || live.is_empty() {
+            let data = soak_content(next(), next());
+            let id = FileId(*blake3::hash(&data).as_bytes());
+            log.write_all(format!("begin put {id} {}\n", data.len()).as_bytes())?;
+            store.put(&data[..])?;
+            log.write_all(b"end\n")?;
+            live.push(id);
+        } else if dice < 65 {
+            let id = live[(next() % live.len() as u64) as usize];
+            log.write_all(format!("begin link {id}\n").as_bytes())?;
+            store.link(&id)?;
+            log.write_all(b"end\n")?;
+            live.push(id);
+        } else if dice < 92 {
+            let id = live.swap_remove((next() % live.len() as u64) as usize);
+            log.write_all(format!("begin unlink {id}\n").as_bytes())?;
+            store.unlink(&id)?;
+            log.write_all(b"end\n")?;
+        } else {
+            log.write_all(b"begin gc\n")?;
+            let plan = store.gc_plan(0.2)?;
+            store.gc_execute(&plan)?;
+            log.write_all(b"end\n")?;
+        }
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// Up to ~400 KiB built from a few shared 8 KiB blocks and fresh bytes.
+fn soak_content(a: u64, b: u64) -> Vec<u8> {
+    let pieces = 1 + a % 48;
+    let mut out = Vec::new();
+    let mut s = b | 1;
+    for p in 0..pieces {
+        let shared = (a >> (p % 60)) & 1 == 1;
+        let mut x = if shared {
+            0x5eed + (b.wrapping_add(p) % 8)
+        } else {
+            s
+        };
+        for _ in 0..1024 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        s = x;
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! # imgstore
+//!
+//! A content-addressed, crash-safe store for VM and container image files,
+//! with constant-time links. This crate is the storage engine; the IMGAPI
+//! daemon and the command-line client stand on it.
+//!
+//! ## Layers
+//!
+//! Each module depends only on the ones above it in this table (a test,
+//! `tests/it/layers.rs`, keeps it so):
+//!
+//! | module | one responsibility |
+//! | --- | --- |
+//! | [`id`] | `ChunkId` (BLAKE3), `FileId`, `SegmentId`; whole-file SHA-1, MD5, BLAKE3 |
+//! | [`error`] | the public, semantic error type (it names ids, so it follows them) |
+//! | [`chunker`] | content-defined chunk boundaries (FastCDC-style gear hash) |
+//! | [`format`] | the on-disk and on-wire record; pure codecs, fuzzed; `FORMAT.md` |
+//! | [`segment`] | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data, the I/O seam |
+//! | [`index`] | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
+//! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats |
+//! | `cli` (binary only) | the `imgstore store ...` admin commands |
+//!
+//! ## Example
+//!
+//! ```
+//! # fn main() -> imgstore::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| imgstore::Error::InvalidInput(e.to_string()))?;
+//! let store = imgstore::Store::open(dir.path())?;
+//! let put = store.put(&b"an image file"[..])?;
+//! store.link(&put.file_id)?; // a clone: one key, whatever the size
+//! let mut back = Vec::new();
+//! std::io::Read::read_to_end(&mut store.open_file(&put.file_id)?, &mut back)
+//!     .map_err(|e| imgstore::Error::InvalidInput(e.to_string()))?;
+//! assert_eq!(back, b"an image file");
+//! assert_eq!(store.unlink(&put.file_id)?, 1);
+//! assert!(store.verify(false)?.is_clean());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Choices, and the measurements behind them
+//!
+//! * Chunks average 64 KiB (min 16 KiB, max 256 KiB); see `ChunkerParams`.
+//! * New chunks are compressed with zstd level 3 when that saves at least
+//!   1/32 of their size; otherwise they are stored raw.
+//! * A file's id is the BLAKE3 of its content: storing the same bytes twice
+//!   adds a reference, not a copy. Links and unlinks count references on the
+//!   file record, so a clone writes one key whatever the file's size; chunk
+//!   refcounts change only when a file first appears or its last reference
+//!   goes.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod chunker;
+pub mod error;
+pub mod format;
+pub mod id;
+#[cfg(feature = "index")]
+pub mod index;
+pub mod segment;
+#[cfg(feature = "index")]
+pub mod store;
+
+pub use chunker::ChunkerParams;
+pub use error::{Error, Result};
+pub use id::{ChunkId, FileId, SegmentId};
+#[cfg(feature = "index")]
+pub use store::{PutResult, Store, StoreOptions};

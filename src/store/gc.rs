@@ -1,0 +1,255 @@
+//! Garbage collection and compaction, online, in two steps: a plan that can
+//! be inspected, then its execution, which re-checks every decision under
+//! the commit lock.
+//!
+//! A segment's garbage is every byte not covered by a live record: records of
+//! chunks whose refcount fell to zero, records a crash or a failed put left
+//! unindexed, duplicates written by racing puts. A segment with no live bytes
+//! is deleted; one whose garbage ratio passes the threshold is rewritten:
+//! its live records are copied (as stored, CRC-checked) to the active
+//! segment, fsynced, the index flipped in one batch, and only then the old
+//! file removed.
+
+use serde::Serialize;
+
+use super::{SegmentDeltas, Store};
+use crate::error::{Error, Result};
+use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
+use crate::id::{ChunkId, SegmentId};
+use crate::segment::{Location, lock};
+
+/// Default garbage ratio at which a segment is rewritten.
+pub const DEFAULT_THRESHOLD: f64 = 0.3;
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentAction {
+    /// No live bytes: remove the file.
+    Delete,
+    /// Copy the live records forward, then remove the file.
+    Rewrite,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentPlan {
+    pub segment: u64,
+    pub file_bytes: u64,
+    pub live_bytes: u64,
+    pub garbage_bytes: u64,
+    pub action: SegmentAction,
+}
+
+/// What GC would do.
+#[derive(Clone, Debug, Serialize)]
+pub struct GcPlan {
+    pub threshold: f64,
+    pub segments: Vec<SegmentPlan>,
+    /// Bytes the plan frees (garbage of the planned segments).
+    pub reclaimable_bytes: u64,
+    /// Garbage left in segments below the threshold (or still being written).
+    pub garbage_left_bytes: u64,
+}
+
+/// What GC did.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct GcReport {
+    pub segments_deleted: u64,
+    pub segments_rewritten: u64,
+    pub records_copied: u64,
+    pub bytes_copied: u64,
+    pub chunks_dropped: u64,
+    pub bytes_freed: u64,
+}
+
+struct Found {
+    id: ChunkId,
+    offset: u64,
+    len: u32,
+}
+
+impl Store {
+    /// Computes what a collection at `threshold` would do; changes nothing.
+    pub fn gc_plan(&self, threshold: f64) -> Result<GcPlan> {
+        let inner = &*self.inner;
+        let mut plan = GcPlan {
+            threshold,
+            segments: Vec::new(),
+            reclaimable_bytes: 0,
+            garbage_left_bytes: 0,
+        };
+        for id in inner.segments.list()? {
+            let file_bytes = inner.segments.file_len(id)?;
+            let live = inner.index.segment(id)?.map_or(0, |e| e.live_bytes);
+            let body = file_bytes.saturating_sub(SEGMENT_HEADER_LEN as u64);
+            let garbage = body.saturating_sub(live);
+            // The active segment qualifies too when no put is writing to
+            // it: execution seals it first.
+            let settled = inner.segments.is_quiet(id);
+            let action = if !settled {
+                None
+            } else if live == 0 {
+                Some(SegmentAction::Delete)
+            } else if body > 0 && garbage as f64 / body as f64 >= threshold {
+                Some(SegmentAction::Rewrite)
+            } else {
+                None
+            };
+            match action {
+                Some(action) => {
+                    plan.reclaimable_bytes += garbage
+                        + if action == SegmentAction::Delete {
+                            SEGMENT_HEADER_LEN as u64
+                        } else {
+                            0
+                        };
+                    plan.segments.push(SegmentPlan {
+                        segment: id.0,
+                        file_bytes,
+                        live_bytes: live,
+                        garbage_bytes: garbage,
+                        action,
+                    });
+                }
+                None => plan.garbage_left_bytes += garbage,
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Carries out a plan, re-checking each decision.
+    pub fn gc_execute(&self, plan: &GcPlan) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        for s in &plan.segments {
+            self.compact_segment(SegmentId(s.segment), &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Plans at the default threshold and executes.
+    pub fn gc(&self) -> Result<GcReport> {
+        let plan = self.gc_plan(DEFAULT_THRESHOLD)?;
+        self.gc_execute(&plan)
+    }
+
+    fn compact_segment(&self, seg: SegmentId, report: &mut GcReport) -> Result<()> {
+        let inner = &*self.inner;
+        if !inner.segments.seal_for_gc(seg)? {
+            return Ok(());
+        }
+        let map = inner.segments.map(seg)?;
+        let freed = map.len() as u64;
+        let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
+        let mut found = Vec::new();
+        let end = format::scan_records(body, |off, h| {
+            found.push(Found {
+                id: h.chunk_id,
+                offset: SEGMENT_HEADER_LEN as u64 + off,
+                len: h.record_len() as u32,
+            });
+        });
+        if let ScanEnd::Invalid { offset, error } = end {
+            return Err(Error::corrupt(
+                seg,
+                SEGMENT_HEADER_LEN as u64 + offset,
+                format!("{error}; segment left as it is, run `imgstore store verify`"),
+            ));
+        }
+        let here = |f: &Found| Location {
+            segment: seg,
+            offset: f.offset,
+            len: f.len,
+        };
+        let record_bytes = |f: &Found| {
+            map.get(f.offset as usize..(f.offset + u64::from(f.len)) as usize)
+                .unwrap_or_default()
+        };
+
+        // Copy, without locks, every record the index points at that is live
+        // or pinned now. Records that die before the flip are dropped there.
+        let mut session = inner.segments.session();
+        let mut copies: Vec<(usize, Location)> = Vec::new();
+        for (i, f) in found.iter().enumerate() {
+            let Some(e) = inner.index.chunk(&f.id)? else {
+                continue;
+            };
+            if e.location != here(f) {
+                continue;
+            }
+            let pinned = lock(&inner.pins).contains_key(&f.id);
+            if e.refcount == 0 && !pinned {
+                continue;
+            }
+            let rec = record_bytes(f);
+            let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+            let new = session.append(hdr, payload)?;
+            copies.push((i, new));
+        }
+        session.sync()?;
+
+        // Flip under the commit lock; the pin lock is held through the batch
+        // so no put can pin a chunk this batch deletes.
+        let _c = lock(&inner.commit);
+        let pins = lock(&inner.pins);
+        let mut b = inner.index.batch();
+        let mut segs = SegmentDeltas::default();
+        let mut copied = vec![None; found.len()];
+        let mut copied_here = 0u64;
+        let mut copied_bytes = 0u64;
+        for (i, loc) in copies {
+            if let Some(slot) = copied.get_mut(i) {
+                *slot = Some(loc);
+            }
+        }
+        for (i, f) in found.iter().enumerate() {
+            let Some(mut e) = inner.index.chunk(&f.id)? else {
+                continue;
+            };
+            if e.location != here(f) {
+                continue;
+            }
+            let keep = e.refcount > 0 || pins.contains_key(&f.id);
+            if !keep {
+                b.delete_chunk(&f.id)?;
+                report.chunks_dropped += 1;
+                continue;
+            }
+            let new = match copied.get(i).copied().flatten() {
+                Some(loc) => loc,
+                None => {
+                    // Revived (by a put) after the copy pass: copy it now.
+                    let rec = record_bytes(f);
+                    let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+                    let loc = session.append(hdr, payload)?;
+                    session.sync()?;
+                    loc
+                }
+            };
+            if e.refcount > 0 {
+                segs.add_live(&inner.index, new.segment, i64::from(new.len))?;
+            }
+            segs.extend_indexed(&inner.index, new.segment, new.offset + u64::from(new.len))?;
+            e.location = new;
+            b.put_chunk(&f.id, &e)?;
+            copied_here += 1;
+            copied_bytes += u64::from(new.len);
+        }
+        segs.entries.remove(&seg);
+        segs.write(&mut b)?;
+        b.delete_segment(seg)?;
+        b.commit()?;
+        drop(pins);
+        drop(_c);
+        drop(session);
+
+        inner.segments.remove(seg)?;
+        report.records_copied += copied_here;
+        report.bytes_copied += copied_bytes;
+        if copied_here == 0 {
+            report.segments_deleted += 1;
+        } else {
+            report.segments_rewritten += 1;
+        }
+        report.bytes_freed += freed.saturating_sub(copied_bytes);
+        Ok(())
+    }
+}

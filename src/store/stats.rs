@@ -1,0 +1,124 @@
+//! Usage figures: for the store, and per file the bytes unique to it versus
+//! shared with other files.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::Store;
+use crate::error::Result;
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::id::{ChunkId, FileId};
+
+#[derive(Clone, Debug, Serialize, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Distinct files stored.
+    pub files: u64,
+    /// References to them (puts plus links minus unlinks).
+    pub file_references: u64,
+    /// What users see: each file's size times its references.
+    pub logical_bytes: u64,
+    /// Each distinct file's size once.
+    pub distinct_file_bytes: u64,
+    /// Chunks indexed (live and garbage).
+    pub chunks: u64,
+    /// Chunks with at least one reference.
+    pub live_chunks: u64,
+    /// Uncompressed bytes of the live chunks: logical bytes after dedup.
+    pub unique_uncompressed_bytes: u64,
+    /// Bytes of live records in segments: after dedup and compression.
+    pub live_stored_bytes: u64,
+    /// All segment file bytes (live, garbage and headers).
+    pub stored_bytes: u64,
+    /// Segment bytes that GC can reclaim.
+    pub garbage_bytes: u64,
+    pub segments: u64,
+    /// RocksDB table files.
+    pub index_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FileUsage {
+    pub file_id: FileId,
+    pub size: u64,
+    pub refs: u64,
+    pub chunks: u64,
+    /// Uncompressed bytes of chunks no other file uses.
+    pub unique_bytes: u64,
+    /// Uncompressed bytes of chunks other files use too.
+    pub shared_bytes: u64,
+    /// Stored (compressed) bytes of the unique chunks: what deleting the
+    /// file's last reference frees.
+    pub unique_stored_bytes: u64,
+    /// Stored bytes of the shared chunks.
+    pub shared_stored_bytes: u64,
+}
+
+impl Store {
+    /// Store-wide figures (a scan of the index).
+    pub fn stats(&self) -> Result<StoreStats> {
+        let inner = &*self.inner;
+        let mut s = StoreStats::default();
+        inner.index.for_each_file(|_, r| {
+            s.files += 1;
+            s.file_references += r.refs;
+            s.logical_bytes += r.size * r.refs;
+            s.distinct_file_bytes += r.size;
+            Ok(())
+        })?;
+        inner.index.for_each_chunk(|_, e| {
+            s.chunks += 1;
+            if e.refcount > 0 {
+                s.live_chunks += 1;
+                s.unique_uncompressed_bytes += u64::from(e.raw_len);
+                s.live_stored_bytes += u64::from(e.location.len);
+            }
+            Ok(())
+        })?;
+        for id in inner.segments.list()? {
+            s.segments += 1;
+            s.stored_bytes += inner.segments.file_len(id)?;
+        }
+        s.garbage_bytes = s
+            .stored_bytes
+            .saturating_sub(s.live_stored_bytes + s.segments * SEGMENT_HEADER_LEN as u64);
+        s.index_bytes = inner.index.disk_bytes();
+        Ok(s)
+    }
+
+    /// How much of a file is its own and how much it shares.
+    pub fn file_usage(&self, id: &FileId) -> Result<FileUsage> {
+        let rec = self.stat(id)?;
+        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
+        self.inner.index.for_each_block(id, |_, refs| {
+            for r in refs {
+                *counts.entry(r.id).or_insert(0) += 1;
+            }
+            Ok(())
+        })?;
+        let mut u = FileUsage {
+            file_id: *id,
+            size: rec.size,
+            refs: rec.refs,
+            chunks: rec.chunk_count,
+            unique_bytes: 0,
+            shared_bytes: 0,
+            unique_stored_bytes: 0,
+            shared_stored_bytes: 0,
+        };
+        for (cid, n) in counts {
+            let Some(e) = self.inner.index.chunk(&cid)? else {
+                continue;
+            };
+            let raw = u64::from(e.raw_len) * n;
+            if e.refcount <= n {
+                u.unique_bytes += raw;
+                u.unique_stored_bytes += u64::from(e.location.len);
+            } else {
+                u.shared_bytes += raw;
+                u.shared_stored_bytes += u64::from(e.location.len);
+            }
+        }
+        Ok(u)
+    }
+}

@@ -1,0 +1,109 @@
+//! The admin commands, driven through the built binary.
+
+use std::process::{Command, Output};
+
+fn imgstore(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .arg("store")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn put_cat_link_unlink_gc_verify_stats_work_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("image.bin");
+    let data = crate::common::text(700_000, 3);
+    std::fs::write(&file, &data).unwrap();
+
+    let put = json(&imgstore(&dir, &["put", file.to_str().unwrap(), "--json"]));
+    let id = put["file_id"].as_str().unwrap().to_string();
+    assert_eq!(put["size"], 700_000);
+    assert_eq!(put["sha1"].as_str().unwrap().len(), 40);
+
+    let cat = imgstore(&dir, &["cat", &id]);
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, data);
+    let part = imgstore(&dir, &["cat", &id, "--offset", "100", "--length", "50"]);
+    assert_eq!(part.stdout, &data[100..150]);
+
+    assert_eq!(json(&imgstore(&dir, &["link", &id, "--json"]))["refs"], 2);
+    assert_eq!(json(&imgstore(&dir, &["unlink", &id, "--json"]))["refs"], 1);
+
+    let stats = json(&imgstore(&dir, &["stats", "--json"]));
+    assert_eq!(stats["logical_bytes"], 700_000);
+    assert!(stats["stored_bytes"].as_u64().unwrap() < 700_000);
+    let usage = json(&imgstore(&dir, &["stats", &id, "--json"]));
+    assert_eq!(usage["unique_bytes"], 700_000);
+
+    assert_eq!(json(&imgstore(&dir, &["unlink", &id, "--json"]))["refs"], 0);
+    let gc = json(&imgstore(&dir, &["gc", "--threshold", "0", "--json"]));
+    assert!(gc["done"]["bytes_freed"].as_u64().unwrap() > 0, "{gc}");
+    let verify = json(&imgstore(&dir, &["verify", "--json"]));
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn verify_exits_non_zero_on_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("f");
+    std::fs::write(&file, crate::common::bytes(50_000, 1)).unwrap();
+    json(&imgstore(&dir, &["put", file.to_str().unwrap(), "--json"]));
+    let seg = dir.join("segments").join("000000000001.seg");
+    let mut raw = std::fs::read(&seg).unwrap();
+    let last = raw.len() - 10;
+    raw[last] ^= 0xff;
+    std::fs::write(&seg, raw).unwrap();
+    let out = imgstore(&dir, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("000000000001") && text.contains("PROBLEMS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn commands_on_a_missing_store_or_unknown_file_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = imgstore(&tmp.path().join("none"), &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("imgstore store stats: error:") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    json(&imgstore(&dir, &["put", file.to_str().unwrap(), "--json"]));
+    let out = imgstore(&dir, &["cat", &"0".repeat(64)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = imgstore(&dir, &["cat", "xyz"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a file id"));
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused_by_a_second_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _held = crate::common::open_small(tmp.path());
+    let out = imgstore(tmp.path(), &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+}

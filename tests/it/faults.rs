@@ -1,0 +1,85 @@
+//! Failing writes and fsyncs through the I/O seam.
+
+use imgstore::Error;
+use imgstore::segment::io::{EIO, ENOSPC, FaultyIo};
+
+use crate::common::*;
+
+#[test]
+fn a_full_disk_fails_the_put_cleanly_and_keeps_acknowledged_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultyIo::new();
+    let store = open_small_with_io(dir.path(), Box::new(faults.clone()));
+    let kept = bytes(200_000, 1);
+    let kept_id = put(&store, &kept);
+
+    faults.fail_writes_after(50_000, ENOSPC);
+    let err = store.put(&bytes(2_000_000, 2)[..]).unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    // Further writes fail too while the disk is full ...
+    assert!(store.put(&bytes(300_000, 3)[..]).is_err());
+    // ... and work again once space is freed, without a restart.
+    faults.heal();
+    let later = bytes(300_000, 4);
+    let later_id = put(&store, &later);
+    assert_eq!(read_all(&store, &kept_id), kept);
+    assert_eq!(read_all(&store, &later_id), later);
+    assert_clean(&store);
+    drop(store);
+
+    let store = open_small(dir.path());
+    assert_eq!(read_all(&store, &kept_id), kept);
+    assert_eq!(read_all(&store, &later_id), later);
+    assert_clean(&store);
+}
+
+#[test]
+fn a_failing_fsync_is_an_error_never_an_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultyIo::new();
+    let store = open_small_with_io(dir.path(), Box::new(faults.clone()));
+    let kept = text(100_000, 1);
+    let kept_id = put(&store, &kept);
+
+    faults.fail_syncs_after(0, EIO);
+    let lost = bytes(150_000, 2);
+    let err = store.put(&lost[..]).unwrap_err();
+    assert!(
+        matches!(err, Error::Io { .. } | Error::WritesFailed(_)),
+        "{err}"
+    );
+    let lost_id = imgstore::FileId(*blake3::hash(&lost).as_bytes());
+    assert!(matches!(store.stat(&lost_id), Err(Error::FileNotFound(_))));
+
+    faults.heal();
+    let after = bytes(120_000, 3);
+    let after_id = put(&store, &after);
+    assert_clean(&store);
+    drop(store);
+    let store = open_small(dir.path());
+    assert_eq!(read_all(&store, &kept_id), kept);
+    assert_eq!(read_all(&store, &after_id), after);
+    assert_clean(&store);
+}
+
+#[test]
+fn failures_at_every_point_of_a_put_leave_a_verifiable_store() {
+    // Fail the n-th fsync and a write after k bytes, for a spread of n and k.
+    for n in 0..4u64 {
+        for k in [0u64, 100, 30_000, 70_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = FaultyIo::new();
+            let store = open_small_with_io(dir.path(), Box::new(faults.clone()));
+            let first = put(&store, &bytes(90_000, 100 + n));
+            faults.fail_syncs_after(n, EIO);
+            faults.fail_writes_after(k, ENOSPC);
+            let _ = store.put(&bytes(200_000, 200 + k)[..]);
+            faults.heal();
+            assert_clean(&store);
+            drop(store);
+            let store = open_small(dir.path());
+            assert_eq!(read_all(&store, &first), bytes(90_000, 100 + n));
+            assert_clean(&store);
+        }
+    }
+}
