@@ -18,14 +18,18 @@ fn main() {
         std::env::var("IMGSTORE_BENCH_DATA"),
         std::env::var("IMGSTORE_BENCH_DATA_V2"),
     ) else {
-        eprintln!("chunk_size: set IMGSTORE_BENCH_DATA and IMGSTORE_BENCH_DATA_V2 (see the file's docs)");
+        eprintln!(
+            "chunk_size: set IMGSTORE_BENCH_DATA and IMGSTORE_BENCH_DATA_V2 (see the file's docs)"
+        );
         return;
     };
     let combos = std::env::var("IMGSTORE_BENCH_COMBOS")
         .unwrap_or_else(|_| "16384:3,65536:1,65536:3,262144:3,1048576:3".into());
     let v1_len = std::fs::metadata(&v1).map(|m| m.len()).unwrap_or(1);
     let v2_len = std::fs::metadata(&v2).map(|m| m.len()).unwrap_or(1);
-    println!("avg_KiB\tzstd\tput_v1_MB/s\tstored_v1\tv1_ratio\tput_v2_MB/s\tadded_v2\tadded_v2_pct\tchunks_v2");
+    println!(
+        "avg_KiB\tzstd\tput_v1_MB/s\tstored_v1\tv1_ratio\tput_v2_MB/s\tadded_v2\tadded_v2_pct\tchunks_v2"
+    );
     for combo in combos.split(',') {
         let mut it = combo.split(':');
         let avg: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(65536);

@@ -17,8 +17,11 @@
 //! | [`format`] | the on-disk and on-wire record; pure codecs, fuzzed; `FORMAT.md` |
 //! | [`segment`] | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data, the I/O seam |
 //! | [`index`] | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
-//! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats |
-//! | `cli` (binary only) | the `imgstore store ...` admin commands |
+//! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats, transactions |
+//! | [`imgapi`] | IMGAPI rules over the store: manifests, states, visibility, ACLs, files, icons |
+//! | [`http`] | the routes, the one error-to-HTTP mapping, bunyan logs, the peer client |
+//! | [`daemon`] | configuration and `serve(listener, state, shutdown)` |
+//! | `cli` (binary only) | `imgstore serve` and the `imgstore store ...` admin commands |
 //!
 //! ## Example
 //!
@@ -53,9 +56,15 @@
 )]
 
 pub mod chunker;
+#[cfg(feature = "index")]
+pub mod daemon;
 pub mod error;
 pub mod format;
+#[cfg(feature = "index")]
+pub mod http;
 pub mod id;
+#[cfg(feature = "index")]
+pub mod imgapi;
 #[cfg(feature = "index")]
 pub mod index;
 pub mod segment;

@@ -1,6 +1,7 @@
-//! The command-line interface: `imgstore store ...` admin commands that work
-//! offline on a data directory.
+//! The command-line interface: `imgstore serve` (the daemon) and the
+//! `imgstore store ...` admin commands that work offline on a data directory.
 
+pub mod serve_cmd;
 pub mod store_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the IMGAPI daemon (no configuration needed).
+    Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
     Store(store_cmd::StoreArgs),
 }
@@ -26,6 +29,7 @@ pub enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
     }
 }

@@ -21,6 +21,7 @@ pub mod gc;
 mod put;
 mod read;
 mod stats;
+mod txn;
 mod verify;
 
 use std::collections::HashMap;
@@ -39,9 +40,10 @@ use crate::segment::io::{FsIo, SegmentIo};
 use crate::segment::{SegmentSet, TailReport, lock};
 
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentPlan};
-pub use put::PutResult;
+pub use put::{PutResult, StagedPut};
 pub use read::FileReader;
 pub use stats::{FileUsage, StoreStats};
+pub use txn::Txn;
 pub use verify::{Problem, VerifyReport};
 
 /// Version of the data directory layout (marker file, index, segments).
@@ -297,54 +299,14 @@ impl Store {
     /// Adds a reference to a stored file (a clone). Writes one key whatever
     /// the file's size. Returns the new reference count.
     pub fn link(&self, id: &FileId) -> Result<u64> {
-        let _c = lock(&self.inner.commit);
-        let mut rec = self.stat(id)?;
-        rec.refs += 1;
-        let mut b = self.inner.index.batch();
-        b.put_file(id, &rec)?;
-        b.commit()?;
-        Ok(rec.refs)
+        self.transaction(|t| t.link(id))
     }
 
     /// Drops a reference. When the last one goes, the file's chunks lose a
     /// reference each; chunks left with none become garbage for GC.
     /// Returns the remaining reference count.
     pub fn unlink(&self, id: &FileId) -> Result<u64> {
-        let inner = &*self.inner;
-        let _c = lock(&inner.commit);
-        let mut rec = self.stat(id)?;
-        let mut b = inner.index.batch();
-        if rec.refs > 1 {
-            rec.refs -= 1;
-            b.put_file(id, &rec)?;
-            b.commit()?;
-            return Ok(rec.refs);
-        }
-        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
-        inner.index.for_each_block(id, |_, refs| {
-            for r in refs {
-                *counts.entry(r.id).or_insert(0) += 1;
-            }
-            Ok(())
-        })?;
-        let mut segs = SegmentDeltas::default();
-        for (cid, n) in counts {
-            let Some(mut e) = inner.index.chunk(&cid)? else {
-                return Err(Error::Inconsistent(format!(
-                    "file {id} references chunk {cid}, which is not indexed"
-                )));
-            };
-            let before = e.refcount;
-            e.refcount = e.refcount.saturating_sub(n);
-            if before > 0 && e.refcount == 0 {
-                segs.add_live(&inner.index, e.location.segment, -i64::from(e.location.len))?;
-            }
-            b.put_chunk(&cid, &e)?;
-        }
-        segs.write(&mut b)?;
-        b.delete_file(id)?;
-        b.commit()?;
-        Ok(0)
+        self.transaction(|t| t.unlink(id))
     }
 
     /// Flushes buffered segment data and memtables. Dropping the store

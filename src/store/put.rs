@@ -18,11 +18,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde::Serialize;
 
-use super::{PinGuard, SegmentDeltas, Store, now_ms};
+use super::{PinGuard, Store};
 use crate::error::{Error, Result};
 use crate::format::{Codec, encode_record_header};
 use crate::id::{ChunkId, FileHasher, FileId, Md5Hasher};
-use crate::index::{BLOCK_ENTRIES, ChunkEntry, ChunkRef, FileRecord};
+use crate::index::ChunkRef;
 use crate::segment::{Location, WriteSession, lock};
 
 const READ_BLOCK: usize = 4 << 20;
@@ -54,18 +54,39 @@ struct Cut {
     chunks: Vec<Range<usize>>,
 }
 
-struct Written {
+/// A put whose data is durable but not yet indexed. Holds its pins and its
+/// segment pins until dropped, so GC leaves its chunks alone meanwhile.
+pub struct StagedPut<'a> {
+    pub file_id: FileId,
+    pub size: u64,
+    pub sha1: [u8; 20],
+    pub md5: [u8; 16],
+    pub(super) written: Written,
+    _session: WriteSession<'a>,
+    _pins: PinGuard<'a>,
+}
+
+pub(super) struct Written {
     /// The chunk list of the file.
-    refs: Vec<ChunkRef>,
+    pub(super) refs: Vec<ChunkRef>,
     /// Chunks this put appended, by id.
-    new: HashMap<ChunkId, (Location, u32)>,
-    new_stored_bytes: u64,
+    pub(super) new: HashMap<ChunkId, (Location, u32)>,
+    pub(super) new_stored_bytes: u64,
 }
 
 impl Store {
     /// Stores everything `input` yields as one file and takes one reference
     /// to it. Returns after the data and the index entries are durable.
     pub fn put(&self, input: impl Read) -> Result<PutResult> {
+        let staged = self.put_staged(input)?;
+        self.transaction(|t| t.commit_put(&staged))
+    }
+
+    /// The heavy half of a put: reads, chunks, hashes, compresses and
+    /// appends the data and makes it durable, without indexing it. Commit it
+    /// with [`Txn::commit_put`](super::Txn::commit_put), possibly together
+    /// with other changes; dropped uncommitted, its bytes become garbage.
+    pub fn put_staged(&self, input: impl Read) -> Result<StagedPut<'_>> {
         let inner = &*self.inner;
         let mut pins = PinGuard {
             pins: &inner.pins,
@@ -90,10 +111,18 @@ impl Store {
         // The reader's error is the root cause when there is one; a closed
         // channel downstream is its consequence.
         let md5 = read_res?;
-        let write = write_res?;
+        let written = write_res?;
         let (size, sha1, b3) = hash_res?;
         session.sync()?;
-        self.commit_put(FileId(b3), size, sha1, md5, write)
+        Ok(StagedPut {
+            file_id: FileId(b3),
+            size,
+            sha1,
+            md5,
+            written,
+            _session: session,
+            _pins: pins,
+        })
     }
 
     fn hash_and_cut(
@@ -204,97 +233,6 @@ impl Store {
         *p.entry(*id).or_insert(0) += 1;
         pins.held.push(*id);
         Ok(true)
-    }
-
-    fn commit_put(
-        &self,
-        file_id: FileId,
-        size: u64,
-        sha1: [u8; 20],
-        md5: [u8; 16],
-        w: Written,
-    ) -> Result<PutResult> {
-        let inner = &*self.inner;
-        let _c = lock(&inner.commit);
-        let mut b = inner.index.batch();
-        let chunk_count = w.refs.len() as u64;
-        let mut result = PutResult {
-            file_id,
-            size,
-            sha1: hex::encode(sha1),
-            md5: hex::encode(md5),
-            blake3: file_id.to_hex(),
-            chunk_count,
-            new_chunks: 0,
-            new_stored_bytes: w.new_stored_bytes,
-            existed: false,
-            refs: 1,
-        };
-        if let Some(mut rec) = inner.index.file(&file_id)? {
-            // Same content already stored: one more reference. Chunks this
-            // put appended anyway stay unindexed and count as garbage.
-            rec.refs += 1;
-            b.put_file(&file_id, &rec)?;
-            b.commit()?;
-            result.existed = true;
-            result.refs = rec.refs;
-            return Ok(result);
-        }
-        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
-        for r in &w.refs {
-            *counts.entry(r.id).or_insert(0) += 1;
-        }
-        let mut segs = SegmentDeltas::default();
-        for (id, n) in counts {
-            let entry = match inner.index.chunk(&id)? {
-                Some(mut e) => {
-                    if e.refcount == 0 {
-                        segs.add_live(&inner.index, e.location.segment, i64::from(e.location.len))?;
-                    }
-                    e.refcount += n;
-                    e
-                }
-                None => {
-                    let Some(&(location, raw_len)) = w.new.get(&id) else {
-                        return Err(Error::Inconsistent(format!(
-                            "chunk {id} was pinned for reuse but is no longer indexed"
-                        )));
-                    };
-                    result.new_chunks += 1;
-                    segs.add_live(&inner.index, location.segment, i64::from(location.len))?;
-                    segs.extend_indexed(
-                        &inner.index,
-                        location.segment,
-                        location.offset + u64::from(location.len),
-                    )?;
-                    ChunkEntry {
-                        location,
-                        raw_len,
-                        refcount: n,
-                    }
-                }
-            };
-            b.put_chunk(&id, &entry)?;
-        }
-        segs.write(&mut b)?;
-        let mut start = 0u64;
-        for block in w.refs.chunks(BLOCK_ENTRIES) {
-            b.put_block(&file_id, start, block)?;
-            start += block.iter().map(|r| u64::from(r.raw_len)).sum::<u64>();
-        }
-        b.put_file(
-            &file_id,
-            &FileRecord {
-                size,
-                sha1,
-                md5,
-                chunk_count,
-                refs: 1,
-                created_ms: now_ms(),
-            },
-        )?;
-        b.commit()?;
-        Ok(result)
     }
 }
 

@@ -1,12 +1,17 @@
-//! Integration tests of the storage engine, one module per area.
+//! Integration tests, one module per area: the engine, then the IMGAPI
+//! daemon over real HTTP.
 
 mod bad_input;
 mod cli;
 mod common;
 mod concurrency;
 mod crash;
+mod daemon;
 mod faults;
 mod gc;
+mod imgapi_http;
 mod layers;
 mod model;
 mod store_basic;
+mod uploads;
+mod visibility;

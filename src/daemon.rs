@@ -1,0 +1,133 @@
+//! The daemon: configuration, start-up, and `serve(listener, state,
+//! shutdown)`, which tests call with a listener bound to port 0.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::http::{AppState, Logger, router};
+use crate::imgapi::{self, Imgapi};
+use crate::store::{Store, StoreOptions};
+
+/// Default data directory and listen address: `imgstore serve` needs no
+/// configuration at all.
+pub const DEFAULT_DATA_DIR: &str = "./imgstore-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The daemon's configuration: IMGAPI's keys plus where to listen and store.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub imgapi: imgapi::Config,
+    pub listen: String,
+    pub data_dir: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            imgapi: imgapi::Config::default(),
+            listen: DEFAULT_LISTEN.into(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+        }
+    }
+}
+
+/// The JSON config file (IMGAPI-style keys).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    mode: Option<String>,
+    datacenter_name: Option<String>,
+    admin_uuid: Option<Uuid>,
+    #[serde(default)]
+    imgapi_url_from_datacenter: BTreeMap<String, String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    accounts: Option<Vec<Uuid>>,
+}
+
+impl DaemonConfig {
+    /// Reads a config file; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let raw = std::fs::read(path)
+            .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
+        let f: ConfigFile = serde_json::from_slice(&raw)
+            .map_err(|e| Error::InvalidInput(format!("config {}: {e}", path.display())))?;
+        let mut c = DaemonConfig::default();
+        if let Some(m) = f.mode {
+            if !matches!(m.as_str(), "dc" | "public" | "private") {
+                return Err(Error::InvalidInput(format!(
+                    "config {}: mode must be dc, public or private, not {m:?}",
+                    path.display()
+                )));
+            }
+            c.imgapi.mode = m;
+        }
+        if let Some(d) = f.datacenter_name {
+            c.imgapi.datacenter_name = d;
+        }
+        c.imgapi.admin_uuid = f.admin_uuid;
+        c.imgapi.imgapi_url_from_datacenter = f.imgapi_url_from_datacenter;
+        c.imgapi.accounts = f.accounts;
+        if let Some(l) = f.listen {
+            c.listen = l;
+        }
+        if let Some(d) = f.data_dir {
+            c.data_dir = d;
+        }
+        Ok(c)
+    }
+
+    /// Opens the store and builds the shared state.
+    pub fn open(&self, log: Logger) -> Result<Arc<AppState>> {
+        let store = Store::open_with(
+            &self.data_dir,
+            StoreOptions {
+                extra_column_families: imgapi::COLUMN_FAMILIES.to_vec(),
+                ..StoreOptions::default()
+            },
+        )?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
+        Ok(Arc::new(AppState {
+            api: Imgapi::new(store, self.imgapi.clone()),
+            log,
+            started: Instant::now(),
+            http,
+        }))
+    }
+}
+
+/// Serves IMGAPI on `listener` until `shutdown` completes; in-flight
+/// requests then finish (each one's changes commit atomically or not at all).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

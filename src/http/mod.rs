@@ -1,0 +1,155 @@
+//! The HTTP face of IMGAPI: routes, request parsing, the response headers
+//! every answer carries, request logging, and the peer client. Rules live
+//! in `imgapi`; this layer only translates.
+
+pub mod error;
+pub mod log;
+pub mod peer;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::imgapi::{ApiError, Imgapi};
+use error::HttpError;
+pub use log::Logger;
+
+/// What every handler shares.
+pub struct AppState {
+    pub api: Imgapi,
+    pub log: Logger,
+    pub started: Instant,
+    pub http: reqwest::Client,
+}
+
+/// Versions of the API this server speaks (restify's `Accept-Version`).
+const VERSIONS: [u32; 2] = [1, 2];
+
+/// The `Server` header.
+pub fn server_header() -> String {
+    format!("imgstore/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The router with every IMGAPI route, the common headers and logging.
+pub fn router(state: Arc<AppState>) -> Router {
+    routes::routes()
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            common_headers,
+        ))
+        .with_state(state)
+}
+
+/// True when `Accept-Version` (a restify semver range) allows 1.0.0 or 2.0.0.
+fn version_ok(range: &str) -> bool {
+    let r = range.trim();
+    if r.is_empty() || r == "*" || r == "x" {
+        return true;
+    }
+    r.split("||").any(|alt| {
+        let alt = alt.trim().trim_start_matches(['~', '^', '=', 'v']);
+        if let Some(min) = alt.strip_prefix(">=") {
+            return min
+                .trim()
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .is_some_and(|m| m <= 2);
+        }
+        let major = alt.split('.').next().unwrap_or_default();
+        major == "*" || major == "x" || major.parse::<u32>().is_ok_and(|m| VERSIONS.contains(&m))
+    })
+}
+
+/// Adds `Server`, `x-request-id`, `x-response-time`, checks
+/// `Accept-Version`, and logs the request as a bunyan line.
+async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let req_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().clone();
+    let url = req.uri().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().replace('{', ":").replace('}', ""))
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let version = req
+        .headers()
+        .get("accept-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut resp = match version {
+        Some(v) if !version_ok(&v) => HttpError::from(ApiError::new(
+            "InvalidVersion",
+            format!("{v} is not supported by {method} {route}"),
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    };
+    let elapsed = start.elapsed();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&server_header()) {
+        h.insert(header::SERVER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&req_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&elapsed.as_millis().to_string()) {
+        h.insert(HeaderName::from_static("x-response-time"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&state.api.config().datacenter_name) {
+        h.insert(HeaderName::from_static("x-server-name"), v);
+    }
+    let status = resp.status().as_u16();
+    let err = resp.extensions().get::<ApiError>().cloned();
+    let level = if status >= 500 { 50 } else { 30 };
+    let mut fields = serde_json::Map::new();
+    fields.insert("req_id".into(), req_id.into());
+    fields.insert("route".into(), route.into());
+    fields.insert("method".into(), method.as_str().into());
+    fields.insert("url".into(), url.into());
+    fields.insert("statusCode".into(), status.into());
+    fields.insert("latency".into(), (elapsed.as_millis() as u64).into());
+    if let Some(e) = err {
+        fields.insert(
+            "err".into(),
+            serde_json::json!({ "code": e.code, "message": e.message }),
+        );
+    }
+    let msg = if method == Method::HEAD || status < 400 {
+        "handled"
+    } else {
+        "handled: error"
+    };
+    state.log.log(level, msg, fields);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_version_ranges() {
+        for ok in [
+            "*", "~1", "~2", "1.0.0", "2.0.0", "~1 || ~2", ">=1", "^2.0.0",
+        ] {
+            assert!(super::version_ok(ok), "{ok}");
+        }
+        for bad in ["~99", "3.0.0", "~0.1"] {
+            assert!(!super::version_ok(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Transactions: index changes that commit together in one RocksDB batch.
+//!
+//! Every change of refcounts happens inside a [`Txn`], under the store's
+//! commit lock. A transaction reads through an overlay of its own pending
+//! changes, so several operations (put one file, unlink another, update an
+//! image record of a layer above) see each other and commit atomically:
+//! after a crash either all of them happened or none did.
+
+use std::collections::HashMap;
+
+use super::put::StagedPut;
+use super::{PutResult, SegmentDeltas, Store, now_ms};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, FileId};
+use crate::index::{BLOCK_ENTRIES, Batch, ChunkEntry, ChunkRef, FileRecord, Index};
+use crate::segment::lock;
+
+/// Pending index changes; see the module docs.
+pub struct Txn<'a> {
+    index: &'a Index,
+    batch: Batch<'a>,
+    chunks: HashMap<ChunkId, ChunkEntry>,
+    files: HashMap<FileId, Option<FileRecord>>,
+    /// Chunk lists of files created in this transaction.
+    new_lists: HashMap<FileId, Vec<ChunkRef>>,
+    segs: SegmentDeltas,
+}
+
+impl Store {
+    /// Runs `f` under the commit lock and commits its changes in one batch
+    /// if it returns `Ok`; on `Err` nothing is written.
+    pub fn transaction<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<T> {
+        let inner = &*self.inner;
+        let _c = lock(&inner.commit);
+        let mut txn = Txn {
+            index: &inner.index,
+            batch: inner.index.batch(),
+            chunks: HashMap::new(),
+            files: HashMap::new(),
+            new_lists: HashMap::new(),
+            segs: SegmentDeltas::default(),
+        };
+        let out = f(&mut txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
+impl<'a> Txn<'a> {
+    /// The index, for reading a layer's own column families.
+    pub fn index(&self) -> &'a Index {
+        self.index
+    }
+
+    fn chunk(&mut self, id: &ChunkId) -> Result<Option<ChunkEntry>> {
+        if let Some(e) = self.chunks.get(id) {
+            return Ok(Some(*e));
+        }
+        self.index.chunk(id)
+    }
+
+    fn set_chunk(&mut self, id: ChunkId, e: ChunkEntry) -> Result<()> {
+        self.batch.put_chunk(&id, &e)?;
+        self.chunks.insert(id, e);
+        Ok(())
+    }
+
+    /// A file's record as this transaction sees it.
+    pub fn file(&mut self, id: &FileId) -> Result<Option<FileRecord>> {
+        if let Some(f) = self.files.get(id) {
+            return Ok(*f);
+        }
+        self.index.file(id)
+    }
+
+    fn set_file(&mut self, id: FileId, rec: FileRecord) -> Result<()> {
+        self.batch.put_file(&id, &rec)?;
+        self.files.insert(id, Some(rec));
+        Ok(())
+    }
+
+    /// Writes a key of a layer above the engine.
+    pub fn put_cf(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.batch.put_cf(cf, key, value)
+    }
+
+    pub fn delete_cf(&mut self, cf: &str, key: &[u8]) -> Result<()> {
+        self.batch.delete_cf(cf, key)
+    }
+
+    /// Adds a reference to a stored file: one key whatever its size.
+    pub fn link(&mut self, id: &FileId) -> Result<u64> {
+        let mut rec = self.file(id)?.ok_or(Error::FileNotFound(*id))?;
+        rec.refs += 1;
+        self.set_file(*id, rec)?;
+        Ok(rec.refs)
+    }
+
+    /// Drops a reference; the last one releases the file's chunks.
+    pub fn unlink(&mut self, id: &FileId) -> Result<u64> {
+        let mut rec = self.file(id)?.ok_or(Error::FileNotFound(*id))?;
+        if rec.refs > 1 {
+            rec.refs -= 1;
+            self.set_file(*id, rec)?;
+            return Ok(rec.refs);
+        }
+        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
+        match self.new_lists.remove(id) {
+            Some(list) => {
+                for r in list {
+                    *counts.entry(r.id).or_insert(0) += 1;
+                }
+            }
+            None => self.index.for_each_block(id, |_, refs| {
+                for r in refs {
+                    *counts.entry(r.id).or_insert(0) += 1;
+                }
+                Ok(())
+            })?,
+        }
+        for (cid, n) in counts {
+            let Some(mut e) = self.chunk(&cid)? else {
+                return Err(Error::Inconsistent(format!(
+                    "file {id} references chunk {cid}, which is not indexed"
+                )));
+            };
+            let before = e.refcount;
+            e.refcount = e.refcount.saturating_sub(n);
+            if before > 0 && e.refcount == 0 {
+                self.segs
+                    .add_live(self.index, e.location.segment, -i64::from(e.location.len))?;
+            }
+            self.set_chunk(cid, e)?;
+        }
+        self.batch.delete_file(id)?;
+        self.files.insert(*id, None);
+        Ok(0)
+    }
+
+    /// Indexes a staged put: a new reference to the file, and for a file
+    /// seen for the first time, its chunk list and chunk references.
+    pub fn commit_put(&mut self, staged: &StagedPut<'_>) -> Result<PutResult> {
+        let file_id = staged.file_id;
+        let w = &staged.written;
+        let mut result = PutResult {
+            file_id,
+            size: staged.size,
+            sha1: hex::encode(staged.sha1),
+            md5: hex::encode(staged.md5),
+            blake3: file_id.to_hex(),
+            chunk_count: w.refs.len() as u64,
+            new_chunks: 0,
+            new_stored_bytes: w.new_stored_bytes,
+            existed: false,
+            refs: 1,
+        };
+        if let Some(mut rec) = self.file(&file_id)? {
+            // Same content already stored: one more reference. Chunks this
+            // put appended anyway stay unindexed and count as garbage.
+            rec.refs += 1;
+            self.set_file(file_id, rec)?;
+            result.existed = true;
+            result.refs = rec.refs;
+            return Ok(result);
+        }
+        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
+        for r in &w.refs {
+            *counts.entry(r.id).or_insert(0) += 1;
+        }
+        for (id, n) in counts {
+            let entry = match self.chunk(&id)? {
+                Some(mut e) => {
+                    if e.refcount == 0 {
+                        self.segs.add_live(
+                            self.index,
+                            e.location.segment,
+                            i64::from(e.location.len),
+                        )?;
+                    }
+                    e.refcount += n;
+                    e
+                }
+                None => {
+                    let Some(&(location, raw_len)) = w.new.get(&id) else {
+                        return Err(Error::Inconsistent(format!(
+                            "chunk {id} was pinned for reuse but is no longer indexed"
+                        )));
+                    };
+                    result.new_chunks += 1;
+                    self.segs
+                        .add_live(self.index, location.segment, i64::from(location.len))?;
+                    self.segs.extend_indexed(
+                        self.index,
+                        location.segment,
+                        location.offset + u64::from(location.len),
+                    )?;
+                    ChunkEntry {
+                        location,
+                        raw_len,
+                        refcount: n,
+                    }
+                }
+            };
+            self.set_chunk(id, entry)?;
+        }
+        let mut start = 0u64;
+        for block in w.refs.chunks(BLOCK_ENTRIES) {
+            self.batch.put_block(&file_id, start, block)?;
+            start += block.iter().map(|r| u64::from(r.raw_len)).sum::<u64>();
+        }
+        self.set_file(
+            file_id,
+            FileRecord {
+                size: staged.size,
+                sha1: staged.sha1,
+                md5: staged.md5,
+                chunk_count: w.refs.len() as u64,
+                refs: 1,
+                created_ms: now_ms(),
+            },
+        )?;
+        self.new_lists.insert(file_id, w.refs.clone());
+        Ok(result)
+    }
+
+    fn commit(self) -> Result<()> {
+        let mut batch = self.batch;
+        self.segs.write(&mut batch)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.commit()
+    }
+}

@@ -1,0 +1,179 @@
+//! A daemon started in-process on port 0, driven over real HTTP.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use imgstore::daemon::{self, DaemonConfig};
+use imgstore::http::Logger;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "00000000-0000-0000-0000-00000000ad01";
+pub const ALICE: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+pub const BOB: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+pub const CAROL: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
+
+pub struct Daemon {
+    pub url: String,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub state: Arc<imgstore::http::AppState>,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, |_| {})
+    }
+
+    pub fn start_with(dir: &Path, tweak: impl FnOnce(&mut DaemonConfig)) -> Self {
+        let mut cfg = DaemonConfig {
+            data_dir: dir.to_path_buf(),
+            ..DaemonConfig::default()
+        };
+        cfg.imgapi.admin_uuid = Some(ADMIN.parse().unwrap());
+        tweak(&mut cfg);
+        let state = cfg.open(Logger::sink()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                daemon::serve(listener, st, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        });
+        let addr = addr_rx.recv().unwrap();
+        Daemon {
+            url: format!("http://{addr}"),
+            client: Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            stop: Some(tx),
+            thread: Some(thread),
+            state,
+        }
+    }
+
+    /// Stops serving and waits; the store closes when the last handle goes.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .unwrap()
+    }
+
+    /// Creates, uploads and (optionally) activates an image; returns its uuid.
+    pub fn image(
+        &self,
+        owner: &str,
+        name: &str,
+        extra: Value,
+        data: &[u8],
+        activate: bool,
+    ) -> String {
+        let mut body =
+            json!({"name": name, "version": "1.0.0", "type": "zone-dataset", "os": "smartos"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self.post(&format!("/images?account={owner}"), &body);
+        let status = r.status();
+        let img: Value = r.json().unwrap();
+        assert_eq!(status, 200, "{img}");
+        let uuid = img["uuid"].as_str().unwrap().to_string();
+        if !data.is_empty() {
+            let r = self.put_bytes(
+                &format!("/images/{uuid}/file?compression=none&account={owner}"),
+                data.to_vec(),
+            );
+            assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        }
+        if activate {
+            let r = self.post(
+                &format!("/images/{uuid}?action=activate&account={owner}"),
+                &json!({}),
+            );
+            assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        }
+        uuid
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Status and JSON body of a response.
+pub fn sj(r: Response) -> (u16, Value) {
+    let s = r.status().as_u16();
+    let text = r.text().unwrap();
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Asserts an IMGAPI error.
+pub fn assert_err(r: Response, status: u16, code: &str) -> Value {
+    let (s, body) = sj(r);
+    assert_eq!(
+        (s, body["code"].as_str().unwrap_or("")),
+        (status, code),
+        "{body}"
+    );
+    body
+}

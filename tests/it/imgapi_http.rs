@@ -1,0 +1,756 @@
+//! IMGAPI over real HTTP: every endpoint, the visibility matrix and the
+//! error cases of the reference.
+
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+
+use crate::common::{bytes, text};
+use crate::daemon::*;
+
+fn md5_b64(data: &[u8]) -> String {
+    use md5::Digest as _;
+    imgstore::imgapi::base64_encode(&md5::Md5::digest(data))
+}
+
+#[test]
+fn ping_answers_as_imgapi_and_carries_the_common_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let r = d.get("/ping");
+    let h = r.headers().clone();
+    let (s, body) = sj(r);
+    assert_eq!(s, 200);
+    assert_eq!(body["ping"], "pong");
+    assert_eq!(body["imgapi"], true);
+    assert!(body["pid"].is_u64());
+    assert!(h.contains_key("x-request-id"));
+    assert!(h.contains_key("x-response-time"));
+    assert!(h["server"].to_str().unwrap().starts_with("imgstore/"));
+    let body = assert_err(
+        d.get("/ping?error=ValidationFailed"),
+        422,
+        "ValidationFailed",
+    );
+    assert_eq!(body["errors"], json!([]));
+    assert_err(d.get("/ping?error=Bogus"), 422, "InvalidParameter");
+}
+
+#[test]
+fn create_upload_activate_get_and_download_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let data = text(300_000, 1);
+    let (s, img) = sj(d.post(
+        &format!("/images?account={ALICE}"),
+        &json!({"name": "base", "version": "1.0.0", "type": "zone-dataset", "os": "smartos",
+                "description": "a base image", "tags": {"role": "db"}}),
+    ));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["state"], "unactivated");
+    assert_eq!(img["owner"], ALICE);
+    assert_eq!(img["files"], json!([]));
+    assert!(img.get("published_at").is_none());
+    let uuid = img["uuid"].as_str().unwrap().to_string();
+
+    let sha1 = hex::encode(Sha1::digest(&data));
+    let (s, img) = sj(d.put_bytes(
+        &format!("/images/{uuid}/file?compression=gzip&account={ALICE}&sha1={sha1}"),
+        data.clone(),
+    ));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(
+        img["files"],
+        json!([{"sha1": sha1, "size": 300_000, "compression": "gzip"}])
+    );
+
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}?action=activate&account={ALICE}"),
+        &json!({}),
+    ));
+    assert_eq!(s, 200);
+    assert_eq!(img["state"], "active");
+    assert!(img["published_at"].as_str().unwrap().ends_with('Z'));
+
+    let r = d.get(&format!("/images/{uuid}"));
+    assert!(r.headers().contains_key("etag"));
+    let etag = r.headers()["etag"].clone();
+    let (_, got) = sj(r);
+    for k in got.as_object().unwrap().keys() {
+        assert!(
+            imgstore::imgapi::manifest::MANIFEST_FIELDS.contains(&k.as_str()),
+            "{k}"
+        );
+    }
+    let r = d
+        .client
+        .get(format!("{}/images/{uuid}", d.url))
+        .header("if-none-match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 304);
+
+    let r = d.get(&format!("/images/{uuid}/file?account={ALICE}"));
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-length"], "300000");
+    assert_eq!(h["content-md5"].to_str().unwrap(), md5_b64(&data));
+    assert_eq!(h["etag"].to_str().unwrap(), sha1);
+    assert!(h.contains_key("last-modified"));
+    assert_eq!(r.bytes().unwrap().to_vec(), data);
+
+    // Range requests.
+    let r = d
+        .client
+        .get(format!("{}/images/{uuid}/file", d.url))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 1000-1999/300000");
+    assert_eq!(r.bytes().unwrap().to_vec(), data[1000..2000].to_vec());
+    let r = d
+        .client
+        .get(format!("{}/images/{uuid}/file", d.url))
+        .header("range", "bytes=-10")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.bytes().unwrap().to_vec(),
+        data[data.len() - 10..].to_vec()
+    );
+    let r = d
+        .client
+        .get(format!("{}/images/{uuid}/file", d.url))
+        .header("range", "bytes=400000-")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+}
+
+#[test]
+fn a_reupload_before_activation_replaces_the_file_and_releases_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &bytes(200_000, 1), false);
+    let r = d.put_bytes(
+        &format!("/images/{uuid}/file?compression=none"),
+        bytes(150_000, 2),
+    );
+    assert_eq!(r.status(), 200);
+    let store = d.state.api.store();
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.files, 1, "{stats:?}");
+    assert_eq!(stats.logical_bytes, 150_000);
+    let r = d.post(&format!("/images/{uuid}?action=activate"), &json!({}));
+    assert_eq!(r.status(), 200);
+    assert_err(
+        d.put_bytes(
+            &format!("/images/{uuid}/file?compression=none"),
+            bytes(10, 3),
+        ),
+        422,
+        "ImageFilesImmutable",
+    );
+}
+
+#[test]
+fn upload_errors_follow_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &[], false);
+    let body = assert_err(
+        d.put_bytes(&format!("/images/{uuid}/file"), bytes(10, 1)),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(body["errors"][0]["field"], "compression");
+    assert_eq!(body["errors"][0]["code"], "Missing");
+    let body = assert_err(
+        d.put_bytes(
+            &format!("/images/{uuid}/file?compression=lzma"),
+            bytes(10, 1),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(body["errors"][0]["code"], "Invalid");
+    assert_err(
+        d.put_bytes(&format!("/images/{uuid}/file?compression=none"), vec![]),
+        400,
+        "Download",
+    );
+    assert_err(
+        d.put_bytes(
+            &format!(
+                "/images/{uuid}/file?compression=none&sha1={}",
+                "0".repeat(40)
+            ),
+            bytes(100, 1),
+        ),
+        400,
+        "Download",
+    );
+    assert_err(
+        d.put_bytes(
+            &format!("/images/{uuid}/file?compression=none&storage=manta&account={ALICE}"),
+            bytes(100, 1),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    // Too large by Content-Length, refused before the body is read.
+    let r = d
+        .client
+        .put(format!("{}/images/{uuid}/file?compression=none", d.url))
+        .header("content-length", (21u64 << 30).to_string())
+        .body(Vec::<u8>::new())
+        .send();
+    if let Ok(r) = r {
+        assert!(
+            r.status() == 400 || r.status().is_client_error(),
+            "{}",
+            r.status()
+        );
+    }
+    // Nothing from the failed uploads stays referenced.
+    assert_eq!(d.state.api.store().stats().unwrap().files, 0);
+    let stranger = assert_err(
+        d.put_bytes(
+            &format!("/images/{uuid}/file?compression=none&account={BOB}"),
+            bytes(10, 1),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+    assert_eq!(stranger["message"], "image not found");
+}
+
+#[test]
+fn activation_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &[], false);
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=activate"), &json!({})),
+        422,
+        "NoActivationNoFile",
+    );
+    d.put_bytes(
+        &format!("/images/{uuid}/file?compression=none"),
+        bytes(100, 1),
+    );
+    assert_eq!(
+        d.post(&format!("/images/{uuid}?action=activate"), &json!({}))
+            .status(),
+        200
+    );
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=activate"), &json!({})),
+        422,
+        "ImageAlreadyActivated",
+    );
+    let body = assert_err(
+        d.post(&format!("/images/{uuid}"), &json!({})),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(body["message"], "no image \"action\" was specified");
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=explode"), &json!({})),
+        422,
+        "InvalidParameter",
+    );
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=export"), &json!({})),
+        501,
+        "NotAvailable",
+    );
+}
+
+#[test]
+fn enable_disable_and_the_computed_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &bytes(100, 1), true);
+    let (_, img) = sj(d.post(
+        &format!("/images/{uuid}?action=disable&account={ALICE}"),
+        &json!({}),
+    ));
+    assert_eq!(
+        (img["state"].as_str(), img["disabled"].as_bool()),
+        (Some("disabled"), Some(true))
+    );
+    let (_, img) = sj(d.post(
+        &format!("/images/{uuid}?action=enable&account={ALICE}"),
+        &json!({}),
+    ));
+    assert_eq!(img["state"], "active");
+    let un = d.image(ALICE, "un", json!({}), &[], false);
+    let (_, img) = sj(d.post(&format!("/images/{un}?action=disable"), &json!({})));
+    assert_eq!(img["state"], "unactivated");
+}
+
+#[test]
+fn update_follows_the_mutable_and_operator_only_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(
+        ALICE,
+        "img",
+        json!({"tags": {"a": 1, "b": 2}, "description": "x"}),
+        &bytes(100, 1),
+        true,
+    );
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}?action=update&account={ALICE}"),
+        &json!({"name": "renamed", "tags": {"c": 3}, "description": null}),
+    ));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["name"], "renamed");
+    assert_eq!(img["tags"], json!({"c": 3}));
+    assert!(img.get("description").is_none());
+    let body = assert_err(
+        d.post(
+            &format!("/images/{uuid}?action=update&account={ALICE}"),
+            &json!({"billing_tags": ["x"]}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    assert_eq!(body["errors"][0]["code"], "NotAllowed");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "Can only be updated by operators"
+    );
+    let body = assert_err(
+        d.post(
+            &format!("/images/{uuid}?action=update&account={ALICE}"),
+            &json!({"type": "zvol"}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    assert_eq!(body["errors"][0]["message"], "Parameter cannot be updated");
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=update"), &json!({})),
+        422,
+        "ValidationFailed",
+    );
+    assert_err(
+        d.post(
+            &format!("/images/{uuid}?action=update"),
+            &json!({"name": "bad*name"}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}?action=update"),
+        &json!({"billing_tags": ["gold"]}),
+    ));
+    assert_eq!((s, img["billing_tags"].clone()), (200, json!(["gold"])));
+    // Conditional update.
+    let r = d
+        .client
+        .post(format!("{}/images/{uuid}?action=update", d.url))
+        .header("if-match", "\"nope\"")
+        .json(&json!({"name": "x"}))
+        .send()
+        .unwrap();
+    assert_err(r, 412, "PreconditionFailed");
+}
+
+#[test]
+fn create_errors_follow_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let ok = json!({"name": "n", "version": "1", "type": "zone-dataset", "os": "smartos"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let body = assert_err(
+        d.post(
+            &format!("/images?account={ALICE}"),
+            &with("state", json!("active")),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    assert_eq!(body["errors"][0]["code"], "NotAllowed");
+    let body = assert_err(
+        d.post(
+            &format!("/images?account={ALICE}"),
+            &with("uuid", json!(ALICE)),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid extra parameters")
+    );
+    assert_err(
+        d.post(
+            &format!("/images?account={ALICE}"),
+            &with("frobnicate", json!(1)),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    let body = assert_err(
+        d.post(
+            &format!("/images?account={ALICE}"),
+            &with("owner", json!(BOB)),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(body["errors"][0]["field"], "owner");
+    assert_err(
+        d.post(
+            &format!("/images?account={ALICE}"),
+            &with("origin", json!(BOB)),
+        ),
+        422,
+        "OriginDoesNotExist",
+    );
+    let body = assert_err(
+        d.post(&format!("/images?account={ALICE}"), &json!({"name": "n"})),
+        422,
+        "ValidationFailed",
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid image data: ")
+    );
+    // No account and no owner: the owner is missing.
+    assert_err(d.post("/images", &ok), 422, "ValidationFailed");
+    let body = assert_err(
+        d.post("/images?account=NOT-A-UUID", &ok),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "account", "code": "Invalid"}])
+    );
+    // Bad JSON and a wrong content type.
+    let r = d
+        .client
+        .post(format!("{}/images?account={ALICE}", d.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_err(r, 400, "InvalidContent");
+    let r = d
+        .client
+        .post(format!("{}/images?account={ALICE}", d.url))
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .unwrap();
+    assert_err(r, 415, "UnsupportedMediaType");
+}
+
+#[test]
+fn owners_must_exist_when_accounts_are_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), |c| {
+        c.imgapi.accounts = Some(vec![ALICE.parse().unwrap()]);
+    });
+    let ok = json!({"name": "n", "version": "1", "type": "zone-dataset", "os": "smartos"});
+    assert_eq!(
+        d.post(&format!("/images?account={ALICE}"), &ok).status(),
+        200
+    );
+    assert_err(
+        d.post(&format!("/images?account={BOB}"), &ok),
+        422,
+        "OwnerDoesNotExist",
+    );
+}
+
+#[test]
+fn paths_routes_and_versions_are_answered_as_restify_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let body = assert_err(d.get("/images/not-a-uuid"), 404, "ResourceNotFound");
+    assert_eq!(body["message"], "/images/not-a-uuid does not exist");
+    assert_err(d.get("/nothing/here"), 404, "ResourceNotFound");
+    assert_err(
+        d.client.patch(format!("{}/images", d.url)).send().unwrap(),
+        405,
+        "MethodNotAllowedError",
+    );
+    assert_err(d.get(&format!("/images/{ALICE}")), 404, "ResourceNotFound");
+    let r = d
+        .client
+        .get(format!("{}/images", d.url))
+        .header("accept-version", "~99")
+        .send()
+        .unwrap();
+    let body = assert_err(r, 400, "InvalidVersion");
+    assert_eq!(body["message"], "~99 is not supported by GET /images");
+    let r = d
+        .client
+        .get(format!("{}/ping", d.url))
+        .header("accept-version", "*")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(d.get("/state").status(), 200);
+    assert_eq!(d.post("/state?action=dropcaches", &json!({})).status(), 202);
+}
+
+#[test]
+fn acl_add_remove_and_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &bytes(100, 1), true);
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}/acl?account={ALICE}"),
+        &json!([BOB, BOB]),
+    ));
+    assert_eq!((s, img["acl"].clone()), (200, json!([BOB])));
+    let (_, img) = sj(d.post(
+        &format!("/images/{uuid}/acl?action=add&account={ALICE}"),
+        &json!([CAROL]),
+    ));
+    assert_eq!(img["acl"], json!([BOB, CAROL]));
+    let (_, img) = sj(d.post(
+        &format!("/images/{uuid}/acl?action=remove&account={ALICE}"),
+        &json!([BOB, CAROL]),
+    ));
+    assert!(img.get("acl").is_none(), "{img}");
+    assert_err(
+        d.post(&format!("/images/{uuid}/acl"), &json!({"acl": BOB})),
+        422,
+        "InvalidParameter",
+    );
+    assert_err(
+        d.post(&format!("/images/{uuid}/acl"), &json!(["nope"])),
+        422,
+        "InvalidParameter",
+    );
+    assert_err(
+        d.post(&format!("/images/{uuid}/acl?action=zap"), &json!([BOB])),
+        422,
+        "InvalidParameter",
+    );
+    // Bob sees it once shared, but may not change it.
+    d.post(&format!("/images/{uuid}/acl"), &json!([BOB]));
+    assert_err(
+        d.post(
+            &format!("/images/{uuid}/acl?account={BOB}"),
+            &json!([CAROL]),
+        ),
+        422,
+        "NotImageOwner",
+    );
+    assert_err(
+        d.post(
+            &format!("/images/{uuid}/acl?account={CAROL}"),
+            &json!([CAROL]),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+}
+
+#[test]
+fn delete_checks_dependents_and_releases_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let base = d.image(ALICE, "base", json!({}), &bytes(300_000, 1), true);
+    let child = d.image(
+        ALICE,
+        "child",
+        json!({"origin": base}),
+        &bytes(300_000, 2),
+        true,
+    );
+    let body = assert_err(
+        d.delete(&format!("/images/{base}?account={ALICE}")),
+        422,
+        "ImageHasDependentImages",
+    );
+    assert!(body["message"].as_str().unwrap().contains(&child));
+    d.post(
+        &format!("/images/{child}/acl?account={ALICE}"),
+        &json!([BOB]),
+    );
+    assert_err(
+        d.delete(&format!("/images/{child}?account={BOB}")),
+        422,
+        "NotImageOwner",
+    );
+    assert_eq!(
+        d.delete(&format!("/images/{child}?account={ALICE}"))
+            .status(),
+        204
+    );
+    assert_eq!(
+        d.delete(&format!("/images/{base}?account={ALICE}"))
+            .status(),
+        204
+    );
+    assert_err(d.get(&format!("/images/{base}")), 404, "ResourceNotFound");
+    let store = d.state.api.store();
+    assert_eq!(store.stats().unwrap().files, 0);
+    store.gc_execute(&store.gc_plan(0.0).unwrap()).unwrap();
+    assert_eq!(store.stats().unwrap().live_stored_bytes, 0);
+    assert!(store.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn icons_are_stored_served_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "img", json!({}), &bytes(100, 1), true);
+    let png = bytes(5_000, 9);
+    let r = d
+        .client
+        .put(format!("{}/images/{uuid}/icon?account={ALICE}", d.url))
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .unwrap();
+    let (s, img) = sj(r);
+    assert_eq!((s, img["icon"].clone()), (200, json!(true)));
+    let r = d.get(&format!("/images/{uuid}/icon"));
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["content-md5"].to_str().unwrap(), md5_b64(&png));
+    assert_eq!(r.bytes().unwrap().to_vec(), png);
+    let r = d
+        .client
+        .put(format!("{}/images/{uuid}/icon", d.url))
+        .header("content-type", "text/plain")
+        .body(b"x".to_vec())
+        .send()
+        .unwrap();
+    assert_err(r, 400, "Upload");
+    let r = d
+        .client
+        .put(format!("{}/images/{uuid}/icon", d.url))
+        .header("content-type", "image/gif")
+        .body(vec![0u8; 200 * 1024])
+        .send()
+        .unwrap();
+    assert_err(r, 400, "Upload");
+    d.post(
+        &format!("/images/{uuid}/acl?account={ALICE}"),
+        &json!([BOB]),
+    );
+    let r = d
+        .client
+        .delete(format!("{}/images/{uuid}/icon?account={BOB}", d.url))
+        .send()
+        .unwrap();
+    assert_err(r, 422, "NotImageOwner");
+    let (s, img) = sj(d
+        .client
+        .delete(format!("{}/images/{uuid}/icon?account={ALICE}", d.url))
+        .send()
+        .unwrap());
+    assert_eq!(s, 200);
+    assert!(img.get("icon").is_none());
+    assert_err(
+        d.get(&format!("/images/{uuid}/icon")),
+        404,
+        "ResourceNotFound",
+    );
+}
+
+#[test]
+fn admin_import_with_and_without_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = "11111111-2222-4333-8444-555555555555";
+    let manifest = json!({"v": 2, "uuid": uuid, "owner": "00000000-0000-0000-0000-000000000000",
+        "name": "imported", "version": "2.0", "type": "zvol", "os": "linux", "state": "active",
+        "disabled": false, "public": true, "published_at": "2020-01-02T03:04:05.678Z",
+        "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 10240,
+        "acl": [BOB], "files": [{"sha1": "x", "size": 1, "compression": "none"}]});
+    assert_err(
+        d.post(
+            &format!("/images/{uuid}?action=import&account={ALICE}"),
+            &manifest,
+        ),
+        403,
+        "OperatorOnly",
+    );
+    let (s, img) = sj(d.post(&format!("/images/{uuid}?action=import"), &manifest));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["state"], "unactivated");
+    assert_eq!(img["owner"], ADMIN);
+    assert_eq!(img["published_at"], "2020-01-02T03:04:05.678Z");
+    assert_eq!(img["acl"], json!([BOB]));
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=import"), &manifest),
+        409,
+        "ImageUuidAlreadyExists",
+    );
+    let mut other = manifest.clone();
+    other["uuid"] = json!(ALICE);
+    assert_err(
+        d.post(&format!("/images/{uuid}?action=import"), &other),
+        422,
+        "InvalidParameter",
+    );
+    d.put_bytes(
+        &format!("/images/{uuid}/file?compression=none"),
+        bytes(100_000, 4),
+    );
+    let (_, img) = sj(d.post(&format!("/images/{uuid}?action=activate"), &json!({})));
+    assert_eq!(
+        img["published_at"], "2020-01-02T03:04:05.678Z",
+        "activation keeps an imported date"
+    );
+
+    // A second daemon imports it, manifest and file, from the first.
+    let dir2 = tempfile::tempdir().unwrap();
+    let d2 = Daemon::start(dir2.path());
+    let (s, img) = sj(d2.post(
+        &format!("/images/{uuid}?action=import&source={}", d.url),
+        &json!({}),
+    ));
+    assert_eq!(s, 200, "{img}");
+    let (s, img) = sj(d2.put_bytes(&format!("/images/{uuid}/file?source={}", d.url), vec![]));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["files"][0]["size"], 100_000);
+    assert_eq!(
+        d2.post(&format!("/images/{uuid}?action=activate"), &json!({}))
+            .status(),
+        200
+    );
+    let got = d2
+        .get(&format!("/images/{uuid}/file"))
+        .bytes()
+        .unwrap()
+        .to_vec();
+    assert_eq!(got, bytes(100_000, 4));
+    // A missing remote image passes the remote 404 through; a dead source is 503.
+    assert_err(
+        d2.post(
+            &format!("/images/{ALICE}?action=import&source={}", d.url),
+            &json!({}),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+    assert_err(
+        d2.post(
+            &format!("/images/{BOB}?action=import&source=http://127.0.0.1:9"),
+            &json!({}),
+        ),
+        503,
+        "RemoteSourceError",
+    );
+}
