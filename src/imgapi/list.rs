@@ -146,15 +146,21 @@ fn published_ms(img: &Image) -> u64 {
 impl Imgapi {
     /// ListImages.
     pub fn list(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {
-        let marker_ms = match &q.marker {
+        // An image marker pins (published_at, uuid), so that paging also
+        // works through images with equal or missing dates; a date marker
+        // pins only the date. Either way the marker is inclusive.
+        let marker: Option<(u64, Option<Uuid>)> = match &q.marker {
             None => None,
             Some(m) => Some(match parse_uuid(m) {
-                Some(u) => self.load(&u)?.map(|i| published_ms(&i)).ok_or_else(|| {
-                    ApiError::invalid_param("marker", format!("unknown marker image {m}"))
-                })?,
-                None => time::parse_iso8601(m).ok_or_else(|| {
-                    ApiError::invalid_param("marker", format!("invalid marker {m:?}"))
-                })?,
+                Some(u) => self
+                    .load(&u)?
+                    .map(|i| (published_ms(&i), Some(u)))
+                    .ok_or_else(|| ApiError::invalid_param("marker", format!("unknown marker image {m}")))?,
+                None => (
+                    time::parse_iso8601(m)
+                        .ok_or_else(|| ApiError::invalid_param("marker", format!("invalid marker {m:?}")))?,
+                    None,
+                ),
             }),
         };
         let state_ok = |img: &Image, state: Option<&str>| match state.unwrap_or("active") {
@@ -234,13 +240,14 @@ impl Imgapi {
         if q.sort_desc {
             out.reverse();
         }
-        if let Some(m) = marker_ms {
+        if let Some((ms, uuid)) = marker {
             out.retain(|i| {
-                if q.sort_desc {
-                    published_ms(i) <= m
-                } else {
-                    published_ms(i) >= m
-                }
+                let key = (published_ms(i), i.uuid);
+                let ord = match uuid {
+                    Some(u) => key.cmp(&(ms, u)),
+                    None => published_ms(i).cmp(&ms),
+                };
+                if q.sort_desc { ord.is_le() } else { ord.is_ge() }
             });
         }
         out.truncate(q.limit.unwrap_or(MAX_LIMIT));
