@@ -9,10 +9,9 @@ use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
-use tokio_util::io::{StreamReader, SyncIoBridge};
 use uuid::Uuid;
 
 use super::AppState;
@@ -412,13 +411,8 @@ async fn put_file(
             .map(|_| ())
     })
     .await?;
-    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-    let handle = tokio::runtime::Handle::current();
-    let img = blocking(move || {
-        let sync = SyncIoBridge::new_with_handle(reader, handle);
-        api.add_file(&uuid, acct.as_ref(), &params, sync)
-    })
-    .await?;
+    let reader = BlockReader::spawn(body.into_data_stream().map_err(std::io::Error::other));
+    let img = blocking(move || api.add_file(&uuid, acct.as_ref(), &params, reader)).await?;
     Ok(image_response(&img, false, &HeaderMap::new()))
 }
 
@@ -458,14 +452,8 @@ async fn file_from_source(
     let api = st.api.clone();
     let check = (api.clone(), params.clone());
     blocking(move || check.0.check_add_file(&uuid, None, &check.1).map(|_| ())).await?;
-    let stream = peer.get_file(&uuid).await?;
-    let reader = StreamReader::new(stream);
-    let handle = tokio::runtime::Handle::current();
-    let img = blocking(move || {
-        let sync = SyncIoBridge::new_with_handle(reader, handle);
-        api.add_file(&uuid, None, &params, sync)
-    })
-    .await?;
+    let reader = BlockReader::spawn(peer.get_file(&uuid).await?);
+    let img = blocking(move || api.add_file(&uuid, None, &params, reader)).await?;
     Ok(image_response(&img, false, &HeaderMap::new()))
 }
 
@@ -476,6 +464,75 @@ async fn file_from_url(Path(raw): Path<String>, uri: OriginalUri) -> HttpResult<
         "AddImageFileFromUrl needs https, which this server does not speak; upload the file with PUT",
     )
     .into())
+}
+
+/// Size of the blocks passed between the async and the blocking side.
+const BLOCK: usize = 1 << 20;
+
+/// Feeds a request body to the engine's blocking put: an async task gathers
+/// the body's frames into 1 MiB blocks, and the blocking side reads those,
+/// so the hand-over costs one channel operation per megabyte.
+struct BlockReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl BlockReader {
+    fn spawn(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut buf = Vec::with_capacity(BLOCK);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(bytes) => {
+                        buf.extend_from_slice(&bytes);
+                        if buf.len() >= BLOCK {
+                            let full = std::mem::replace(&mut buf, Vec::with_capacity(BLOCK));
+                            if tx.send(Ok(full)).await.is_err() {
+                                return; // the put gave up
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                let _ = tx.send(Ok(buf)).await;
+            }
+        });
+        BlockReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(block)) => {
+                    self.cur = block;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let avail = self.cur.get(self.pos..).unwrap_or_default();
+        let n = avail.len().min(out.len());
+        out.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(avail.get(..n).unwrap_or_default());
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Streams bytes `offset..offset+len` of a stored file.
@@ -490,7 +547,7 @@ fn stream_file(store: Store, id: FileId, offset: u64, len: u64) -> Body {
             }
         };
         loop {
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; BLOCK];
             let mut filled = 0;
             while filled < buf.len() {
                 match std::io::Read::read(&mut reader, buf.get_mut(filled..).unwrap_or_default()) {

@@ -155,10 +155,13 @@ impl Imgapi {
                 Some(u) => self
                     .load(&u)?
                     .map(|i| (published_ms(&i), Some(u)))
-                    .ok_or_else(|| ApiError::invalid_param("marker", format!("unknown marker image {m}")))?,
+                    .ok_or_else(|| {
+                        ApiError::invalid_param("marker", format!("unknown marker image {m}"))
+                    })?,
                 None => (
-                    time::parse_iso8601(m)
-                        .ok_or_else(|| ApiError::invalid_param("marker", format!("invalid marker {m:?}")))?,
+                    time::parse_iso8601(m).ok_or_else(|| {
+                        ApiError::invalid_param("marker", format!("invalid marker {m:?}"))
+                    })?,
                     None,
                 ),
             }),
@@ -247,7 +250,11 @@ impl Imgapi {
                     Some(u) => key.cmp(&(ms, u)),
                     None => published_ms(i).cmp(&ms),
                 };
-                if q.sort_desc { ord.is_le() } else { ord.is_ge() }
+                if q.sort_desc {
+                    ord.is_le()
+                } else {
+                    ord.is_ge()
+                }
             });
         }
         out.truncate(q.limit.unwrap_or(MAX_LIMIT));

@@ -28,6 +28,9 @@ fn sdc_clients_works_against_imgstore_unchanged() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "sdc-clients compatibility run failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "sdc-clients compatibility run failed:\n{text}"
+    );
     assert!(text.contains("pass 3"), "{text}");
 }

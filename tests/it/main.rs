@@ -3,8 +3,8 @@
 
 mod bad_input;
 mod cli;
-mod compat;
 mod common;
+mod compat;
 mod concurrency;
 mod crash;
 mod daemon;
