@@ -40,6 +40,12 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_icon).put(put_icon).delete(delete_icon),
         )
         .route("/images/{uuid}/acl", post(acl))
+        .route("/images/{uuid}/clone", post(clone_image))
+        .route("/images/{uuid}/lineage", get(lineage))
+        .route(
+            "/accounts/{uuid}/settings",
+            get(get_settings).put(put_settings).post(put_settings),
+        )
         .route("/state", get(get_state).post(post_state))
 }
 
@@ -774,6 +780,66 @@ async fn acl(
     let api = st.api.clone();
     let img = blocking(move || api.change_acl(&uuid, acct.as_ref(), &body, add)).await?;
     Ok(image_response(&img, false, &HeaderMap::new()))
+}
+
+async fn clone_image(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let api = st.api.clone();
+    let img = blocking(move || api.clone_image(&uuid, acct.as_ref())).await?;
+    Ok(image_response(&img, false, &HeaderMap::new()))
+}
+
+/// `GET /images/:uuid/lineage`: origin chain, derived images, provenance
+/// and stored bytes (not part of the manifest).
+async fn lineage(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let api = st.api.clone();
+    let body = blocking(move || api.lineage(&uuid, acct.as_ref())).await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn get_settings(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+) -> HttpResult<Response> {
+    let target = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    if acct.is_some_and(|a| a != target) {
+        return Err(ApiError::not_found(format!("{} does not exist", uri.path())).into());
+    }
+    let api = st.api.clone();
+    let s = blocking(move || api.settings(&target)).await?;
+    Ok(json_response(StatusCode::OK, &json!(s)))
+}
+
+async fn put_settings(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let target = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let body = json_body(&headers, &body)?;
+    let api = st.api.clone();
+    let s = blocking(move || api.update_settings(&target, acct.as_ref(), &body)).await?;
+    Ok(json_response(StatusCode::OK, &json!(s)))
 }
 
 async fn get_state(State(st): St) -> HttpResult<Response> {

@@ -23,6 +23,10 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     pub marker: Option<String>,
     pub sort_desc: bool,
+    /// Only images `account` may provision from (RFD 113 trusted sharers):
+    /// its own, operator and public ones, and shared ones from owners listed
+    /// in its `image_share_trusted_accounts`.
+    pub provisionable: bool,
 }
 
 /// Default and largest page.
@@ -95,6 +99,25 @@ impl ListQuery {
         }
         if let Some(m) = one("marker") {
             q.marker = Some(m);
+        }
+        if let Some(p) = one("provisionable") {
+            q.provisionable = match p.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        "provisionable",
+                        "provisionable must be true or false",
+                    ));
+                }
+            };
+            if q.provisionable && q.account.is_none() {
+                return Err(ApiError::new(
+                    "InvalidParameter",
+                    "provisionable=true needs an account",
+                )
+                .with_errors(vec![super::error::FieldError::missing("account")]));
+            }
         }
         if let Some(s) = one("sort") {
             q.sort_desc = match s.as_str() {
@@ -191,6 +214,10 @@ impl Imgapi {
                     .all(|b| img.billing_tags.as_ref().is_some_and(|bt| bt.contains(b)))
         };
         let state = q.state.as_deref();
+        let trusted = match (&q.account, q.provisionable) {
+            (Some(a), true) => Some(self.settings(a)?.image_share_trusted_accounts),
+            _ => None,
+        };
         let mut out: Vec<Image> = Vec::new();
         for img in self.all()? {
             let keep = match (&q.account, &q.owner) {
@@ -231,7 +258,11 @@ impl Imgapi {
                         && other_filters(&img)
                 }
             };
-            if keep {
+            let allowed = match (&trusted, &q.account) {
+                (Some(t), Some(a)) => self.provisionable(&img, a, t),
+                _ => true,
+            };
+            if keep && allowed {
                 out.push(img);
             }
         }

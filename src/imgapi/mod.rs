@@ -10,6 +10,7 @@
 pub mod error;
 pub mod list;
 pub mod manifest;
+pub mod share;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ pub use manifest::{Icon, Image, ImageFile, parse_uuid};
 /// The column family that holds image records (key: the 16 uuid bytes).
 pub const CF_IMAGES: &str = "images";
 /// Column families this layer needs from the store.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_IMAGES];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_IMAGES, share::CF_SETTINGS];
 
 /// Largest image file IMGAPI accepts.
 pub const MAX_FILE_BYTES: u64 = 20 << 30;

@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod cli;
+mod clone;
+mod clone_crash;
 mod common;
 mod compat;
 mod concurrency;

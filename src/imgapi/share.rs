@@ -1,0 +1,337 @@
+//! Sharing beyond the ACL (RFD 113 M2 and its security section): cloning a
+//! shared image and its origin chain into one's own account, where an image
+//! comes from and what it costs (lineage), and trusted sharers.
+//!
+//! A clone is metadata only: every clone's file is one more reference to the
+//! same stored content, so a clone costs the same at 10 MiB as at 100 GiB.
+//! The whole chain commits in one transaction: after any failure or crash
+//! either every clone exists or none does.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::manifest::{Image, Provenance};
+use super::{ApiError, ApiResult, FieldError, Imgapi, file_id, load_in, save, time};
+
+/// Deepest origin chain a clone walks (as upstream's `MAX_ORIGIN_DEPTH`).
+pub const MAX_ORIGIN_DEPTH: usize = 100;
+
+/// Column family of per-account settings (key: the account's 16 bytes).
+pub const CF_SETTINGS: &str = "settings";
+
+/// An account's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// Accounts whose shared images this account may provision from.
+    #[serde(default)]
+    pub image_share_trusted_accounts: Vec<Uuid>,
+}
+
+impl Imgapi {
+    /// The origins of `img` up to and including the first operator-owned
+    /// one (the base), base-most first. Errors past [`MAX_ORIGIN_DEPTH`].
+    fn origin_chain(&self, img: &Image) -> ApiResult<(Vec<Image>, Option<Image>)> {
+        let mut chain: Vec<Image> = Vec::new();
+        let mut next = img.origin;
+        while let Some(o) = next {
+            if chain.len() >= MAX_ORIGIN_DEPTH {
+                return Err(ApiError::internal(format!(
+                    "origin chain of image {} is deeper than {MAX_ORIGIN_DEPTH}",
+                    img.uuid
+                )));
+            }
+            let origin = self.load(&o)?.ok_or_else(|| {
+                ApiError::internal(format!("origin image {o} of the chain does not exist"))
+            })?;
+            if self.is_operator_owned(&origin) {
+                chain.reverse();
+                return Ok((chain, Some(origin)));
+            }
+            next = origin.origin;
+            chain.push(origin);
+        }
+        chain.reverse();
+        Ok((chain, None))
+    }
+
+    /// CloneImage: clones `uuid` and its non-operator origin chain into
+    /// `account`. Returns the final clone (the one for `uuid`).
+    pub fn clone_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+        if self.config().mode != "dc" {
+            return Err(ApiError::not_found(format!(
+                "/images/{uuid}/clone does not exist"
+            )));
+        }
+        let Some(account) = account else {
+            return Err(
+                ApiError::new("InvalidParameter", "\"account\" is required to clone")
+                    .with_errors(vec![FieldError::missing("account")]),
+            );
+        };
+        let img = self.get_visible(uuid, Some(account))?;
+        if !img.activated {
+            return Err(ApiError::validation(
+                format!("image {uuid} is not activated"),
+                vec![FieldError::invalid(
+                    "active",
+                    "only activated images can be cloned",
+                )],
+            ));
+        }
+        if !img.acl.contains(account) {
+            return Err(ApiError::new(
+                "ImageNotShared",
+                format!("image {uuid} is not shared with account {account}"),
+            ));
+        }
+        if img.type_ == "docker" {
+            return Err(ApiError::validation(
+                "docker images cannot be cloned",
+                vec![FieldError::invalid(
+                    "type",
+                    "docker images cannot be cloned",
+                )],
+            ));
+        }
+        if img.files.len() != 1 {
+            return Err(ApiError::new(
+                "NotImplemented",
+                format!(
+                    "cloning an image with {} files is not supported",
+                    img.files.len()
+                ),
+            ));
+        }
+        let (origins, base) = self.origin_chain(&img)?;
+        // Upstream clones whatever sits in the chain. We refuse an origin
+        // that belongs to a third account and was not shared with the
+        // caller: cloning it would hand over content its owner never shared.
+        for o in &origins {
+            if o.owner != img.owner && !Imgapi::can_see(o, Some(account)) {
+                return Err(ApiError::new(
+                    "ImageNotShared",
+                    format!(
+                        "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
+                        o.uuid
+                    ),
+                ));
+            }
+        }
+        let now = time::now_ms();
+        let published = time::iso8601(now);
+        let dc = self.config().datacenter_name.clone();
+        let sources: Vec<Image> = origins.into_iter().chain(std::iter::once(img)).collect();
+        let last = sources.len() - 1;
+        self.transact(|t| {
+            let mut parent = base.as_ref().map(|b| b.uuid);
+            let mut made = None;
+            for (i, src) in sources.iter().enumerate() {
+                // Re-read inside the transaction: a concurrent delete of the
+                // source must not leave a clone pointing at released content.
+                let src = load_in(t, &src.uuid)?.ok_or_else(ApiError::image_not_found)?;
+                let mut c = src.clone();
+                c.uuid = Uuid::new_v4();
+                c.owner = *account;
+                c.acl.clear();
+                c.origin = parent;
+                c.published_at = Some(published.clone());
+                c.activated = true;
+                c.placeholder_state = None;
+                c.public = false;
+                c.disabled = if i == last { src.disabled } else { true };
+                c.provenance = Some(Provenance {
+                    how: "clone".into(),
+                    source_uuid: src.uuid,
+                    source_owner: src.owner,
+                    datacenter: dc.clone(),
+                    at_ms: now,
+                });
+                for f in &c.files {
+                    t.link(&file_id(&f.file_id)?)?;
+                }
+                if let Some(icon) = &c.icon {
+                    t.link(&file_id(&icon.file_id)?)?;
+                }
+                save(t, &c)?;
+                parent = Some(c.uuid);
+                made = Some(c);
+            }
+            made.ok_or_else(|| ApiError::internal("nothing to clone"))
+        })
+    }
+
+    /// Where an image comes from, what derives from it (as far as `account`
+    /// may see), and what it costs in stored bytes.
+    pub fn lineage(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
+        let img = self.get_visible(uuid, account)?;
+        let brief = |i: &Image| json!({"uuid": i.uuid, "name": i.name, "version": i.version, "owner": i.owner, "state": i.state()});
+        // The full chain up to the root, base-most first.
+        let mut chain = Vec::new();
+        let mut next = img.origin;
+        while let Some(o) = next {
+            if chain.len() > MAX_ORIGIN_DEPTH {
+                break;
+            }
+            match self.load(&o)? {
+                Some(origin) => {
+                    next = origin.origin;
+                    chain.push(if Imgapi::can_see(&origin, account) {
+                        brief(&origin)
+                    } else {
+                        json!({"uuid": origin.uuid})
+                    });
+                }
+                None => {
+                    chain.push(json!({"uuid": o, "missing": true}));
+                    break;
+                }
+            }
+        }
+        chain.reverse();
+        // Everything derived from it: incremental children (transitively)
+        // and clones made from it, that the caller may see.
+        let all = self.all()?;
+        let mut derived = Vec::new();
+        let mut frontier = vec![img.uuid];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(u) = frontier.pop() {
+            for i in &all {
+                let child = i.origin == Some(u);
+                let cloned = i.provenance.as_ref().is_some_and(|p| p.source_uuid == u);
+                if (child || cloned) && seen.insert(i.uuid) {
+                    frontier.push(i.uuid);
+                    if Imgapi::can_see(i, account) {
+                        let mut b = brief(i);
+                        if let Some(o) = b.as_object_mut() {
+                            o.insert("from".into(), json!(u));
+                            o.insert(
+                                "relation".into(),
+                                json!(if child { "incremental" } else { "clone" }),
+                            );
+                        }
+                        derived.push(b);
+                    }
+                }
+            }
+        }
+        let source = img.provenance.as_ref().map(|p| {
+            json!({
+                "how": p.how,
+                "uuid": p.source_uuid,
+                "owner": p.source_owner,
+                "datacenter": p.datacenter,
+                "at": time::iso8601(p.at_ms),
+            })
+        });
+        let mut usage =
+            json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0});
+        if let Some(f) = img.files.first() {
+            let u = self.store().file_usage(&file_id(&f.file_id)?)?;
+            let stored = u.unique_stored_bytes + u.shared_stored_bytes;
+            // A file linked by several images (clones) shares all its bytes.
+            let (unique, shared) = if u.refs > 1 {
+                (0, stored)
+            } else {
+                (u.unique_stored_bytes, u.shared_stored_bytes)
+            };
+            usage = json!({
+                "logical_bytes": u.size,
+                "stored_bytes": stored,
+                "unique_bytes": unique,
+                "shared_bytes": shared,
+                "file_references": u.refs,
+            });
+        }
+        Ok(json!({
+            "uuid": img.uuid,
+            "origin_chain": chain,
+            "derived": derived,
+            "source": source,
+            "usage": usage,
+        }))
+    }
+
+    /// An account's settings (defaults when never set).
+    pub fn settings(&self, account: &Uuid) -> ApiResult<AccountSettings> {
+        match self
+            .store()
+            .index()
+            .get_cf(CF_SETTINGS, account.as_bytes())?
+        {
+            None => Ok(AccountSettings::default()),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::internal(format!("undecodable settings: {e}"))),
+        }
+    }
+
+    /// Replaces the settings given in `body`; only the account itself or an
+    /// operator may.
+    pub fn update_settings(
+        &self,
+        target: &Uuid,
+        caller: Option<&Uuid>,
+        body: &Value,
+    ) -> ApiResult<AccountSettings> {
+        if caller.is_some_and(|c| c != target) {
+            return Err(ApiError::new(
+                "UnauthorizedError",
+                format!("account settings of {target} can only be changed by that account"),
+            ));
+        }
+        let Some(obj) = body.as_object() else {
+            return Err(ApiError::validation(
+                "settings must be a JSON object",
+                vec![],
+            ));
+        };
+        let mut s = self.settings(target)?;
+        for (k, v) in obj {
+            match k.as_str() {
+                "image_share_trusted_accounts" => {
+                    let list: Option<Vec<Uuid>> = match v {
+                        Value::Null => Some(Vec::new()),
+                        Value::String(one) => super::parse_uuid(one).map(|u| vec![u]),
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().and_then(super::parse_uuid))
+                            .collect(),
+                        _ => None,
+                    };
+                    s.image_share_trusted_accounts = list.ok_or_else(|| {
+                        ApiError::validation(
+                            "invalid settings: image_share_trusted_accounts",
+                            vec![FieldError::invalid(
+                                "image_share_trusted_accounts",
+                                "must be an array of account UUIDs",
+                            )],
+                        )
+                    })?;
+                    s.image_share_trusted_accounts.dedup();
+                }
+                other => {
+                    return Err(ApiError::validation(
+                        format!("invalid settings: {other}"),
+                        vec![FieldError::not_allowed(other, "unknown setting")],
+                    ));
+                }
+            }
+        }
+        let raw = serde_json::to_vec(&s).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.transact(|t| {
+            t.put_cf(CF_SETTINGS, target.as_bytes(), &raw)?;
+            Ok(())
+        })?;
+        Ok(s)
+    }
+
+    /// True when `account` may provision from `img`: its own, operator and
+    /// public images, and shared ones whose owner it trusts.
+    pub fn provisionable(&self, img: &Image, account: &Uuid, trusted: &[Uuid]) -> bool {
+        img.owner == *account
+            || (img.activated
+                && (self.is_operator_owned(img)
+                    || img.public
+                    || (img.acl.contains(account) && trusted.contains(&img.owner))))
+    }
+}
