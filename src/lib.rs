@@ -18,6 +18,7 @@
 //! | [`segment`] | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data, the I/O seam |
 //! | [`index`] | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
 //! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats, transactions |
+//! | [`transfer`] | the chunk-diff copy between stores: chunk lists, batched verified fetches, resume, byte progress |
 //! | [`imgapi`] | IMGAPI rules over the store: manifests, states, visibility, ACLs, files, icons |
 //! | [`http`] | the routes, the one error-to-HTTP mapping, bunyan logs, the peer client |
 //! | [`daemon`] | configuration and `serve(listener, state, shutdown)` |
@@ -70,6 +71,8 @@ pub mod index;
 pub mod segment;
 #[cfg(feature = "index")]
 pub mod store;
+#[cfg(feature = "index")]
+pub mod transfer;
 
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 //! | `files` | file id (32) | [`FileRecord`] |
 //! | `file_chunks` | file id (32) + start offset (u64 BE) | a block of up to [`BLOCK_ENTRIES`] chunk refs |
 //! | `segments` | segment id (u64 BE) | [`SegmentEntry`] |
+//! | `partials` | transfer id (16) + chunk id (32) | empty: the transfer holds one reference on the chunk |
 //!
 //! The layers above open their own column families through [`Index::open`]
 //! and read and write them with [`Index::get_cf`] and [`Batch::put_cf`].
@@ -31,7 +32,18 @@ const CF_CHUNKS: &str = "chunks";
 const CF_FILES: &str = "files";
 const CF_FILE_CHUNKS: &str = "file_chunks";
 const CF_SEGMENTS: &str = "segments";
-const ENGINE_CFS: [&str; 5] = [CF_META, CF_CHUNKS, CF_FILES, CF_FILE_CHUNKS, CF_SEGMENTS];
+const CF_PARTIALS: &str = "partials";
+const ENGINE_CFS: [&str; 6] = [
+    CF_META,
+    CF_CHUNKS,
+    CF_FILES,
+    CF_FILE_CHUNKS,
+    CF_SEGMENTS,
+    CF_PARTIALS,
+];
+
+/// Names a transfer in progress (its job's 16 bytes); see `partials`.
+pub type PartialId = [u8; 16];
 
 /// Chunk references per `file_chunks` block.
 pub const BLOCK_ENTRIES: usize = 1024;
@@ -219,6 +231,13 @@ fn decode_block(b: &[u8]) -> Option<Vec<ChunkRef>> {
     Some(out)
 }
 
+fn partial_key(p: &PartialId, id: &ChunkId) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(p);
+    k[16..].copy_from_slice(id.as_bytes());
+    k
+}
+
 fn block_key(file: &FileId, start: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(file.as_bytes());
@@ -272,6 +291,16 @@ impl Batch<'_> {
     pub fn delete_segment(&mut self, id: SegmentId) -> Result<()> {
         let cf = self.index.cf(CF_SEGMENTS)?;
         self.wb.delete_cf(&cf, id.0.to_be_bytes());
+        Ok(())
+    }
+    pub fn put_partial(&mut self, p: &PartialId, id: &ChunkId) -> Result<()> {
+        let cf = self.index.cf(CF_PARTIALS)?;
+        self.wb.put_cf(&cf, partial_key(p, id), []);
+        Ok(())
+    }
+    pub fn delete_partial(&mut self, p: &PartialId, id: &ChunkId) -> Result<()> {
+        let cf = self.index.cf(CF_PARTIALS)?;
+        self.wb.delete_cf(&cf, partial_key(p, id));
         Ok(())
     }
     pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
@@ -451,6 +480,40 @@ impl Index {
             it.next();
         }
         it.status().map_err(db_err)
+    }
+
+    /// True when transfer `p` holds a reference on `id`.
+    pub fn partial_has(&self, p: &PartialId, id: &ChunkId) -> Result<bool> {
+        let cf = self.cf(CF_PARTIALS)?;
+        Ok(self
+            .db
+            .get_pinned_cf(&cf, partial_key(p, id))
+            .map_err(db_err)?
+            .is_some())
+    }
+
+    /// Every chunk transfer `p` holds.
+    pub fn partial_chunks(&self, p: &PartialId) -> Result<Vec<ChunkId>> {
+        Ok(self
+            .scan_cf(CF_PARTIALS, p)?
+            .into_iter()
+            .filter_map(|(k, _)| k.get(16..48).and_then(|b| b.try_into().ok()).map(ChunkId))
+            .collect())
+    }
+
+    /// Every transfer id that holds references, with how many.
+    pub fn partials(&self) -> Result<Vec<(PartialId, u64)>> {
+        let mut out: Vec<(PartialId, u64)> = Vec::new();
+        for (k, _) in self.scan_cf(CF_PARTIALS, &[])? {
+            let Some(p) = k.get(..16).and_then(|b| <PartialId>::try_from(b).ok()) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((q, n)) if *q == p => *n += 1,
+                _ => out.push((p, 1)),
+            }
+        }
+        Ok(out)
     }
 
     /// Calls `f` for every chunk entry.

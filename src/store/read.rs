@@ -26,6 +26,8 @@ pub struct FileReader {
     buf: Vec<u8>,
     buf_start: u64,
     dctx: zstd::bulk::Decompressor<'static>,
+    /// Reading a chunk list given by the caller, not a stored file's.
+    fixed_list: bool,
 }
 
 impl Store {
@@ -59,6 +61,7 @@ impl Store {
             buf_start: 0,
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
+            fixed_list: false,
         })
     }
 
@@ -112,6 +115,26 @@ fn check_record(bytes: &[u8], id: &ChunkId, raw_len: u32) -> Result<RecordHeader
 }
 
 impl FileReader {
+    /// Reads the content of a chunk list (chunks must be indexed).
+    pub(super) fn over_list(store: Store, refs: Vec<ChunkRef>) -> Result<Self> {
+        let end = refs.iter().map(|r| u64::from(r.raw_len)).sum();
+        Ok(FileReader {
+            store,
+            file: FileId([0; 32]),
+            pos: 0,
+            end,
+            block: refs,
+            block_start: 0,
+            next_chunk: 0,
+            next_chunk_start: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::io("creating a zstd context", e))?,
+            fixed_list: true,
+        })
+    }
+
     /// Bytes left to read.
     pub fn remaining(&self) -> u64 {
         self.end - self.pos
@@ -120,6 +143,12 @@ impl FileReader {
     /// Loads the chunk that holds `self.pos` into `buf`.
     fn load(&mut self) -> Result<()> {
         let in_block = self.next_chunk < self.block.len() && self.next_chunk_start <= self.pos;
+        if !in_block && self.fixed_list {
+            return Err(Error::Inconsistent(format!(
+                "chunk list ends before offset {}",
+                self.pos
+            )));
+        }
         if !in_block {
             let (start, refs) = self
                 .store

@@ -6,13 +6,14 @@
 //! image record of a layer above) see each other and commit atomically:
 //! after a crash either all of them happened or none did.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::put::StagedPut;
 use super::{PutResult, SegmentDeltas, Store, now_ms};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId};
-use crate::index::{BLOCK_ENTRIES, Batch, ChunkEntry, ChunkRef, FileRecord, Index};
+use crate::index::{BLOCK_ENTRIES, Batch, ChunkEntry, ChunkRef, FileRecord, Index, PartialId};
+use crate::segment::Location;
 use crate::segment::lock;
 
 /// Pending index changes; see the module docs.
@@ -23,6 +24,8 @@ pub struct Txn<'a> {
     files: HashMap<FileId, Option<FileRecord>>,
     /// Chunk lists of files created in this transaction.
     new_lists: HashMap<FileId, Vec<ChunkRef>>,
+    /// Transfer references added in this transaction.
+    partial_keys: HashSet<(PartialId, ChunkId)>,
     segs: SegmentDeltas,
 }
 
@@ -38,6 +41,7 @@ impl Store {
             chunks: HashMap::new(),
             files: HashMap::new(),
             new_lists: HashMap::new(),
+            partial_keys: HashSet::new(),
             segs: SegmentDeltas::default(),
         };
         let out = f(&mut txn)?;
@@ -140,17 +144,39 @@ impl<'a> Txn<'a> {
     /// Indexes a staged put: a new reference to the file, and for a file
     /// seen for the first time, its chunk list and chunk references.
     pub fn commit_put(&mut self, staged: &StagedPut<'_>) -> Result<PutResult> {
-        let file_id = staged.file_id;
         let w = &staged.written;
+        let mut r = self.commit_file(
+            staged.file_id,
+            staged.size,
+            staged.sha1,
+            staged.md5,
+            &w.refs,
+            &w.new,
+        )?;
+        r.new_stored_bytes = w.new_stored_bytes;
+        Ok(r)
+    }
+
+    /// A new reference to `file_id` with the chunk list `refs`; chunks not
+    /// indexed yet must be in `new` (appended and made durable already).
+    fn commit_file(
+        &mut self,
+        file_id: FileId,
+        size: u64,
+        sha1: [u8; 20],
+        md5: [u8; 16],
+        refs: &[ChunkRef],
+        new: &HashMap<ChunkId, (Location, u32)>,
+    ) -> Result<PutResult> {
         let mut result = PutResult {
             file_id,
-            size: staged.size,
-            sha1: hex::encode(staged.sha1),
-            md5: hex::encode(staged.md5),
+            size,
+            sha1: hex::encode(sha1),
+            md5: hex::encode(md5),
             blake3: file_id.to_hex(),
-            chunk_count: w.refs.len() as u64,
+            chunk_count: refs.len() as u64,
             new_chunks: 0,
-            new_stored_bytes: w.new_stored_bytes,
+            new_stored_bytes: 0,
             existed: false,
             refs: 1,
         };
@@ -164,7 +190,7 @@ impl<'a> Txn<'a> {
             return Ok(result);
         }
         let mut counts: HashMap<ChunkId, u64> = HashMap::new();
-        for r in &w.refs {
+        for r in refs {
             *counts.entry(r.id).or_insert(0) += 1;
         }
         for (id, n) in counts {
@@ -181,19 +207,13 @@ impl<'a> Txn<'a> {
                     e
                 }
                 None => {
-                    let Some(&(location, raw_len)) = w.new.get(&id) else {
+                    let Some(&(location, raw_len)) = new.get(&id) else {
                         return Err(Error::Inconsistent(format!(
                             "chunk {id} was pinned for reuse but is no longer indexed"
                         )));
                     };
                     result.new_chunks += 1;
-                    self.segs
-                        .add_live(self.index, location.segment, i64::from(location.len))?;
-                    self.segs.extend_indexed(
-                        self.index,
-                        location.segment,
-                        location.offset + u64::from(location.len),
-                    )?;
+                    self.index_new_location(location)?;
                     ChunkEntry {
                         location,
                         raw_len,
@@ -204,23 +224,140 @@ impl<'a> Txn<'a> {
             self.set_chunk(id, entry)?;
         }
         let mut start = 0u64;
-        for block in w.refs.chunks(BLOCK_ENTRIES) {
+        for block in refs.chunks(BLOCK_ENTRIES) {
             self.batch.put_block(&file_id, start, block)?;
             start += block.iter().map(|r| u64::from(r.raw_len)).sum::<u64>();
         }
         self.set_file(
             file_id,
             FileRecord {
-                size: staged.size,
-                sha1: staged.sha1,
-                md5: staged.md5,
-                chunk_count: w.refs.len() as u64,
+                size,
+                sha1,
+                md5,
+                chunk_count: refs.len() as u64,
                 refs: 1,
                 created_ms: now_ms(),
             },
         )?;
-        self.new_lists.insert(file_id, w.refs.clone());
+        self.new_lists.insert(file_id, refs.to_vec());
         Ok(result)
+    }
+
+    fn index_new_location(&mut self, location: Location) -> Result<()> {
+        self.segs
+            .add_live(self.index, location.segment, i64::from(location.len))?;
+        self.segs.extend_indexed(
+            self.index,
+            location.segment,
+            location.offset + u64::from(location.len),
+        )
+    }
+
+    fn partial_has(&mut self, p: &PartialId, id: &ChunkId) -> Result<bool> {
+        if self.partial_keys.contains(&(*p, *id)) {
+            return Ok(true);
+        }
+        Ok(self.index.partial_has(p, id)?)
+    }
+
+    fn add_partial_ref(&mut self, p: &PartialId, id: ChunkId, mut e: ChunkEntry) -> Result<()> {
+        if e.refcount == 0 {
+            self.segs
+                .add_live(self.index, e.location.segment, i64::from(e.location.len))?;
+        }
+        e.refcount += 1;
+        self.set_chunk(id, e)?;
+        self.batch.put_partial(p, &id)?;
+        self.partial_keys.insert((*p, id));
+        Ok(())
+    }
+
+    /// A transfer in progress holds one reference on each chunk it has
+    /// (found locally or received), so GC leaves them alone until the file
+    /// is committed or the transfer given up. Returns whether `id` is
+    /// stored (and so now held).
+    pub fn claim(&mut self, p: &PartialId, id: &ChunkId) -> Result<bool> {
+        if self.partial_has(p, id)? {
+            return Ok(true);
+        }
+        match self.chunk(id)? {
+            Some(e) => {
+                self.add_partial_ref(p, *id, e)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Indexes a verified record that a transfer appended at `location`.
+    pub fn add_received(
+        &mut self,
+        p: &PartialId,
+        id: &ChunkId,
+        location: Location,
+        raw_len: u32,
+    ) -> Result<()> {
+        if self.claim(p, id)? {
+            return Ok(()); // already had it: the appended copy is garbage
+        }
+        self.segs.extend_indexed(
+            self.index,
+            location.segment,
+            location.offset + u64::from(location.len),
+        )?;
+        let e = ChunkEntry {
+            location,
+            raw_len,
+            refcount: 0,
+        };
+        // Counts the record's live bytes as its refcount leaves 0.
+        self.add_partial_ref(p, *id, e)
+    }
+
+    /// Drops every reference a transfer holds.
+    pub fn release_partial(&mut self, p: &PartialId) -> Result<()> {
+        let mut ids: Vec<ChunkId> = self.index.partial_chunks(p)?;
+        ids.extend(
+            self.partial_keys
+                .iter()
+                .filter(|(q, _)| q == p)
+                .map(|(_, id)| *id),
+        );
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            if let Some(mut e) = self.chunk(&id)? {
+                let before = e.refcount;
+                e.refcount = e.refcount.saturating_sub(1);
+                if before > 0 && e.refcount == 0 {
+                    self.segs.add_live(
+                        self.index,
+                        e.location.segment,
+                        -i64::from(e.location.len),
+                    )?;
+                }
+                self.set_chunk(id, e)?;
+            }
+            self.batch.delete_partial(p, &id)?;
+            self.partial_keys.remove(&(*p, id));
+        }
+        Ok(())
+    }
+
+    /// Commits a transferred file whose chunks the transfer `p` holds, and
+    /// releases the transfer's own references, in this one transaction.
+    pub fn commit_assembled(
+        &mut self,
+        p: &PartialId,
+        file_id: FileId,
+        size: u64,
+        sha1: [u8; 20],
+        md5: [u8; 16],
+        refs: &[ChunkRef],
+    ) -> Result<PutResult> {
+        let r = self.commit_file(file_id, size, sha1, md5, refs, &HashMap::new())?;
+        self.release_partial(p)?;
+        Ok(r)
     }
 
     fn commit(self) -> Result<()> {

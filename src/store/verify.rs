@@ -100,6 +100,13 @@ impl Store {
             }
         }
 
+        // Transfers in progress hold one reference on each chunk they have.
+        for (p, _) in inner.index.partials()? {
+            for id in inner.index.partial_chunks(&p)? {
+                *expected.entry(id).or_insert(0) += 1;
+            }
+        }
+
         // 2. Chunk entries against the expectation; segment accounting.
         let mut entries = Vec::new();
         inner.index.for_each_chunk(|id, e| {

@@ -16,5 +16,6 @@ mod imgapi_http;
 mod layers;
 mod model;
 mod store_basic;
+mod transfer;
 mod uploads;
 mod visibility;
