@@ -594,7 +594,7 @@ pub fn encode_id_list(ids: &[ChunkId]) -> Vec<u8> {
 
 /// Decodes a fetch request.
 pub fn decode_id_list(b: &[u8]) -> Result<Vec<ChunkId>, FormatError> {
-    if b.len() % 32 != 0 {
+    if !b.len().is_multiple_of(32) {
         return Err(FormatError::Truncated {
             needed: b.len().div_ceil(32) as u64 * 32,
             available: b.len() as u64,

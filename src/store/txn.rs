@@ -257,7 +257,7 @@ impl<'a> Txn<'a> {
         if self.partial_keys.contains(&(*p, *id)) {
             return Ok(true);
         }
-        Ok(self.index.partial_has(p, id)?)
+        self.index.partial_has(p, id)
     }
 
     fn add_partial_ref(&mut self, p: &PartialId, id: ChunkId, mut e: ChunkEntry) -> Result<()> {

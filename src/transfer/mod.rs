@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::{self, ChunkList, RECORD_HEADER_LEN, RecordHeader};
-use crate::id::{ChunkId, FileHasher, FileId, Md5Hasher};
+use crate::id::{ChunkId, FileDigests, FileHasher, FileId, Md5Hasher};
 use crate::index::{ChunkRef, PartialId};
 use crate::store::{PutResult, Store};
 
@@ -311,7 +311,12 @@ pub fn receive_file(
             raw_len: e.raw_len,
         })
         .collect();
-    let (size, sha1, b3, md5) = hash_chunks(store, refs.clone())?;
+    let FileDigests {
+        size,
+        sha1,
+        md5,
+        blake3: b3,
+    } = hash_chunks(store, refs.clone())?;
     if size != list.size || b3 != list.file_id {
         return Err(Error::InvalidInput(format!(
             "assembled file does not match the source's list ({size} bytes, BLAKE3 {})",
@@ -387,7 +392,7 @@ fn fetch_batch(
 
 /// Size, SHA-1, BLAKE3 and MD5 of the content of `refs` in `store`; MD5
 /// runs on its own thread.
-fn hash_chunks(store: &Store, refs: Vec<ChunkRef>) -> Result<(u64, [u8; 20], [u8; 32], [u8; 16])> {
+fn hash_chunks(store: &Store, refs: Vec<ChunkRef>) -> Result<FileDigests> {
     let mut reader = store.open_chunks(refs)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
     std::thread::scope(|s| {
@@ -429,8 +434,13 @@ fn hash_chunks(store: &Store, refs: Vec<ChunkRef>) -> Result<(u64, [u8; 20], [u8
             .join()
             .map_err(|_| Error::Inconsistent("md5 thread panicked".into()))?;
         res?;
-        let (size, sha1, b3) = h.finish();
-        Ok((size, sha1, b3, md5))
+        let (size, sha1, blake3) = h.finish();
+        Ok(FileDigests {
+            size,
+            sha1,
+            md5,
+            blake3,
+        })
     })
 }
 
