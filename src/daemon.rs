@@ -26,6 +26,10 @@ pub struct DaemonConfig {
     pub imgapi: imgapi::Config,
     pub listen: String,
     pub data_dir: PathBuf,
+    /// Copies between datacenters: batch size, parallelism, retries.
+    pub transfer: crate::transfer::ReceiveOptions,
+    /// Longest a single request to another datacenter may take.
+    pub transfer_timeout: std::time::Duration,
 }
 
 impl Default for DaemonConfig {
@@ -34,6 +38,8 @@ impl Default for DaemonConfig {
             imgapi: imgapi::Config::default(),
             listen: DEFAULT_LISTEN.into(),
             data_dir: DEFAULT_DATA_DIR.into(),
+            transfer: crate::transfer::ReceiveOptions::default(),
+            transfer_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -50,6 +56,17 @@ struct ConfigFile {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     accounts: Option<Vec<Uuid>>,
+    transfer: Option<TransferFile>,
+}
+
+/// Tuning of copies between datacenters (all optional).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransferFile {
+    batch_bytes: Option<u64>,
+    parallel: Option<usize>,
+    attempts: Option<u32>,
+    timeout_seconds: Option<u64>,
 }
 
 impl DaemonConfig {
@@ -81,6 +98,20 @@ impl DaemonConfig {
         if let Some(d) = f.data_dir {
             c.data_dir = d;
         }
+        if let Some(t) = f.transfer {
+            if let Some(b) = t.batch_bytes {
+                c.transfer.batch_bytes = b.max(64 * 1024);
+            }
+            if let Some(p) = t.parallel {
+                c.transfer.parallel = p.clamp(1, 16);
+            }
+            if let Some(a) = t.attempts {
+                c.transfer.attempts = a.max(1);
+            }
+            if let Some(s) = t.timeout_seconds {
+                c.transfer_timeout = std::time::Duration::from_secs(s.max(1));
+            }
+        }
         Ok(c)
     }
 
@@ -97,11 +128,16 @@ impl DaemonConfig {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
+        let remotes = crate::http::remote::HttpRemotes::new(self.transfer_timeout)
+            .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
         Ok(Arc::new(AppState {
             api: Imgapi::new(store, self.imgapi.clone()),
             log,
             started: Instant::now(),
             http,
+            remotes: Arc::new(remotes),
+            transfer: self.transfer.clone(),
+            served: std::sync::Mutex::new(Vec::new()),
         }))
     }
 }
@@ -113,6 +149,12 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Copies a restart interrupted go on by themselves.
+    if let Ok(jobs) = state.api.jobs_to_resume() {
+        for job in jobs {
+            state.spawn_job(job);
+        }
+    }
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

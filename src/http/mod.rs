@@ -5,6 +5,7 @@
 pub mod error;
 pub mod log;
 pub mod peer;
+pub mod remote;
 mod routes;
 
 use std::sync::Arc;
@@ -26,6 +27,41 @@ pub struct AppState {
     pub log: Logger,
     pub started: Instant,
     pub http: reqwest::Client,
+    /// Other datacenters, for copies (blocking: transfers run on threads).
+    pub remotes: Arc<remote::HttpRemotes>,
+    /// Tuning of copies between datacenters.
+    pub transfer: crate::transfer::ReceiveOptions,
+    /// Chunk sets of recently served files: a source checks every fetched
+    /// id against the file's own chunks.
+    pub served: std::sync::Mutex<
+        Vec<(
+            crate::id::FileId,
+            Arc<std::collections::HashSet<crate::id::ChunkId>>,
+        )>,
+    >,
+}
+
+impl AppState {
+    /// Starts a copy job on its own thread.
+    pub fn spawn_job(self: &Arc<Self>, job: crate::imgapi::import::Job) {
+        let st = Arc::clone(self);
+        std::thread::spawn(move || {
+            st.log.info(&format!(
+                "copy job {} of image {} started",
+                job.uuid, job.image_uuid
+            ));
+            let uuid = job.uuid;
+            st.api.run_job(job, st.remotes.as_ref(), &st.transfer);
+            let outcome = st
+                .api
+                .job(&uuid)
+                .ok()
+                .flatten()
+                .map(|j| j.execution)
+                .unwrap_or_default();
+            st.log.info(&format!("copy job {uuid} ended: {outcome}"));
+        });
+    }
 }
 
 /// Versions of the API this server speaks (restify's `Accept-Version`).

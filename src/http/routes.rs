@@ -36,6 +36,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/images/{uuid}/file", get(get_file).put(put_file))
         .route("/images/{uuid}/file/from-url", post(file_from_url))
         .route(
+            "/images/{uuid}/file/chunks",
+            get(file_chunks).post(fetch_chunks),
+        )
+        .route("/images/{uuid}/jobs", get(image_jobs))
+        .route("/jobs/{uuid}", get(get_job))
+        .route(
             "/images/{uuid}/icon",
             get(get_icon).put(put_icon).delete(delete_icon),
         )
@@ -309,7 +315,41 @@ async fn image_action(
             let img = blocking(move || api.admin_import(&uuid, acct.as_ref(), &manifest)).await?;
             return Ok(image_response(&img, false, &HeaderMap::new()));
         }
-        Some("import-remote") | Some("import-from-datacenter") => {
+        Some("import-from-datacenter") => {
+            let dc = q(&pairs, "datacenter");
+            let st2 = Arc::clone(&st);
+            let decision = blocking(move || {
+                st2.api.import_from_datacenter(
+                    &uuid,
+                    acct.as_ref(),
+                    dc.as_deref(),
+                    st2.remotes.as_ref(),
+                )
+            })
+            .await?;
+            let job = match decision {
+                crate::imgapi::import::Decision::Run(job) => {
+                    st.spawn_job(job.clone());
+                    job
+                }
+                crate::imgapi::import::Decision::Done(job) => job,
+            };
+            let mut r = json_response(
+                StatusCode::OK,
+                &json!({"image_uuid": uuid, "job_uuid": job.uuid}),
+            );
+            // Callers poll the job here, at this very server.
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            if let Ok(v) = HeaderValue::from_str(&format!("http://{host}")) {
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static("workflow-api"), v);
+            }
+            return Ok(r);
+        }
+        Some("import-remote") => {
             return Err(ApiError::new(
                 "NotAvailable",
                 format!(
@@ -840,6 +880,127 @@ async fn put_settings(
     let api = st.api.clone();
     let s = blocking(move || api.update_settings(&target, acct.as_ref(), &body)).await?;
     Ok(json_response(StatusCode::OK, &json!(s)))
+}
+
+/// The chunk protocol, source side: the chunk list of an image's file.
+async fn file_chunks(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let api = st.api.clone();
+    let list = blocking(move || {
+        let (_, _, id) = api.file_for_read(&uuid, acct.as_ref(), 0)?;
+        api.store().chunk_list(&id).map_err(ApiError::from)
+    })
+    .await?;
+    let mut r = (StatusCode::OK, crate::format::encode_chunk_list(&list)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-imgstore-chunk-list"),
+    );
+    Ok(r)
+}
+
+/// The chunk protocol, source side: the requested records as stored,
+/// back to back. Only chunks of this image's file, for an account that may
+/// see the image.
+async fn fetch_chunks(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let ids = crate::format::decode_id_list(&body)
+        .map_err(|e| ApiError::invalid_param("chunks", format!("bad chunk id list: {e}")))?;
+    if ids.len() > 4096 {
+        return Err(ApiError::invalid_param("chunks", "at most 4096 chunks per request").into());
+    }
+    let st2 = Arc::clone(&st);
+    let allowed = blocking(move || {
+        let (_, _, id) = st2.api.file_for_read(&uuid, acct.as_ref(), 0)?;
+        let mut cache = st2.served.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, set)) = cache.iter().find(|(f, _)| *f == id) {
+            return Ok(Arc::clone(set));
+        }
+        let set = Arc::new(st2.api.store().chunk_set(&id)?);
+        cache.push((id, Arc::clone(&set)));
+        if cache.len() > 8 {
+            cache.remove(0);
+        }
+        Ok(set)
+    })
+    .await?;
+    if let Some(bad) = ids.iter().find(|i| !allowed.contains(i)) {
+        return Err(ApiError::invalid_param(
+            "chunks",
+            format!("chunk {bad} is not part of the file of image {uuid}"),
+        )
+        .into());
+    }
+    let store = st.api.store().clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + 64 * 1024);
+        let res = store.read_records(&allowed, &ids, &mut |_, rec| {
+            buf.extend_from_slice(rec);
+            if buf.len() >= BLOCK {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(BLOCK + 64 * 1024));
+                tx.blocking_send(Ok(Bytes::from(full)))
+                    .map_err(|_| crate::error::Error::InvalidInput("receiver went away".into()))?;
+            }
+            Ok(())
+        });
+        let _ = match res {
+            Ok(()) if !buf.is_empty() => tx.blocking_send(Ok(Bytes::from(buf))),
+            Ok(()) => Ok(()),
+            Err(e) => tx.blocking_send(Err(std::io::Error::other(e))),
+        };
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-imgstore-records"),
+    );
+    Ok(r)
+}
+
+async fn get_job(State(st): St, Path(raw): Path<String>, uri: OriginalUri) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let api = st.api.clone();
+    let job = blocking(move || api.job(&uuid))
+        .await?
+        .ok_or_else(|| HttpError::from(ApiError::not_found(format!("job {uuid} not found"))))?;
+    Ok(json_response(StatusCode::OK, &st.api.job_json(&job)))
+}
+
+async fn image_jobs(
+    State(st): St,
+    Path(raw): Path<String>,
+    uri: OriginalUri,
+    Query(pairs): Pairs,
+) -> HttpResult<Response> {
+    let uuid = path_uuid(&raw, &uri)?;
+    let acct = account(&pairs)?;
+    let api = st.api.clone();
+    let jobs = blocking(move || {
+        if acct.is_some() {
+            api.get_visible(&uuid, acct.as_ref())?;
+        }
+        api.image_jobs(&uuid)
+    })
+    .await?;
+    let body: Vec<Value> = jobs.iter().map(|j| st.api.job_json(j)).collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(body)))
 }
 
 async fn get_state(State(st): St) -> HttpResult<Response> {

@@ -8,6 +8,7 @@
 //! either both changed or neither did).
 
 pub mod error;
+pub mod import;
 pub mod list;
 pub mod manifest;
 pub mod share;
@@ -28,7 +29,7 @@ pub use manifest::{Icon, Image, ImageFile, parse_uuid};
 /// The column family that holds image records (key: the 16 uuid bytes).
 pub const CF_IMAGES: &str = "images";
 /// Column families this layer needs from the store.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_IMAGES, share::CF_SETTINGS];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_IMAGES, share::CF_SETTINGS, import::CF_JOBS];
 
 /// Largest image file IMGAPI accepts.
 pub const MAX_FILE_BYTES: u64 = 20 << 30;
@@ -77,6 +78,7 @@ impl Default for Config {
 pub struct Imgapi {
     store: Store,
     config: Config,
+    jobs: std::sync::Arc<import::Jobs>,
 }
 
 /// The query parameters of AddImageFile.
@@ -141,7 +143,11 @@ impl<R: Read> Read for Limited<R> {
 
 impl Imgapi {
     pub fn new(store: Store, config: Config) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            jobs: std::sync::Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {

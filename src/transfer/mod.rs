@@ -20,13 +20,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::{self, ChunkList, RECORD_HEADER_LEN, RecordHeader};
 use crate::id::{ChunkId, FileDigests, FileHasher, FileId, Md5Hasher};
 use crate::index::{ChunkRef, PartialId};
-use crate::store::{PutResult, Store};
+use crate::store::{PutResult, Store, Txn};
 
 /// Where chunks come from.
 ///
@@ -122,7 +122,7 @@ pub struct Progress {
 }
 
 /// A snapshot of [`Progress`], as the jobs API shows it.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ProgressReport {
     pub total_bytes: u64,
     pub bytes_to_fetch: u64,
@@ -196,6 +196,29 @@ pub fn receive_file(
     progress: &Progress,
     opts: &ReceiveOptions,
 ) -> Result<PutResult> {
+    receive_file_with(
+        store,
+        source,
+        partial,
+        expect,
+        progress,
+        opts,
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// [`receive_file`], with `on_commit` adding the caller's own changes (an
+/// image record that now holds the file) to the transaction that commits
+/// the file, so both happen or neither does.
+pub fn receive_file_with(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    expect: &Expect,
+    progress: &Progress,
+    opts: &ReceiveOptions,
+    on_commit: &mut dyn FnMut(&mut Txn<'_>, &PutResult) -> Result<()>,
+) -> Result<PutResult> {
     let list = source.chunk_list()?;
     if expect.size.is_some_and(|s| s != list.size) {
         return Err(Error::InvalidInput(format!(
@@ -204,10 +227,11 @@ pub fn receive_file(
             expect.size.unwrap_or_default()
         )));
     }
-    progress.total_bytes.store(list.size, Ordering::Relaxed);
+    // Totals add up, so one Progress can follow the files of a whole job.
+    progress.total_bytes.fetch_add(list.size, Ordering::Relaxed);
     progress
         .chunks_total
-        .store(list.entries.len() as u64, Ordering::Relaxed);
+        .fetch_add(list.entries.len() as u64, Ordering::Relaxed);
 
     // Which chunks do we have? Claim them for this transfer.
     let mut distinct: Vec<&format::ListEntry> = Vec::new();
@@ -232,13 +256,13 @@ pub fn receive_file(
             }
         }
     }
-    progress.bytes_to_fetch.store(
+    progress.bytes_to_fetch.fetch_add(
         missing.iter().map(|e| u64::from(e.raw_len)).sum(),
         Ordering::Relaxed,
     );
     progress
         .chunks_to_fetch
-        .store(missing.len() as u64, Ordering::Relaxed);
+        .fetch_add(missing.len() as u64, Ordering::Relaxed);
 
     // Fetch the rest in batches, several in flight.
     let mut batches: Vec<Vec<format::ListEntry>> = Vec::new();
@@ -330,7 +354,11 @@ pub fn receive_file(
             hex::encode(expect.sha1.unwrap_or(list.sha1))
         )));
     }
-    store.transaction(|t| t.commit_assembled(partial, FileId(b3), size, sha1, md5, &refs))
+    store.transaction(|t| {
+        let r = t.commit_assembled(partial, FileId(b3), size, sha1, md5, &refs)?;
+        on_commit(t, &r)?;
+        Ok(r)
+    })
 }
 
 /// Fetches one batch, checks every record, appends and indexes it.

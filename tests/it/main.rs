@@ -19,3 +19,4 @@ mod store_basic;
 mod transfer;
 mod uploads;
 mod visibility;
+mod xdc;

@@ -112,12 +112,32 @@ pub fn source_with(dir: &std::path::Path, data: &[u8]) -> (Store, imgstore::File
 
 const P: [u8; 16] = [7; 16];
 
+/// A source serving `data`, its file id, and what must live as long as it.
+pub type MakeSource = dyn Fn(
+    &[u8],
+) -> (
+    Box<dyn ChunkSource>,
+    imgstore::FileId,
+    Box<dyn std::any::Any>,
+);
+
+/// A local store holding `data`, served by `wrap(LocalSource)`.
+pub fn local(wrap: fn(LocalSource) -> Box<dyn ChunkSource>) -> Box<MakeSource> {
+    Box::new(move |data: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, id) = source_with(dir.path(), data);
+        (
+            wrap(LocalSource::new(src.clone(), id).unwrap()),
+            id,
+            Box::new((dir, src)) as Box<dyn std::any::Any>,
+        )
+    })
+}
+
 /// The conformance suite: any source must let these pass.
-pub fn conformance(make: &dyn Fn(&Store, imgstore::FileId) -> Box<dyn ChunkSource>) {
-    let src_dir = tempfile::tempdir().unwrap();
+pub fn conformance(make: &MakeSource) {
     let data = text(600_000, 1);
-    let (src, id) = source_with(src_dir.path(), &data);
-    let source = make(&src, id);
+    let (source, id, _keep) = make(&data);
 
     // The list describes the file.
     let list = source.chunk_list().unwrap();
@@ -185,12 +205,12 @@ fn dup_bytes(list: &ChunkList) -> u64 {
 
 #[test]
 fn a_local_source_passes_the_conformance_suite() {
-    conformance(&|s, id| Box::new(LocalSource::new(s.clone(), id).unwrap()));
+    conformance(&local(|s| Box::new(s)));
 }
 
 #[test]
 fn a_slow_source_passes_the_conformance_suite() {
-    conformance(&|s, id| Box::new(Slow(LocalSource::new(s.clone(), id).unwrap())));
+    conformance(&local(|s| Box::new(Slow(s))));
 }
 
 #[test]

@@ -1,0 +1,563 @@
+//! Copy between datacenters: two daemons on loopback, each its own data
+//! dir and datacenter name.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::bytes;
+use crate::daemon::*;
+
+pub fn source() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), |c| c.imgapi.datacenter_name = "west".into());
+    (dir, d)
+}
+
+pub fn dest(src_url: &str) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = src_url.to_string();
+    let d = Daemon::start_with(dir.path(), move |c| {
+        c.imgapi.datacenter_name = "east".into();
+        c.imgapi
+            .imgapi_url_from_datacenter
+            .insert("west".into(), url);
+        c.imgapi
+            .imgapi_url_from_datacenter
+            .insert("east".into(), "http://127.0.0.1:9".into());
+        c.transfer.batch_bytes = 256 * 1024;
+        c.transfer.retry_delay = Duration::from_millis(20);
+    });
+    (dir, d)
+}
+
+/// Starts an import and waits for its job; returns (job, response body).
+pub fn import(d: &Daemon, uuid: &str, account: &str) -> (Value, Value) {
+    let r = d.post(
+        &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={account}"),
+        &json!({}),
+    );
+    let wf = r
+        .headers()
+        .get("workflow-api")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (s, body) = sj(r);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["image_uuid"], uuid);
+    let wf = wf.expect("workflow-api header");
+    assert_eq!(wf.trim_end_matches('/'), d.url);
+    (wait_job(d, body["job_uuid"].as_str().unwrap()), body)
+}
+
+pub fn wait_job(d: &Daemon, job: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (s, j) = sj(d.get(&format!("/jobs/{job}")));
+        assert_eq!(s, 200, "{j}");
+        if j["execution"] == "succeeded" || j["execution"] == "failed" {
+            return j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "job stuck: {j}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(d: &Daemon, uuid: &str) -> Value {
+    let (s, img) = sj(d.get(&format!("/images/{uuid}")));
+    assert_eq!(s, 200, "{img}");
+    img
+}
+
+#[test]
+fn a_single_image_copies_with_every_byte_verified_and_byte_progress() {
+    let (_s, src) = source();
+    let data = bytes(3_000_000, 1);
+    let uuid = src.image(
+        ALICE,
+        "app",
+        json!({"acl": [BOB], "tags": {"k": "v"}}),
+        &data,
+        true,
+    );
+    let (_d, dst) = dest(&src.url);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    let p = &job["progress"];
+    assert_eq!(p["total_bytes"], 3_000_000);
+    assert_eq!(p["bytes_fetched"], p["bytes_to_fetch"]);
+    assert_eq!(p["bytes_local"], 0);
+    assert!(p["wire_bytes"].as_u64().unwrap() >= 3_000_000);
+    let a = get(&src, &uuid);
+    let b = get(&dst, &uuid);
+    assert_eq!(
+        a, b,
+        "the copy keeps uuid, owner, published_at, acl and the rest"
+    );
+    let got = dst
+        .get(&format!("/images/{uuid}/file?account={ALICE}"))
+        .bytes()
+        .unwrap();
+    assert_eq!(got.to_vec(), data);
+    let (_, jobs) = sj(dst.get(&format!("/images/{uuid}/jobs")));
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert!(dst.state.api.store().verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn an_incremental_chain_copies_owned_origins_base_most_first_and_dedups() {
+    let (_s, src) = source();
+    let base_data = bytes(1_000_000, 1);
+    let base = src.image(ADMIN, "base", json!({"public": true}), &base_data, true);
+    let mut layers = Vec::new();
+    let mut origin = base.clone();
+    for i in 0..3u64 {
+        // Each layer shares most of its content with the base.
+        let mut data = base_data.clone();
+        data.extend(bytes(200_000, 10 + i));
+        let u = src.image(
+            ALICE,
+            &format!("layer{i}"),
+            json!({"origin": origin}),
+            &data,
+            true,
+        );
+        origin = u.clone();
+        layers.push(u);
+    }
+    let top = layers.last().unwrap().clone();
+    let (_d, dst) = dest(&src.url);
+    // The operator base must exist here first.
+    let body = assert_err(
+        dst.post(
+            &format!("/images/{top}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
+            &json!({}),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must already exist")
+    );
+    let (s, _) = sj(dst.post(
+        &format!("/images/{base}?action=import&source={}", src.url),
+        &json!({}),
+    ));
+    assert_eq!(s, 200);
+    dst.put_bytes(&format!("/images/{base}/file?source={}", src.url), vec![]);
+    dst.post(&format!("/images/{base}?action=activate"), &json!({}));
+
+    let (job, _) = import(&dst, &top, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    assert_eq!(job["params"]["origins"], json!(layers[..2]));
+    let p = &job["progress"];
+    // Base content is found locally; only the new tails travel.
+    assert!(p["bytes_local"].as_u64().unwrap() >= 2_700_000, "{p}");
+    assert!(p["bytes_fetched"].as_u64().unwrap() <= 900_000, "{p}");
+    for u in &layers {
+        assert_eq!(get(&src, u), get(&dst, u));
+    }
+    assert!(dst.state.api.store().verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_cloned_chain_with_disabled_origins_copies() {
+    let (_s, src) = source();
+    let a = src.image(ALICE, "a", json!({}), &bytes(100_000, 1), true);
+    let b = src.image(
+        ALICE,
+        "b",
+        json!({"origin": a, "acl": [BOB]}),
+        &bytes(100_000, 2),
+        true,
+    );
+    let (_, clone) = sj(src.post(&format!("/images/{b}/clone?account={BOB}"), &json!({})));
+    let cu = clone["uuid"].as_str().unwrap().to_string();
+    let (_d, dst) = dest(&src.url);
+    let (job, _) = import(&dst, &cu, BOB);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    let origin = get(&dst, &cu)["origin"].as_str().unwrap().to_string();
+    assert_eq!(get(&dst, &origin)["state"], "disabled");
+    assert_eq!(get(&src, &cu), get(&dst, &cu));
+}
+
+#[test]
+fn a_recopy_refreshes_mutable_fields_and_says_what_changed() {
+    let (_s, src) = source();
+    let uuid = src.image(ALICE, "app", json!({}), &bytes(50_000, 1), true);
+    let (_d, dst) = dest(&src.url);
+    import(&dst, &uuid, ALICE);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["chain_results"][0]["result"], "unchanged", "{job}");
+    src.post(
+        &format!("/images/{uuid}?action=update&account={ALICE}"),
+        &json!({"name": "renamed", "tags": {"t": 1}}),
+    );
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded");
+    assert_eq!(
+        job["chain_results"][0]["result"], "changed: name, tags",
+        "{job}"
+    );
+    assert_eq!(get(&dst, &uuid)["name"], "renamed");
+}
+
+#[test]
+fn the_error_matrix_of_import_from_datacenter() {
+    let (_s, src) = source();
+    let mine = src.image(ALICE, "app", json!({"acl": [BOB]}), &bytes(1000, 1), true);
+    let inactive = src.image(ALICE, "un", json!({}), &bytes(1000, 2), false);
+    let (_d, dst) = dest(&src.url);
+    let path = |u: &str, q: &str| format!("/images/{u}?action=import-from-datacenter{q}");
+    assert_err(
+        dst.post(&path(&mine, "&datacenter=west"), &json!({})),
+        422,
+        "ValidationFailed",
+    );
+    assert_err(
+        dst.post(&path(&mine, &format!("&account={ALICE}")), &json!({})),
+        422,
+        "ValidationFailed",
+    );
+    let body = assert_err(
+        dst.post(
+            &path(&mine, &format!("&datacenter=north&account={ALICE}")),
+            &json!({}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"north\" is not supported") && msg.contains("west") && !msg.contains("east"),
+        "{msg}"
+    );
+    assert_err(
+        dst.post(
+            &path(&mine, &format!("&datacenter=east&account={ALICE}")),
+            &json!({}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    // Remote 404 passes through (also for an image Carol may not see).
+    assert_err(
+        dst.post(
+            &path(CAROL, &format!("&datacenter=west&account={ALICE}")),
+            &json!({}),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+    assert_err(
+        dst.post(
+            &path(&mine, &format!("&datacenter=west&account={CAROL}")),
+            &json!({}),
+        ),
+        404,
+        "ResourceNotFound",
+    );
+    let body = assert_err(
+        dst.post(
+            &path(&inactive, &format!("&datacenter=west&account={ALICE}")),
+            &json!({}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    assert!(body["message"].as_str().unwrap().contains("is not active"));
+    // Shared with Bob, but not his.
+    assert_err(
+        dst.post(
+            &path(&mine, &format!("&datacenter=west&account={BOB}")),
+            &json!({}),
+        ),
+        401,
+        "UnauthorizedError",
+    );
+    // A local image with that uuid that is not a copy from west.
+    dst.post(&format!("/images/{mine}?action=import"), &get(&src, &mine));
+    assert_err(
+        dst.post(
+            &path(&mine, &format!("&datacenter=west&account={ALICE}")),
+            &json!({}),
+        ),
+        409,
+        "ImageUuidAlreadyExists",
+    );
+    assert_err(dst.get(&format!("/jobs/{ALICE}")), 404, "ResourceNotFound");
+}
+
+#[test]
+fn the_source_serves_only_chunks_of_a_visible_image() {
+    let (_s, src) = source();
+    let a = src.image(ALICE, "a", json!({}), &bytes(100_000, 1), true);
+    let b = src.image(CAROL, "b", json!({}), &bytes(100_000, 2), true);
+    // Carol's chunk ids cannot be fetched through Alice's image.
+    let list = src
+        .client
+        .get(format!(
+            "{}/images/{b}/file/chunks?account={CAROL}",
+            src.url
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let list = imgstore::format::decode_chunk_list(&list).unwrap();
+    let body = imgstore::format::encode_id_list(&[list.entries[0].id]);
+    let r = src
+        .client
+        .post(format!(
+            "{}/images/{a}/file/chunks?account={ALICE}",
+            src.url
+        ))
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_err(r, 422, "InvalidParameter");
+    // Nor can Alice list or fetch Carol's image at all.
+    let r = src
+        .client
+        .get(format!(
+            "{}/images/{b}/file/chunks?account={ALICE}",
+            src.url
+        ))
+        .send()
+        .unwrap();
+    assert_err(r, 404, "ResourceNotFound");
+    let r = src
+        .client
+        .post(format!(
+            "{}/images/{b}/file/chunks?account={ALICE}",
+            src.url
+        ))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_err(r, 404, "ResourceNotFound");
+    let r = src
+        .client
+        .post(format!("{}/images/{a}/file/chunks", src.url))
+        .body(vec![1, 2, 3])
+        .send()
+        .unwrap();
+    assert_err(r, 422, "InvalidParameter");
+}
+
+/// A daemon holding `data` as an image, served over the chunk protocol.
+fn http_source(
+    data: &[u8],
+) -> (
+    Box<dyn imgstore::transfer::ChunkSource>,
+    imgstore::FileId,
+    Box<dyn std::any::Any>,
+) {
+    use imgstore::imgapi::import::RemoteFactory;
+    let (dir, d) = source();
+    let uuid = d.image(ALICE, "conf", json!({}), data, true);
+    let remotes = imgstore::http::remote::HttpRemotes::new(Duration::from_secs(30)).unwrap();
+    let u: uuid::Uuid = uuid.parse().unwrap();
+    let a: uuid::Uuid = ALICE.parse().unwrap();
+    let src = remotes
+        .remote(&d.url)
+        .chunk_source(&u, Some(&a))
+        .unwrap()
+        .expect("imgstore speaks the chunk protocol");
+    let id = imgstore::FileId(*blake3::hash(data).as_bytes());
+    (src, id, Box::new((dir, d, remotes)))
+}
+
+#[test]
+fn the_http_source_passes_the_conformance_suite() {
+    crate::transfer::conformance(&http_source);
+}
+
+/// A proxy in front of the source that can lie or cut connections.
+pub mod proxy {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+    pub const HONEST: u8 = 0;
+    /// Flips a byte deep inside every record stream (chunk fetch answers).
+    pub const LIE: u8 = 1;
+    /// Cuts every chunk fetch answer after `cut_after` bytes.
+    pub const CUT: u8 = 2;
+
+    pub struct Proxy {
+        pub url: String,
+        pub mode: Arc<AtomicU8>,
+        pub cut_after: Arc<AtomicU64>,
+    }
+
+    /// HTTP/1.1 with `Connection: close` forced, so each connection carries
+    /// one request and its answer can be tampered with as a byte stream.
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = upstream.trim_start_matches("http://").to_string();
+        let mode = Arc::new(AtomicU8::new(HONEST));
+        let cut_after = Arc::new(AtomicU64::new(100_000));
+        let (m, c) = (mode.clone(), cut_after.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { return };
+                let (up, m, c) = (up.clone(), m.clone(), c.clone());
+                std::thread::spawn(move || serve(client, &up, &m, &c));
+            }
+        });
+        Proxy {
+            url,
+            mode,
+            cut_after,
+        }
+    }
+
+    fn serve(mut client: TcpStream, up: &str, mode: &AtomicU8, cut_after: &AtomicU64) {
+        // Read the request head and body (Content-Length only).
+        let mut req = Vec::new();
+        let mut buf = [0u8; 65536];
+        let head_end = loop {
+            let n = match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            req.extend_from_slice(&buf[..n]);
+            if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&req[..head_end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while req.len() < head_end + len {
+            let n = match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            req.extend_from_slice(&buf[..n]);
+        }
+        let is_fetch = head.starts_with("POST ") && head.contains("/file/chunks");
+        let mut new_head = String::new();
+        for l in head.lines() {
+            if l.is_empty() || l.to_ascii_lowercase().starts_with("connection:") {
+                continue;
+            }
+            new_head.push_str(l);
+            new_head.push_str("\r\n");
+        }
+        new_head.push_str("Connection: close\r\n\r\n");
+        let Ok(mut server) = TcpStream::connect(up) else {
+            return;
+        };
+        let _ = server.write_all(new_head.as_bytes());
+        let _ = server.write_all(&req[head_end..]);
+        let mut answer = Vec::new();
+        let _ = server.read_to_end(&mut answer);
+        let m = mode.load(Ordering::SeqCst);
+        if is_fetch && m == LIE && answer.len() > 2000 {
+            let at = answer.len() - 1000;
+            answer[at] ^= 0x20;
+        }
+        if is_fetch && m == CUT {
+            let n = (cut_after.load(Ordering::SeqCst) as usize).min(answer.len());
+            let _ = client.write_all(&answer[..n]);
+            return; // drop the connection mid-answer
+        }
+        let _ = client.write_all(&answer);
+    }
+}
+
+fn dest_via(proxy_url: &str, attempts: u32) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = proxy_url.to_string();
+    let d = Daemon::start_with(dir.path(), move |c| {
+        c.imgapi.datacenter_name = "east".into();
+        c.imgapi
+            .imgapi_url_from_datacenter
+            .insert("west".into(), url);
+        c.transfer.batch_bytes = 256 * 1024;
+        c.transfer.attempts = attempts;
+        c.transfer.retry_delay = Duration::from_millis(10);
+    });
+    (dir, d)
+}
+
+#[test]
+fn a_lying_source_fails_the_job_cleanly_and_an_honest_retry_resumes() {
+    let (_s, src) = source();
+    let data = bytes(2_000_000, 7);
+    let uuid = src.image(ALICE, "app", json!({}), &data, true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::LIE, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dst) = dest_via(&p.url, 2);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "failed", "{job}");
+    let err = job["chain_results"].as_array().unwrap().last().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("damaged") || err.contains("bad record"),
+        "{err}"
+    );
+    assert_eq!(get(&dst, &uuid)["state"], "unactivated");
+    assert!(dst.state.api.store().verify(false).unwrap().is_clean());
+    p.mode
+        .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    assert_eq!(
+        dst.get(&format!("/images/{uuid}/file"))
+            .bytes()
+            .unwrap()
+            .to_vec(),
+        data
+    );
+}
+
+#[test]
+fn dropped_connections_are_retried_and_the_copy_completes() {
+    let (_s, src) = source();
+    let data = bytes(2_000_000, 8);
+    let uuid = src.image(ALICE, "app", json!({}), &data, true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::CUT, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dst) = dest_via(&p.url, 3);
+    let r = dst.post(
+        &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
+        &json!({}),
+    );
+    let (_, body) = sj(r);
+    let job_uuid = body["job_uuid"].as_str().unwrap().to_string();
+    // Let a few batches fail, then heal the link while the job retries.
+    std::thread::sleep(Duration::from_millis(30));
+    p.mode
+        .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
+    let job = wait_job(&dst, &job_uuid);
+    if job["execution"] == "failed" {
+        // Retries ran out before the link healed: the next request resumes.
+        let (job, _) = import(&dst, &uuid, ALICE);
+        assert_eq!(job["execution"], "succeeded", "{job}");
+    }
+    assert_eq!(
+        dst.get(&format!("/images/{uuid}/file"))
+            .bytes()
+            .unwrap()
+            .to_vec(),
+        data
+    );
+    assert!(dst.state.api.store().verify(false).unwrap().is_clean());
+}
