@@ -535,6 +535,8 @@ fn dropped_connections_are_retried_and_the_copy_completes() {
     let p = proxy::start(&src.url);
     p.mode
         .store(proxy::CUT, std::sync::atomic::Ordering::SeqCst);
+    p.cut_after
+        .store(150_000, std::sync::atomic::Ordering::SeqCst);
     let (_d, dst) = dest_via(&p.url, 3);
     let r = dst.post(
         &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
