@@ -20,3 +20,4 @@ mod transfer;
 mod uploads;
 mod visibility;
 mod xdc;
+mod xdc_crash;
