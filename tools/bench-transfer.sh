@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Copy between datacenters over loopback with the real binaries: two
+# `imgstore serve` daemons (west = source, east = destination).
+#
+#   tools/bench-transfer.sh [V1] [V2]     (default: peer-bench's v1.tar and v2.tar)
+#
+# Measures (1) a full copy of V1 into an empty east: image MB/s, every chunk
+# verified; (2) V2 (an update of V1) into an east holding V1: bytes on the
+# wire (through a counting relay) against the compressed bytes of the chunks
+# that had to travel; (3) a kill -9 of east at about half of a full copy:
+# bytes sent twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${CARGO_TARGET_DIR:=$HOME/.cache/imgstore-target}"
+BIN=${IMGSTORE_BIN:-$CARGO_TARGET_DIR/debug/imgstore}
+V1=${1:-/tmp/peerdata/data/v1.tar}
+V2=${2:-/tmp/peerdata/data/v2.tar}
+ACCT=aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa
+W=18281; E=18282; RELAY=18283
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+now() { date +%s%N; }
+js() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+cfg() { # name port datadir peer_url
+  printf '{"datacenterName":"%s","listen":"127.0.0.1:%s","dataDir":"%s","imgapiUrlFromDatacenter":{"%s":"%s"}}\n' \
+    "$1" "$2" "$3" "$4" "$5" > "$work/$1.json"
+}
+start() { # config port -> pid
+  "$BIN" serve --config "$1" > "$work/$(basename "$1").log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$2/ping" > /dev/null && break; sleep 0.05; done
+  echo "$pid"
+}
+upload() { # port file -> uuid
+  local u
+  u=$(curl -sf -H 'content-type: application/json' -d '{"name":"img","version":"1","type":"other","os":"other"}' \
+    "http://127.0.0.1:$1/images?account=$ACCT" | js 'd["uuid"]')
+  curl -sf -T "$2" "http://127.0.0.1:$1/images/$u/file?compression=none" -o /dev/null
+  curl -sf -X POST -H 'content-type: application/json' -d '{}' "http://127.0.0.1:$1/images/$u?action=activate" -o /dev/null
+  echo "$u"
+}
+import() { # port uuid -> job uuid
+  curl -sf -X POST -H 'content-type: application/json' -d '{}' \
+    "http://127.0.0.1:$1/images/$2?action=import-from-datacenter&datacenter=west&account=$ACCT" | js 'd["job_uuid"]'
+}
+wait_job() { # port job -> final job json in $work/job.json
+  while :; do
+    curl -sf "http://127.0.0.1:$1/jobs/$2" > "$work/job.json" || true
+    case "$(js 'd["execution"]' < "$work/job.json" 2>/dev/null)" in succeeded|failed) return ;; esac
+    sleep 0.05
+  done
+}
+wire() { cut -d' ' -f2 "$work/counts"; }
+
+cfg west $W "$work/west" east "http://127.0.0.1:$E"
+pids+=("$(start "$work/west.json" $W)")
+u1=$(upload $W "$V1")
+u2=$(upload $W "$V2")
+size1=$(stat -c %s "$V1"); size2=$(stat -c %s "$V2")
+
+# (1) Full copy, direct.
+cfg east $E "$work/east1" west "http://127.0.0.1:$W"
+e=$(start "$work/east.json" $E); pids+=("$e")
+t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now)
+full_ms=$(( (t1 - t0) / 1000000 ))
+echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json")"
+kill -9 "$e"; wait "$e" 2>/dev/null || true
+
+# (2) Update onto v1, through the counting relay.
+python3 tools/count-proxy.py $RELAY $W "$work/counts" & pids+=("$!")
+sleep 0.3
+cfg east $E "$work/east2" west "http://127.0.0.1:$RELAY"
+e=$(start "$work/east.json" $E); pids+=("$e")
+j=$(import $E "$u1"); wait_job $E "$j"
+sleep 0.5; before=$(wire)
+j=$(import $E "$u2"); wait_job $E "$j"
+sleep 0.5; after=$(wire)
+rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
+sent=$((after - before))
+echo "update: $(js 'd["execution"]' < "$work/job.json"); new chunks' record bytes $rec; bytes on the wire $sent; ratio $(awk -v a=$sent -v b=$rec 'BEGIN{printf "%.4f", a/b}'); overhead $((sent - rec)) bytes = $(awk -v o=$((sent - rec)) -v s=$size2 'BEGIN{printf "%.4f", 100*o/s}')% of the image; budget 1.05 x new + 0.1% = $(awk -v r=$rec -v s=$size2 'BEGIN{printf "%.0f", 1.05*r + 0.001*s}')"
+kill -9 "$e"; wait "$e" 2>/dev/null || true
+
+# (3) kill -9 of east at about half of a full copy, through the relay.
+cfg east $E "$work/east3" west "http://127.0.0.1:$RELAY"
+e=$(start "$work/east.json" $E)
+sleep 0.5; base=$(wire)
+j=$(import $E "$u1")
+while :; do
+  f=$(curl -sf "http://127.0.0.1:$E/jobs/$j" | js 'd["progress"]["bytes_fetched"]' 2>/dev/null || echo 0)
+  [ "$f" -ge $((size1 / 2)) ] && break
+  sleep 0.01
+done
+kill -9 "$e"; wait "$e" 2>/dev/null || true
+e=$(start "$work/east.json" $E); pids+=("$e")
+wait_job $E "$j"
+sleep 0.5; total=$(( $(wire) - base ))
+echo "kill at half: $(js 'd["execution"]' < "$work/job.json"); fetched before the kill $f; bytes on the wire in all $total; image record bytes (one full copy) $(js 'd["progress"]["wire_bytes"] + d["progress"]["bytes_local"]' < "$work/job.json") (approx.)"
