@@ -18,8 +18,14 @@ fn transfer(c: &mut Criterion) {
     let id = src.put(&data[..]).unwrap_or_else(|e| panic!("{e}")).file_id;
     // The same data with a 1 MiB insertion in the middle: an update.
     let mut edited = data.clone();
-    edited.splice(data.len() / 2..data.len() / 2, common::incompressible(1 << 20));
-    let id2 = src.put(&edited[..]).unwrap_or_else(|e| panic!("{e}")).file_id;
+    edited.splice(
+        data.len() / 2..data.len() / 2,
+        common::incompressible(1 << 20),
+    );
+    let id2 = src
+        .put(&edited[..])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .file_id;
     let opts = ReceiveOptions::default();
     let mut g = c.benchmark_group("transfer");
     g.sample_size(10);
@@ -33,8 +39,15 @@ fn transfer(c: &mut Criterion) {
                 let dst = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
                 let source = LocalSource::new(src.clone(), id).unwrap_or_else(|e| panic!("{e}"));
                 let t = Instant::now();
-                receive_file(&dst, &source, &[1; 16], &Expect::default(), &Progress::default(), &opts)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                receive_file(
+                    &dst,
+                    &source,
+                    &[1; 16],
+                    &Expect::default(),
+                    &Progress::default(),
+                    &opts,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 total += t.elapsed();
             }
             total
@@ -48,13 +61,27 @@ fn transfer(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
                 let dst = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
                 let first = LocalSource::new(src.clone(), id).unwrap_or_else(|e| panic!("{e}"));
-                receive_file(&dst, &first, &[1; 16], &Expect::default(), &Progress::default(), &opts)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                receive_file(
+                    &dst,
+                    &first,
+                    &[1; 16],
+                    &Expect::default(),
+                    &Progress::default(),
+                    &opts,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 let second = LocalSource::new(src.clone(), id2).unwrap_or_else(|e| panic!("{e}"));
                 let progress = Progress::default();
                 let t = Instant::now();
-                receive_file(&dst, &second, &[2; 16], &Expect::default(), &progress, &opts)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                receive_file(
+                    &dst,
+                    &second,
+                    &[2; 16],
+                    &Expect::default(),
+                    &progress,
+                    &opts,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 total += t.elapsed();
                 let r = progress.report();
                 assert!(r.bytes_fetched < 4 << 20, "{r:?}");

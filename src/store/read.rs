@@ -84,6 +84,20 @@ impl Store {
         Err(last_err.unwrap_or_else(|| Error::Inconsistent(format!("chunk {id} unreadable"))))
     }
 
+    /// Appends the uncompressed bytes of a stored chunk to `out`, every
+    /// check of a read applied.
+    pub fn read_chunk(
+        &self,
+        id: &ChunkId,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (header, bytes) = self.read_record(id)?;
+        let payload = bytes.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+        format::decode_payload(&header, payload, dctx, out)
+            .map_err(|e| Error::Inconsistent(format!("chunk {id} does not decompress: {e}")))
+    }
+
     fn read_record_at(
         &self,
         id: &ChunkId,

@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -281,52 +281,42 @@ pub fn receive_file_with(
     if !cur.is_empty() {
         batches.push(cur);
     }
+    // Fetchers verify and store batches in any order; this thread walks the
+    // list in order and hashes the whole file as it goes, taking fetched
+    // chunks from the fetchers (already decompressed: nothing is
+    // decompressed twice) and present ones from the store.
+    let mut batch_of: HashMap<ChunkId, usize> = HashMap::new();
+    for (i, b) in batches.iter().enumerate() {
+        for e in b {
+            batch_of.insert(e.id, i);
+        }
+    }
+    let parallel = opts.parallel.max(1);
+    let shared = Assembly {
+        state: Mutex::new(AssemblyState::default()),
+        changed: Condvar::new(),
+    };
     let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..opts.parallel.max(1) {
+    let digests = std::thread::scope(|s| {
+        for _ in 0..parallel {
             s.spawn(|| {
-                let mut dctx = match zstd::bulk::Decompressor::new() {
-                    Ok(d) => d,
-                    Err(e) => {
-                        *failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Error::io("creating a zstd context", e));
-                        return;
-                    }
-                };
-                loop {
-                    if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(batch) = batches.get(i) else { return };
-                    let mut delay = opts.retry_delay;
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
-                        match fetch_batch(store, source, partial, batch, progress, &mut dctx) {
-                            Ok(()) => break,
-                            Err(e) if attempt < opts.attempts => {
-                                let _ = e;
-                                progress.retries.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(delay);
-                                delay *= 2;
-                            }
-                            Err(e) => {
-                                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                return;
-                            }
-                        }
-                    }
-                }
+                fetcher(
+                    store, source, partial, &batches, &next, &shared, progress, opts, parallel,
+                )
             });
         }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-
-    // Read the assembled file back and check it as a whole.
+        let res = assemble(store, &list, &batch_of, &shared);
+        // Stop the fetchers whatever happened.
+        {
+            let mut st = shared.lock();
+            if st.failure.is_none() && res.is_err() {
+                st.failure = Some(Error::InvalidInput("assembly stopped".into()));
+            }
+            st.done = true;
+        }
+        shared.changed.notify_all();
+        res
+    })?;
     let refs: Vec<ChunkRef> = list
         .entries
         .iter()
@@ -340,7 +330,7 @@ pub fn receive_file_with(
         sha1,
         md5,
         blake3: b3,
-    } = hash_chunks(store, refs.clone())?;
+    } = digests;
     if size != list.size || b3 != list.file_id {
         return Err(Error::InvalidInput(format!(
             "assembled file does not match the source's list ({size} bytes, BLAKE3 {})",
@@ -369,12 +359,12 @@ fn fetch_batch(
     batch: &[format::ListEntry],
     progress: &Progress,
     dctx: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<()> {
+) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
     let ids: Vec<ChunkId> = batch.iter().map(|e| e.id).collect();
     let want: HashMap<ChunkId, u32> = batch.iter().map(|e| (e.id, e.raw_len)).collect();
     let mut got: Vec<(RecordHeader, Vec<u8>)> = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
-    let mut scratch = Vec::new();
+    let mut chunks: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::with_capacity(batch.len());
     source.fetch(&ids, &mut |bytes| {
         let (h, payload) = format::decode_record(bytes)
             .map_err(|e| Error::InvalidInput(format!("source sent a bad record: {e}")))?;
@@ -390,9 +380,10 @@ fn fetch_batch(
                 h.chunk_id
             )));
         }
-        scratch.clear();
-        format::decode_and_verify(&h, payload, dctx, &mut scratch)
+        let mut chunk = Vec::with_capacity(h.raw_len as usize);
+        format::decode_and_verify(&h, payload, dctx, &mut chunk)
             .map_err(|e| Error::InvalidInput(format!("source sent a damaged chunk: {e}")))?;
+        chunks.insert(h.chunk_id, Arc::new(chunk));
         progress
             .wire_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -415,14 +406,95 @@ fn fetch_batch(
     progress
         .chunks_fetched
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    Ok(())
+    Ok(chunks)
 }
 
-/// Size, SHA-1, BLAKE3 and MD5 of the content of `refs` in `store`; MD5
-/// runs on its own thread.
-fn hash_chunks(store: &Store, refs: Vec<ChunkRef>) -> Result<FileDigests> {
-    let mut reader = store.open_chunks(refs)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+/// Batches fetched and verified, waiting for the assembler.
+#[derive(Default)]
+struct AssemblyState {
+    ready: HashMap<usize, HashMap<ChunkId, Arc<Vec<u8>>>>,
+    /// The batch the assembler is in; fetchers stay within reach of it.
+    assembling: usize,
+    failure: Option<Error>,
+    done: bool,
+}
+
+struct Assembly {
+    state: Mutex<AssemblyState>,
+    changed: Condvar,
+}
+
+impl Assembly {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AssemblyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one worker's whole context")]
+fn fetcher(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    batches: &[Vec<format::ListEntry>],
+    next: &AtomicUsize,
+    shared: &Assembly,
+    progress: &Progress,
+    opts: &ReceiveOptions,
+    parallel: usize,
+) {
+    let fail = |e: Error| {
+        let mut st = shared.lock();
+        if st.failure.is_none() {
+            st.failure = Some(e);
+        }
+        drop(st);
+        shared.changed.notify_all();
+    };
+    let mut dctx = match zstd::bulk::Decompressor::new() {
+        Ok(d) => d,
+        Err(e) => return fail(Error::io("creating a zstd context", e)),
+    };
+    loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(batch) = batches.get(i) else { return };
+        // Bound memory: stay at most `parallel` batches ahead of assembly.
+        {
+            let mut st = shared.lock();
+            while i > st.assembling + parallel && st.failure.is_none() && !st.done {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.failure.is_some() || st.done {
+                return;
+            }
+        }
+        let mut delay = opts.retry_delay;
+        let mut attempt = 0;
+        let chunks = loop {
+            attempt += 1;
+            match fetch_batch(store, source, partial, batch, progress, &mut dctx) {
+                Ok(c) => break c,
+                Err(_) if attempt < opts.attempts => {
+                    progress.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return fail(e),
+            }
+        };
+        shared.lock().ready.insert(i, chunks);
+        shared.changed.notify_all();
+    }
+}
+
+/// Walks the list in order, hashing the file (SHA-1 and BLAKE3 here, MD5
+/// on its own thread).
+fn assemble(
+    store: &Store,
+    list: &ChunkList,
+    batch_of: &HashMap<ChunkId, usize>,
+    shared: &Assembly,
+) -> Result<FileDigests> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(64);
     std::thread::scope(|s| {
         let md5 = s.spawn(move || {
             let mut m = Md5Hasher::default();
@@ -432,30 +504,58 @@ fn hash_chunks(store: &Store, refs: Vec<ChunkRef>) -> Result<FileDigests> {
             m.finish()
         });
         let mut h = FileHasher::new();
+        let mut dctx =
+            zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd context", e));
         let res = (|| {
-            loop {
-                let mut block = vec![0u8; 4 << 20];
-                let mut filled = 0;
-                while filled < block.len() {
-                    match reader.read(block.get_mut(filled..).unwrap_or_default()) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) => {
-                            return Err(Error::Inconsistent(format!(
-                                "reading the assembled file: {e}"
-                            )));
+            let dctx = dctx
+                .as_mut()
+                .map_err(|e| Error::Inconsistent(e.to_string()))?;
+            let mut taken: HashSet<ChunkId> = HashSet::new();
+            for e in &list.entries {
+                let fetched = batch_of
+                    .get(&e.id)
+                    .copied()
+                    .filter(|_| !taken.contains(&e.id));
+                let bytes = match fetched {
+                    Some(b) => {
+                        let mut st = shared.lock();
+                        if st.assembling != b {
+                            st.ready.retain(|k, _| *k >= b);
+                            st.assembling = b;
+                            shared.changed.notify_all();
+                        }
+                        loop {
+                            if let Some(c) = st.ready.get(&b).and_then(|m| m.get(&e.id)) {
+                                break Arc::clone(c);
+                            }
+                            if let Some(err) = &st.failure {
+                                return Err(Error::InvalidInput(err.to_string()));
+                            }
+                            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
                         }
                     }
+                    // Present before the copy, or a repeat of a fetched chunk
+                    // (indexed by now): read it from the store.
+                    None => {
+                        let mut out = Vec::with_capacity(e.raw_len as usize);
+                        store.read_chunk(&e.id, dctx, &mut out)?;
+                        Arc::new(out)
+                    }
+                };
+                taken.insert(e.id);
+                if bytes.len() != e.raw_len as usize {
+                    return Err(Error::InvalidInput(format!(
+                        "chunk {} has {} bytes, the list says {}",
+                        e.id,
+                        bytes.len(),
+                        e.raw_len
+                    )));
                 }
-                if filled == 0 {
-                    return Ok(());
-                }
-                block.truncate(filled);
-                h.update(&block);
-                if tx.send(std::sync::Arc::new(block)).is_err() {
-                    return Err(Error::Inconsistent("hasher stopped".into()));
-                }
+                h.update(&bytes);
+                tx.send(bytes)
+                    .map_err(|_| Error::Inconsistent("md5 thread stopped".into()))?;
             }
+            Ok(())
         })();
         drop(tx);
         let md5 = md5
