@@ -46,8 +46,11 @@ import() { # port uuid -> job uuid
   curl -sf -X POST -H 'content-type: application/json' -d '{}' \
     "http://127.0.0.1:$1/images/$2?action=import-from-datacenter&datacenter=west&account=$ACCT" | js 'd["job_uuid"]'
 }
+kill9() { kill -9 "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done; }
 wait_job() { # port job -> final job json in $work/job.json
+  local tries=0
   while :; do
+    tries=$((tries + 1)); [ $tries -gt 12000 ] && { echo "job $2 did not finish" >&2; exit 1; }
     curl -sf "http://127.0.0.1:$1/jobs/$2" > "$work/job.json" || true
     case "$(js 'd["execution"]' < "$work/job.json" 2>/dev/null)" in succeeded|failed) return ;; esac
     sleep 0.05
@@ -67,7 +70,7 @@ e=$(start "$work/east.json" $E); pids+=("$e")
 t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now)
 full_ms=$(( (t1 - t0) / 1000000 ))
 echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json")"
-kill -9 "$e"; wait "$e" 2>/dev/null || true
+kill9 "$e"
 
 # (2) Update onto v1, through the counting relay.
 python3 tools/count-proxy.py $RELAY $W "$work/counts" & pids+=("$!")
@@ -81,7 +84,7 @@ sleep 0.5; after=$(wire)
 rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
 sent=$((after - before))
 echo "update: $(js 'd["execution"]' < "$work/job.json"); new chunks' record bytes $rec; bytes on the wire $sent; ratio $(awk -v a=$sent -v b=$rec 'BEGIN{printf "%.4f", a/b}'); overhead $((sent - rec)) bytes = $(awk -v o=$((sent - rec)) -v s=$size2 'BEGIN{printf "%.4f", 100*o/s}')% of the image; budget 1.05 x new + 0.1% = $(awk -v r=$rec -v s=$size2 'BEGIN{printf "%.0f", 1.05*r + 0.001*s}')"
-kill -9 "$e"; wait "$e" 2>/dev/null || true
+kill9 "$e"
 
 # (3) kill -9 of east at about half of a full copy, through the relay.
 cfg east $E "$work/east3" west "http://127.0.0.1:$RELAY"
@@ -93,7 +96,7 @@ while :; do
   [ "$f" -ge $((size1 / 2)) ] && break
   sleep 0.01
 done
-kill -9 "$e"; wait "$e" 2>/dev/null || true
+kill9 "$e"
 e=$(start "$work/east.json" $E); pids+=("$e")
 wait_job $E "$j"
 sleep 0.5; total=$(( $(wire) - base ))
