@@ -12,6 +12,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod gc;
+mod image_cli;
 mod imgapi_http;
 mod layers;
 mod model;
