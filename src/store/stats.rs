@@ -86,6 +86,16 @@ impl Store {
         Ok(s)
     }
 
+    /// Every stored file with its reference count.
+    pub fn files(&self) -> Result<Vec<(FileId, u64)>> {
+        let mut out = Vec::new();
+        self.inner.index.for_each_file(|id, r| {
+            out.push((id, r.refs));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// How much of a file is its own and how much it shares.
     pub fn file_usage(&self, id: &FileId) -> Result<FileUsage> {
         let rec = self.stat(id)?;

@@ -387,6 +387,8 @@ pub mod proxy {
     pub const LIE: u8 = 1;
     /// Cuts every chunk fetch answer after `cut_after` bytes.
     pub const CUT: u8 = 2;
+    /// Never answers chunk fetches (the connection stays open, silent).
+    pub const STALL: u8 = 3;
 
     pub struct Proxy {
         pub url: String,
@@ -448,6 +450,10 @@ pub mod proxy {
             req.extend_from_slice(&buf[..n]);
         }
         let is_fetch = head.starts_with("POST ") && head.contains("/file/chunks");
+        if is_fetch && mode.load(Ordering::SeqCst) == STALL {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
         let mut new_head = String::new();
         for l in head.lines() {
             if l.is_empty() || l.to_ascii_lowercase().starts_with("connection:") {
@@ -479,6 +485,10 @@ pub mod proxy {
 }
 
 fn dest_via(proxy_url: &str, attempts: u32) -> (tempfile::TempDir, Daemon) {
+    dest_via_with(proxy_url, attempts, Duration::from_secs(120))
+}
+
+fn dest_via_with(proxy_url: &str, attempts: u32, timeout: Duration) -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().unwrap();
     let url = proxy_url.to_string();
     let d = Daemon::start_with(dir.path(), move |c| {
@@ -489,6 +499,7 @@ fn dest_via(proxy_url: &str, attempts: u32) -> (tempfile::TempDir, Daemon) {
         c.transfer.batch_bytes = 256 * 1024;
         c.transfer.attempts = attempts;
         c.transfer.retry_delay = Duration::from_millis(10);
+        c.transfer_timeout = timeout;
     });
     (dir, d)
 }
@@ -562,4 +573,29 @@ fn dropped_connections_are_retried_and_the_copy_completes() {
         data
     );
     assert!(dst.state.api.store().verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_stalled_source_times_out_and_the_copy_resumes_later() {
+    let (_s, src) = source();
+    let data = bytes(1_000_000, 9);
+    let uuid = src.image(ALICE, "app", json!({}), &data, true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::STALL, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dst) = dest_via_with(&p.url, 2, Duration::from_secs(1));
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "failed", "{job}");
+    assert!(job["progress"]["retries"].as_u64().unwrap() >= 1, "{job}");
+    p.mode
+        .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    assert_eq!(
+        dst.get(&format!("/images/{uuid}/file"))
+            .bytes()
+            .unwrap()
+            .to_vec(),
+        data
+    );
 }
