@@ -44,8 +44,15 @@
 //! ## Choices, and the measurements behind them
 //!
 //! * Chunks average 64 KiB (min 16 KiB, max 256 KiB); see `ChunkerParams`.
-//! * New chunks are compressed with zstd level 3 when that saves at least
-//!   1/32 of their size; otherwise they are stored raw.
+//!   Measured on a tar of a Debian tree (1.48 GB) and its upgrade
+//!   (`benches/chunk_size.rs`): 16 KiB chunks store 3.02x and an upgrade adds
+//!   11.1 % at 260 MB/s; 64 KiB 3.02-3.16x, 11.8-11.9 %, 285-316 MB/s; 256 KiB
+//!   3.32x but 13.3 %; 1 MiB 3.45x but 15.5 %. 64 KiB keeps most of the dedup
+//!   of small chunks at the speed of large ones.
+//! * New chunks are compressed with zstd level 1 when that saves at least
+//!   1/32 of their size; otherwise they are stored raw. Level 3 stores 4 %
+//!   less but puts 10 % slower (285 vs 316 MB/s on the same data); both stay
+//!   within 1.15x of what borg (zstd 3, 2 MiB chunks) stores.
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk

@@ -27,4 +27,4 @@ st_ours_clone()   {
 }
 export -f st_ours_check st_ours_version st_ours_init st_ours_put st_ours_get st_ours_size st_ours_logical st_ours_clone
 
-register_store ours "imgstore (BLAKE3 ids, FastCDC 64 KiB, zstd-3 records in append-only segments + RocksDB)"
+register_store ours "imgstore (BLAKE3 ids, FastCDC 64 KiB, zstd-1 records in append-only segments + RocksDB)"

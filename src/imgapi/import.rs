@@ -541,6 +541,12 @@ impl Imgapi {
                     .map_err(|_| Error::Inconsistent("md5".into()))?;
                 let res: ApiResult<()> = (|| {
                     let mut img = load_in(t, uuid)?.ok_or_else(ApiError::image_not_found)?;
+                    // Another job may have attached this file meanwhile (the
+                    // same origin in two chains): the image holds one
+                    // reference, so release the one it held before.
+                    for old in std::mem::take(&mut img.files) {
+                        t.unlink(&super::file_id(&old.file_id)?)?;
+                    }
                     img.files = vec![ImageFile {
                         sha1: put.sha1.clone(),
                         size: put.size,

@@ -791,6 +791,8 @@ impl Imgapi {
             if let Some(icon) = &img.icon {
                 t.unlink(&file_id(&icon.file_id)?)?;
             }
+            // An unfinished copy into this image holds chunks: give them up.
+            t.release_partial(uuid.as_bytes())?;
             t.delete_cf(CF_IMAGES, &key(uuid))?;
             Ok(())
         })

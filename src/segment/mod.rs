@@ -18,7 +18,6 @@ pub mod io;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use memmap2::Mmap;
@@ -43,13 +42,39 @@ pub struct Location {
 
 const WRITE_BUFFER: usize = 1 << 20;
 
+/// What is known about a file's durability. Its mutex is held across each
+/// fsync of the file, and `fail` takes it too, so "fsync succeeded, records
+/// acknowledged" and "cut the file back after a failure" never interleave.
+/// Lock order: the writer before this.
+#[derive(Debug)]
+struct SyncState {
+    /// Bytes known durable.
+    synced: u64,
+    /// An fsync of this file failed: what the kernel dropped is unknown, so
+    /// no later fsync of it may acknowledge anything.
+    failed: bool,
+    /// The file was cut back to this length after a failure; records past
+    /// it are gone.
+    cut_at: Option<u64>,
+}
+
+impl SyncState {
+    fn new(synced: u64) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(SyncState {
+            synced,
+            failed: false,
+            cut_at: None,
+        }))
+    }
+}
+
 struct Active {
     id: SegmentId,
     file: Arc<dyn SegmentFile>,
     /// Bytes handed to the file (the rest are in `buf`).
     flushed: u64,
-    /// Bytes known durable.
-    synced: Arc<AtomicU64>,
+    /// Every fsync of this file goes through here (see [`SyncState`]).
+    sync_state: Arc<Mutex<SyncState>>,
     buf: Vec<u8>,
 }
 
@@ -95,8 +120,16 @@ pub struct SegmentSet {
     store_id: [u8; 16],
     max_segment_bytes: u64,
     writer: Mutex<Writer>,
-    /// Read handles of sealed segments (mmapped) and of the active one.
-    readers: RwLock<HashMap<SegmentId, Arc<Reader>>>,
+    /// Read handles of sealed segments (mmapped).
+    readers: RwLock<Readers>,
+}
+
+#[derive(Default)]
+struct Readers {
+    map: HashMap<SegmentId, Arc<Reader>>,
+    /// Segments removed by GC: a reader that mapped one just before its
+    /// removal must not cache the mapping (it would pin the deleted file).
+    removed: std::collections::HashSet<SegmentId>,
 }
 
 enum Reader {
@@ -293,7 +326,7 @@ impl SegmentSet {
                     id,
                     file,
                     flushed: tail.valid_len,
-                    synced: Arc::new(AtomicU64::new(tail.valid_len)),
+                    sync_state: SyncState::new(tail.valid_len),
                     buf: Vec::with_capacity(WRITE_BUFFER),
                 });
             }
@@ -310,7 +343,7 @@ impl SegmentSet {
                 broken: None,
                 pins: HashMap::new(),
             }),
-            readers: RwLock::new(HashMap::new()),
+            readers: RwLock::new(Readers::default()),
         };
         Ok((set, report))
     }
@@ -416,6 +449,7 @@ impl SegmentSet {
             .readers
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .map
             .get(&id)
         {
             return Ok(Arc::clone(r));
@@ -439,10 +473,10 @@ impl SegmentSet {
                     }
                 })?;
                 let r = Arc::new(Reader::Mapped(map_file(&f, id)?));
-                self.readers
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, Arc::clone(&r));
+                let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
+                if !readers.removed.contains(&id) {
+                    readers.map.insert(id, Arc::clone(&r));
+                }
                 r
             }
         };
@@ -451,10 +485,11 @@ impl SegmentSet {
 
     /// Removes a segment file that nothing references any more.
     pub fn remove(&self, id: SegmentId) -> Result<()> {
-        self.readers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        {
+            let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
+            readers.map.remove(&id);
+            readers.removed.insert(id);
+        }
         let path = segment_path(&self.dir, id);
         match self.io.remove(&path) {
             Ok(()) => {}
@@ -469,13 +504,17 @@ impl SegmentSet {
     /// Flushes and fsyncs the active segment (used on close).
     pub fn sync_all(&self) -> Result<()> {
         let mut s = self.session();
-        let id = self.active_id();
-        if let Some(id) = id {
+        {
+            let mut w = lock(&self.writer);
+            let Some(id) = w.active.as_ref().map(|a| a.id) else {
+                return Ok(());
+            };
+            // Pinned like an append, so the session's drop balances it.
+            *w.pins.entry(id).or_insert(0) += 1;
             s.touched.push(id);
-            s.generation = Some(lock(&self.writer).generation);
-            s.sync()?;
+            s.generation = Some(w.generation);
         }
-        Ok(())
+        s.sync()
     }
 
     fn create_segment(&self, w: &mut Writer) -> Result<()> {
@@ -504,7 +543,7 @@ impl SegmentSet {
             id,
             file,
             flushed: SEGMENT_HEADER_LEN as u64,
-            synced: Arc::new(AtomicU64::new(SEGMENT_HEADER_LEN as u64)),
+            sync_state: SyncState::new(SEGMENT_HEADER_LEN as u64),
             buf: Vec::with_capacity(WRITE_BUFFER),
         });
         Ok(())
@@ -514,13 +553,30 @@ impl SegmentSet {
     /// creates a new one.
     fn seal(&self, w: &mut Writer) -> Result<()> {
         if let Some(mut a) = w.active.take() {
-            let res = a.flush().and_then(|()| a.file.sync());
+            let res = a.flush().and_then(|()| {
+                let mut st = lock(&a.sync_state);
+                if st.failed || st.cut_at.is_some() {
+                    return Err(std::io::Error::other(
+                        "an earlier fsync of this segment failed",
+                    ));
+                }
+                match a.file.sync() {
+                    Ok(()) => {
+                        st.synced = st.synced.max(a.flushed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        st.failed = true;
+                        Err(e)
+                    }
+                }
+            });
             match res {
                 Ok(()) => {
-                    a.synced.store(a.flushed, Ordering::SeqCst);
                     self.readers
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
+                        .map
                         .remove(&a.id);
                 }
                 Err(e) => {
@@ -539,11 +595,17 @@ impl SegmentSet {
     /// generation. If even the cut fails, writes stop until reopen.
     fn fail(&self, w: &mut Writer, a: Active, why: &str) {
         w.generation += 1;
-        let synced = a.synced.load(Ordering::SeqCst);
+        // Waits for an fsync in progress, so its records count as durable
+        // (and are kept) or fail with it.
+        let mut st = lock(&a.sync_state);
+        let synced = st.synced;
+        st.cut_at = Some(synced);
         let cut = a.file.set_len(synced).and_then(|()| a.file.sync());
+        drop(st);
         self.readers
             .write()
             .unwrap_or_else(|p| p.into_inner())
+            .map
             .remove(&a.id);
         if let Err(e) = cut {
             w.broken = Some(Broken {
@@ -565,6 +627,7 @@ impl SegmentSet {
                 self.readers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
+                    .map
                     .remove(&b.id);
                 w.broken = None;
                 Ok(())
@@ -637,7 +700,7 @@ impl WriteSession<'_> {
     /// covers all sessions' records written before it).
     pub fn sync(&mut self) -> Result<()> {
         let set = self.set;
-        let (file, synced, target, id) = {
+        let (file, state, target, id) = {
             let mut w = lock(&set.writer);
             set.check_writable(&mut w)?;
             if self.generation.is_some_and(|g| g != w.generation) {
@@ -658,24 +721,49 @@ impl WriteSession<'_> {
                 }
                 return Err(Error::io(msg, e));
             }
-            (Arc::clone(&a.file), Arc::clone(&a.synced), a.flushed, a.id)
+            (
+                Arc::clone(&a.file),
+                Arc::clone(&a.sync_state),
+                a.flushed,
+                a.id,
+            )
         };
-        if synced.load(Ordering::SeqCst) >= target {
+        // fsync outside the writer lock so other sessions keep appending;
+        // fsyncs of one file are serialised by its sync state.
+        let mut st = lock(&state);
+        if let Some(cut) = st.cut_at
+            && target > cut
+        {
+            return Err(Error::WritesFailed(format!(
+                "records of this write in segment {id} were lost to an I/O failure"
+            )));
+        }
+        if st.failed {
+            return Err(Error::WritesFailed(format!(
+                "an earlier fsync of segment {id} failed"
+            )));
+        }
+        if st.synced >= target {
             return Ok(());
         }
-        // fsync outside the lock so other sessions keep appending.
         match file.sync() {
             Ok(()) => {
-                synced.fetch_max(target, Ordering::SeqCst);
+                st.synced = target;
                 Ok(())
             }
             Err(e) => {
+                st.failed = true;
+                drop(st);
                 let msg = format!("fsync of segment {id}: {e}");
                 let mut w = lock(&set.writer);
                 if w.active.as_ref().is_some_and(|a| a.id == id)
                     && let Some(a) = w.active.take()
                 {
                     set.fail(&mut w, a, &msg);
+                } else {
+                    // Sealed meanwhile: sessions that wrote to it must not
+                    // count on it.
+                    w.generation += 1;
                 }
                 Err(Error::io(msg, e))
             }

@@ -74,7 +74,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             chunker: ChunkerParams::default(),
-            zstd_level: 3,
+            zstd_level: 1,
             segment_bytes: 256 << 20,
             create: true,
             extra_column_families: Vec::new(),

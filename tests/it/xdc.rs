@@ -599,3 +599,45 @@ fn a_stalled_source_times_out_and_the_copy_resumes_later() {
         data
     );
 }
+
+#[test]
+fn deleting_an_image_whose_copy_failed_gives_its_chunks_back() {
+    let (_s, src) = source();
+    let uuid = src.image(ALICE, "app", json!({}), &bytes(2_000_000, 11), true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::CUT, std::sync::atomic::Ordering::SeqCst);
+    p.cut_after
+        .store(200_000, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dst) = dest_via(&p.url, 1);
+    // Some batches get through before others are cut.
+    p.mode
+        .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
+    let r = dst.post(
+        &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
+        &json!({}),
+    );
+    let job = sj(r).1["job_uuid"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(15));
+    p.mode
+        .store(proxy::CUT, std::sync::atomic::Ordering::SeqCst);
+    let job = wait_job(&dst, &job);
+    let store = dst.state.api.store();
+    if job["execution"] == "failed" {
+        assert!(
+            store.stats().unwrap().live_stored_bytes > 0 || job["progress"]["bytes_fetched"] == 0
+        );
+    }
+    assert_eq!(
+        dst.delete(&format!("/images/{uuid}?account={ALICE}"))
+            .status(),
+        204
+    );
+    store.gc_execute(&store.gc_plan(0.0).unwrap()).unwrap();
+    assert_eq!(
+        store.stats().unwrap().live_stored_bytes,
+        0,
+        "held chunks were released"
+    );
+    assert!(store.verify(false).unwrap().is_clean());
+}
