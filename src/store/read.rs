@@ -48,21 +48,7 @@ impl Store {
                     "range {offset}+{len} is outside file {id} of {size} bytes"
                 ))
             })?;
-        Ok(FileReader {
-            store: self.clone(),
-            file: *id,
-            pos: offset,
-            end,
-            block: Vec::new(),
-            block_start: 0,
-            next_chunk: 0,
-            next_chunk_start: 0,
-            buf: Vec::new(),
-            buf_start: 0,
-            dctx: zstd::bulk::Decompressor::new()
-                .map_err(|e| Error::io("creating a zstd context", e))?,
-            fixed_list: false,
-        })
+        FileReader::new(self.clone(), *id, offset, end, Vec::new(), false)
     }
 
     /// The stored record of a chunk, CRC-checked, with its header. Retries
@@ -132,12 +118,23 @@ impl FileReader {
     /// Reads the content of a chunk list (chunks must be indexed).
     pub(super) fn over_list(store: Store, refs: Vec<ChunkRef>) -> Result<Self> {
         let end = refs.iter().map(|r| u64::from(r.raw_len)).sum();
+        Self::new(store, FileId([0; 32]), 0, end, refs, true)
+    }
+
+    fn new(
+        store: Store,
+        file: FileId,
+        pos: u64,
+        end: u64,
+        block: Vec<ChunkRef>,
+        fixed_list: bool,
+    ) -> Result<Self> {
         Ok(FileReader {
             store,
-            file: FileId([0; 32]),
-            pos: 0,
+            file,
+            pos,
             end,
-            block: refs,
+            block,
             block_start: 0,
             next_chunk: 0,
             next_chunk_start: 0,
@@ -145,7 +142,7 @@ impl FileReader {
             buf_start: 0,
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
-            fixed_list: true,
+            fixed_list,
         })
     }
 
