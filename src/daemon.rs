@@ -30,6 +30,8 @@ pub struct DaemonConfig {
     pub transfer: crate::transfer::ReceiveOptions,
     /// Longest a single request to another datacenter may take.
     pub transfer_timeout: std::time::Duration,
+    /// How often the daemon collects garbage by itself (None: never).
+    pub gc_interval: Option<std::time::Duration>,
 }
 
 impl Default for DaemonConfig {
@@ -40,6 +42,7 @@ impl Default for DaemonConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             transfer: crate::transfer::ReceiveOptions::default(),
             transfer_timeout: std::time::Duration::from_secs(120),
+            gc_interval: Some(std::time::Duration::from_secs(600)),
         }
     }
 }
@@ -57,6 +60,8 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     accounts: Option<Vec<Uuid>>,
     transfer: Option<TransferFile>,
+    /// Seconds between background collections; 0 turns them off.
+    gc_interval_seconds: Option<u64>,
 }
 
 /// Tuning of copies between datacenters (all optional).
@@ -98,6 +103,9 @@ impl DaemonConfig {
         if let Some(d) = f.data_dir {
             c.data_dir = d;
         }
+        if let Some(secs) = f.gc_interval_seconds {
+            c.gc_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        }
         if let Some(t) = f.transfer {
             if let Some(b) = t.batch_bytes {
                 c.transfer.batch_bytes = b.max(64 * 1024);
@@ -131,6 +139,7 @@ impl DaemonConfig {
         let remotes = crate::http::remote::HttpRemotes::new(self.transfer_timeout)
             .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
         Ok(Arc::new(AppState {
+            gc_interval: self.gc_interval,
             api: Imgapi::new(store, self.imgapi.clone()),
             log,
             started: Instant::now(),
@@ -155,10 +164,51 @@ pub async fn serve(
             state.spawn_job(job);
         }
     }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = state.gc_interval.map(|every| {
+        let (st, stop) = (Arc::clone(&state), Arc::clone(&stop));
+        std::thread::spawn(move || collect_garbage(&st, every, &stop))
+    });
     let app = router(state);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(t) = collector {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    served
+}
+
+/// Online GC: space that deletes and failed uploads left behind comes back
+/// without an operator (the admin command cannot open a store in use).
+fn collect_garbage(
+    state: &AppState,
+    every: std::time::Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let tick = std::time::Duration::from_millis(200);
+    let mut waited = std::time::Duration::ZERO;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited < every {
+            continue;
+        }
+        waited = std::time::Duration::ZERO;
+        let store = state.api.store();
+        let result = store
+            .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
+            .and_then(|plan| store.gc_execute(&plan));
+        match result {
+            Ok(r) if r.bytes_freed > 0 => state.log.info(&format!(
+                "gc: {} segments deleted, {} rewritten, {} bytes freed",
+                r.segments_deleted, r.segments_rewritten, r.bytes_freed
+            )),
+            Ok(_) => {}
+            Err(e) => state.log.error(&format!("gc failed: {e}")),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -39,6 +39,8 @@ pub struct AppState {
             Arc<std::collections::HashSet<crate::id::ChunkId>>,
         )>,
     >,
+    /// How often the daemon collects garbage by itself.
+    pub gc_interval: Option<std::time::Duration>,
 }
 
 impl AppState {

@@ -1018,9 +1018,42 @@ async fn get_state(State(st): St) -> HttpResult<Response> {
     ))
 }
 
-async fn post_state(Query(pairs): Pairs) -> HttpResult<Response> {
+/// `POST /state?action=dropcaches|gc|verify`. `gc` collects garbage now
+/// (`threshold`, default 0.3) and answers the plan and what was done;
+/// `verify` checks every record and refcount (writers wait meanwhile).
+/// Operators only: any `account` is refused.
+async fn post_state(State(st): St, Query(pairs): Pairs) -> HttpResult<Response> {
+    if q(&pairs, "account").is_some() {
+        return Err(ApiError::new("OperatorOnly", "this endpoint is for operators only").into());
+    }
     match q(&pairs, "action").as_deref() {
         Some("dropcaches") => Ok(StatusCode::ACCEPTED.into_response()),
+        Some("gc") => {
+            let threshold = match q(&pairs, "threshold") {
+                None => crate::store::gc::DEFAULT_THRESHOLD,
+                Some(t) => t
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param("threshold", "threshold must be between 0 and 1")
+                    })?,
+            };
+            let api = st.api.clone();
+            let body = blocking(move || {
+                let plan = api.store().gc_plan(threshold)?;
+                let done = api.store().gc_execute(&plan)?;
+                Ok(json!({"plan": plan, "done": done}))
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Some("verify") => {
+            let api = st.api.clone();
+            let report =
+                blocking(move || api.store().verify(false).map_err(ApiError::from)).await?;
+            Ok(json_response(StatusCode::OK, &json!(report)))
+        }
         other => Err(ApiError::invalid_param(
             "action",
             format!("\"{}\" is not a valid action", other.unwrap_or_default()),

@@ -754,3 +754,47 @@ fn admin_import_with_and_without_source() {
         "RemoteSourceError",
     );
 }
+
+#[test]
+fn the_daemon_collects_garbage_online_by_itself_and_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), |c| {
+        c.gc_interval = Some(std::time::Duration::from_millis(300))
+    });
+    let a = d.image(ALICE, "a", json!({}), &bytes(3_000_000, 1), true);
+    let b = d.image(ALICE, "b", json!({}), &bytes(3_000_000, 2), true);
+    assert_eq!(d.delete(&format!("/images/{a}")).status(), 204);
+    assert_err(
+        d.post(&format!("/state?action=gc&account={ALICE}"), &json!({})),
+        403,
+        "OperatorOnly",
+    );
+    let (s, r) = sj(d.post("/state?action=gc&threshold=0", &json!({})));
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["done"]["bytes_freed"].as_u64().unwrap() >= 2_900_000,
+        "{r}"
+    );
+    // Deleting the other one: the background collector reclaims it alone.
+    assert_eq!(d.delete(&format!("/images/{b}")).status(), 204);
+    let store = d.state.api.store();
+    let start = std::time::Instant::now();
+    while store.stats().unwrap().live_stored_bytes > 0
+        || store.stats().unwrap().stored_bytes > 100_000
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            store.stats().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (s, v) = sj(d.post("/state?action=verify", &json!({})));
+    assert_eq!(s, 200);
+    assert_eq!(v["problems"], json!([]));
+    assert_err(
+        d.post("/state?action=gc&threshold=2", &json!({})),
+        422,
+        "InvalidParameter",
+    );
+}
