@@ -14,7 +14,7 @@
 //! | [`id`] | `ChunkId` (BLAKE3), `FileId`, `SegmentId`; whole-file SHA-1, MD5, BLAKE3 |
 //! | [`error`] | the public, semantic error type (it names ids, so it follows them) |
 //! | [`chunker`] | content-defined chunk boundaries (FastCDC-style gear hash) |
-//! | [`format`] | the on-disk and on-wire record; pure codecs, fuzzed; `FORMAT.md` |
+//! | [`format`](mod@format) | the on-disk and on-wire record; pure codecs, fuzzed; `FORMAT.md` |
 //! | [`segment`] | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data, the I/O seam |
 //! | [`index`] | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
 //! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats, transactions |
