@@ -72,6 +72,7 @@ struct TransferFile {
     parallel: Option<usize>,
     attempts: Option<u32>,
     timeout_seconds: Option<u64>,
+    verify_md5: Option<bool>,
 }
 
 impl DaemonConfig {
@@ -115,6 +116,9 @@ impl DaemonConfig {
             }
             if let Some(a) = t.attempts {
                 c.transfer.attempts = a.max(1);
+            }
+            if let Some(v) = t.verify_md5 {
+                c.transfer.verify_md5 = v;
             }
             if let Some(s) = t.timeout_seconds {
                 c.transfer_timeout = std::time::Duration::from_secs(s.max(1));

@@ -173,6 +173,7 @@ impl ChunkSource for HttpChunkSource {
         if !resp.status().is_success() {
             return Err(io_err(&self.files, remote_error(resp)));
         }
-        split_records(resp, out)
+        // Large reads: each read of a blocking response crosses threads.
+        split_records(std::io::BufReader::with_capacity(1 << 20, resp), out)
     }
 }

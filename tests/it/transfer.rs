@@ -20,6 +20,7 @@ pub fn opts() -> ReceiveOptions {
         parallel: 2,
         attempts: 2,
         retry_delay: Duration::from_millis(5),
+        verify_md5: true,
     }
 }
 

@@ -93,11 +93,11 @@ fn a_single_image_copies_with_every_byte_verified_and_byte_progress() {
         a, b,
         "the copy keeps uuid, owner, published_at, acl and the rest"
     );
-    let got = dst
-        .get(&format!("/images/{uuid}/file?account={ALICE}"))
-        .bytes()
-        .unwrap();
-    assert_eq!(got.to_vec(), data);
+    let r = dst.get(&format!("/images/{uuid}/file?account={ALICE}"));
+    let md5 = r.headers()["content-md5"].clone();
+    assert_eq!(r.bytes().unwrap().to_vec(), data);
+    let src_md5 = src.get(&format!("/images/{uuid}/file")).headers()["content-md5"].clone();
+    assert_eq!(md5, src_md5, "Content-MD5 of the copy");
     let (_, jobs) = sj(dst.get(&format!("/images/{uuid}/jobs")));
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert!(dst.state.api.store().verify(false).unwrap().is_clean());
