@@ -24,9 +24,11 @@ trap cleanup EXIT
 now() { date +%s%N; }
 js() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
+# IMGSTORE_TRANSFER='{"batchBytes":16777216,"parallel":3}' tries other settings.
+TRANSFER_JSON=${IMGSTORE_TRANSFER:-"{}"}
 cfg() { # name port datadir peer_url
-  printf '{"datacenterName":"%s","listen":"127.0.0.1:%s","dataDir":"%s","imgapiUrlFromDatacenter":{"%s":"%s"}}\n' \
-    "$1" "$2" "$3" "$4" "$5" > "$work/$1.json"
+  printf '{"datacenterName":"%s","listen":"127.0.0.1:%s","dataDir":"%s","imgapiUrlFromDatacenter":{"%s":"%s"},"transfer":%s}\n' \
+    "$1" "$2" "$3" "$4" "$5" "$TRANSFER_JSON" > "$work/$1.json"
 }
 start() { # config port -> pid
   "$BIN" serve --config "$1" > "$work/$(basename "$1").log" 2>&1 &

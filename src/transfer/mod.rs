@@ -177,7 +177,9 @@ impl Default for ReceiveOptions {
     fn default() -> Self {
         Self {
             batch_bytes: 8 << 20,
-            parallel: 2,
+            // Measured between two daemons on 2 cores: 2 in flight copied
+            // 374-460 MB/s, 3 copied 508-528 MB/s.
+            parallel: 3,
             attempts: 4,
             retry_delay: Duration::from_millis(200),
             verify_md5: false,
