@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -592,14 +592,4 @@ fn assemble(
             blake3,
         })
     })
-}
-
-/// Rate in bytes per second since `start`.
-pub fn rate(bytes: u64, start: Instant) -> u64 {
-    let secs = start.elapsed().as_secs_f64();
-    if secs > 0.0 {
-        (bytes as f64 / secs) as u64
-    } else {
-        0
-    }
 }
