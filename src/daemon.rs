@@ -136,10 +136,6 @@ impl DaemonConfig {
                 ..StoreOptions::default()
             },
         )?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
         let remotes = crate::http::remote::HttpRemotes::new(self.transfer_timeout)
             .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
         Ok(Arc::new(AppState {
@@ -147,7 +143,6 @@ impl DaemonConfig {
             api: Imgapi::new(store, self.imgapi.clone()),
             log,
             started: Instant::now(),
-            http,
             remotes: Arc::new(remotes),
             transfer: self.transfer.clone(),
             served: std::sync::Mutex::new(Vec::new()),

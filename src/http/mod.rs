@@ -4,7 +4,6 @@
 
 pub mod error;
 pub mod log;
-pub mod peer;
 pub mod remote;
 mod routes;
 
@@ -26,7 +25,6 @@ pub struct AppState {
     pub api: Imgapi,
     pub log: Logger,
     pub started: Instant,
-    pub http: reqwest::Client,
     /// Other datacenters, for copies (blocking: transfers run on threads).
     pub remotes: Arc<remote::HttpRemotes>,
     /// Tuning of copies between datacenters.

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{HttpError, HttpResult};
-use super::peer::Peer;
 use crate::id::FileId;
+use crate::imgapi::import::RemoteFactory;
 use crate::imgapi::list::ListQuery;
 use crate::imgapi::{ApiError, FieldError, FileParams, Image, Imgapi, parse_uuid, time};
 use crate::store::Store;
@@ -306,9 +306,8 @@ async fn image_action(
                         )
                         .into());
                     }
-                    Peer::new(&source, st.http.clone())
-                        .get_image(&uuid, None)
-                        .await?
+                    let remotes = Arc::clone(&st.remotes);
+                    blocking(move || remotes.remote(&source).get_image(&uuid, None)).await?
                 }
                 None => json_body(&headers, &body)?,
             };
@@ -474,32 +473,31 @@ async fn file_from_source(
     if acct.is_some() {
         return Err(ApiError::new("OperatorOnly", "file?source= is for operators only").into());
     }
-    let peer = Peer::new(&source, st.http.clone());
-    let remote = peer.get_image(&uuid, None).await?;
-    let f = remote
-        .get("files")
-        .and_then(|f| f.get(0))
-        .cloned()
-        .ok_or_else(|| ApiError::new("Download", format!("remote image {uuid} has no file")))?;
-    let params = FileParams {
-        compression: f
-            .get("compression")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        sha1: f.get("sha1").and_then(Value::as_str).map(str::to_string),
-        dataset_guid: f
-            .get("dataset_guid")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| q(pairs, "dataset_guid")),
-        storage: None,
-        content_length: f.get("size").and_then(Value::as_u64),
-    };
     let api = st.api.clone();
-    let check = (api.clone(), params.clone());
-    blocking(move || check.0.check_add_file(&uuid, None, &check.1).map(|_| ())).await?;
-    let reader = BlockReader::spawn(peer.get_file(&uuid).await?);
-    let img = blocking(move || api.add_file(&uuid, None, &params, reader)).await?;
+    let remotes = Arc::clone(&st.remotes);
+    let dataset_guid = q(pairs, "dataset_guid");
+    let img = blocking(move || {
+        let remote = remotes.remote(&source);
+        let manifest = remote.get_image(&uuid, None)?;
+        let f = manifest
+            .get("files")
+            .and_then(|f| f.get(0))
+            .cloned()
+            .ok_or_else(|| ApiError::new("Download", format!("remote image {uuid} has no file")))?;
+        let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+        let params = FileParams {
+            compression: text("compression"),
+            sha1: text("sha1"),
+            dataset_guid: text("dataset_guid").or(dataset_guid),
+            storage: None,
+            content_length: f.get("size").and_then(Value::as_u64),
+        };
+        // Check before the download starts; `add_file` checks again under
+        // its transaction.
+        api.check_add_file(&uuid, None, &params)?;
+        api.add_file(&uuid, None, &params, remote.file_stream(&uuid, None)?)
+    })
+    .await?;
     Ok(image_response(&img, false, &HeaderMap::new()))
 }
 
