@@ -9,8 +9,7 @@
 //! Memory is bounded by the channel depths (a few blocks) plus 36 bytes of
 //! chunk list per chunk (about 12 MiB for a 20 GiB file at 64 KiB chunks).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
@@ -188,16 +187,15 @@ impl Store {
             new: HashMap::new(),
             new_stored_bytes: 0,
         };
-        let mut seen: HashMap<ChunkId, ()> = HashMap::new();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
         for cut in cuts {
             for r in cut.chunks {
                 let data = cut.buf.get(r).unwrap_or_default();
                 let id = ChunkId::of(data);
                 let raw_len = data.len() as u32;
                 w.refs.push(ChunkRef { id, raw_len });
-                if let Entry::Vacant(v) = seen.entry(id) {
-                    v.insert(());
-                } else {
+                // Each distinct chunk is looked up (and stored) once per put.
+                if !seen.insert(id) {
                     continue;
                 }
                 if self.pin_if_stored(&id, pins)? {
