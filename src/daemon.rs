@@ -10,10 +10,22 @@ use std::time::Instant;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::http::remote::HttpRemotes;
 use crate::http::{AppState, Logger, router};
-use crate::imgapi::{self, Imgapi};
+use crate::imgapi::jobs::{Copies, JobEvent};
+use crate::imgapi::{self, Imgapi, Mode};
 use crate::store::{Store, StoreOptions};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is unreadable or wrong.
+    #[error("config {}: {detail}", path.display())]
+    Config { path: PathBuf, detail: String },
+    /// The store did not open.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
 
 /// Default data directory and listen address: `imgstore serve` needs no
 /// configuration at all.
@@ -51,7 +63,7 @@ impl Default for DaemonConfig {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ConfigFile {
-    mode: Option<String>,
+    mode: Option<Mode>,
     datacenter_name: Option<String>,
     admin_uuid: Option<Uuid>,
     #[serde(default)]
@@ -77,19 +89,15 @@ struct TransferFile {
 
 impl DaemonConfig {
     /// Reads a config file; missing keys keep their defaults.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let raw = std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
-        let f: ConfigFile = serde_json::from_slice(&raw)
-            .map_err(|e| Error::InvalidInput(format!("config {}: {e}", path.display())))?;
+    pub fn from_file(path: &Path) -> Result<Self, StartError> {
+        let bad = |detail: String| StartError::Config {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let raw = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let f: ConfigFile = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
         let mut c = DaemonConfig::default();
         if let Some(m) = f.mode {
-            if !matches!(m.as_str(), "dc" | "public" | "private") {
-                return Err(Error::InvalidInput(format!(
-                    "config {}: mode must be dc, public or private, not {m:?}",
-                    path.display()
-                )));
-            }
             c.imgapi.mode = m;
         }
         if let Some(d) = f.datacenter_name {
@@ -128,24 +136,35 @@ impl DaemonConfig {
     }
 
     /// Opens the store and builds the shared state.
-    pub fn open(&self, log: Logger) -> Result<Arc<AppState>> {
+    pub fn open(&self, log: Logger) -> Result<Arc<AppState>, StartError> {
         let store = Store::open_with(
             &self.data_dir,
             StoreOptions {
-                extra_column_families: imgapi::COLUMN_FAMILIES.to_vec(),
+                tables: imgapi::TABLES.to_vec(),
                 ..StoreOptions::default()
             },
         )?;
-        let remotes = crate::http::remote::HttpRemotes::new(self.transfer_timeout)
-            .map_err(|e| Error::InvalidInput(format!("building the HTTP client: {e}")))?;
+        let job_log = log.clone();
+        let copies = Copies {
+            remotes: Arc::new(HttpRemotes::new(self.transfer_timeout)),
+            receive: self.transfer.clone(),
+            events: Arc::new(move |e: &JobEvent<'_>| match e {
+                JobEvent::Started(job) => job_log.info(&format!(
+                    "copy job {} of image {} started",
+                    job.uuid, job.image_uuid
+                )),
+                JobEvent::Ended(job) => job_log.info(&format!(
+                    "copy job {} ended: {}",
+                    job.uuid,
+                    job.execution.as_str()
+                )),
+            }),
+        };
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
-            api: Imgapi::new(store, self.imgapi.clone()),
+            api: Imgapi::new(store, self.imgapi.clone(), copies),
             log,
             started: Instant::now(),
-            remotes: Arc::new(remotes),
-            transfer: self.transfer.clone(),
-            served: std::sync::Mutex::new(Vec::new()),
         }))
     }
 }
@@ -158,10 +177,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Copies a restart interrupted go on by themselves.
-    if let Ok(jobs) = state.api.jobs_to_resume() {
-        for job in jobs {
-            state.spawn_job(job);
-        }
+    if let Err(e) = state.api.resume_jobs() {
+        state.log.error(&format!("resuming copy jobs: {e}"));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = state.gc_interval.map(|every| {

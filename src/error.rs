@@ -42,9 +42,20 @@ pub enum Error {
     #[error("corrupt data in {0}")]
     Corrupt(Corruption),
 
-    /// The index and the segments disagree in a way that loses data.
+    /// The index and the segments disagree in a way that loses data (an
+    /// indexed chunk whose record or segment is gone, a chunk list that ends
+    /// early). Never used for anything a caller or a peer did.
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
+
+    /// A record of a table (the engine's or a layer's) does not decode: the
+    /// index itself is damaged.
+    #[error("undecodable {table} record under key {key}: {detail}")]
+    BadRecord {
+        table: &'static str,
+        key: String,
+        detail: String,
+    },
 
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process{}", path.display(), holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
@@ -81,11 +92,26 @@ pub enum Error {
 
     /// RocksDB reported an error.
     #[error("index error: {0}")]
-    Index(String),
+    Index(#[source] Box<dyn std::error::Error + Send + Sync>),
 
-    /// The caller passed something unusable.
+    /// The caller passed something unusable (a range outside a file, a
+    /// malformed id, impossible parameters).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// The other side of a transfer sent something wrong (a damaged or
+    /// unrequested record, a list that does not add up) or failed to answer.
+    /// Nothing it sent was kept unless it was verified.
+    #[error("copy source: {detail}")]
+    Source {
+        detail: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// A bug: an internal invariant failed (a worker thread panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<ParseIdError> for Error {
@@ -95,19 +121,40 @@ impl From<ParseIdError> for Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
     }
 
-    pub(crate) fn corrupt(segment: SegmentId, offset: u64, detail: impl Into<String>) -> Self {
+    /// Damage found at a place in a segment.
+    pub fn corrupt(segment: SegmentId, offset: u64, detail: impl Into<String>) -> Self {
         Error::Corrupt(Corruption {
             segment,
             offset,
             detail: detail.into(),
         })
+    }
+
+    /// A copy source's fault, with what it was doing.
+    pub fn bad_source(detail: impl Into<String>) -> Self {
+        Error::Source {
+            detail: detail.into(),
+            cause: None,
+        }
+    }
+
+    /// A copy source's fault caused by `cause` (a transport error).
+    pub fn source_failed(
+        detail: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Source {
+            detail: detail.into(),
+            cause: Some(Box::new(cause)),
+        }
     }
 
     /// True when the error comes from the disk being full.

@@ -6,35 +6,40 @@
 //!
 //! ## Layers
 //!
-//! Each module depends only on the ones above it in this table (a test,
-//! `tests/it/layers.rs`, keeps it so):
+//! Each module depends only on the ones above it in this table
+//! (`tests/it/layers.rs` keeps it so, and keeps the engine's door closed:
+//! nothing above `store` names the index or the segment files).
 //!
 //! | module | one responsibility |
 //! | --- | --- |
 //! | [`id`] | `ChunkId` (BLAKE3), `FileId`, `SegmentId`; whole-file SHA-1, MD5, BLAKE3 |
-//! | [`error`] | the public, semantic error type (it names ids, so it follows them) |
-//! | [`chunker`] | content-defined chunk boundaries (FastCDC-style gear hash) |
-//! | [`format`](mod@format) | the on-disk and on-wire record; pure codecs, fuzzed; `FORMAT.md` |
-//! | [`segment`] | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data, the I/O seam |
-//! | [`index`] | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
-//! | [`store`] | the public door: put, read, link/unlink, gc, verify, stats, transactions |
-//! | [`transfer`] | the chunk-diff copy between stores: chunk lists, batched verified fetches, resume, byte progress |
-//! | [`imgapi`] | IMGAPI rules over the store: manifests, states, visibility, ACLs, files, icons |
-//! | [`http`] | the routes, the one error-to-HTTP mapping, bunyan logs, the peer client |
+//! | [`error`] | the engine's semantic error type; causes travel as sources |
+//! | `chunker` | content-defined chunk boundaries (FastCDC-style gear hash); [`ChunkerParams`] |
+//! | [`format`](mod@format) | the on-disk and on-wire record, chunk lists; pure codecs, fuzzed; `FORMAT.md` |
+//! | `segment` | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data; the I/O seam ([`io`]) |
+//! | `index` | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
+//! | [`store`] | the engine's one door: put, read, link/unlink, transactions generic over the caller's error, typed [`Table`]s for the layers above, gc, verify, stats |
+//! | [`transfer`] | both ends of the chunk-diff copy between stores: serving, receiving (diff, verified batches, resume), byte progress |
+//! | [`imgapi`] | IMGAPI rules over the store: typed codes and states, manifests, visibility, ACLs, files, icons, clones, copies and their jobs |
+//! | [`http`] | routes by resource, extractors, the one error mapping, the blocking bridge, bunyan logs, the one IMGAPI client |
 //! | [`daemon`] | configuration and `serve(listener, state, shutdown)` |
-//! | `cli` (binary only) | `imgstore serve` and the `imgstore store ...` admin commands |
+//! | `cli` (binary only) | `imgstore serve`, `imgstore image ...` (the client), `imgstore store ...` (offline admin) |
+//!
+//! Public API is what an embedder needs: [`Store`], [`Txn`], [`Table`],
+//! the ids, [`Error`], the I/O seam; `format` stays public for the fuzz
+//! targets (and `segment` with the `fuzzing` feature).
 //!
 //! ## Example
 //!
 //! ```
 //! # fn main() -> imgstore::Result<()> {
-//! let dir = tempfile::tempdir().map_err(|e| imgstore::Error::InvalidInput(e.to_string()))?;
+//! let dir = tempfile::tempdir().map_err(|e| imgstore::Error::io("making a directory", e))?;
 //! let store = imgstore::Store::open(dir.path())?;
 //! let put = store.put(&b"an image file"[..])?;
 //! store.link(&put.file_id)?; // a clone: one key, whatever the size
 //! let mut back = Vec::new();
 //! std::io::Read::read_to_end(&mut store.open_file(&put.file_id)?, &mut back)
-//!     .map_err(|e| imgstore::Error::InvalidInput(e.to_string()))?;
+//!     .map_err(|e| imgstore::Error::io("reading", e))?;
 //! assert_eq!(back, b"an image file");
 //! assert_eq!(store.unlink(&put.file_id)?, 1);
 //! assert!(store.verify(false)?.is_clean());
@@ -63,7 +68,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-pub mod chunker;
+mod chunker;
 #[cfg(feature = "index")]
 pub mod daemon;
 pub mod error;
@@ -74,15 +79,24 @@ pub mod id;
 #[cfg(feature = "index")]
 pub mod imgapi;
 #[cfg(feature = "index")]
-pub mod index;
+mod index;
+// Segment files stay inside the engine; the fuzz targets reach the
+// recovery scan through the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
 pub mod segment;
+#[cfg(all(feature = "index", not(feature = "fuzzing")))]
+mod segment;
 #[cfg(feature = "index")]
 pub mod store;
 #[cfg(feature = "index")]
 pub mod transfer;
 
-pub use chunker::ChunkerParams;
+pub use chunker::{CHUNKER_VERSION, ChunkerParams, MAX_CHUNK_LEN};
 pub use error::{Error, Result};
 pub use id::{ChunkId, FileId, SegmentId};
+/// The I/O seam every write and fsync of chunk data passes through: the
+/// real file system, and a wrapper that fails chosen operations (tests).
+#[cfg(any(feature = "index", feature = "fuzzing"))]
+pub use segment::io;
 #[cfg(feature = "index")]
-pub use store::{PutResult, Store, StoreOptions};
+pub use store::{PutResult, Store, StoreOptions, Table, Txn};

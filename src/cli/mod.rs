@@ -1,7 +1,7 @@
 //! The command-line interface: `imgstore serve` (the daemon) and the
 //! `imgstore store ...` admin commands that work offline on a data directory.
 
-pub mod image_cmd;
+pub mod image;
 pub mod serve_cmd;
 pub mod store_cmd;
 
@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Work with images on a daemon (node-triton-like; live copy progress).
-    Image(image_cmd::ImageArgs),
+    Image(image::ImageArgs),
     /// Run the IMGAPI daemon (no configuration needed).
     Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
@@ -32,7 +32,7 @@ pub enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Image(args) => image_cmd::run(args),
+        Command::Image(args) => image::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
     }

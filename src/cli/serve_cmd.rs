@@ -68,7 +68,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             serde_json::json!({
                 "datacenterName": cfg.imgapi.datacenter_name,
                 "dataDir": cfg.data_dir.display().to_string(),
-                "mode": cfg.imgapi.mode,
+                "mode": cfg.imgapi.mode.as_str(),
             })
             .as_object()
             .cloned()

@@ -140,186 +140,196 @@ struct GcOut<'a> {
 fn execute(args: StoreArgs) -> Result<i32> {
     let json = args.json;
     match &args.command {
-        StoreCommand::Put { file } => {
-            let store = open(&args, true)?;
-            let input: Box<dyn Read> = if file.as_os_str() == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                Box::new(
-                    std::fs::File::open(file)
-                        .with_context(|| format!("opening {}", file.display()))?,
-                )
-            };
-            let r = store.put(input)?;
-            store.close()?;
-            print(json, &r, || {
-                format!(
-                    "{}  {} bytes  sha1 {}  {} chunks ({} new, {} bytes stored){}",
-                    r.file_id,
-                    r.size,
-                    r.sha1,
-                    r.chunk_count,
-                    r.new_chunks,
-                    r.new_stored_bytes,
-                    if r.existed {
-                        "  (already stored: reference added)"
-                    } else {
-                        ""
-                    }
-                )
-            })?;
-        }
+        StoreCommand::Put { file } => put(&args, file),
         StoreCommand::Cat {
             file_id,
             offset,
             length,
-        } => {
-            let id = parse_id(file_id)?;
-            let store = open(&args, false)?;
-            let size = store.stat(&id)?.size;
-            let len = length.unwrap_or(size.saturating_sub(*offset));
-            let mut reader = store.open_range(&id, *offset, len)?;
-            let mut out = std::io::stdout().lock();
-            std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
-                Some(inner) => anyhow::anyhow!("{inner}"),
-                None => anyhow::anyhow!("writing standard output"),
-            })?;
-            out.flush()?;
-        }
-        StoreCommand::Link { file_id } | StoreCommand::Unlink { file_id } => {
-            let id = parse_id(file_id)?;
-            let store = open(&args, false)?;
-            let refs = if matches!(args.command, StoreCommand::Link { .. }) {
-                store.link(&id)?
-            } else {
-                store.unlink(&id)?
-            };
-            store.close()?;
-            print(json, &RefsOut { file_id: id, refs }, || {
-                format!("{id}  {refs} references")
-            })?;
-        }
-        StoreCommand::Gc { dry_run, threshold } => {
-            if !(0.0..=1.0).contains(threshold) {
-                bail!("--threshold must be between 0 and 1");
-            }
-            let store = open(&args, false)?;
-            let plan = store.gc_plan(*threshold)?;
-            let done = if *dry_run {
-                None
-            } else {
-                Some(store.gc_execute(&plan)?)
-            };
-            store.close()?;
-            print(
-                json,
-                &GcOut {
-                    plan: &plan,
-                    done: done.clone(),
-                },
-                || {
-                    let mut s = format!(
-                        "plan: {} segments, {} bytes reclaimable, {} bytes of garbage below the threshold",
-                        plan.segments.len(),
-                        plan.reclaimable_bytes,
-                        plan.garbage_left_bytes
-                    );
-                    for p in &plan.segments {
-                        s.push_str(&format!(
-                            "\n  segment {:012}: {:?}, {} live of {} bytes",
-                            p.segment, p.action, p.live_bytes, p.file_bytes
-                        ));
-                    }
-                    if let Some(d) = &done {
-                        s.push_str(&format!(
-                        "\ndone: {} segments deleted, {} rewritten, {} records copied, {} chunks dropped, {} bytes freed",
-                        d.segments_deleted, d.segments_rewritten, d.records_copied, d.chunks_dropped, d.bytes_freed
-                    ));
-                    }
-                    s
-                },
-            )?;
-        }
-        StoreCommand::Verify { repair } => {
-            let store = open(&args, false)?;
-            let report = store.verify(*repair)?;
-            store.close()?;
-            let clean = report.is_clean();
-            print(json, &report, || {
-                let mut s = format!(
-                    "{} files, {} chunks, {} segments, {} records checked, {} bytes verified: {}",
-                    report.files,
-                    report.chunks,
-                    report.segments,
-                    report.records_checked,
-                    report.bytes_checked,
-                    if report.problems.is_empty() {
-                        "ok"
-                    } else {
-                        "PROBLEMS"
-                    }
-                );
-                for p in &report.problems {
-                    s.push_str(&format!(
-                        "\n  {}: {}{}",
-                        p.kind,
-                        p.detail,
-                        if p.repaired {
-                            " (repaired)"
-                        } else if p.repairable {
-                            " (repairable with --repair)"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-                s
-            })?;
-            return Ok(if clean { 0 } else { 1 });
-        }
+        } => cat(&args, file_id, *offset, *length),
+        StoreCommand::Link { file_id } => refs(&args, file_id, true),
+        StoreCommand::Unlink { file_id } => refs(&args, file_id, false),
+        StoreCommand::Gc { dry_run, threshold } => gc(&args, *dry_run, *threshold),
+        StoreCommand::Verify { repair } => verify(&args, *repair),
         StoreCommand::Soak { seed, log, ops } => {
             soak(&args.data_dir, *seed, log, *ops)?;
+            Ok(0)
         }
-        StoreCommand::Stats { file_id } => {
+        StoreCommand::Stats { file_id: Some(f) } => {
             let store = open(&args, false)?;
-            match file_id {
-                Some(f) => {
-                    let u = store.file_usage(&parse_id(f)?)?;
-                    print(json, &u, || {
-                        format!(
-                            "{}  {} bytes, {} refs, {} chunks: {} bytes unique ({} stored), {} bytes shared ({} stored)",
-                            u.file_id,
-                            u.size,
-                            u.refs,
-                            u.chunks,
-                            u.unique_bytes,
-                            u.unique_stored_bytes,
-                            u.shared_bytes,
-                            u.shared_stored_bytes
-                        )
-                    })?;
-                }
-                None => {
-                    let s = store.stats()?;
-                    print(json, &s, || {
-                        format!(
-                            "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}",
-                            s.files,
-                            s.file_references,
-                            s.logical_bytes,
-                            s.unique_uncompressed_bytes,
-                            s.stored_bytes,
-                            s.live_stored_bytes,
-                            s.garbage_bytes,
-                            s.segments,
-                            s.index_bytes
-                        )
-                    })?;
-                }
-            }
+            let u = store.file_usage(&parse_id(f)?)?;
+            print(json, &u, || {
+                format!(
+                    "{}  {} bytes, {} refs, {} chunks: {} bytes unique ({} stored), {} bytes shared ({} stored)",
+                    u.file_id,
+                    u.size,
+                    u.refs,
+                    u.chunks,
+                    u.unique_bytes,
+                    u.unique_stored_bytes,
+                    u.shared_bytes,
+                    u.shared_stored_bytes
+                )
+            })?;
+            Ok(0)
+        }
+        StoreCommand::Stats { file_id: None } => {
+            let store = open(&args, false)?;
+            let s = store.stats()?;
+            print(json, &s, || {
+                format!(
+                    "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}",
+                    s.files,
+                    s.file_references,
+                    s.logical_bytes,
+                    s.unique_uncompressed_bytes,
+                    s.stored_bytes,
+                    s.live_stored_bytes,
+                    s.garbage_bytes,
+                    s.segments,
+                    s.index_bytes
+                )
+            })?;
+            Ok(0)
         }
     }
+}
+
+fn put(args: &StoreArgs, file: &std::path::Path) -> Result<i32> {
+    let store = open(args, true)?;
+    let input: Box<dyn Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
+    };
+    let r = store.put(input)?;
+    store.close()?;
+    print(args.json, &r, || {
+        format!(
+            "{}  {} bytes  sha1 {}  {} chunks ({} new, {} bytes stored){}",
+            r.file_id,
+            r.size,
+            r.sha1,
+            r.chunk_count,
+            r.new_chunks,
+            r.new_stored_bytes,
+            if r.existed {
+                "  (already stored: reference added)"
+            } else {
+                ""
+            }
+        )
+    })?;
     Ok(0)
+}
+
+fn cat(args: &StoreArgs, file_id: &str, offset: u64, length: Option<u64>) -> Result<i32> {
+    let id = parse_id(file_id)?;
+    let store = open(args, false)?;
+    let size = store.stat(&id)?.size;
+    let len = length.unwrap_or(size.saturating_sub(offset));
+    let mut reader = store.open_range(&id, offset, len)?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
+        Some(inner) => anyhow::anyhow!("{inner}"),
+        None => anyhow::anyhow!("writing standard output"),
+    })?;
+    out.flush()?;
+    Ok(0)
+}
+
+/// `link` (`add`) or `unlink`.
+fn refs(args: &StoreArgs, file_id: &str, add: bool) -> Result<i32> {
+    let id = parse_id(file_id)?;
+    let store = open(args, false)?;
+    let refs = if add {
+        store.link(&id)?
+    } else {
+        store.unlink(&id)?
+    };
+    store.close()?;
+    print(args.json, &RefsOut { file_id: id, refs }, || {
+        format!("{id}  {refs} references")
+    })?;
+    Ok(0)
+}
+
+fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--threshold must be between 0 and 1");
+    }
+    let store = open(args, false)?;
+    let plan = store.gc_plan(threshold)?;
+    let done = if dry_run {
+        None
+    } else {
+        Some(store.gc_execute(&plan)?)
+    };
+    store.close()?;
+    let out = GcOut {
+        plan: &plan,
+        done: done.clone(),
+    };
+    print(args.json, &out, || {
+        let mut s = format!(
+            "plan: {} segments, {} bytes reclaimable, {} bytes of garbage below the threshold",
+            plan.segments.len(),
+            plan.reclaimable_bytes,
+            plan.garbage_left_bytes
+        );
+        for p in &plan.segments {
+            s.push_str(&format!(
+                "\n  segment {:012}: {:?}, {} live of {} bytes",
+                p.segment, p.action, p.live_bytes, p.file_bytes
+            ));
+        }
+        if let Some(d) = &done {
+            s.push_str(&format!(
+                "\ndone: {} segments deleted, {} rewritten, {} records copied, {} chunks dropped, {} bytes freed",
+                d.segments_deleted, d.segments_rewritten, d.records_copied, d.chunks_dropped, d.bytes_freed
+            ));
+        }
+        s
+    })?;
+    Ok(0)
+}
+
+/// Exit status 1 when something is wrong.
+fn verify(args: &StoreArgs, repair: bool) -> Result<i32> {
+    let store = open(args, false)?;
+    let report = store.verify(repair)?;
+    store.close()?;
+    let clean = report.is_clean();
+    print(args.json, &report, || {
+        let mut s = format!(
+            "{} files, {} chunks, {} segments, {} records checked, {} bytes verified: {}",
+            report.files,
+            report.chunks,
+            report.segments,
+            report.records_checked,
+            report.bytes_checked,
+            if report.problems.is_empty() {
+                "ok"
+            } else {
+                "PROBLEMS"
+            }
+        );
+        for p in &report.problems {
+            s.push_str(&format!(
+                "\n  {}: {}{}",
+                p.kind,
+                p.detail,
+                if p.repaired {
+                    " (repaired)"
+                } else if p.repairable {
+                    " (repairable with --repair)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        s
+    })?;
+    Ok(if clean { 0 } else { 1 })
 }
 
 /// Small chunks and segments so that a short run rotates segments, shares

@@ -1,4 +1,6 @@
-//! The one mapping of errors to IMGAPI error responses.
+//! The one mapping of errors to IMGAPI error responses: the status is the
+//! code's own ([`Code::status`](crate::imgapi::Code::status)), the body
+//! `{"code", "message"[, "errors"]}` indented as restify sends it.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -6,71 +8,27 @@ use serde_json::{Value, json};
 
 use crate::imgapi::ApiError;
 
-/// The HTTP status of each IMGAPI error code (reference section 4 and the
-/// restify built-ins of section 1).
-pub fn status_of(code: &str) -> StatusCode {
-    match code {
-        "ValidationFailed"
-        | "InvalidParameter"
-        | "ImageFilesImmutable"
-        | "ImageAlreadyActivated"
-        | "NoActivationNoFile"
-        | "OwnerDoesNotExist"
-        | "AccountDoesNotExist"
-        | "NotImageOwner"
-        | "ImageNotShared"
-        | "OriginDoesNotExist"
-        | "OriginIsNotActive"
-        | "ImageHasDependentImages"
-        | "InsufficientServerVersion" => StatusCode::UNPROCESSABLE_ENTITY,
-        "OperatorOnly" => StatusCode::FORBIDDEN,
-        "ImageUuidAlreadyExists" | "InvalidArgument" | "MissingParameter" => StatusCode::CONFLICT,
-        "Upload" | "Download" | "NotImplemented" | "InvalidVersion" | "InvalidHeader"
-        | "BadRequestError" | "InvalidContent" => StatusCode::BAD_REQUEST,
-        "StorageIsDown"
-        | "StorageUnsupported"
-        | "RemoteSourceError"
-        | "ServiceUnavailableError" => StatusCode::SERVICE_UNAVAILABLE,
-        "NotAvailable" => StatusCode::NOT_IMPLEMENTED,
-        "ResourceNotFound" | "NotFoundError" => StatusCode::NOT_FOUND,
-        "UnauthorizedError" => StatusCode::UNAUTHORIZED,
-        "PreconditionFailed" => StatusCode::PRECONDITION_FAILED,
-        "MethodNotAllowedError" => StatusCode::METHOD_NOT_ALLOWED,
-        "UnsupportedMediaType" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "RequestedRangeNotSatisfiable" => StatusCode::RANGE_NOT_SATISFIABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 /// An error on its way to the client.
 #[derive(Debug)]
-pub struct HttpError {
-    pub error: ApiError,
-    /// A status that differs from the code's usual one (a remote error
-    /// passed through unchanged).
-    pub status: Option<StatusCode>,
-}
+pub struct HttpError(pub ApiError);
 
 impl From<ApiError> for HttpError {
     fn from(error: ApiError) -> Self {
-        HttpError {
-            error,
-            status: None,
-        }
+        HttpError(error)
     }
 }
 
 impl From<crate::error::Error> for HttpError {
     fn from(e: crate::error::Error) -> Self {
-        ApiError::from(e).into()
+        HttpError(ApiError::from(e))
     }
 }
 
 pub type HttpResult<T> = Result<T, HttpError>;
 
-/// `{"code", "message"[, "errors"]}`, indented as restify sends it.
+/// `{"code", "message"[, "errors"]}`.
 pub fn error_body(e: &ApiError) -> Value {
-    let mut body = json!({ "code": e.code, "message": e.message });
+    let mut body = json!({ "code": e.wire_code(), "message": e.message });
     if let (Some(errors), Some(o)) = (&e.errors, body.as_object_mut()) {
         o.insert("errors".into(), json!(errors));
     }
@@ -79,14 +37,16 @@ pub fn error_body(e: &ApiError) -> Value {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = self.status.unwrap_or_else(|| status_of(&self.error.code));
-        let body = serde_json::to_vec_pretty(&error_body(&self.error)).unwrap_or_default();
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec_pretty(&error_body(&self.0)).unwrap_or_default();
         let mut r = (status, body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        r.extensions_mut().insert(self.error);
+        // The request log line reads it back.
+        r.extensions_mut().insert(self.0);
         r
     }
 }

@@ -1,8 +1,22 @@
-//! The HTTP face of IMGAPI: routes, request parsing, the response headers
-//! every answer carries, request logging, and the peer client. Rules live
-//! in `imgapi`; this layer only translates.
+//! The HTTP face of IMGAPI: routes by resource, the extractors for what
+//! every request carries, the one error mapping, the bridge to the
+//! engine's blocking I/O, request logging, and the one IMGAPI client. Rules
+//! live in `imgapi`; this layer only translates.
+//!
+//! | module | |
+//! | --- | --- |
+//! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
+//! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
+//! | [`error`] | [`ApiError`] as a response |
+//! | [`body`] | request bodies as blocking readers, blocking writers as response bodies |
+//! | [`log`] | bunyan lines |
+//! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
+//! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
 
+pub mod body;
+pub mod client;
 pub mod error;
+pub mod extract;
 pub mod log;
 pub mod remote;
 mod routes;
@@ -16,8 +30,8 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::imgapi::{ApiError, Imgapi};
-use error::HttpError;
+use crate::imgapi::{ApiError, ApiResult, Code, Imgapi};
+use error::{HttpError, HttpResult};
 pub use log::Logger;
 
 /// What every handler shares.
@@ -25,42 +39,22 @@ pub struct AppState {
     pub api: Imgapi,
     pub log: Logger,
     pub started: Instant,
-    /// Other datacenters, for copies (blocking: transfers run on threads).
-    pub remotes: Arc<remote::HttpRemotes>,
-    /// Tuning of copies between datacenters.
-    pub transfer: crate::transfer::ReceiveOptions,
-    /// Chunk sets of recently served files: a source checks every fetched
-    /// id against the file's own chunks.
-    pub served: std::sync::Mutex<
-        Vec<(
-            crate::id::FileId,
-            Arc<std::collections::HashSet<crate::id::ChunkId>>,
-        )>,
-    >,
     /// How often the daemon collects garbage by itself.
     pub gc_interval: Option<std::time::Duration>,
 }
 
 impl AppState {
-    /// Starts a copy job on its own thread.
-    pub fn spawn_job(self: &Arc<Self>, job: crate::imgapi::import::Job) {
-        let st = Arc::clone(self);
-        std::thread::spawn(move || {
-            st.log.info(&format!(
-                "copy job {} of image {} started",
-                job.uuid, job.image_uuid
-            ));
-            let uuid = job.uuid;
-            st.api.run_job(job, st.remotes.as_ref(), &st.transfer);
-            let outcome = st
-                .api
-                .job(&uuid)
-                .ok()
-                .flatten()
-                .map(|j| j.execution)
-                .unwrap_or_default();
-            st.log.info(&format!("copy job {uuid} ended: {outcome}"));
-        });
+    /// Runs IMGAPI work on the blocking pool (the engine does synchronous
+    /// I/O); the one bridge every handler uses.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Imgapi) -> ApiResult<T> + Send + 'static,
+    ) -> HttpResult<T> {
+        let api = self.api.clone();
+        tokio::task::spawn_blocking(move || f(&api))
+            .await
+            .map_err(|e| HttpError::from(ApiError::internal(format!("worker failed: {e}"))))?
+            .map_err(HttpError::from)
     }
 }
 
@@ -130,7 +124,7 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
         .map(str::to_string);
     let mut resp = match version {
         Some(v) if !version_ok(&v) => HttpError::from(ApiError::new(
-            "InvalidVersion",
+            Code::InvalidVersion,
             format!("{v} is not supported by {method} {route}"),
         ))
         .into_response(),
@@ -163,7 +157,7 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
     if let Some(e) = err {
         fields.insert(
             "err".into(),
-            serde_json::json!({ "code": e.code, "message": e.message }),
+            serde_json::json!({ "code": e.wire_code(), "message": e.message }),
         );
     }
     let msg = if method == Method::HEAD || status < 400 {

@@ -1,7 +1,6 @@
-//! The other datacenter, over HTTP: GetImage, the chunk protocol (a chunk
-//! list and batch fetches of records as stored) and, for a plain IMGAPI
-//! without it, the whole file. Blocking, because transfers run on their own
-//! threads.
+//! The other datacenter, through the one [`Client`]: GetImage, the chunk
+//! protocol (a chunk list and batch fetches of records as stored) and, for
+//! a plain IMGAPI without it, the whole file.
 
 use std::io::Read;
 use std::time::Duration;
@@ -9,92 +8,85 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::format::{self, ChunkList};
+use super::client::{Client, ClientError};
+use crate::error::Result;
+use crate::format::ChunkList;
 use crate::id::ChunkId;
-use crate::imgapi::import::{Remote, RemoteFactory};
-use crate::imgapi::{ApiError, ApiResult};
-use crate::transfer::{ChunkSource, split_records};
+use crate::imgapi::copy::{Remote, RemoteFactory};
+use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
+use crate::transfer::ChunkSource;
 
-/// Makes [`HttpRemote`]s sharing one connection pool.
+/// Makes [`HttpRemote`]s with one request timeout.
 pub struct HttpRemotes {
-    client: reqwest::blocking::Client,
+    timeout: Duration,
 }
 
 impl HttpRemotes {
     /// `timeout` bounds each request, so a stalled source fails the batch
     /// (which is retried) instead of hanging the copy.
-    pub fn new(timeout: Duration) -> std::result::Result<Self, reqwest::Error> {
-        Ok(Self {
-            client: reqwest::blocking::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(timeout)
-                .build()?,
-        })
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
     }
 }
 
 impl RemoteFactory for HttpRemotes {
-    fn remote(&self, url: &str) -> Box<dyn Remote> {
-        Box::new(HttpRemote {
-            base: url.trim_end_matches('/').to_string(),
-            client: self.client.clone(),
-        })
+    fn remote(&self, url: &str) -> ApiResult<Box<dyn Remote>> {
+        let client = Client::new(url, Some(self.timeout)).map_err(remote_error)?;
+        Ok(Box::new(HttpRemote { client }))
     }
 }
 
 /// One source datacenter.
 pub struct HttpRemote {
-    base: String,
-    client: reqwest::blocking::Client,
+    client: Client,
 }
 
-fn unreachable(url: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        "RemoteSourceError",
-        format!("error contacting remote source {url}: {e}"),
-    )
+/// A remote's answer as our error: its own error passed through unchanged,
+/// anything else RemoteSourceError.
+pub fn remote_error(e: ClientError) -> ApiError {
+    match e {
+        ClientError::Api { status, body, .. } => {
+            let fields: Vec<FieldError> = body
+                .errors
+                .iter()
+                .filter_map(|f| {
+                    Some(FieldError {
+                        field: f.field.clone(),
+                        code: FieldCode::parse(&f.code)?,
+                        message: f.message.clone(),
+                    })
+                })
+                .collect();
+            let mut err = ApiError::passthrough(status, &body.code, body.message);
+            if !fields.is_empty() {
+                err = err.with_errors(fields);
+            }
+            err
+        }
+        ClientError::Status { ref url, status } => ApiError::new(
+            Code::RemoteSourceError,
+            format!("remote source {url} answered {status}"),
+        ),
+        other => ApiError::new(
+            Code::RemoteSourceError,
+            format!("error contacting remote source: {other}"),
+        )
+        .caused_by(other),
+    }
 }
 
-/// A remote error body, passed through with its code.
-fn remote_error(resp: reqwest::blocking::Response) -> ApiError {
-    let status = resp.status();
-    let body: Option<Value> = resp.json().ok();
-    let code = body
-        .as_ref()
-        .and_then(|b| b.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or("RemoteSourceError")
-        .to_string();
-    let message = body
-        .as_ref()
-        .and_then(|b| b.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("remote answered {status}"));
-    ApiError::new(code, message)
-}
-
-fn with_account(url: String, account: Option<&Uuid>) -> String {
-    match account {
-        Some(a) => format!("{url}?account={a}"),
-        None => url,
+impl HttpRemote {
+    fn as_account(&self, account: Option<&Uuid>) -> Client {
+        self.client
+            .as_account(account.map(Uuid::to_string).as_deref())
     }
 }
 
 impl Remote for HttpRemote {
     fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
-        let url = with_account(format!("{}/images/{uuid}", self.base), account);
-        let resp = self
-            .client
-            .get(&url)
-            .header("accept-version", "*")
-            .send()
-            .map_err(|e| unreachable(&url, e))?;
-        if !resp.status().is_success() {
-            return Err(remote_error(resp));
-        }
-        resp.json().map_err(|e| unreachable(&url, e))
+        self.as_account(account)
+            .get_image(&uuid.to_string())
+            .map_err(remote_error)
     }
 
     fn chunk_source(
@@ -102,78 +94,39 @@ impl Remote for HttpRemote {
         uuid: &Uuid,
         account: Option<&Uuid>,
     ) -> ApiResult<Option<Box<dyn ChunkSource>>> {
-        let url = format!("{}/ping", self.base);
-        let ping: Value = self
-            .client
-            .get(&url)
-            .send()
-            .and_then(|r| r.json())
-            .map_err(|e| unreachable(&url, e))?;
+        let ping = self.client.ping().map_err(remote_error)?;
         if ping.get("imgstore").is_none() {
             return Ok(None);
         }
         Ok(Some(Box::new(HttpChunkSource {
-            files: with_account(format!("{}/images/{uuid}/file/chunks", self.base), account),
-            client: self.client.clone(),
+            client: self.as_account(account),
+            uuid: uuid.to_string(),
         })))
     }
 
     fn file_stream(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Box<dyn Read + Send>> {
-        let url = with_account(format!("{}/images/{uuid}/file", self.base), account);
-        // The whole file may take long: no overall timeout here.
         let resp = self
-            .client
-            .get(&url)
-            .timeout(Duration::from_secs(24 * 3600))
-            .send()
-            .map_err(|e| unreachable(&url, e))?;
-        if !resp.status().is_success() {
-            return Err(remote_error(resp));
-        }
+            .as_account(account)
+            .file_stream(&uuid.to_string())
+            .map_err(remote_error)?;
         Ok(Box::new(resp))
     }
 }
 
 /// The chunk protocol of an imgstore source, for one image's file.
 pub struct HttpChunkSource {
-    files: String,
-    client: reqwest::blocking::Client,
-}
-
-fn io_err(url: &str, e: impl std::fmt::Display) -> Error {
-    Error::io(
-        format!("talking to {url}"),
-        std::io::Error::other(e.to_string()),
-    )
+    client: Client,
+    uuid: String,
 }
 
 impl ChunkSource for HttpChunkSource {
     fn chunk_list(&self) -> Result<ChunkList> {
-        let resp = self
-            .client
-            .get(&self.files)
-            .send()
-            .map_err(|e| io_err(&self.files, e))?;
-        if !resp.status().is_success() {
-            return Err(io_err(&self.files, remote_error(resp)));
-        }
-        let body = resp.bytes().map_err(|e| io_err(&self.files, e))?;
-        format::decode_chunk_list(&body)
-            .map_err(|e| Error::InvalidInput(format!("source sent a bad chunk list: {e}")))
+        self.client
+            .chunk_list(&self.uuid)
+            .map_err(|e| crate::Error::source_failed("fetching the chunk list", e))
     }
 
     fn fetch(&self, ids: &[ChunkId], out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let resp = self
-            .client
-            .post(&self.files)
-            .header("content-type", "application/octet-stream")
-            .body(format::encode_id_list(ids))
-            .send()
-            .map_err(|e| io_err(&self.files, e))?;
-        if !resp.status().is_success() {
-            return Err(io_err(&self.files, remote_error(resp)));
-        }
-        // Large reads: each read of a blocking response crosses threads.
-        split_records(std::io::BufReader::with_capacity(1 << 20, resp), out)
+        self.client.fetch_chunks(&self.uuid, ids, out)
     }
 }

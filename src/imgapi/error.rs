@@ -1,15 +1,151 @@
-//! IMGAPI errors as the wire contract names them. The HTTP status of each
-//! code is decided in one place, `http::error`.
+//! IMGAPI errors as the wire contract names them: one [`Code`] per error
+//! code, with its string and its HTTP status in one table, and the
+//! [`ApiError`] that carries a code, a message, the failing fields and the
+//! cause.
+//!
+//! The statuses are part of the contract (reference sections 1 and 4), so
+//! they live with the codes; the HTTP layer only turns the number into a
+//! response.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $name:ident => $status:literal, $kind:ident; )*) => {
+        /// Every error code an answer of this server can carry.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $( $(#[$doc])* $name, )*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Code] = &[$(Code::$name),*];
+
+            /// The `code` string of the error body.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Code::$name => stringify!($name),)* }
+            }
+
+            /// The HTTP status an error with this code is answered with.
+            pub const fn status(self) -> u16 {
+                match self { $(Code::$name => $status,)* }
+            }
+
+            /// Where the code comes from: IMGAPI's own `lib/errors.js`, or
+            /// the HTTP framework (restify) and our extensions.
+            pub const fn origin(self) -> Origin {
+                match self { $(Code::$name => Origin::$kind,)* }
+            }
+        }
+    };
+}
+
+/// Where a [`Code`] is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// IMGAPI's `lib/errors.js` (what `GET /ping?error=NAME` knows).
+    Imgapi,
+    /// restify's built-in errors, as real clients see them.
+    Restify,
+    /// Codes only this server answers with.
+    Imgstore,
+}
+
+codes! {
+    /// Manifest validation; bad UpdateImage keys; clone of an unactivated
+    /// or docker image; import parameter and state errors.
+    ValidationFailed => 422, Imgapi;
+    /// A bad query parameter or an extra create field.
+    InvalidParameter => 422, Imgapi;
+    ImageFilesImmutable => 422, Imgapi;
+    ImageAlreadyActivated => 422, Imgapi;
+    NoActivationNoFile => 422, Imgapi;
+    OperatorOnly => 403, Imgapi;
+    ImageUuidAlreadyExists => 409, Imgapi;
+    /// Upload too big; bad icon type or size.
+    Upload => 400, Imgapi;
+    /// Empty upload; size or sha1 mismatch; a copy source that failed.
+    Download => 400, Imgapi;
+    StorageIsDown => 503, Imgapi;
+    StorageUnsupported => 503, Imgapi;
+    /// An unreachable source IMGAPI.
+    RemoteSourceError => 503, Imgapi;
+    OwnerDoesNotExist => 422, Imgapi;
+    AccountDoesNotExist => 422, Imgapi;
+    NotImageOwner => 422, Imgapi;
+    ImageNotShared => 422, Imgapi;
+    OriginDoesNotExist => 422, Imgapi;
+    OriginIsNotActive => 422, Imgapi;
+    ImageHasDependentImages => 422, Imgapi;
+    /// A feature this server does not offer.
+    NotAvailable => 501, Imgapi;
+    NotImplemented => 400, Imgapi;
+    InternalError => 500, Imgapi;
+    ResourceNotFound => 404, Imgapi;
+    InsufficientServerVersion => 422, Imgapi;
+    UnauthorizedError => 401, Restify;
+    ServiceUnavailableError => 503, Restify;
+    NotFoundError => 404, Restify;
+    BadRequestError => 400, Restify;
+    MethodNotAllowedError => 405, Restify;
+    InvalidArgument => 409, Restify;
+    MissingParameter => 409, Restify;
+    InvalidVersion => 400, Restify;
+    InvalidHeader => 400, Restify;
+    PreconditionFailed => 412, Restify;
+    /// A body that is not valid JSON.
+    InvalidContent => 400, Restify;
+    UnsupportedMediaType => 415, Restify;
+    RequestedRangeNotSatisfiable => 416, Restify;
+}
+
+impl Code {
+    /// The code a `code` string names, if it is one of ours.
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The `code` of one entry of an error's `errors` array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FieldCode {
+    Invalid,
+    MissingParameter,
+    NotAllowed,
+    Missing,
+}
+
+impl FieldCode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Invalid" => Some(FieldCode::Invalid),
+            "MissingParameter" => Some(FieldCode::MissingParameter),
+            "NotAllowed" => Some(FieldCode::NotAllowed),
+            "Missing" => Some(FieldCode::Missing),
+            _ => None,
+        }
+    }
+}
 
 /// One entry of an error's `errors` array.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
-    pub code: &'static str,
+    pub code: FieldCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -18,91 +154,220 @@ impl FieldError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
-            code: "Invalid",
+            code: FieldCode::Invalid,
             message: Some(message.into()),
         }
     }
     pub fn missing(field: &str) -> Self {
         Self {
             field: field.into(),
-            code: "MissingParameter",
+            code: FieldCode::MissingParameter,
             message: Some(format!("\"{field}\" is required")),
         }
     }
     pub fn not_allowed(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
-            code: "NotAllowed",
+            code: FieldCode::NotAllowed,
             message: Some(message.into()),
+        }
+    }
+    /// An entry with a code and no message.
+    pub fn bare(field: &str, code: FieldCode) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: None,
         }
     }
 }
 
-/// An IMGAPI error: the `code` string clients branch on, a message, and for
-/// validation errors the failing fields.
+/// An error that another IMGAPI answered with and that is passed through
+/// unchanged, although its code is not one of ours.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignCode {
+    pub code: String,
+    pub status: u16,
+}
+
+/// An IMGAPI error: the code clients branch on, a message, for validation
+/// errors the failing fields, and what caused it.
+#[derive(Clone, Debug)]
 pub struct ApiError {
-    pub code: Cow<'static, str>,
+    pub code: Code,
     pub message: String,
     pub errors: Option<Vec<FieldError>>,
+    /// Set when passing through another server's error with a code we do
+    /// not know; the body and status then are that server's.
+    pub foreign: Option<ForeignCode>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.wire_code(), self.message)
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.into(),
             errors: None,
+            foreign: None,
+            cause: None,
         }
     }
+
+    /// Another server's error as it answered it: its code when we know it,
+    /// else kept as a [`ForeignCode`] with its status.
+    pub fn passthrough(status: u16, code: &str, message: impl Into<String>) -> Self {
+        match Code::parse(code) {
+            Some(c) => Self::new(c, message),
+            None => Self {
+                foreign: Some(ForeignCode {
+                    code: code.to_string(),
+                    status,
+                }),
+                ..Self::new(Code::InternalError, message)
+            },
+        }
+    }
+
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
         self.errors = Some(errors);
         self
     }
+
+    /// Keeps `cause` as this error's source.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// The `code` string of the body.
+    pub fn wire_code(&self) -> &str {
+        match &self.foreign {
+            Some(f) => &f.code,
+            None => self.code.as_str(),
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match &self.foreign {
+            Some(f) => f.status,
+            None => self.code.status(),
+        }
+    }
+
     pub fn validation(message: impl Into<String>, errors: Vec<FieldError>) -> Self {
-        Self::new("ValidationFailed", message).with_errors(errors)
+        Self::new(Code::ValidationFailed, message).with_errors(errors)
     }
     pub fn invalid_param(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new("InvalidParameter", message.clone())
+        Self::new(Code::InvalidParameter, message.clone())
             .with_errors(vec![FieldError::invalid(field, message)])
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new("ResourceNotFound", message)
+        Self::new(Code::ResourceNotFound, message)
     }
     pub fn image_not_found() -> Self {
         Self::not_found("image not found")
     }
+    /// restify's answer to a path that does not exist (also a path uuid
+    /// that is not a uuid).
+    pub fn no_such_path(path: &str) -> Self {
+        Self::not_found(format!("{path} does not exist"))
+    }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new("InternalError", message)
+        Self::new(Code::InternalError, message)
+    }
+    pub fn operator_only() -> Self {
+        Self::new(Code::OperatorOnly, "this endpoint is for operators only")
     }
     pub fn not_owner(account: &uuid::Uuid, image: &uuid::Uuid) -> Self {
         Self::new(
-            "NotImageOwner",
+            Code::NotImageOwner,
             format!("account {account} is not the owner of image {image}"),
         )
+    }
+    pub fn already_exists(uuid: &uuid::Uuid) -> Self {
+        Self::new(
+            Code::ImageUuidAlreadyExists,
+            format!("image uuid {uuid} already exists"),
+        )
+    }
+    /// An `action` query parameter this route does not know.
+    pub fn bad_action(action: &str) -> Self {
+        Self::invalid_param("action", format!("\"{action}\" is not a valid action"))
     }
 }
 
 impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> Self {
         use crate::error::Error as E;
-        match e {
-            E::Io { .. } if e.is_disk_full() => {
-                Self::new("StorageIsDown", format!("storage is full: {e}"))
-            }
-            E::WritesFailed(_) | E::Io { .. } => Self::new("StorageIsDown", e.to_string()),
-            other => Self::internal(other.to_string()),
+        let code = match &e {
+            E::Io { .. } | E::WritesFailed(_) => Code::StorageIsDown,
+            // A copy source that lied or failed: upstream's "remote fetch
+            // error" code.
+            E::Source { .. } => Code::Download,
+            _ => Code::InternalError,
+        };
+        let message = if e.is_disk_full() {
+            format!("storage is full: {e}")
+        } else {
+            e.to_string()
+        };
+        Self::new(code, message).caused_by(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_parses_back_and_has_an_error_status() {
+        for c in Code::ALL {
+            assert_eq!(Code::parse(c.as_str()), Some(*c));
+            assert!((400..600).contains(&c.status()), "{c}");
         }
+        assert_eq!(Code::parse("NoSuchCode"), None);
+    }
+
+    #[test]
+    fn engine_errors_keep_their_meaning_and_their_cause() {
+        use std::error::Error as _;
+        let full = crate::Error::io("appending", std::io::Error::from_raw_os_error(28));
+        let e = ApiError::from(full);
+        assert_eq!(e.code, Code::StorageIsDown);
+        assert!(e.message.contains("storage is full"), "{e}");
+        assert!(e.source().is_some());
+        let lying = ApiError::from(crate::Error::bad_source("a damaged chunk"));
+        assert_eq!(lying.code, Code::Download);
+        let bug = ApiError::from(crate::Error::Internal("a thread panicked".into()));
+        assert_eq!(bug.code, Code::InternalError);
+    }
+
+    #[test]
+    fn a_foreign_error_keeps_its_code_and_status() {
+        let e = ApiError::passthrough(418, "Teapot", "short and stout");
+        assert_eq!(e.wire_code(), "Teapot");
+        assert_eq!(e.status(), 418);
+        let known = ApiError::passthrough(404, "ResourceNotFound", "gone");
+        assert_eq!(known.code, Code::ResourceNotFound);
+        assert!(known.foreign.is_none());
     }
 }

@@ -3,16 +3,32 @@
 
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult};
-use super::manifest::{Image, parse_uuid};
+use super::error::{ApiError, ApiResult, Code, FieldError};
+use super::manifest::{Image, ImageState, parse_uuid};
 use super::{Imgapi, time};
+
+/// ListImages' `state` filter: one state, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateFilter {
+    All,
+    Is(ImageState),
+}
+
+impl StateFilter {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(StateFilter::All),
+            other => ImageState::parse(other).map(StateFilter::Is),
+        }
+    }
+}
 
 /// Query parameters; `tags` holds every `tag.KEY=VALUE`.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub account: Option<Uuid>,
     pub owner: Option<Uuid>,
-    pub state: Option<String>,
+    pub state: Option<StateFilter>,
     pub name: Option<String>,
     pub version: Option<String>,
     pub public: Option<bool>,
@@ -57,16 +73,10 @@ impl ListQuery {
             })?);
         }
         if let Some(s) = one("state") {
-            if !matches!(
-                s.as_str(),
-                "active" | "disabled" | "unactivated" | "all" | "creating" | "failed"
-            ) {
-                return Err(ApiError::invalid_param(
-                    "state",
-                    format!("invalid state {s:?}"),
-                ));
-            }
-            q.state = Some(s);
+            q.state =
+                Some(StateFilter::parse(&s).ok_or_else(|| {
+                    ApiError::invalid_param("state", format!("invalid state {s:?}"))
+                })?);
         }
         q.name = one("name");
         q.version = one("version");
@@ -113,10 +123,10 @@ impl ListQuery {
             };
             if q.provisionable && q.account.is_none() {
                 return Err(ApiError::new(
-                    "InvalidParameter",
+                    Code::InvalidParameter,
                     "provisionable=true needs an account",
                 )
-                .with_errors(vec![super::error::FieldError::missing("account")]));
+                .with_errors(vec![FieldError::missing("account")]));
             }
         }
         if let Some(s) = one("sort") {
@@ -166,106 +176,133 @@ fn published_ms(img: &Image) -> u64 {
         .unwrap_or(0)
 }
 
-impl Imgapi {
-    /// ListImages.
-    pub fn list(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {
-        // An image marker pins (published_at, uuid), so that paging also
-        // works through images with equal or missing dates; a date marker
-        // pins only the date. Either way the marker is inclusive.
-        let marker: Option<(u64, Option<Uuid>)> = match &q.marker {
-            None => None,
-            Some(m) => Some(match parse_uuid(m) {
-                Some(u) => self
-                    .load(&u)?
-                    .map(|i| (published_ms(&i), Some(u)))
-                    .ok_or_else(|| {
-                        ApiError::invalid_param("marker", format!("unknown marker image {m}"))
-                    })?,
-                None => (
-                    time::parse_iso8601(m).ok_or_else(|| {
-                        ApiError::invalid_param("marker", format!("invalid marker {m:?}"))
-                    })?,
-                    None,
-                ),
-            }),
+/// Where a page starts: an image marker pins (published_at, uuid), so that
+/// paging also works through images with equal or missing dates; a date
+/// marker pins only the date. Either way the marker is inclusive.
+#[derive(Clone, Copy)]
+struct Marker {
+    ms: u64,
+    uuid: Option<Uuid>,
+}
+
+impl Marker {
+    /// True when `img` is at or after the marker in the listing's order.
+    fn admits(&self, img: &Image, desc: bool) -> bool {
+        let ord = match self.uuid {
+            Some(u) => (published_ms(img), img.uuid).cmp(&(self.ms, u)),
+            None => published_ms(img).cmp(&self.ms),
         };
-        let state_ok = |img: &Image, state: Option<&str>| match state.unwrap_or("active") {
-            "all" => true,
-            "active" => img.state() == "active",
-            "disabled" => img.state() == "disabled",
-            "unactivated" => img.state() == "unactivated",
-            other => img.state() == other,
-        };
-        let other_filters = |img: &Image| {
-            text_match(&q.name, &img.name)
-                && text_match(&q.version, &img.version)
-                && q.os.as_ref().is_none_or(|o| *o == img.os)
-                && q.public.is_none_or(|p| p == img.public)
-                && match q.type_.as_deref() {
-                    None => true,
-                    Some(t) => match t.strip_prefix('!') {
-                        Some(not) => img.type_ != not,
-                        None => img.type_ == t,
-                    },
-                }
-                && q.tags.iter().all(|(k, v)| tag_match(img, k, v))
-                && q.billing_tags
-                    .iter()
-                    .all(|b| img.billing_tags.as_ref().is_some_and(|bt| bt.contains(b)))
-        };
-        let state = q.state.as_deref();
-        let trusted = match (&q.account, q.provisionable) {
-            (Some(a), true) => Some(self.settings(a)?.image_share_trusted_accounts),
-            _ => None,
-        };
-        let mut out: Vec<Image> = Vec::new();
-        for img in self.all()? {
-            let keep = match (&q.account, &q.owner) {
-                (None, owner) => {
-                    owner.is_none_or(|o| o == img.owner)
-                        && state_ok(&img, state)
-                        && other_filters(&img)
-                }
-                (Some(a), None) => {
-                    let own = img.owner == *a && state_ok(&img, state);
-                    let others_allowed = !matches!(state, Some("unactivated" | "disabled"));
-                    let public = others_allowed
-                        && q.public != Some(false)
-                        && img.public
-                        && img.activated
-                        && state_ok(&img, state);
-                    let shared = others_allowed
-                        && q.public != Some(true)
-                        && !img.public
-                        && img.activated
-                        && img.acl.contains(a)
-                        && state_ok(&img, state);
-                    (own || public || shared) && other_filters(&img)
-                }
-                (Some(a), Some(o)) if a == o => {
-                    img.owner == *a && state_ok(&img, state) && other_filters(&img)
-                }
-                (Some(a), Some(o)) => {
-                    let disabled_ok = match state {
-                        Some("disabled") => img.disabled,
-                        Some("active") | None => !img.disabled,
-                        _ => true,
-                    };
-                    img.owner == *o
-                        && img.activated
-                        && disabled_ok
-                        && (img.public || img.acl.contains(a))
-                        && other_filters(&img)
-                }
-            };
-            let allowed = match (&trusted, &q.account) {
-                (Some(t), Some(a)) => self.provisionable(&img, a, t),
-                _ => true,
-            };
-            if keep && allowed {
-                out.push(img);
+        if desc { ord.is_le() } else { ord.is_ge() }
+    }
+}
+
+impl ListQuery {
+    fn state_ok(&self, img: &Image) -> bool {
+        match self.state {
+            Some(StateFilter::All) => true,
+            Some(StateFilter::Is(s)) => img.state() == s,
+            None => img.state() == ImageState::Active,
+        }
+    }
+
+    /// name, version, os, public, type (`!x` excludes), tags, billing tags.
+    fn fields_match(&self, img: &Image) -> bool {
+        text_match(&self.name, &img.name)
+            && text_match(&self.version, &img.version)
+            && self.os.as_ref().is_none_or(|o| *o == img.os)
+            && self.public.is_none_or(|p| p == img.public)
+            && match self.type_.as_deref() {
+                None => true,
+                Some(t) => match t.strip_prefix('!') {
+                    Some(not) => img.type_ != not,
+                    None => img.type_ == t,
+                },
+            }
+            && self.tags.iter().all(|(k, v)| tag_match(img, k, v))
+            && self
+                .billing_tags
+                .iter()
+                .all(|b| img.billing_tags.as_ref().is_some_and(|bt| bt.contains(b)))
+    }
+
+    /// Account scoping (reference 2.2): the union of the caller's own
+    /// images, public ones and those shared with it, as the filters allow.
+    fn in_scope(&self, img: &Image) -> bool {
+        match (&self.account, &self.owner) {
+            (None, owner) => owner.is_none_or(|o| o == img.owner) && self.state_ok(img),
+            (Some(a), None) => {
+                let own = img.owner == *a && self.state_ok(img);
+                let others_allowed = !matches!(
+                    self.state,
+                    Some(StateFilter::Is(
+                        ImageState::Unactivated | ImageState::Disabled
+                    ))
+                );
+                let others = others_allowed && img.activated && self.state_ok(img);
+                let public = others && self.public != Some(false) && img.public;
+                let shared =
+                    others && self.public != Some(true) && !img.public && img.acl.contains(a);
+                own || public || shared
+            }
+            (Some(a), Some(o)) if a == o => img.owner == *a && self.state_ok(img),
+            (Some(a), Some(o)) => {
+                // The state filter is dropped here, apart from its disabled part.
+                let disabled_ok = match self.state {
+                    Some(StateFilter::Is(ImageState::Disabled)) => img.disabled,
+                    Some(StateFilter::Is(ImageState::Active)) | None => !img.disabled,
+                    _ => true,
+                };
+                img.owner == *o
+                    && img.activated
+                    && disabled_ok
+                    && (img.public || img.acl.contains(a))
             }
         }
+    }
+}
+
+impl Imgapi {
+    fn marker(&self, q: &ListQuery) -> ApiResult<Option<Marker>> {
+        let Some(m) = &q.marker else {
+            return Ok(None);
+        };
+        let marker = match parse_uuid(m) {
+            Some(u) => self
+                .load(&u)?
+                .map(|i| Marker {
+                    ms: published_ms(&i),
+                    uuid: Some(u),
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid_param("marker", format!("unknown marker image {m}"))
+                })?,
+            None => Marker {
+                ms: time::parse_iso8601(m).ok_or_else(|| {
+                    ApiError::invalid_param("marker", format!("invalid marker {m:?}"))
+                })?,
+                uuid: None,
+            },
+        };
+        Ok(Some(marker))
+    }
+
+    /// ListImages.
+    pub fn list(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {
+        let marker = self.marker(q)?;
+        let trusted = match (&q.account, q.provisionable) {
+            (Some(a), true) => Some((a, self.settings(a)?.image_share_trusted_accounts)),
+            _ => None,
+        };
+        let mut out: Vec<Image> = self
+            .all()?
+            .into_iter()
+            .filter(|img| q.in_scope(img) && q.fields_match(img))
+            .filter(|img| {
+                trusted
+                    .as_ref()
+                    .is_none_or(|(a, t)| self.provisionable(img, a, t))
+            })
+            .collect();
         out.sort_by(|a, b| {
             published_ms(a)
                 .cmp(&published_ms(b))
@@ -274,19 +311,8 @@ impl Imgapi {
         if q.sort_desc {
             out.reverse();
         }
-        if let Some((ms, uuid)) = marker {
-            out.retain(|i| {
-                let key = (published_ms(i), i.uuid);
-                let ord = match uuid {
-                    Some(u) => key.cmp(&(ms, u)),
-                    None => published_ms(i).cmp(&ms),
-                };
-                if q.sort_desc {
-                    ord.is_le()
-                } else {
-                    ord.is_ge()
-                }
-            });
+        if let Some(m) = marker {
+            out.retain(|i| m.admits(i, q.sort_desc));
         }
         out.truncate(q.limit.unwrap_or(MAX_LIMIT));
         Ok(out)

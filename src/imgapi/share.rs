@@ -1,6 +1,6 @@
 //! Sharing beyond the ACL (RFD 113 M2 and its security section): cloning a
-//! shared image and its origin chain into one's own account, where an image
-//! comes from and what it costs (lineage), and trusted sharers.
+//! shared image and its origin chain into one's own account, and trusted
+//! sharers.
 //!
 //! A clone is metadata only: every clone's file is one more reference to the
 //! same stored content, so a clone costs the same at 10 MiB as at 100 GiB.
@@ -8,17 +8,14 @@
 //! either every clone exists or none does.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::manifest::{Image, Provenance};
-use super::{ApiError, ApiResult, FieldError, Imgapi, file_id, load_in, save, time};
+use super::manifest::{Image, Provenance, ProvenanceKind};
+use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, Mode, Settings, file_id, time};
 
 /// Deepest origin chain a clone walks (as upstream's `MAX_ORIGIN_DEPTH`).
 pub const MAX_ORIGIN_DEPTH: usize = 100;
-
-/// Column family of per-account settings (key: the account's 16 bytes).
-pub const CF_SETTINGS: &str = "settings";
 
 /// An account's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,7 +28,7 @@ pub struct AccountSettings {
 impl Imgapi {
     /// The origins of `img` up to and including the first operator-owned
     /// one (the base), base-most first. Errors past [`MAX_ORIGIN_DEPTH`].
-    fn origin_chain(&self, img: &Image) -> ApiResult<(Vec<Image>, Option<Image>)> {
+    pub(super) fn origin_chain(&self, img: &Image) -> ApiResult<(Vec<Image>, Option<Image>)> {
         let mut chain: Vec<Image> = Vec::new();
         let mut next = img.origin;
         while let Some(o) = next {
@@ -58,14 +55,12 @@ impl Imgapi {
     /// CloneImage: clones `uuid` and its non-operator origin chain into
     /// `account`. Returns the final clone (the one for `uuid`).
     pub fn clone_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
-        if self.config().mode != "dc" {
-            return Err(ApiError::not_found(format!(
-                "/images/{uuid}/clone does not exist"
-            )));
+        if self.config().mode != Mode::Dc {
+            return Err(ApiError::no_such_path(&format!("/images/{uuid}/clone")));
         }
         let Some(account) = account else {
             return Err(
-                ApiError::new("InvalidParameter", "\"account\" is required to clone")
+                ApiError::new(Code::InvalidParameter, "\"account\" is required to clone")
                     .with_errors(vec![FieldError::missing("account")]),
             );
         };
@@ -81,7 +76,7 @@ impl Imgapi {
         }
         if !img.acl.contains(account) {
             return Err(ApiError::new(
-                "ImageNotShared",
+                Code::ImageNotShared,
                 format!("image {uuid} is not shared with account {account}"),
             ));
         }
@@ -96,7 +91,7 @@ impl Imgapi {
         }
         if img.files.len() != 1 {
             return Err(ApiError::new(
-                "NotImplemented",
+                Code::NotImplemented,
                 format!(
                     "cloning an image with {} files is not supported",
                     img.files.len()
@@ -110,7 +105,7 @@ impl Imgapi {
         for o in &origins {
             if o.owner != img.owner && !Imgapi::can_see(o, Some(account)) {
                 return Err(ApiError::new(
-                    "ImageNotShared",
+                    Code::ImageNotShared,
                     format!(
                         "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
                         o.uuid
@@ -123,13 +118,15 @@ impl Imgapi {
         let dc = self.config().datacenter_name.clone();
         let sources: Vec<Image> = origins.into_iter().chain(std::iter::once(img)).collect();
         let last = sources.len() - 1;
-        self.transact(|t| {
+        self.store().transaction(|t| {
             let mut parent = base.as_ref().map(|b| b.uuid);
             let mut made = None;
             for (i, src) in sources.iter().enumerate() {
                 // Re-read inside the transaction: a concurrent delete of the
                 // source must not leave a clone pointing at released content.
-                let src = load_in(t, &src.uuid)?.ok_or_else(ApiError::image_not_found)?;
+                let src = t
+                    .get::<Images>(&src.uuid)?
+                    .ok_or_else(ApiError::image_not_found)?;
                 let mut c = src.clone();
                 c.uuid = Uuid::new_v4();
                 c.owner = *account;
@@ -141,7 +138,7 @@ impl Imgapi {
                 c.public = false;
                 c.disabled = if i == last { src.disabled } else { true };
                 c.provenance = Some(Provenance {
-                    how: "clone".into(),
+                    how: ProvenanceKind::Clone,
                     source_uuid: src.uuid,
                     source_owner: src.owner,
                     datacenter: dc.clone(),
@@ -153,7 +150,7 @@ impl Imgapi {
                 if let Some(icon) = &c.icon {
                     t.link(&file_id(&icon.file_id)?)?;
                 }
-                save(t, &c)?;
+                t.put::<Images>(&c.uuid, &c)?;
                 parent = Some(c.uuid);
                 made = Some(c);
             }
@@ -161,108 +158,9 @@ impl Imgapi {
         })
     }
 
-    /// Where an image comes from, what derives from it (as far as `account`
-    /// may see), and what it costs in stored bytes.
-    pub fn lineage(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
-        let img = self.get_visible(uuid, account)?;
-        let brief = |i: &Image| json!({"uuid": i.uuid, "name": i.name, "version": i.version, "owner": i.owner, "state": i.state()});
-        // The full chain up to the root, base-most first.
-        let mut chain = Vec::new();
-        let mut next = img.origin;
-        while let Some(o) = next {
-            if chain.len() > MAX_ORIGIN_DEPTH {
-                break;
-            }
-            match self.load(&o)? {
-                Some(origin) => {
-                    next = origin.origin;
-                    chain.push(if Imgapi::can_see(&origin, account) {
-                        brief(&origin)
-                    } else {
-                        json!({"uuid": origin.uuid})
-                    });
-                }
-                None => {
-                    chain.push(json!({"uuid": o, "missing": true}));
-                    break;
-                }
-            }
-        }
-        chain.reverse();
-        // Everything derived from it: incremental children (transitively)
-        // and clones made from it, that the caller may see.
-        let all = self.all()?;
-        let mut derived = Vec::new();
-        let mut frontier = vec![img.uuid];
-        let mut seen = std::collections::HashSet::new();
-        while let Some(u) = frontier.pop() {
-            for i in &all {
-                let child = i.origin == Some(u);
-                let cloned = i.provenance.as_ref().is_some_and(|p| p.source_uuid == u);
-                if (child || cloned) && seen.insert(i.uuid) {
-                    frontier.push(i.uuid);
-                    if Imgapi::can_see(i, account) {
-                        let mut b = brief(i);
-                        if let Some(o) = b.as_object_mut() {
-                            o.insert("from".into(), json!(u));
-                            o.insert(
-                                "relation".into(),
-                                json!(if child { "incremental" } else { "clone" }),
-                            );
-                        }
-                        derived.push(b);
-                    }
-                }
-            }
-        }
-        let source = img.provenance.as_ref().map(|p| {
-            json!({
-                "how": p.how,
-                "uuid": p.source_uuid,
-                "owner": p.source_owner,
-                "datacenter": p.datacenter,
-                "at": time::iso8601(p.at_ms),
-            })
-        });
-        let mut usage =
-            json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0});
-        if let Some(f) = img.files.first() {
-            let u = self.store().file_usage(&file_id(&f.file_id)?)?;
-            let stored = u.unique_stored_bytes + u.shared_stored_bytes;
-            // A file linked by several images (clones) shares all its bytes.
-            let (unique, shared) = if u.refs > 1 {
-                (0, stored)
-            } else {
-                (u.unique_stored_bytes, u.shared_stored_bytes)
-            };
-            usage = json!({
-                "logical_bytes": u.size,
-                "stored_bytes": stored,
-                "unique_bytes": unique,
-                "shared_bytes": shared,
-                "file_references": u.refs,
-            });
-        }
-        Ok(json!({
-            "uuid": img.uuid,
-            "origin_chain": chain,
-            "derived": derived,
-            "source": source,
-            "usage": usage,
-        }))
-    }
-
     /// An account's settings (defaults when never set).
     pub fn settings(&self, account: &Uuid) -> ApiResult<AccountSettings> {
-        match self
-            .store()
-            .index()
-            .get_cf(CF_SETTINGS, account.as_bytes())?
-        {
-            None => Ok(AccountSettings::default()),
-            Some(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| ApiError::internal(format!("undecodable settings: {e}"))),
-        }
+        Ok(self.store().get::<Settings>(account)?.unwrap_or_default())
     }
 
     /// Replaces the settings given in `body`; only the account itself or an
@@ -275,7 +173,7 @@ impl Imgapi {
     ) -> ApiResult<AccountSettings> {
         if caller.is_some_and(|c| c != target) {
             return Err(ApiError::new(
-                "UnauthorizedError",
+                Code::UnauthorizedError,
                 format!("account settings of {target} can only be changed by that account"),
             ));
         }
@@ -317,11 +215,8 @@ impl Imgapi {
                 }
             }
         }
-        let raw = serde_json::to_vec(&s).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.transact(|t| {
-            t.put_cf(CF_SETTINGS, target.as_bytes(), &raw)?;
-            Ok(())
-        })?;
+        self.store()
+            .transaction(|t| t.put::<Settings>(target, &s))?;
         Ok(s)
     }
 

@@ -12,8 +12,9 @@
 //! | `segments` | segment id (u64 BE) | [`SegmentEntry`] |
 //! | `partials` | transfer id (16) + chunk id (32) | empty: the transfer holds one reference on the chunk |
 //!
-//! The layers above open their own column families through [`Index::open`]
-//! and read and write them with [`Index::get_cf`] and [`Batch::put_cf`].
+//! The layers above never see this module: they keep their records in typed
+//! tables (`store::Table`) that the store maps onto column families of
+//! their own, opened here by name.
 
 use std::path::Path;
 
@@ -96,14 +97,15 @@ pub struct Index {
 }
 
 fn db_err(e: rocksdb::Error) -> Error {
-    Error::Index(e.into_string())
+    Error::Index(Box::new(e))
 }
 
-fn bad(what: &str, key: &[u8]) -> Error {
-    Error::Inconsistent(format!(
-        "undecodable {what} value under key {}",
-        hex::encode(key)
-    ))
+fn bad(table: &'static str, key: &[u8]) -> Error {
+    Error::BadRecord {
+        table,
+        key: hex::encode(key),
+        detail: "wrong length or version".into(),
+    }
 }
 
 struct Cursor<'a> {
@@ -363,7 +365,7 @@ impl Index {
     fn cf(&self, name: &str) -> Result<std::sync::Arc<BoundColumnFamily<'_>>> {
         self.db
             .cf_handle(name)
-            .ok_or_else(|| Error::Index(format!("column family {name} is not open")))
+            .ok_or_else(|| Error::Index(format!("column family {name} is not open").into()))
     }
 
     pub fn batch(&self) -> Batch<'_> {
@@ -384,20 +386,38 @@ impl Index {
 
     /// Every (key, value) of a column family whose key starts with `prefix`.
     pub fn scan_cf(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let handle = self.cf(cf)?;
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            &handle,
-            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item.map_err(db_err)?;
+        self.for_each_cf(cf, prefix, prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each (key, value) of a column family whose key starts
+    /// with `prefix`, in key order from `from` (at or after the prefix),
+    /// until `f` breaks.
+    pub fn for_each_cf(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<std::ops::ControlFlow<()>>,
+    ) -> Result<()> {
+        let handle = self.cf(cf)?;
+        let start = if from > prefix { from } else { prefix };
+        let mut it = self.db.raw_iterator_cf(&handle);
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k.to_vec(), v.to_vec()));
+            if f(k, v)?.is_break() {
+                return Ok(());
+            }
+            it.next();
         }
-        Ok(out)
+        it.status().map_err(db_err)
     }
 
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkEntry>> {

@@ -14,21 +14,20 @@
 //! from `sync`, never a false acknowledgement.
 
 pub mod io;
+mod read;
+mod recover;
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use memmap2::Mmap;
-
 use crate::error::{Error, Result};
-use crate::format::{
-    self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, ScanEnd, SegmentHeader, decode_segment_header,
-    encode_segment_header,
-};
+use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, encode_segment_header};
 use crate::id::SegmentId;
 use io::{SegmentFile, SegmentIo};
+use read::Readers;
+pub use read::RecordBytes;
+pub use recover::TailReport;
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,86 +123,6 @@ pub struct SegmentSet {
     readers: RwLock<Readers>,
 }
 
-#[derive(Default)]
-struct Readers {
-    map: HashMap<SegmentId, Arc<Reader>>,
-    /// Segments removed by GC: a reader that mapped one just before its
-    /// removal must not cache the mapping (it would pin the deleted file).
-    removed: std::collections::HashSet<SegmentId>,
-}
-
-enum Reader {
-    Mapped(Mmap),
-    /// The active segment grows, so it is read with `pread`.
-    Open(Arc<dyn SegmentFile>),
-}
-
-/// The bytes of one record, borrowed from a mapping or read into memory.
-pub struct RecordBytes(Bytes);
-
-enum Bytes {
-    Mapped(Arc<Reader>, usize, usize),
-    Owned(Vec<u8>),
-}
-
-impl Drop for RecordBytes {
-    /// Releases the pages of a mapped record from this process's resident
-    /// set once it has been read, so that streaming a large file keeps the
-    /// daemon's RSS flat (the kernel's page cache keeps them warm).
-    fn drop(&mut self) {
-        if let Bytes::Mapped(r, start, end) = &self.0
-            && let Reader::Mapped(m) = &**r
-        {
-            // A page fault maps more than the faulting page: the fault-around
-            // window, and with large page-cache folios the whole folio (up to
-            // 2 MiB). Releasing only the record's own pages left two thirds
-            // of a streamed segment resident (measured); releasing the
-            // 2 MiB-aligned window around it keeps the RSS flat.
-            const WINDOW: usize = 2 << 20;
-            let lo = start & !(WINDOW - 1);
-            let hi = (end.div_ceil(WINDOW) * WINDOW).min(m.len());
-            // SAFETY: the mapping is read-only and backed by an immutable
-            // sealed segment; dropping its pages only makes the next access
-            // fault them in again from the file, with the same contents.
-            let _ = unsafe {
-                m.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    lo,
-                    hi.saturating_sub(lo),
-                )
-            };
-        }
-    }
-}
-
-impl std::ops::Deref for RecordBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Bytes::Mapped(r, start, end) => match &**r {
-                Reader::Mapped(m) => m.get(*start..*end).unwrap_or_default(),
-                Reader::Open(_) => &[],
-            },
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
-/// What opening found in the last segment.
-#[derive(Debug, Clone)]
-pub struct TailReport {
-    pub segment: SegmentId,
-    /// Length of the valid prefix (header plus whole records).
-    pub valid_len: u64,
-    /// File length before any truncation.
-    pub file_len: u64,
-    /// The first invalid record, if any.
-    pub invalid: Option<(u64, String)>,
-    /// True when the invalid record lies within indexed data: the segment
-    /// was left as it is (no truncation) and sealed.
-    pub damaged: bool,
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock must not wedge the store; the state under
     // these locks is kept consistent at every await-free step.
@@ -211,143 +130,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SegmentSet {
-    /// Opens the segment directory. `indexed_end(segment)` tells how far the
-    /// index references the segment: a bad record before that point is
-    /// corruption of acknowledged data (an error), after it a torn tail
-    /// (truncated).
-    pub fn open(
-        dir: &Path,
-        io: Box<dyn SegmentIo>,
-        store_id: [u8; 16],
-        max_segment_bytes: u64,
-        indexed_end: impl Fn(SegmentId) -> Result<u64>,
-    ) -> Result<(Self, Option<TailReport>)> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let ids = list_segments(dir)?;
-        let mut report = None;
-        let mut active = None;
-        let mut next_id = 1;
-        for &id in &ids {
-            let path = segment_path(dir, id);
-            let is_last = Some(&id) == ids.last();
-            let file: Arc<dyn SegmentFile> = Arc::from(
-                io.open(&path)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-            );
-            let len = file
-                .file()
-                .metadata()
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-                .len();
-            let mut head = [0u8; SEGMENT_HEADER_LEN];
-            let head_ok =
-                len >= SEGMENT_HEADER_LEN as u64 && file.file().read_exact_at(&mut head, 0).is_ok();
-            let header = if head_ok {
-                decode_segment_header(&head).ok()
-            } else {
-                None
-            };
-            match header {
-                Some(h) if h.segment_id == id.0 && h.store_id == store_id => {}
-                Some(h) if h.store_id != store_id => {
-                    return Err(Error::corrupt(
-                        id,
-                        0,
-                        format!(
-                            "segment belongs to store {}, not this one ({})",
-                            hex::encode(h.store_id),
-                            hex::encode(store_id)
-                        ),
-                    ));
-                }
-                _ => {
-                    // A header torn while the segment was being created is
-                    // harmless when nothing was ever indexed in it.
-                    if is_last && indexed_end(id)? == 0 {
-                        io.remove(&path)
-                            .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-                        io.sync_dir(dir)
-                            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-                        report = Some(TailReport {
-                            segment: id,
-                            valid_len: 0,
-                            file_len: len,
-                            invalid: Some((0, "torn segment header; file removed".into())),
-                            damaged: false,
-                        });
-                        next_id = id.0 + 1;
-                        continue;
-                    }
-                    return Err(Error::corrupt(id, 0, "invalid segment header"));
-                }
-            }
-            next_id = id.0 + 1;
-            if !is_last {
-                continue;
-            }
-            // Scan the last segment and cut a torn tail.
-            let map = map_file(file.file(), id)?;
-            let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
-            let end = format::scan_records(body, |_, _| {});
-            let mut tail = TailReport {
-                segment: id,
-                valid_len: len,
-                file_len: len,
-                invalid: None,
-                damaged: false,
-            };
-            if let ScanEnd::Invalid { offset, error } = end {
-                let at = SEGMENT_HEADER_LEN as u64 + offset;
-                let needed = indexed_end(id)?;
-                if at < needed {
-                    // Acknowledged data is damaged: keep every byte, write
-                    // no more to this segment, and report it. Reads of the
-                    // damaged chunks fail with the location; verify lists them.
-                    tail.valid_len = at;
-                    tail.damaged = true;
-                    tail.invalid = Some((
-                        at,
-                        format!(
-                            "{error}; the index references this segment up to offset {needed}, so this is damage, not a torn tail: nothing was truncated"
-                        ),
-                    ));
-                } else {
-                    file.set_len(at).and_then(|()| file.sync()).map_err(|e| {
-                        Error::io(format!("truncating torn tail of segment {id}"), e)
-                    })?;
-                    tail.valid_len = at;
-                    tail.invalid = Some((at, error.to_string()));
-                }
-            }
-            report = Some(tail.clone());
-            if !tail.damaged && tail.valid_len < max_segment_bytes {
-                active = Some(Active {
-                    id,
-                    file,
-                    flushed: tail.valid_len,
-                    sync_state: SyncState::new(tail.valid_len),
-                    buf: Vec::with_capacity(WRITE_BUFFER),
-                });
-            }
-        }
-        let set = SegmentSet {
-            dir: dir.to_path_buf(),
-            io,
-            store_id,
-            max_segment_bytes,
-            writer: Mutex::new(Writer {
-                active,
-                next_id,
-                generation: 0,
-                broken: None,
-                pins: HashMap::new(),
-            }),
-            readers: RwLock::new(Readers::default()),
-        };
-        Ok((set, report))
-    }
-
     /// Starts a write session.
     pub fn session(&self) -> WriteSession<'_> {
         WriteSession {
@@ -365,14 +147,6 @@ impl SegmentSet {
     /// The active segment, if any.
     pub fn active_id(&self) -> Option<SegmentId> {
         lock(&self.writer).active.as_ref().map(|a| a.id)
-    }
-
-    /// True when compaction may rewrite `id`: it is sealed and no write
-    /// session holds uncommitted records in it. Once true it stays true.
-    pub fn is_settled(&self, id: SegmentId) -> bool {
-        let w = lock(&self.writer);
-        let active = w.active.as_ref().map(|a| a.id);
-        id.0 < w.next_id && active != Some(id) && !w.pins.contains_key(&id)
     }
 
     /// True when no write session holds uncommitted records in `id`.
@@ -400,105 +174,6 @@ impl SegmentSet {
         std::fs::metadata(&path)
             .map(|m| m.len())
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))
-    }
-
-    /// The bytes of the record at `loc` (not yet checked).
-    pub fn read(&self, loc: Location) -> Result<RecordBytes> {
-        let reader = self.reader(loc.segment)?;
-        let start = loc.offset as usize;
-        let end = start + loc.len as usize;
-        match &*reader {
-            Reader::Mapped(m) => {
-                if end > m.len() {
-                    return Err(Error::corrupt(
-                        loc.segment,
-                        loc.offset,
-                        format!(
-                            "record of {} bytes runs past the end of the segment ({} bytes)",
-                            loc.len,
-                            m.len()
-                        ),
-                    ));
-                }
-                Ok(RecordBytes(Bytes::Mapped(reader, start, end)))
-            }
-            Reader::Open(f) => {
-                let mut buf = vec![0u8; loc.len as usize];
-                f.file().read_exact_at(&mut buf, loc.offset).map_err(|e| {
-                    Error::corrupt(
-                        loc.segment,
-                        loc.offset,
-                        format!("reading a record of {} bytes: {e}", loc.len),
-                    )
-                })?;
-                Ok(RecordBytes(Bytes::Owned(buf)))
-            }
-        }
-    }
-
-    /// The whole segment mapped, for scans (verify, compaction).
-    pub fn map(&self, id: SegmentId) -> Result<Arc<Mmap>> {
-        let path = segment_path(&self.dir, id);
-        let f = std::fs::File::open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        Ok(Arc::new(map_file(&f, id)?))
-    }
-
-    fn reader(&self, id: SegmentId) -> Result<Arc<Reader>> {
-        if let Some(r) = self
-            .readers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .get(&id)
-        {
-            return Ok(Arc::clone(r));
-        }
-        let active = {
-            let w = lock(&self.writer);
-            w.active
-                .as_ref()
-                .filter(|a| a.id == id)
-                .map(|a| Arc::clone(&a.file))
-        };
-        let reader = match active {
-            Some(file) => Arc::new(Reader::Open(file)),
-            None => {
-                let path = segment_path(&self.dir, id);
-                let f = std::fs::File::open(&path).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::Inconsistent(format!("segment file {} is missing", path.display()))
-                    } else {
-                        Error::io(format!("opening {}", path.display()), e)
-                    }
-                })?;
-                let r = Arc::new(Reader::Mapped(map_file(&f, id)?));
-                let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
-                if !readers.removed.contains(&id) {
-                    readers.map.insert(id, Arc::clone(&r));
-                }
-                r
-            }
-        };
-        Ok(reader)
-    }
-
-    /// Removes a segment file that nothing references any more.
-    pub fn remove(&self, id: SegmentId) -> Result<()> {
-        {
-            let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
-            readers.map.remove(&id);
-            readers.removed.insert(id);
-        }
-        let path = segment_path(&self.dir, id);
-        match self.io.remove(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-        }
-        self.io
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
     }
 
     /// Flushes and fsyncs the active segment (used on close).
@@ -573,11 +248,7 @@ impl SegmentSet {
             });
             match res {
                 Ok(()) => {
-                    self.readers
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .map
-                        .remove(&a.id);
+                    self.forget_reader(a.id);
                 }
                 Err(e) => {
                     let msg = format!("sealing segment {}: {e}", a.id);
@@ -602,11 +273,7 @@ impl SegmentSet {
         st.cut_at = Some(synced);
         let cut = a.file.set_len(synced).and_then(|()| a.file.sync());
         drop(st);
-        self.readers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .remove(&a.id);
+        self.forget_reader(a.id);
         if let Err(e) = cut {
             w.broken = Some(Broken {
                 why: format!("{why}; cutting segment {} back failed: {e}", a.id),
@@ -624,11 +291,7 @@ impl SegmentSet {
         };
         match b.file.set_len(b.durable_len).and_then(|()| b.file.sync()) {
             Ok(()) => {
-                self.readers
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map
-                    .remove(&b.id);
+                self.forget_reader(b.id);
                 w.broken = None;
                 Ok(())
             }
@@ -785,13 +448,6 @@ impl Drop for WriteSession<'_> {
     }
 }
 
-fn map_file(f: &std::fs::File, id: SegmentId) -> Result<Mmap> {
-    // SAFETY: segment files are only ever appended to by this process (the
-    // data directory is locked) and sealed segments are never modified; a
-    // mapping stays valid after the file is removed.
-    unsafe { Mmap::map(f) }.map_err(|e| Error::io(format!("mapping segment {id}"), e))
-}
-
 pub(crate) fn segment_path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{id}.seg"))
 }
@@ -815,5 +471,36 @@ fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
     Ok(ids)
 }
 
-/// Record header length, re-exported for the layers above.
-pub const HEADER_LEN: usize = RECORD_HEADER_LEN;
+#[cfg(test)]
+mod tests {
+    use super::io::{EIO, FaultyIo};
+    use super::*;
+
+    #[test]
+    fn an_fsync_error_is_never_absorbed_by_a_later_fsync_of_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultyIo::new();
+        let (set, _) = SegmentSet::open(
+            dir.path(),
+            Box::new(faults.clone()),
+            [1; 16],
+            1 << 20,
+            |_| Ok(0),
+        )
+        .unwrap();
+        let mut a = set.session();
+        let mut b = set.session();
+        a.append(b"header-a", b"payload-a").unwrap();
+        b.append(b"header-b", b"payload-b").unwrap();
+        faults.fail_syncs_after(0, EIO);
+        assert!(a.sync().is_err());
+        // The disk "recovers": an fsync would now succeed, but what the failed
+        // one dropped is unknown, so b's records must not be acknowledged.
+        faults.heal();
+        assert!(b.sync().is_err());
+        // New writes go to a fresh segment and are durable again.
+        let mut c = set.session();
+        c.append(b"header-c", b"payload-c").unwrap();
+        c.sync().unwrap();
+    }
+}

@@ -16,7 +16,7 @@ use super::{SegmentDeltas, Store};
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
 use crate::id::{ChunkId, SegmentId};
-use crate::segment::{Location, lock};
+use crate::segment::{Location, WriteSession, lock};
 
 /// Default garbage ratio at which a segment is rewritten.
 pub const DEFAULT_THRESHOLD: f64 = 0.3;
@@ -154,61 +154,87 @@ impl Store {
                 format!("{error}; segment left as it is, run `imgstore store verify`"),
             ));
         }
-        let here = |f: &Found| Location {
-            segment: seg,
-            offset: f.offset,
-            len: f.len,
+        let records = Records {
+            seg,
+            map: &map[..],
+            found,
         };
-        let record_bytes = |f: &Found| {
-            map.get(f.offset as usize..(f.offset + u64::from(f.len)) as usize)
-                .unwrap_or_default()
-        };
-
-        // Copy, without locks, every record the index points at that is live
-        // or pinned now. Records that die before the flip are dropped there.
         let mut session = inner.segments.session();
-        let mut copies: Vec<(usize, Location)> = Vec::new();
-        for (i, f) in found.iter().enumerate() {
+        let copies = self.copy_live(&records, &mut session)?;
+        let (copied_here, copied_bytes) = self.flip(&records, copies, &mut session, report)?;
+        drop(session);
+
+        inner.segments.remove(seg)?;
+        report.records_copied += copied_here;
+        report.bytes_copied += copied_bytes;
+        if copied_here == 0 {
+            report.segments_deleted += 1;
+        } else {
+            report.segments_rewritten += 1;
+        }
+        report.bytes_freed += freed.saturating_sub(copied_bytes);
+        Ok(())
+    }
+
+    /// Copies, without locks, every record the index points at that is
+    /// live or pinned now. Records that die before the flip are dropped
+    /// there. Returns (record number, new place) of each copy.
+    fn copy_live(
+        &self,
+        records: &Records<'_>,
+        session: &mut WriteSession<'_>,
+    ) -> Result<Vec<(usize, Location)>> {
+        let inner = &*self.inner;
+        let mut copies = Vec::new();
+        for (i, f) in records.found.iter().enumerate() {
             let Some(e) = inner.index.chunk(&f.id)? else {
                 continue;
             };
-            if e.location != here(f) {
+            if e.location != records.here(f) {
                 continue;
             }
             let pinned = lock(&inner.pins).contains_key(&f.id);
             if e.refcount == 0 && !pinned {
                 continue;
             }
-            let rec = record_bytes(f);
-            let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-            let new = session.append(hdr, payload)?;
-            copies.push((i, new));
+            let (hdr, payload) = records.split(f);
+            copies.push((i, session.append(hdr, payload)?));
         }
         session.sync()?;
+        Ok(copies)
+    }
 
-        // Flip under the commit lock; the pin lock is held through the batch
-        // so no put can pin a chunk this batch deletes.
+    /// Points the index at the copies (and drops dead chunks) in one batch
+    /// under the commit lock; the pin lock is held through the batch so no
+    /// put can pin a chunk this batch deletes. Returns records and bytes
+    /// copied.
+    fn flip(
+        &self,
+        records: &Records<'_>,
+        copies: Vec<(usize, Location)>,
+        session: &mut WriteSession<'_>,
+        report: &mut GcReport,
+    ) -> Result<(u64, u64)> {
+        let inner = &*self.inner;
         let _c = lock(&inner.commit);
         let pins = lock(&inner.pins);
         let mut b = inner.index.batch();
         let mut segs = SegmentDeltas::default();
-        let mut copied = vec![None; found.len()];
-        let mut copied_here = 0u64;
-        let mut copied_bytes = 0u64;
+        let mut copied = vec![None; records.found.len()];
         for (i, loc) in copies {
             if let Some(slot) = copied.get_mut(i) {
                 *slot = Some(loc);
             }
         }
-        for (i, f) in found.iter().enumerate() {
+        let (mut copied_here, mut copied_bytes) = (0u64, 0u64);
+        for (i, f) in records.found.iter().enumerate() {
             let Some(mut e) = inner.index.chunk(&f.id)? else {
                 continue;
             };
-            if e.location != here(f) {
+            if e.location != records.here(f) {
                 continue;
             }
-            let keep = e.refcount > 0 || pins.contains_key(&f.id);
-            if !keep {
+            if e.refcount == 0 && !pins.contains_key(&f.id) {
                 b.delete_chunk(&f.id)?;
                 report.chunks_dropped += 1;
                 continue;
@@ -217,8 +243,7 @@ impl Store {
                 Some(loc) => loc,
                 None => {
                     // Revived (by a put) after the copy pass: copy it now.
-                    let rec = record_bytes(f);
-                    let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+                    let (hdr, payload) = records.split(f);
                     let loc = session.append(hdr, payload)?;
                     session.sync()?;
                     loc
@@ -233,23 +258,36 @@ impl Store {
             copied_here += 1;
             copied_bytes += u64::from(new.len);
         }
-        segs.entries.remove(&seg);
+        segs.entries.remove(&records.seg);
         segs.write(&mut b)?;
-        b.delete_segment(seg)?;
+        b.delete_segment(records.seg)?;
         b.commit()?;
-        drop(pins);
-        drop(_c);
-        drop(session);
+        Ok((copied_here, copied_bytes))
+    }
+}
 
-        inner.segments.remove(seg)?;
-        report.records_copied += copied_here;
-        report.bytes_copied += copied_bytes;
-        if copied_here == 0 {
-            report.segments_deleted += 1;
-        } else {
-            report.segments_rewritten += 1;
+/// The records of a segment being compacted.
+struct Records<'a> {
+    seg: SegmentId,
+    map: &'a [u8],
+    found: Vec<Found>,
+}
+
+impl Records<'_> {
+    fn here(&self, f: &Found) -> Location {
+        Location {
+            segment: self.seg,
+            offset: f.offset,
+            len: f.len,
         }
-        report.bytes_freed += freed.saturating_sub(copied_bytes);
-        Ok(())
+    }
+
+    /// A record's header and payload, as stored.
+    fn split(&self, f: &Found) -> (&[u8], &[u8]) {
+        let rec = self
+            .map
+            .get(f.offset as usize..(f.offset + u64::from(f.len)) as usize)
+            .unwrap_or_default();
+        rec.split_at(rec.len().min(format::RECORD_HEADER_LEN))
     }
 }

@@ -22,6 +22,7 @@ pub mod gc;
 mod put;
 mod read;
 mod stats;
+mod table;
 mod txn;
 mod verify;
 
@@ -36,14 +37,17 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::{CHUNKER_VERSION, ChunkerParams};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId, SegmentId};
-use crate::index::{ChunkRef, FileRecord, Index, SegmentEntry};
+use crate::index::{Index, SegmentEntry};
 use crate::segment::io::{FsIo, SegmentIo};
-use crate::segment::{SegmentSet, TailReport, lock};
+use crate::segment::{SegmentSet, lock};
 
+pub use crate::index::{ChunkRef, FileRecord, PartialId};
+pub use crate::segment::{Location, RecordBytes, TailReport};
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentPlan};
 pub use put::{PutResult, StagedPut};
 pub use read::FileReader;
 pub use stats::{FileUsage, StoreStats};
+pub use table::{Table, json_decode, json_encode};
 pub use txn::Txn;
 pub use verify::{Problem, VerifyReport};
 
@@ -64,8 +68,8 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Create the store when the directory is missing or empty.
     pub create: bool,
-    /// Column families for the layers above the engine.
-    pub extra_column_families: Vec<&'static str>,
+    /// The tables of the layers above the engine (their [`Table::NAME`]s).
+    pub tables: Vec<&'static str>,
     /// The segment I/O seam (tests inject faults here).
     pub io: Box<dyn SegmentIo>,
 }
@@ -77,7 +81,7 @@ impl Default for StoreOptions {
             zstd_level: 1,
             segment_bytes: 256 << 20,
             create: true,
-            extra_column_families: Vec::new(),
+            tables: Vec::new(),
             io: Box::new(FsIo),
         }
     }
@@ -142,31 +146,7 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         opts.chunker.validate()?;
         let marker_path = dir.join(MARKER);
-        let exists = dir.exists();
-        if exists && !dir.is_dir() {
-            return Err(Error::NotAStore {
-                path: dir,
-                reason: "not a directory".into(),
-            });
-        }
-        let empty = !exists
-            || std::fs::read_dir(&dir)
-                .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
-                .next()
-                .is_none();
-        if !marker_path.exists() && !empty {
-            return Err(Error::NotAStore {
-                path: dir,
-                reason: format!("it is not empty and has no {MARKER} file"),
-            });
-        }
-        if empty && !opts.create {
-            return Err(Error::NotAStore {
-                path: dir,
-                reason: "it does not exist or is empty (create it with `imgstore store put`)"
-                    .into(),
-            });
-        }
+        check_dir(&dir, &marker_path, opts.create)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let lock_file = take_lock(&dir)?;
@@ -189,51 +169,8 @@ impl Store {
             reason: format!("{MARKER} holds a malformed store id"),
         })?;
 
-        let index = Index::open(&dir.join("index"), &opts.extra_column_families)?;
-        let params = match index.get_meta(META_PARAMS)? {
-            Some(raw) => {
-                let p: StoreParams = serde_json::from_slice(&raw).map_err(|e| {
-                    Error::Inconsistent(format!("undecodable store parameters: {e}"))
-                })?;
-                if p.store_id != marker.store_id {
-                    return Err(Error::Inconsistent(format!(
-                        "index belongs to store {}, the directory to {}",
-                        p.store_id, marker.store_id
-                    )));
-                }
-                if p.format_version != STORE_FORMAT_VERSION {
-                    return Err(Error::UnsupportedVersion {
-                        what: "index".into(),
-                        found: p.format_version,
-                        supported: STORE_FORMAT_VERSION,
-                    });
-                }
-                if p.chunker_version != CHUNKER_VERSION {
-                    return Err(Error::UnsupportedVersion {
-                        what: "chunker".into(),
-                        found: p.chunker_version,
-                        supported: CHUNKER_VERSION,
-                    });
-                }
-                p
-            }
-            None => {
-                let p = StoreParams {
-                    format_version: STORE_FORMAT_VERSION,
-                    store_id: marker.store_id.clone(),
-                    chunker_version: CHUNKER_VERSION,
-                    chunk_min: opts.chunker.min,
-                    chunk_avg: opts.chunker.avg,
-                    chunk_max: opts.chunker.max,
-                };
-                let mut b = index.batch();
-                let raw = serde_json::to_vec(&p)
-                    .map_err(|e| Error::Inconsistent(format!("encoding parameters: {e}")))?;
-                b.put_meta(META_PARAMS, &raw)?;
-                b.commit()?;
-                p
-            }
-        };
+        let index = Index::open(&dir.join("index"), &opts.tables)?;
+        let params = load_params(&index, &marker, &opts.chunker)?;
         let chunker = params.chunker();
         chunker.validate()?;
 
@@ -274,11 +211,6 @@ impl Store {
     /// reported here after it was cut).
     pub fn recovery_report(&self) -> Option<&TailReport> {
         self.inner.tail.as_ref()
-    }
-
-    /// The RocksDB index, for the layers above (their own column families).
-    pub fn index(&self) -> &Index {
-        &self.inner.index
     }
 
     /// The stored record of a file.
@@ -374,6 +306,83 @@ impl Drop for PinGuard<'_> {
     }
 }
 
+/// Refuses a path that is not a data directory (or, without `create`,
+/// one that does not exist yet).
+fn check_dir(dir: &Path, marker_path: &Path, create: bool) -> Result<()> {
+    let exists = dir.exists();
+    if exists && !dir.is_dir() {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "not a directory".into(),
+        });
+    }
+    let empty = !exists
+        || std::fs::read_dir(dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+            .next()
+            .is_none();
+    if !marker_path.exists() && !empty {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: format!("it is not empty and has no {MARKER} file"),
+        });
+    }
+    if empty && !create {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "it does not exist or is empty (create it with `imgstore store put`)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The parameters fixed at creation: read and checked, or written now for
+/// a new store.
+fn load_params(index: &Index, marker: &Marker, chunker: &ChunkerParams) -> Result<StoreParams> {
+    if let Some(raw) = index.get_meta(META_PARAMS)? {
+        let p: StoreParams = serde_json::from_slice(&raw).map_err(|e| Error::BadRecord {
+            table: "meta",
+            key: META_PARAMS.into(),
+            detail: e.to_string(),
+        })?;
+        if p.store_id != marker.store_id {
+            return Err(Error::Inconsistent(format!(
+                "index belongs to store {}, the directory to {}",
+                p.store_id, marker.store_id
+            )));
+        }
+        if p.format_version != STORE_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "index".into(),
+                found: p.format_version,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        if p.chunker_version != CHUNKER_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "chunker".into(),
+                found: p.chunker_version,
+                supported: CHUNKER_VERSION,
+            });
+        }
+        return Ok(p);
+    }
+    let p = StoreParams {
+        format_version: STORE_FORMAT_VERSION,
+        store_id: marker.store_id.clone(),
+        chunker_version: CHUNKER_VERSION,
+        chunk_min: chunker.min,
+        chunk_avg: chunker.avg,
+        chunk_max: chunker.max,
+    };
+    let mut b = index.batch();
+    let raw =
+        serde_json::to_vec(&p).map_err(|e| Error::Internal(format!("encoding parameters: {e}")))?;
+    b.put_meta(META_PARAMS, &raw)?;
+    b.commit()?;
+    Ok(p)
+}
+
 fn take_lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
     let mut f = OpenOptions::new()
@@ -425,7 +434,7 @@ fn write_marker(dir: &Path, path: &Path) -> Result<Marker> {
         store_id: hex::encode(id.as_bytes().get(..16).unwrap_or_default()),
     };
     let body = serde_json::to_vec_pretty(&marker)
-        .map_err(|e| Error::Inconsistent(format!("encoding marker: {e}")))?;
+        .map_err(|e| Error::Internal(format!("encoding marker: {e}")))?;
     let tmp = dir.join(format!("{MARKER}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;

@@ -101,10 +101,10 @@ impl Store {
             let read_res = read_blocks(input, block_tx);
             let hash_res = hasher
                 .join()
-                .unwrap_or_else(|_| Err(Error::Inconsistent("hasher thread panicked".into())));
+                .unwrap_or_else(|_| Err(Error::Internal("hasher thread panicked".into())));
             let write_res = writer
                 .join()
-                .unwrap_or_else(|_| Err(Error::Inconsistent("writer thread panicked".into())));
+                .unwrap_or_else(|_| Err(Error::Internal("writer thread panicked".into())));
             (read_res, hash_res, write_res)
         });
         // The reader's error is the root cause when there is one; a closed

@@ -2,13 +2,16 @@
 //!
 //! Every change of refcounts happens inside a [`Txn`], under the store's
 //! commit lock. A transaction reads through an overlay of its own pending
-//! changes, so several operations (put one file, unlink another, update an
-//! image record of a layer above) see each other and commit atomically:
-//! after a crash either all of them happened or none did.
+//! changes (chunk entries, file records, chunk lists it created, transfer
+//! references, and the layers' table records), so several operations (put
+//! one file, unlink another, update an image record of a layer above) see
+//! each other and commit atomically: after a crash either all of them
+//! happened or none did.
 
 use std::collections::{HashMap, HashSet};
 
 use super::put::StagedPut;
+use super::table::Pending;
 use super::{PutResult, SegmentDeltas, Store, now_ms};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId};
@@ -18,8 +21,10 @@ use crate::segment::lock;
 
 /// Pending index changes; see the module docs.
 pub struct Txn<'a> {
-    index: &'a Index,
-    batch: Batch<'a>,
+    pub(super) index: &'a Index,
+    pub(super) batch: Batch<'a>,
+    /// Writes to the layers' tables, read back before the index.
+    pub(super) pending: Pending,
     chunks: HashMap<ChunkId, ChunkEntry>,
     files: HashMap<FileId, Option<FileRecord>>,
     /// Chunk lists of files created in this transaction.
@@ -31,13 +36,19 @@ pub struct Txn<'a> {
 
 impl Store {
     /// Runs `f` under the commit lock and commits its changes in one batch
-    /// if it returns `Ok`; on `Err` nothing is written.
-    pub fn transaction<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<T> {
+    /// if it returns `Ok`; on `Err` nothing is written and `f`'s error is
+    /// returned as it is. The caller's error type only has to take the
+    /// engine's ([`Error`]), so a layer above aborts with its own errors.
+    pub fn transaction<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let inner = &*self.inner;
         let _c = lock(&inner.commit);
         let mut txn = Txn {
             index: &inner.index,
             batch: inner.index.batch(),
+            pending: Pending::default(),
             chunks: HashMap::new(),
             files: HashMap::new(),
             new_lists: HashMap::new(),
@@ -50,12 +61,7 @@ impl Store {
     }
 }
 
-impl<'a> Txn<'a> {
-    /// The index, for reading a layer's own column families.
-    pub fn index(&self) -> &'a Index {
-        self.index
-    }
-
+impl Txn<'_> {
     fn chunk(&mut self, id: &ChunkId) -> Result<Option<ChunkEntry>> {
         if let Some(e) = self.chunks.get(id) {
             return Ok(Some(*e));
@@ -81,15 +87,6 @@ impl<'a> Txn<'a> {
         self.batch.put_file(&id, &rec)?;
         self.files.insert(id, Some(rec));
         Ok(())
-    }
-
-    /// Writes a key of a layer above the engine.
-    pub fn put_cf(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.batch.put_cf(cf, key, value)
-    }
-
-    pub fn delete_cf(&mut self, cf: &str, key: &[u8]) -> Result<()> {
-        self.batch.delete_cf(cf, key)
     }
 
     /// Adds a reference to a stored file: one key whatever its size.

@@ -15,7 +15,7 @@ use super::{SegmentDeltas, Store};
 use crate::error::Result;
 use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
 use crate::id::{ChunkId, SegmentId};
-use crate::index::SegmentEntry;
+use crate::index::{Batch, ChunkEntry, SegmentEntry};
 use crate::segment::lock;
 
 /// One thing `verify` found wrong.
@@ -56,26 +56,78 @@ impl VerifyReport {
     }
 }
 
+/// What the steps of a verify learn and hand to the next.
+struct Verify<'a> {
+    store: &'a Store,
+    report: VerifyReport,
+    /// Refcounts as the file records and transfers say they should be.
+    expected: HashMap<ChunkId, u64>,
+    /// Every chunk entry of the index.
+    entries: Vec<(ChunkId, ChunkEntry)>,
+    /// Where the index says each chunk's record is.
+    wanted_at: HashMap<(SegmentId, u64), (ChunkId, u32)>,
+    /// Records found valid where the index wants them.
+    found: HashSet<(SegmentId, u64)>,
+    /// Segment accounting computed from the entries.
+    live: HashMap<SegmentId, SegmentEntry>,
+    fixes: Batch<'a>,
+}
+
 impl Store {
     /// Checks the whole store; with `repair`, fixes what can be fixed.
     /// Holds the commit lock throughout, so writers wait.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
-        let inner = &*self.inner;
-        let _c = lock(&inner.commit);
-        let mut report = VerifyReport::default();
+        let _c = lock(&self.inner.commit);
+        let mut v = Verify {
+            store: self,
+            report: VerifyReport::default(),
+            expected: HashMap::new(),
+            entries: Vec::new(),
+            wanted_at: HashMap::new(),
+            found: HashSet::new(),
+            live: HashMap::new(),
+            fixes: self.inner.index.batch(),
+        };
+        v.expected_refcounts()?;
+        v.chunk_entries(repair)?;
+        v.segment_records()?;
+        v.unfound_records()?;
+        let segs = v.segment_accounting()?;
+        let Verify {
+            mut report,
+            mut fixes,
+            ..
+        } = v;
+        if repair {
+            segs.write(&mut fixes)?;
+            if !fixes.is_empty() {
+                fixes.commit()?;
+            }
+            for p in &mut report.problems {
+                p.repaired = p.repairable;
+            }
+        }
+        Ok(report)
+    }
+}
 
-        // 1. Refcounts from the file records.
-        let mut expected: HashMap<ChunkId, u64> = HashMap::new();
+impl Verify<'_> {
+    /// Step 1: refcounts from the file records (and transfers in progress,
+    /// which hold one reference on each chunk they have); each file's chunk
+    /// list against its record.
+    fn expected_refcounts(&mut self) -> Result<()> {
+        let index = &self.store.inner.index;
         let mut files = Vec::new();
-        inner.index.for_each_file(|id, rec| {
+        index.for_each_file(|id, rec| {
             files.push((id, rec));
             Ok(())
         })?;
         for (id, rec) in &files {
-            report.files += 1;
+            self.report.files += 1;
             let (mut size, mut count, mut next) = (0u64, 0u64, 0u64);
             let mut ordered = true;
-            inner.index.for_each_block(id, |start, refs| {
+            let expected = &mut self.expected;
+            index.for_each_block(id, |start, refs| {
                 ordered &= start == next;
                 for r in refs {
                     *expected.entry(r.id).or_insert(0) += 1;
@@ -86,7 +138,7 @@ impl Store {
                 Ok(())
             })?;
             if size != rec.size || count != rec.chunk_count || !ordered || rec.refs == 0 {
-                report.problem(
+                self.report.problem(
                     "bad_file_list",
                     format!(
                         "file {id}: record says {} bytes in {} chunks with {} refs, chunk list has {size} bytes in {count} chunks{}",
@@ -99,28 +151,27 @@ impl Store {
                 );
             }
         }
-
-        // Transfers in progress hold one reference on each chunk they have.
-        for (p, _) in inner.index.partials()? {
-            for id in inner.index.partial_chunks(&p)? {
-                *expected.entry(id).or_insert(0) += 1;
+        for (p, _) in index.partials()? {
+            for id in index.partial_chunks(&p)? {
+                *self.expected.entry(id).or_insert(0) += 1;
             }
         }
+        Ok(())
+    }
 
-        // 2. Chunk entries against the expectation; segment accounting.
+    /// Step 2: chunk entries against the expected refcounts; the accounting
+    /// of segments they imply.
+    fn chunk_entries(&mut self, repair: bool) -> Result<()> {
         let mut entries = Vec::new();
-        inner.index.for_each_chunk(|id, e| {
+        self.store.inner.index.for_each_chunk(|id, e| {
             entries.push((id, e));
             Ok(())
         })?;
-        report.chunks = entries.len() as u64;
-        let mut live: HashMap<SegmentId, SegmentEntry> = HashMap::new();
-        let mut fixes = inner.index.batch();
-        let mut wanted_at: HashMap<(SegmentId, u64), (ChunkId, u32)> = HashMap::new();
+        self.report.chunks = entries.len() as u64;
         for (id, e) in &entries {
-            let want = expected.remove(id).unwrap_or(0);
+            let want = self.expected.remove(id).unwrap_or(0);
             if want != e.refcount {
-                report.problem(
+                self.report.problem(
                     "wrong_refcount",
                     format!(
                         "chunk {id}: refcount {} but files reference it {want} times",
@@ -131,23 +182,23 @@ impl Store {
                 if repair {
                     let mut fixed = *e;
                     fixed.refcount = want;
-                    fixes.put_chunk(id, &fixed)?;
+                    self.fixes.put_chunk(id, &fixed)?;
                 }
             }
-            let s = live.entry(e.location.segment).or_default();
+            let s = self.live.entry(e.location.segment).or_default();
             if want > 0 {
                 s.live_bytes += u64::from(e.location.len);
             }
             s.indexed_end = s
                 .indexed_end
                 .max(e.location.offset + u64::from(e.location.len));
-            wanted_at.insert(
+            self.wanted_at.insert(
                 (e.location.segment, e.location.offset),
                 (*id, e.location.len),
             );
         }
-        for (id, n) in expected {
-            report.problem(
+        for (id, n) in std::mem::take(&mut self.expected) {
+            self.report.problem(
                 "missing_chunk",
                 format!(
                     "chunk {id} is referenced {n} times by files but is not indexed: data lost"
@@ -155,24 +206,29 @@ impl Store {
                 false,
             );
         }
+        self.entries = entries;
+        Ok(())
+    }
 
-        // 3. Every record of every segment.
-        let on_disk = inner.segments.list()?;
+    /// Step 3: every record of every segment: CRCs, and for indexed chunks
+    /// the decompressed bytes against their id.
+    fn segment_records(&mut self) -> Result<()> {
+        let inner = &*self.store.inner;
         let mut dctx = zstd::bulk::Decompressor::new()
             .map_err(|e| crate::error::Error::io("creating a zstd context", e))?;
         let mut out = Vec::new();
-        let mut found: HashSet<(SegmentId, u64)> = HashSet::new();
-        for seg in &on_disk {
-            report.segments += 1;
-            let map = match inner.segments.map(*seg) {
+        for seg in inner.segments.list()? {
+            self.report.segments += 1;
+            let map = match inner.segments.map(seg) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.problem("corrupt_record", format!("segment {seg}: {e}"), false);
+                    self.report
+                        .problem("corrupt_record", format!("segment {seg}: {e}"), false);
                     continue;
                 }
             };
             if let Err(e) = format::decode_segment_header(&map) {
-                report.problem(
+                self.report.problem(
                     "corrupt_record",
                     format!("segment {seg} header: {e}"),
                     false,
@@ -181,10 +237,11 @@ impl Store {
             }
             let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
             let mut bad = Vec::new();
+            let (report, wanted_at, found) = (&mut self.report, &self.wanted_at, &mut self.found);
             let end = format::scan_records(body, |off, h| {
                 let offset = SEGMENT_HEADER_LEN as u64 + off;
                 report.records_checked += 1;
-                let Some(&(want_id, len)) = wanted_at.get(&(*seg, offset)) else {
+                let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
                     return; // garbage: not referenced by the index
                 };
                 if want_id != h.chunk_id || u64::from(len) != h.record_len() {
@@ -198,7 +255,7 @@ impl Store {
                 match format::decode_and_verify(h, payload, &mut dctx, &mut out) {
                     Ok(()) => {
                         report.bytes_checked += u64::from(h.raw_len);
-                        found.insert((*seg, offset));
+                        found.insert((seg, offset));
                     }
                     Err(e) => bad.push(format!(
                         "segment {seg} at offset {offset}: chunk {}: {e}",
@@ -207,53 +264,63 @@ impl Store {
                 }
             });
             for d in bad {
-                report.problem("bad_chunk", d, false);
+                self.report.problem("bad_chunk", d, false);
             }
             if let ScanEnd::Invalid { offset, error } = end {
                 let at = SEGMENT_HEADER_LEN as u64 + offset;
                 // The active segment's tail may be a write in progress.
-                let indexed_end = inner.index.segment(*seg)?.map_or(0, |e| e.indexed_end);
-                if Some(*seg) == inner.segments.active_id() && at >= indexed_end {
+                let indexed_end = inner.index.segment(seg)?.map_or(0, |e| e.indexed_end);
+                if Some(seg) == inner.segments.active_id() && at >= indexed_end {
                     continue;
                 }
-                report.problem(
+                self.report.problem(
                     "corrupt_record",
                     format!("segment {seg} at offset {at}: {error}"),
                     false,
                 );
             }
         }
-        for (id, e) in &entries {
+        Ok(())
+    }
+
+    /// Indexed chunks whose record was not found valid where the index says.
+    fn unfound_records(&mut self) -> Result<()> {
+        let on_disk = self.store.inner.segments.list()?;
+        for (id, e) in &self.entries {
             let key = (e.location.segment, e.location.offset);
-            if !found.contains(&key)
-                && !report
+            if self.found.contains(&key)
+                || self
+                    .report
                     .problems
                     .iter()
                     .any(|p| p.kind == "bad_chunk" && p.detail.contains(&id.to_hex()))
             {
-                let kind = if on_disk.contains(&e.location.segment) {
-                    "bad_chunk"
-                } else {
-                    "missing_segment"
-                };
-                report.problem(
-                    kind,
-                    format!(
-                        "chunk {id}: no valid record at segment {} offset {} (refcount {})",
-                        e.location.segment, e.location.offset, e.refcount
-                    ),
-                    false,
-                );
+                continue;
             }
+            let kind = if on_disk.contains(&e.location.segment) {
+                "bad_chunk"
+            } else {
+                "missing_segment"
+            };
+            self.report.problem(
+                kind,
+                format!(
+                    "chunk {id}: no valid record at segment {} offset {} (refcount {})",
+                    e.location.segment, e.location.offset, e.refcount
+                ),
+                false,
+            );
         }
+        Ok(())
+    }
 
-        // 4. Segment accounting.
+    /// Step 4: segment accounting against what the entries imply; the fixes.
+    fn segment_accounting(&mut self) -> Result<SegmentDeltas> {
         let mut segs = SegmentDeltas::default();
-        let stored = inner.index.segments()?;
-        for (id, s) in &stored {
-            let want = live.remove(id).unwrap_or_default();
+        for (id, s) in &self.store.inner.index.segments()? {
+            let want = self.live.remove(id).unwrap_or_default();
             if want.live_bytes != s.live_bytes || want.indexed_end > s.indexed_end {
-                report.problem(
+                self.report.problem(
                     "wrong_segment_accounting",
                     format!(
                         "segment {id}: {} live bytes recorded, {} computed; indexed end {} recorded, {} computed",
@@ -270,8 +337,8 @@ impl Store {
                 );
             }
         }
-        for (id, want) in live {
-            report.problem(
+        for (id, want) in std::mem::take(&mut self.live) {
+            self.report.problem(
                 "wrong_segment_accounting",
                 format!(
                     "segment {id}: no accounting entry, {} live bytes computed",
@@ -281,15 +348,6 @@ impl Store {
             );
             segs.entries.insert(id, want);
         }
-        if repair {
-            segs.write(&mut fixes)?;
-            if !fixes.is_empty() {
-                fixes.commit()?;
-            }
-            for p in &mut report.problems {
-                p.repaired = p.repairable;
-            }
-        }
-        Ok(report)
+        Ok(segs)
     }
 }

@@ -149,7 +149,7 @@ fn sigkill_during_a_deep_chain_clone_leaves_all_or_nothing() {
     let store = imgstore::Store::open_with(
         dir.path(),
         imgstore::StoreOptions {
-            extra_column_families: imgstore::imgapi::COLUMN_FAMILIES.to_vec(),
+            tables: imgstore::imgapi::TABLES.to_vec(),
             ..imgstore::StoreOptions::default()
         },
     )

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use imgstore::segment::io::SegmentIo;
+use imgstore::io::SegmentIo;
 use imgstore::{ChunkerParams, FileId, Store, StoreOptions};
 
 /// Small chunks (avg 1 KiB) and small segments (64 KiB) so that tests with

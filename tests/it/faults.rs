@@ -1,7 +1,7 @@
 //! Failing writes and fsyncs through the I/O seam.
 
 use imgstore::Error;
-use imgstore::segment::io::{EIO, ENOSPC, FaultyIo};
+use imgstore::io::{EIO, ENOSPC, FaultyIo};
 
 use crate::common::*;
 
@@ -82,33 +82,4 @@ fn failures_at_every_point_of_a_put_leave_a_verifiable_store() {
             assert_clean(&store);
         }
     }
-}
-
-#[test]
-fn an_fsync_error_is_never_absorbed_by_a_later_fsync_of_the_same_file() {
-    use imgstore::segment::SegmentSet;
-    let dir = tempfile::tempdir().unwrap();
-    let faults = FaultyIo::new();
-    let (set, _) = SegmentSet::open(
-        dir.path(),
-        Box::new(faults.clone()),
-        [1; 16],
-        1 << 20,
-        |_| Ok(0),
-    )
-    .unwrap();
-    let mut a = set.session();
-    let mut b = set.session();
-    a.append(b"header-a", b"payload-a").unwrap();
-    b.append(b"header-b", b"payload-b").unwrap();
-    faults.fail_syncs_after(0, EIO);
-    assert!(a.sync().is_err());
-    // The disk "recovers": an fsync would now succeed, but what the failed
-    // one dropped is unknown, so b's records must not be acknowledged.
-    faults.heal();
-    assert!(b.sync().is_err());
-    // New writes go to a fresh segment and are durable again.
-    let mut c = set.session();
-    c.append(b"header-c", b"payload-c").unwrap();
-    c.sync().unwrap();
 }

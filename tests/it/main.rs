@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod client;
 mod clone;
 mod clone_crash;
 mod common;
@@ -17,6 +18,7 @@ mod imgapi_http;
 mod layers;
 mod model;
 mod store_basic;
+mod tables;
 mod transfer;
 mod uploads;
 mod visibility;

@@ -355,14 +355,15 @@ fn http_source(
     imgstore::FileId,
     Box<dyn std::any::Any>,
 ) {
-    use imgstore::imgapi::import::RemoteFactory;
+    use imgstore::imgapi::copy::RemoteFactory;
     let (dir, d) = source();
     let uuid = d.image(ALICE, "conf", json!({}), data, true);
-    let remotes = imgstore::http::remote::HttpRemotes::new(Duration::from_secs(30)).unwrap();
+    let remotes = imgstore::http::remote::HttpRemotes::new(Duration::from_secs(30));
     let u: uuid::Uuid = uuid.parse().unwrap();
     let a: uuid::Uuid = ALICE.parse().unwrap();
     let src = remotes
         .remote(&d.url)
+        .unwrap()
         .chunk_source(&u, Some(&a))
         .unwrap()
         .expect("imgstore speaks the chunk protocol");

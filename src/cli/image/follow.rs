@@ -1,0 +1,233 @@
+//! Copies to other datacenters and `wait`: start the jobs, then follow
+//! each one's bytes with a bar (terminal) or a plain line every two seconds
+//! (not a terminal).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use imgstore::http::client::Client;
+use imgstore::imgapi::jobs::Execution;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use super::{client, describe, names, resolve};
+
+/// One target of a copy, or one job being waited for.
+struct Tracked {
+    dc: String,
+    /// The server that runs the job (its `workflow-api`).
+    client: Client,
+    job: String,
+    bar: ProgressBar,
+    done: bool,
+}
+
+/// A job's `execution`.
+fn execution(job: &Value) -> Option<Execution> {
+    serde_json::from_value(job["execution"].clone()).ok()
+}
+
+fn human(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} fetched, {msg} ({bytes_per_sec}, ETA {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+/// `imgstore image copy IMAGE --to DC[,DC...]|all`.
+pub(super) fn copy(
+    c: &Client,
+    dcs: &BTreeMap<String, String>,
+    account: &str,
+    image: &str,
+    to: &str,
+) -> Result<()> {
+    let here = c
+        .get("/state", &[])
+        .ok()
+        .and_then(|s| s["datacenterName"].as_str().map(str::to_string));
+    let current = dcs
+        .iter()
+        .find(|(_, u)| u.as_str() == c.base())
+        .map(|(n, _)| n.clone())
+        .or(here)
+        .ok_or_else(|| {
+            anyhow!(
+                "error: cannot tell which datacenter {} is: add it to the profile",
+                c.base()
+            )
+        })?;
+    let targets: Vec<String> = if to == "all" {
+        dcs.keys().filter(|n| **n != current).cloned().collect()
+    } else {
+        to.split(',').map(str::to_string).collect()
+    };
+    if targets.is_empty() {
+        bail!("error: no datacenter to copy to (the profile lists none besides {current})");
+    }
+    let (uuid, label) = names(&resolve(c, image)?);
+    let multi = MultiProgress::new();
+    let tty = std::io::stdout().is_terminal();
+    let mut tracked = Vec::new();
+    for dc in &targets {
+        let url = dcs
+            .get(dc)
+            .ok_or_else(|| anyhow!("error: datacenter {dc:?} is not in the profile"))?;
+        let started = client(url, Some(account))?
+            .import_from_datacenter(&uuid, &current)
+            .map_err(describe)?;
+        let bar = if tty {
+            multi.add(ProgressBar::new(0))
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(bar_style());
+        bar.set_prefix(dc.clone());
+        tracked.push(Tracked {
+            dc: dc.clone(),
+            client: client(started.workflow_api.as_deref().unwrap_or(url), None)?,
+            job: started.job_uuid,
+            bar,
+            done: false,
+        });
+    }
+    follow(&mut tracked, tty)?;
+    let mut failed = Vec::new();
+    for t in &tracked {
+        let j = t.client.job(&t.job).map_err(describe)?;
+        if j["execution"] == Execution::Succeeded.as_str() {
+            println!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
+        } else {
+            let err = j["chain_results"]
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(|r| r["error"]["message"].as_str())
+                .unwrap_or(Execution::Failed.as_str());
+            failed.push(format!("{}: {err}", t.dc));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("error (CopyFailed): {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// One plain progress line of a job.
+fn progress_line(dc: &str, j: &Value) -> String {
+    let p = &j["progress"];
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let rate = n("rate_bytes_per_s");
+    let left = n("bytes_to_fetch").saturating_sub(n("bytes_fetched"));
+    let eta = left
+        .checked_div(rate)
+        .map(|s| format!("{s}s"))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{dc}: {} of {} fetched, {} found locally, {}/s, ETA {eta}, {}",
+        human(n("bytes_fetched")),
+        human(n("bytes_to_fetch")),
+        human(n("bytes_local")),
+        human(rate),
+        j["execution"].as_str().unwrap_or("?")
+    )
+}
+
+/// Polls jobs until they end, drawing bars (terminal) or printing a line
+/// per datacenter every couple of seconds (not a terminal).
+fn follow(tracked: &mut [Tracked], tty: bool) -> Result<()> {
+    let mut last_line = Instant::now() - Duration::from_secs(10);
+    loop {
+        let mut running = 0;
+        let print_now = !tty && last_line.elapsed() >= Duration::from_secs(2);
+        for t in tracked.iter_mut().filter(|t| !t.done) {
+            let j = t.client.job(&t.job).map_err(describe)?;
+            let p = &j["progress"];
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            t.bar.set_length(n("bytes_to_fetch"));
+            t.bar.set_position(n("bytes_fetched"));
+            t.bar
+                .set_message(format!("{} found locally", human(n("bytes_local"))));
+            let ended = execution(&j).is_some_and(Execution::is_final);
+            if print_now || (!tty && ended) {
+                println!("{}", progress_line(&t.dc, &j));
+                let _ = std::io::stdout().flush();
+            }
+            if ended {
+                t.done = true;
+                t.bar.finish();
+            } else {
+                running += 1;
+            }
+        }
+        if print_now {
+            last_line = Instant::now();
+        }
+        if running == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(if tty { 200 } else { 250 }));
+    }
+}
+
+/// `imgstore image wait IMAGE... [-s STATES]`.
+pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
+    let want: Vec<&str> = states.split(',').collect();
+    let tty = std::io::stdout().is_terminal();
+    for (i, name) in images.iter().enumerate() {
+        let img = resolve(c, name)?;
+        let (uuid, _) = names(&img);
+        if want.contains(&img["state"].as_str().unwrap_or_default()) {
+            println!(
+                "Image {uuid} already {}",
+                img["state"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
+        println!("Waiting for image {name} ({uuid}) to enter state (states: {states})");
+        // A copy in progress into this datacenter: follow its bytes.
+        let jobs = c.image_jobs(&uuid).unwrap_or_default();
+        if let Some(job) = jobs
+            .last()
+            .filter(|j| execution(j).is_some_and(|e| !e.is_final()))
+        {
+            let bar = if tty {
+                ProgressBar::new(0)
+            } else {
+                ProgressBar::hidden()
+            };
+            let mut t = [Tracked {
+                dc: "copy".into(),
+                client: c.as_account(None),
+                job: job["uuid"].as_str().unwrap_or_default().to_string(),
+                bar,
+                done: false,
+            }];
+            follow(&mut t, tty)?;
+        }
+        let start = Instant::now();
+        loop {
+            let img = c.get_image(&uuid).map_err(describe)?;
+            let state = img["state"].as_str().unwrap_or_default().to_string();
+            if want.contains(&state.as_str()) {
+                println!(
+                    "{}/{}: Image {uuid} moved to state {state}",
+                    i + 1,
+                    images.len()
+                );
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(24 * 3600) {
+                bail!("error: gave up waiting for image {uuid}");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! How images look on a terminal: node-triton's columns and FLAGS, tables
+//! with aligned columns, JSON lines.
+
+use anyhow::{Result, anyhow};
+use imgstore::http::client::Client;
+use imgstore::imgapi::ImageState;
+use serde_json::Value;
+
+use super::describe;
+
+fn short(uuid: &str) -> &str {
+    uuid.split('-').next().unwrap_or(uuid)
+}
+
+/// node-triton's FLAGS, in its order: I origin, P public, X not active,
+/// + you share it, S shared with you.
+pub(super) fn flags(img: &Value, account: Option<&str>) -> String {
+    let mut f = String::new();
+    if img.get("origin").is_some() {
+        f.push('I');
+    }
+    if img["public"] == true {
+        f.push('P');
+    }
+    if img["state"] != ImageState::Active.as_str() {
+        f.push('X');
+    }
+    let acl: Vec<&str> = img["acl"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(a) = account {
+        if img["owner"] == a && !acl.is_empty() {
+            f.push('+');
+        }
+        if acl.contains(&a) {
+            f.push('S');
+        }
+    }
+    f
+}
+
+fn column(img: &Value, col: &str, account: Option<&str>) -> String {
+    let s = |k: &str| img[k].as_str().unwrap_or("-").to_string();
+    match col {
+        "shortid" => short(img["uuid"].as_str().unwrap_or("-")).to_string(),
+        "id" | "uuid" => s("uuid"),
+        "flags" => flags(img, account),
+        "pubdate" => img["published_at"]
+            .as_str()
+            .map(|p| p.get(..10).unwrap_or(p).to_string())
+            .unwrap_or_else(|| "-".into()),
+        "pub" => img["published_at"]
+            .as_str()
+            .map(|p| format!("{}Z", p.get(..19).unwrap_or(p)))
+            .unwrap_or_else(|| "-".into()),
+        "size" => img["files"][0]["size"]
+            .as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into()),
+        other => match &img[other] {
+            Value::String(v) => v.clone(),
+            Value::Null => "-".into(),
+            v => v.to_string(),
+        },
+    }
+}
+
+fn print_table(rows: &[Value], cols: &[&str], header: bool, account: Option<&str>) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| column(r, c, account)).collect())
+        .collect();
+    let mut widths: Vec<usize> = cols.iter().map(|c| c.len()).collect();
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |vals: Vec<String>| {
+        let mut s = String::new();
+        for (i, (v, w)) in vals.iter().zip(&widths).enumerate() {
+            if i + 1 == vals.len() {
+                s.push_str(v);
+            } else {
+                s.push_str(&format!("{v:<w$}  ", w = *w));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    if header {
+        line(cols.iter().map(|c| c.to_uppercase()).collect());
+    }
+    for row in cells {
+        line(row);
+    }
+}
+
+/// `imgstore image list`.
+pub(super) fn list(
+    c: &Client,
+    long: bool,
+    output: Option<&str>,
+    no_header: bool,
+    json: bool,
+    all: bool,
+    filters: &[String],
+) -> Result<()> {
+    let mut q: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .ok_or_else(|| anyhow!("error: filter {f:?} is not KEY=VALUE"))
+        })
+        .collect::<Result<_>>()?;
+    if all {
+        q.push(("state", "all"));
+    }
+    let mut list = c.list_all_images(&q).map_err(describe)?;
+    list.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
+    if json {
+        for i in &list {
+            println!("{i}");
+        }
+        return Ok(());
+    }
+    let cols: Vec<&str> = match output {
+        Some(o) => o.split(',').collect(),
+        None if long => vec![
+            "id", "name", "version", "state", "flags", "os", "type", "pubdate",
+        ],
+        None => vec![
+            "shortid", "name", "version", "flags", "os", "type", "pubdate",
+        ],
+    };
+    print_table(&list, &cols, !no_header, c.account());
+    Ok(())
+}

@@ -1,0 +1,515 @@
+//! The one IMGAPI client. The daemon's copies from other datacenters, the
+//! command-line client and the tests all talk to IMGAPI servers (ours, or
+//! upstream's) through it, so an error body is read one way everywhere:
+//! its `code`, `message` and `errors[]`, with the URL and the status.
+//!
+//! Blocking, because its callers run on threads (copies, the CLI).
+
+use std::io::Read;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::blocking::{RequestBuilder, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::format::{self, ChunkList};
+use crate::id::ChunkId;
+use crate::transfer::split_records;
+
+/// An error body as IMGAPI (and restify) sends it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub errors: Vec<ErrorField>,
+}
+
+/// One entry of an error body's `errors`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ErrorField {
+    pub field: String,
+    pub code: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// What can go wrong talking to an IMGAPI server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an IMGAPI error body.
+    #[error("{} ({}): {}{}", url, body.code, body.message, details(&body.errors))]
+    Api {
+        url: String,
+        status: u16,
+        body: ErrorBody,
+    },
+    /// The server answered an error status without an IMGAPI body.
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+    /// No answer: the connection failed, was refused or timed out.
+    #[error("cannot reach {url}: {}", causes(source))]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer that does not decode.
+    #[error("bad answer from {url}: {detail}")]
+    Decode { url: String, detail: String },
+    /// Not a usable server URL.
+    #[error("{url:?} is not an http:// or https:// URL{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    BadUrl { url: String, reason: Option<String> },
+}
+
+impl ClientError {
+    /// The error body's code, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// ` (field: message; ...)` for an error body's fields.
+fn details(errors: &[ErrorField]) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| match &e.message {
+            Some(m) => format!("{}: {m}", e.field),
+            None => format!("{}: {}", e.field, e.code),
+        })
+        .collect();
+    format!(" ({})", parts.join("; "))
+}
+
+/// An error and its causes, innermost last, without repeats: reqwest's
+/// own text ("error sending request") says little; the cause
+/// ("Connection refused") says what happened.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// The answer to ImportFromDatacenter: the job, and where to poll it.
+#[derive(Clone, Debug)]
+pub struct ImportStarted {
+    pub image_uuid: String,
+    pub job_uuid: String,
+    /// The `workflow-api` header: the server that runs the job.
+    pub workflow_api: Option<String>,
+}
+
+/// A client for one IMGAPI server, acting as one account (or as operator).
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: Url,
+    account: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+/// Requests of one page of ListImages, and the page size IMGAPI caps.
+pub const LIST_PAGE: usize = 1000;
+
+impl Client {
+    /// A client for the server at `base` (`http://host:port`), with a
+    /// connect timeout and `timeout` for each whole request (`None`: no
+    /// limit, for long downloads).
+    pub fn new(base: &str, timeout: Option<Duration>) -> ClientResult<Self> {
+        let url = Url::parse(base.trim_end_matches('/')).map_err(|e| ClientError::BadUrl {
+            url: base.to_string(),
+            reason: Some(e.to_string()),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ClientError::BadUrl {
+                url: base.to_string(),
+                reason: None,
+            });
+        }
+        let mut builder =
+            reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10));
+        // reqwest's blocking client defaults to a 30 s timeout; a copy or an
+        // upload must be able to take longer.
+        builder = builder.timeout(timeout);
+        let http = builder.build().map_err(|e| ClientError::BadUrl {
+            url: base.to_string(),
+            reason: Some(causes(&e)),
+        })?;
+        Ok(Self {
+            base: url,
+            account: None,
+            http,
+        })
+    }
+
+    /// The same server, as `account` (`None`: operator).
+    pub fn as_account(&self, account: Option<&str>) -> Self {
+        Self {
+            account: account.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// `path` on this server with `query` and the account.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> ClientResult<Url> {
+        let mut url =
+            Url::parse(&format!("{}{path}", self.base())).map_err(|e| ClientError::BadUrl {
+                url: format!("{}{path}", self.base()),
+                reason: Some(e.to_string()),
+            })?;
+        if !query.is_empty() || self.account.is_some() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+            if let Some(a) = &self.account {
+                q.append_pair("account", a);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends a request; an error status becomes a [`ClientError`].
+    pub fn send(&self, req: RequestBuilder, url: &Url) -> ClientResult<Response> {
+        let resp = req
+            .header("accept-version", "*")
+            .header("accept", "application/json")
+            .send()
+            .map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(error_of(url, resp))
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, resp: Response, url: &Url) -> ClientResult<T> {
+        let bytes = resp.bytes().map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: causes(&e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// GET `path` as JSON.
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> ClientResult<Value> {
+        let url = self.url(path, query)?;
+        let resp = self.send(self.http.get(url.clone()), &url)?;
+        self.json(resp, &url)
+    }
+
+    /// POST a JSON body to `path`; the answer as JSON (`null` for none)
+    /// with its headers.
+    pub fn post(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &Value,
+    ) -> ClientResult<(Value, reqwest::header::HeaderMap)> {
+        let url = self.url(path, query)?;
+        let resp = self.send(self.http.post(url.clone()).json(body), &url)?;
+        let headers = resp.headers().clone();
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok((Value::Null, headers));
+        }
+        let bytes = resp.bytes().map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: causes(&e),
+        })?;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?
+        };
+        Ok((v, headers))
+    }
+
+    /// PUT a JSON body to `path`.
+    pub fn put_json(&self, path: &str, body: &Value) -> ClientResult<Value> {
+        let url = self.url(path, &[])?;
+        let resp = self.send(self.http.put(url.clone()).json(body), &url)?;
+        self.json(resp, &url)
+    }
+
+    pub fn ping(&self) -> ClientResult<Value> {
+        self.get("/ping", &[])
+    }
+
+    pub fn get_image(&self, uuid: &str) -> ClientResult<Value> {
+        self.get(&format!("/images/{uuid}"), &[])
+    }
+
+    /// One page of ListImages.
+    pub fn list_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
+        let v = self.get("/images", query)?;
+        match v {
+            Value::Array(a) => Ok(a),
+            other => Err(ClientError::Decode {
+                url: self.url("/images", query)?.to_string(),
+                detail: format!("expected an array, got {}", kind_of(&other)),
+            }),
+        }
+    }
+
+    /// Every image ListImages finds, following its inclusive `marker` page
+    /// by page as sdc-clients does.
+    pub fn list_all_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut q: Vec<(&str, &str)> = query
+                .iter()
+                .filter(|(k, _)| *k != "marker" && *k != "limit")
+                .copied()
+                .collect();
+            if let Some(m) = &marker {
+                q.push(("marker", m));
+            }
+            let page = self.list_images(&q)?;
+            let full = page.len() >= LIST_PAGE;
+            let mut fresh = page.into_iter().peekable();
+            // The marker is inclusive: the page starts with the last image
+            // of the previous one.
+            if marker.is_some()
+                && fresh
+                    .peek()
+                    .and_then(|i| i.get("uuid"))
+                    .and_then(Value::as_str)
+                    == marker.as_deref()
+            {
+                fresh.next();
+            }
+            let before = out.len();
+            out.extend(fresh);
+            let next = out
+                .last()
+                .and_then(|i| i.get("uuid"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if !full || out.len() == before || next == marker {
+                return Ok(out);
+            }
+            marker = next;
+        }
+    }
+
+    pub fn create_image(&self, manifest: &Value) -> ClientResult<Value> {
+        Ok(self.post("/images", &[], manifest)?.0)
+    }
+
+    /// AddImageFile from a stream of `len` bytes.
+    pub fn add_file(
+        &self,
+        uuid: &str,
+        compression: &str,
+        body: impl Read + Send + 'static,
+        len: u64,
+    ) -> ClientResult<Value> {
+        let url = self.url(
+            &format!("/images/{uuid}/file"),
+            &[("compression", compression)],
+        )?;
+        let req = self
+            .http
+            .put(url.clone())
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::blocking::Body::sized(body, len));
+        let resp = self.send(req, &url)?;
+        self.json(resp, &url)
+    }
+
+    /// `POST /images/:uuid?action=ACTION`.
+    pub fn image_action(&self, uuid: &str, action: &str, body: &Value) -> ClientResult<Value> {
+        Ok(self
+            .post(&format!("/images/{uuid}"), &[("action", action)], body)?
+            .0)
+    }
+
+    /// AddImageAcl (`add`) or RemoveImageAcl.
+    pub fn change_acl(&self, uuid: &str, add: bool, accounts: &[&str]) -> ClientResult<Value> {
+        let action = if add { "add" } else { "remove" };
+        Ok(self
+            .post(
+                &format!("/images/{uuid}/acl"),
+                &[("action", action)],
+                &serde_json::json!(accounts),
+            )?
+            .0)
+    }
+
+    pub fn delete_image(&self, uuid: &str) -> ClientResult<()> {
+        let url = self.url(&format!("/images/{uuid}"), &[])?;
+        self.send(self.http.delete(url.clone()), &url).map(|_| ())
+    }
+
+    pub fn clone_image(&self, uuid: &str) -> ClientResult<Value> {
+        Ok(self
+            .post(
+                &format!("/images/{uuid}/clone"),
+                &[],
+                &serde_json::json!({}),
+            )?
+            .0)
+    }
+
+    /// ImportFromDatacenter: this server pulls `uuid` from `datacenter`.
+    pub fn import_from_datacenter(
+        &self,
+        uuid: &str,
+        datacenter: &str,
+    ) -> ClientResult<ImportStarted> {
+        let (v, headers) = self.post(
+            &format!("/images/{uuid}"),
+            &[
+                ("action", "import-from-datacenter"),
+                ("datacenter", datacenter),
+            ],
+            &serde_json::json!({}),
+        )?;
+        Ok(ImportStarted {
+            image_uuid: v
+                .get("image_uuid")
+                .and_then(Value::as_str)
+                .unwrap_or(uuid)
+                .to_string(),
+            job_uuid: v
+                .get("job_uuid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            workflow_api: headers
+                .get("workflow-api")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string),
+        })
+    }
+
+    pub fn job(&self, uuid: &str) -> ClientResult<Value> {
+        self.get(&format!("/jobs/{uuid}"), &[])
+    }
+
+    pub fn image_jobs(&self, uuid: &str) -> ClientResult<Vec<Value>> {
+        let v = self.get(&format!("/images/{uuid}/jobs"), &[])?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn lineage(&self, uuid: &str) -> ClientResult<Value> {
+        self.get(&format!("/images/{uuid}/lineage"), &[])
+    }
+
+    /// GetImageFile as a stream (no overall timeout: files are large).
+    pub fn file_stream(&self, uuid: &str) -> ClientResult<Response> {
+        let url = self.url(&format!("/images/{uuid}/file"), &[])?;
+        self.send(
+            self.http
+                .get(url.clone())
+                .timeout(Duration::from_secs(24 * 3600)),
+            &url,
+        )
+    }
+
+    /// The chunk protocol: the chunk list of an image's file.
+    pub fn chunk_list(&self, uuid: &str) -> ClientResult<ChunkList> {
+        let url = self.url(&format!("/images/{uuid}/file/chunks"), &[])?;
+        let resp = self.send(self.http.get(url.clone()), &url)?;
+        let body = resp.bytes().map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: causes(&e),
+        })?;
+        format::decode_chunk_list(&body).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: format!("bad chunk list: {e}"),
+        })
+    }
+
+    /// The chunk protocol: records of `ids`, handed to `out` one by one.
+    pub fn fetch_chunks(
+        &self,
+        uuid: &str,
+        ids: &[ChunkId],
+        out: &mut dyn FnMut(&[u8]) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        let url = self
+            .url(&format!("/images/{uuid}/file/chunks"), &[])
+            .map_err(|e| crate::Error::source_failed("fetching chunks", e))?;
+        let req = self
+            .http
+            .post(url.clone())
+            .header("content-type", "application/octet-stream")
+            .body(format::encode_id_list(ids));
+        let resp = self
+            .send(req, &url)
+            .map_err(|e| crate::Error::source_failed("fetching chunks", e))?;
+        // Large reads: each read of a blocking response crosses threads.
+        split_records(std::io::BufReader::with_capacity(1 << 20, resp), out)
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The one way an error answer is read.
+fn error_of(url: &Url, resp: Response) -> ClientError {
+    let status = resp.status().as_u16();
+    let url = url.to_string();
+    match resp
+        .bytes()
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
+    {
+        Some(body) => ClientError::Api { url, status, body },
+        None => ClientError::Status { url, status },
+    }
+}

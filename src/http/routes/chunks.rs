@@ -1,0 +1,78 @@
+//! The chunk protocol between daemons, source side
+//! (`src/format/FORMAT.md`): an image's chunk list, and its records as
+//! stored. Only chunks of that image's file, for an account that may see
+//! the image.
+
+use std::io::Write;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::St;
+use crate::http::body::blocking_body;
+use crate::http::error::HttpResult;
+use crate::http::extract::ImageReq;
+use crate::imgapi::ApiError;
+use crate::transfer::serve::Refused;
+use crate::transfer::{ChunkSource, MAX_IDS_PER_FETCH};
+
+fn typed(body: impl IntoResponse, content_type: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub(super) async fn list(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let list = st
+        .run(move |api| Ok(api.chunk_source(&r.uuid, r.account())?.chunk_list()?))
+        .await?;
+    Ok(typed(
+        crate::format::encode_chunk_list(&list),
+        "application/x-imgstore-chunk-list",
+    ))
+}
+
+pub(super) async fn fetch(State(st): St, r: ImageReq, body: Bytes) -> HttpResult<Response> {
+    let ids = crate::format::decode_id_list(&body)
+        .map_err(|e| ApiError::invalid_param("chunks", format!("bad chunk id list: {e}")))?;
+    if ids.len() > MAX_IDS_PER_FETCH {
+        return Err(ApiError::invalid_param(
+            "chunks",
+            format!("at most {MAX_IDS_PER_FETCH} chunks per request"),
+        )
+        .into());
+    }
+    let uuid = r.uuid;
+    let source = st
+        .run(move |api| api.chunk_source(&uuid, r.account()))
+        .await?;
+    match source.check(&ids) {
+        Ok(()) => {}
+        Err(Refused::NotInFile(bad)) => {
+            return Err(ApiError::invalid_param(
+                "chunks",
+                format!("chunk {bad} is not part of the file of image {uuid}"),
+            )
+            .into());
+        }
+        Err(Refused::TooMany(n)) => {
+            return Err(ApiError::invalid_param(
+                "chunks",
+                format!("{n} chunks asked for; at most {MAX_IDS_PER_FETCH} per request"),
+            )
+            .into());
+        }
+    }
+    let body = blocking_body(move |w| {
+        source
+            .fetch(&ids, &mut |rec| {
+                w.write_all(rec)
+                    .map_err(|e| crate::Error::io("sending records", e))
+            })
+            .map_err(std::io::Error::other)
+    });
+    Ok(typed(body, "application/x-imgstore-records"))
+}

@@ -1,0 +1,38 @@
+//! Copy jobs in WFAPI's shape: `GET /jobs/:uuid` (where `workflow-api`
+//! points) and `GET /images/:uuid/jobs`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{St, json_response};
+use crate::http::error::HttpResult;
+use crate::http::extract::ImageReq;
+use crate::imgapi::ApiError;
+
+pub(super) async fn get(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let uuid = r.uuid;
+    let body = st
+        .run(move |api| {
+            let job = api
+                .job(&uuid)?
+                .ok_or_else(|| ApiError::not_found(format!("job {uuid} not found")))?;
+            Ok(api.job_json(&job))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(super) async fn of_image(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let body = st
+        .run(move |api| {
+            if r.account.is_some() {
+                api.get_visible(&r.uuid, r.account())?;
+            }
+            let jobs = api.image_jobs(&r.uuid)?;
+            Ok(Value::Array(jobs.iter().map(|j| api.job_json(j)).collect()))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &body))
+}

@@ -1,0 +1,74 @@
+//! Sharing: the ACL routes, CloneImage, an image's lineage, and an
+//! account's settings (`image_share_trusted_accounts`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use super::{St, changed_image, json_body, json_response};
+use crate::http::error::{HttpError, HttpResult};
+use crate::http::extract::ImageReq;
+use crate::imgapi::ApiError;
+
+/// `POST /images/:uuid/acl?action=add|remove` with a bare JSON array.
+pub(super) async fn acl(
+    State(st): St,
+    r: ImageReq,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let add = match r.query.get("action") {
+        None | Some("add") => true,
+        Some("remove") => false,
+        Some(a) => return Err(ApiError::bad_action(a).into()),
+    };
+    let body = json_body(&headers, &body).map_err(|_| {
+        HttpError::from(ApiError::invalid_param(
+            "acl",
+            "acl must be a JSON array of account UUIDs",
+        ))
+    })?;
+    let img = st
+        .run(move |api| api.change_acl(&r.uuid, r.account(), &body, add))
+        .await?;
+    Ok(changed_image(&img))
+}
+
+pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let img = st
+        .run(move |api| api.clone_image(&r.uuid, r.account()))
+        .await?;
+    Ok(changed_image(&img))
+}
+
+/// Origin chain, derived images, provenance and stored bytes (not part of
+/// the manifest).
+pub(super) async fn lineage(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let body = st.run(move |api| api.lineage(&r.uuid, r.account())).await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /accounts/:uuid/settings`: the account itself or an operator.
+pub(super) async fn get_settings(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let target = r.uuid;
+    if r.account.is_some_and(|a| a != target) {
+        return Err(ApiError::no_such_path(&format!("/accounts/{target}/settings")).into());
+    }
+    let s = st.run(move |api| api.settings(&target)).await?;
+    Ok(json_response(StatusCode::OK, &json!(s)))
+}
+
+pub(super) async fn put_settings(
+    State(st): St,
+    r: ImageReq,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let body = json_body(&headers, &body)?;
+    let s = st
+        .run(move |api| api.update_settings(&r.uuid, r.account(), &body))
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!(s)))
+}

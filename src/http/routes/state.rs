@@ -1,0 +1,89 @@
+//! `/ping` and `/state`: liveness, and the operator's view of the store
+//! (stats, GC and verify on the live store).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{St, json_response};
+use crate::http::error::HttpResult;
+use crate::http::extract::QueryPairs;
+use crate::imgapi::error::Origin;
+use crate::imgapi::{ApiError, Code};
+use crate::store::gc::DEFAULT_THRESHOLD;
+
+/// `GET /ping`; `?error=NAME` answers IMGAPI's error NAME, as upstream's
+/// test harness expects.
+pub(super) async fn ping(q: QueryPairs) -> HttpResult<Response> {
+    if let Some(name) = q.get("error") {
+        return Err(match Code::parse(name) {
+            Some(Code::ValidationFailed) => ApiError::validation("boom", vec![]),
+            Some(c) if c.origin() == Origin::Imgapi => ApiError::internal("boom"),
+            _ => ApiError::invalid_param("error", format!("unknown error name {name:?}")),
+        }
+        .into());
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "ping": "pong",
+            "version": "4.13.1",
+            "imgapi": true,
+            "pid": std::process::id(),
+            "imgstore": env!("CARGO_PKG_VERSION"),
+        }),
+    ))
+}
+
+pub(super) async fn get(State(st): St) -> HttpResult<Response> {
+    let stats = st.run(|api| Ok(api.store().stats()?)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "pid": std::process::id(),
+            "uptime_s": st.started.elapsed().as_secs(),
+            "datacenterName": st.api.config().datacenter_name,
+            "mode": st.api.config().mode.as_str(),
+            "store": stats,
+        }),
+    ))
+}
+
+/// `POST /state?action=dropcaches|gc|verify`. `gc` collects garbage now
+/// (`threshold`, default 0.3) and answers the plan and what was done;
+/// `verify` checks every record and refcount (writers wait meanwhile).
+/// Operators only: any `account` is refused.
+pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
+    if q.get("account").is_some() {
+        return Err(ApiError::operator_only().into());
+    }
+    match q.get("action") {
+        Some("dropcaches") => Ok(StatusCode::ACCEPTED.into_response()),
+        Some("gc") => {
+            let threshold = match q.get("threshold") {
+                None => DEFAULT_THRESHOLD,
+                Some(t) => t
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param("threshold", "threshold must be between 0 and 1")
+                    })?,
+            };
+            let body = st
+                .run(move |api| {
+                    let plan = api.store().gc_plan(threshold)?;
+                    let done = api.store().gc_execute(&plan)?;
+                    Ok(json!({"plan": plan, "done": done}))
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Some("verify") => {
+            let report = st.run(|api| Ok(api.store().verify(false)?)).await?;
+            Ok(json_response(StatusCode::OK, &json!(report)))
+        }
+        other => Err(ApiError::bad_action(other.unwrap_or_default()).into()),
+    }
+}

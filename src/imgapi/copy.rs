@@ -1,0 +1,469 @@
+//! Copying one's own image from another datacenter (RFD 113 M3 and
+//! decisions 9.4, 9.5, 9.7 of the reference): the synchronous checks of
+//! ImportFromDatacenter, the state rules (new, resume, attach, refresh,
+//! conflict), and copying one image (manifest as an import, file as a chunk
+//! diff or, from a plain IMGAPI, a whole stream, then activation). Rules
+//! only: the HTTP layer supplies the [`Remote`]; [`jobs`](super::jobs)
+//! runs the steps.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::jobs::{ChainResult, Decision, Execution, Job, STEP_REFRESH, now_iso};
+use super::manifest::{Image, ImageFile, ImageState, Provenance, ProvenanceKind, STOR_LOCAL};
+use super::{
+    ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, file_id, parse_uuid, time,
+};
+use crate::store::{PutResult, Txn};
+use crate::transfer::{self, ChunkSource, Expect, Progress, ReceiveOptions};
+
+/// Deepest remote origin chain walked.
+const MAX_DEPTH: usize = 100;
+
+/// The source datacenter, as a copy needs it.
+pub trait Remote: Send + Sync {
+    /// GetImage at the source (errors pass through unchanged).
+    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value>;
+    /// A chunk source for the image's file, or `None` when the source is a
+    /// plain IMGAPI without the chunk protocol.
+    fn chunk_source(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+    ) -> ApiResult<Option<Box<dyn ChunkSource>>>;
+    /// The whole file as a stream (the fallback for a plain IMGAPI).
+    fn file_stream(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Box<dyn Read + Send>>;
+}
+
+/// Makes a [`Remote`] for an IMGAPI's URL.
+pub trait RemoteFactory: Send + Sync {
+    fn remote(&self, url: &str) -> ApiResult<Box<dyn Remote>>;
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+/// What the source's `files[0]` says the file is.
+struct RemoteFile {
+    size: Option<u64>,
+    sha1: [u8; 20],
+    compression: String,
+    dataset_guid: Option<String>,
+}
+
+impl RemoteFile {
+    fn of(uuid: &Uuid, manifest: &Value) -> ApiResult<Self> {
+        let f = manifest
+            .get("files")
+            .and_then(|f| f.get(0))
+            .ok_or_else(|| {
+                ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
+            })?;
+        let mut sha1 = [0u8; 20];
+        hex::decode_to_slice(str_field(f, "sha1").unwrap_or_default(), &mut sha1).map_err(
+            |_| {
+                ApiError::new(
+                    Code::Download,
+                    format!("remote image {uuid} has a malformed sha1"),
+                )
+            },
+        )?;
+        Ok(RemoteFile {
+            size: f.get("size").and_then(Value::as_u64),
+            sha1,
+            compression: str_field(f, "compression").unwrap_or("none").to_string(),
+            dataset_guid: str_field(f, "dataset_guid").map(str::to_string),
+        })
+    }
+}
+
+impl Imgapi {
+    /// The synchronous part of ImportFromDatacenter (reference 5.2 and 9.4).
+    pub(super) fn decide_import(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        datacenter: Option<&str>,
+    ) -> ApiResult<Decision> {
+        let Some(account) = account else {
+            return Err(ApiError::validation(
+                "\"account\" is required",
+                vec![FieldError::missing("account")],
+            ));
+        };
+        let Some(dc) = datacenter else {
+            return Err(ApiError::validation(
+                "\"datacenter\" is required",
+                vec![FieldError::missing("datacenter")],
+            ));
+        };
+        let url = self.source_url(dc)?;
+        let remote = self.jobs.remote(&url)?;
+        let manifest = remote.get_image(uuid, Some(account))?;
+        if str_field(&manifest, "state") != Some(ImageState::Active.as_str()) {
+            return Err(ApiError::validation(
+                format!("Cannot import image {uuid} - image is not active."),
+                vec![FieldError::invalid("state", "not active")],
+            ));
+        }
+        if str_field(&manifest, "owner") != Some(account.to_string().as_str()) {
+            return Err(ApiError::new(
+                Code::UnauthorizedError,
+                format!("Cannot import image {uuid} - you are not the owner."),
+            ));
+        }
+        // Only now look locally, so nobody can probe for local images.
+        if let Some(local) = self.load(uuid)? {
+            return self.decide_existing(uuid, account, dc, &url, &manifest, local);
+        }
+        let origins = self.origins_to_copy(uuid, account, &manifest, remote.as_ref())?;
+        let job = Job::new(uuid, account, dc, &url, origins);
+        self.save_job(&job)?;
+        Ok(Decision::Run(job))
+    }
+
+    /// The URL copies from `dc` pull from.
+    fn source_url(&self, dc: &str) -> ApiResult<String> {
+        let own = &self.config().datacenter_name;
+        let Some(url) = self.config().imgapi_url_from_datacenter.get(dc).cloned() else {
+            let names: Vec<&str> = self
+                .config()
+                .imgapi_url_from_datacenter
+                .keys()
+                .map(String::as_str)
+                .filter(|n| n != own)
+                .collect();
+            return Err(ApiError::validation(
+                format!(
+                    "datacenter \"{dc}\" is not supported, valid datacenters names are: {}",
+                    names.join(", ")
+                ),
+                vec![FieldError::invalid("datacenter", "unknown datacenter")],
+            ));
+        };
+        if dc == own {
+            return Err(ApiError::validation(
+                format!("cannot import into the same datacenter ({dc})"),
+                vec![FieldError::invalid("datacenter", "same datacenter")],
+            ));
+        }
+        Ok(url)
+    }
+
+    /// A local image with the uuid: an earlier copy from `dc` is attached
+    /// to, resumed or refreshed; anything else is a conflict.
+    fn decide_existing(
+        &self,
+        uuid: &Uuid,
+        account: &Uuid,
+        dc: &str,
+        url: &str,
+        manifest: &Value,
+        local: Image,
+    ) -> ApiResult<Decision> {
+        let ours = local
+            .provenance
+            .as_ref()
+            .is_some_and(|p| p.how == ProvenanceKind::Copy && p.datacenter == dc);
+        if !ours {
+            return Err(ApiError::already_exists(uuid));
+        }
+        let jobs = self.image_jobs(uuid)?;
+        if let Some(j) = self.running_job_of(&jobs) {
+            return Ok(Decision::Done(j)); // attach
+        }
+        if !local.activated {
+            // Failed or interrupted: resume the last job.
+            let mut job = match jobs.last() {
+                Some(j) => j.clone(),
+                None => Job::new(uuid, account, dc, url, Vec::new()),
+            };
+            job.execution = Execution::Queued;
+            self.save_job(&job)?;
+            return Ok(Decision::Run(job));
+        }
+        self.refresh(uuid, account, dc, url, manifest, local)
+            .map(Decision::Done)
+    }
+
+    /// Owned origins to copy (base-most first); foreign ones must exist.
+    fn origins_to_copy(
+        &self,
+        uuid: &Uuid,
+        account: &Uuid,
+        manifest: &Value,
+        remote: &dyn Remote,
+    ) -> ApiResult<Vec<Uuid>> {
+        let mut origins = Vec::new();
+        let mut next = str_field(manifest, "origin").and_then(parse_uuid);
+        while let Some(o) = next {
+            if origins.len() >= MAX_DEPTH {
+                return Err(ApiError::internal(format!(
+                    "origin chain of {uuid} is deeper than {MAX_DEPTH}"
+                )));
+            }
+            let om = remote.get_image(&o, Some(account))?;
+            if str_field(&om, "owner") != Some(account.to_string().as_str()) {
+                if self.load(&o)?.is_none() {
+                    return Err(ApiError::not_found(format!(
+                        "origin image {o} must already exist in the datacenter (as this image is not owned by you)"
+                    )));
+                }
+                break;
+            }
+            if self.load(&o)?.is_some_and(|l| l.activated) {
+                break;
+            }
+            origins.push(o);
+            next = str_field(&om, "origin").and_then(parse_uuid);
+        }
+        origins.reverse();
+        Ok(origins)
+    }
+
+    /// An active earlier copy: bring its mutable fields up to date.
+    fn refresh(
+        &self,
+        uuid: &Uuid,
+        account: &Uuid,
+        dc: &str,
+        url: &str,
+        manifest: &Value,
+        local: Image,
+    ) -> ApiResult<Job> {
+        let started = now_iso();
+        let mut m = local.editable_map();
+        let mut changed = Vec::new();
+        for k in super::manifest::USER_MUTABLE
+            .iter()
+            .chain(["billing_tags", "traits"].iter())
+        {
+            let theirs = manifest.get(*k).filter(|v| !v.is_null());
+            if m.get(*k) != theirs {
+                changed.push(k.to_string());
+                match theirs {
+                    Some(v) => {
+                        m.insert(k.to_string(), v.clone());
+                    }
+                    None => {
+                        m.remove(*k);
+                    }
+                }
+            }
+        }
+        let their_disabled = manifest
+            .get("disabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if their_disabled != local.disabled {
+            changed.push("disabled".into());
+        }
+        if !changed.is_empty() {
+            self.store.transaction(|t| {
+                let mut img = t
+                    .get::<Images>(uuid)?
+                    .ok_or_else(ApiError::image_not_found)?;
+                img.apply_map(&m)?;
+                img.disabled = their_disabled;
+                t.put::<Images>(uuid, &img)?;
+                Ok::<_, ApiError>(())
+            })?;
+        }
+        let mut job = Job::new(uuid, account, dc, url, Vec::new());
+        job.execution = Execution::Succeeded;
+        job.chain_results.push(ChainResult {
+            name: STEP_REFRESH.into(),
+            result: if changed.is_empty() {
+                "unchanged".into()
+            } else {
+                format!("changed: {}", changed.join(", "))
+            },
+            error: None,
+            started_at: started,
+            finished_at: now_iso(),
+        });
+        self.save_job(&job)?;
+        Ok(job)
+    }
+
+    /// Copies one image: manifest (as an import), file (as a chunk diff),
+    /// activation. Each part is skipped when an earlier attempt finished it.
+    pub(super) fn copy_one(
+        &self,
+        uuid: &Uuid,
+        job: &Job,
+        remote: &dyn Remote,
+        progress: &Progress,
+        opts: &ReceiveOptions,
+    ) -> ApiResult<()> {
+        let manifest = remote.get_image(uuid, Some(&job.account))?;
+        let local = match self.load(uuid)? {
+            Some(l) => l,
+            None => self.import_copied_manifest(uuid, job, &manifest)?,
+        };
+        if local.files.is_empty() {
+            let file = RemoteFile::of(uuid, &manifest)?;
+            match remote.chunk_source(uuid, Some(&job.account))? {
+                Some(src) => self.receive_chunks(uuid, &file, src.as_ref(), progress, opts)?,
+                None => {
+                    let stream = remote.file_stream(uuid, Some(&job.account))?;
+                    self.receive_stream(uuid, &file, stream, progress)?;
+                }
+            }
+        }
+        self.store.transaction(|t| {
+            let mut img = t
+                .get::<Images>(uuid)?
+                .ok_or_else(ApiError::image_not_found)?;
+            if !img.activated {
+                img.activated = true;
+                img.disabled = manifest
+                    .get("disabled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if img.published_at.is_none() {
+                    img.published_at = Some(now_iso());
+                }
+                t.put::<Images>(uuid, &img)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The source's manifest as a local, unactivated image that remembers
+    /// where it was copied from.
+    fn import_copied_manifest(&self, uuid: &Uuid, job: &Job, manifest: &Value) -> ApiResult<Image> {
+        let mut m = manifest.as_object().cloned().unwrap_or_default();
+        for k in ["state", "files", "icon"] {
+            m.remove(k);
+        }
+        let mut img = Image::from_map(*uuid, &m)?;
+        img.provenance = Some(Provenance {
+            how: ProvenanceKind::Copy,
+            source_uuid: *uuid,
+            source_owner: img.owner,
+            datacenter: job.datacenter.clone(),
+            at_ms: time::now_ms(),
+        });
+        self.store.transaction(|t| {
+            if t.get::<Images>(uuid)?.is_some() {
+                return Err(ApiError::already_exists(uuid));
+            }
+            t.put::<Images>(uuid, &img)?;
+            Ok(())
+        })?;
+        Ok(img)
+    }
+
+    /// The file as a chunk diff; the image holds it from the same
+    /// transaction that commits it.
+    fn receive_chunks(
+        &self,
+        uuid: &Uuid,
+        file: &RemoteFile,
+        src: &dyn ChunkSource,
+        progress: &Progress,
+        opts: &ReceiveOptions,
+    ) -> ApiResult<()> {
+        let expect = Expect {
+            size: file.size,
+            sha1: Some(file.sha1),
+        };
+        transfer::receive_file_with(
+            &self.store,
+            src,
+            uuid.as_bytes(),
+            &expect,
+            progress,
+            opts,
+            &mut |t: &mut Txn<'_>, put: &PutResult| attach_file(t, uuid, file, put),
+        )?;
+        Ok(())
+    }
+
+    /// The whole file from a plain IMGAPI, deduplicated locally.
+    fn receive_stream(
+        &self,
+        uuid: &Uuid,
+        file: &RemoteFile,
+        stream: Box<dyn Read + Send>,
+        progress: &Progress,
+    ) -> ApiResult<()> {
+        if let Some(s) = file.size {
+            progress.total_bytes.fetch_add(s, Ordering::Relaxed);
+            progress.bytes_to_fetch.fetch_add(s, Ordering::Relaxed);
+        }
+        let counted = Counted {
+            inner: stream,
+            progress,
+        };
+        let staged = self.store.put_staged(counted).map_err(|e| match e {
+            // The stream broke: the source's fault, as upstream's Download.
+            crate::Error::Io { ref context, .. } if context.contains("input") => {
+                ApiError::new(Code::Download, e.to_string()).caused_by(e)
+            }
+            e => ApiError::from(e),
+        })?;
+        if file.size.is_some_and(|s| s != staged.size) || staged.sha1 != file.sha1 {
+            return Err(ApiError::new(
+                Code::Download,
+                format!("file of image {uuid} does not match the source's size and sha1"),
+            ));
+        }
+        self.store.transaction(|t| {
+            let put = t.commit_put(&staged)?;
+            attach_file(t, uuid, file, &put)
+        })
+    }
+}
+
+/// Makes the image hold `put` as its file.
+fn attach_file(t: &mut Txn<'_>, uuid: &Uuid, file: &RemoteFile, put: &PutResult) -> ApiResult<()> {
+    let mut md5 = [0u8; 16];
+    hex::decode_to_slice(&put.md5, &mut md5)
+        .map_err(|_| ApiError::internal(format!("malformed md5 {:?}", put.md5)))?;
+    let mut img = t
+        .get::<Images>(uuid)?
+        .ok_or_else(ApiError::image_not_found)?;
+    // Another job may have attached this file meanwhile (the same origin
+    // in two chains): the image holds one reference, so release the one it
+    // held before.
+    for old in std::mem::take(&mut img.files) {
+        t.unlink(&file_id(&old.file_id)?)?;
+    }
+    img.files = vec![ImageFile {
+        sha1: put.sha1.clone(),
+        size: put.size,
+        compression: file.compression.clone(),
+        dataset_guid: file.dataset_guid.clone(),
+        content_md5: base64_encode(&md5),
+        mtime_ms: time::now_ms(),
+        stor: STOR_LOCAL.into(),
+        file_id: put.file_id.to_hex(),
+    }];
+    t.put::<Images>(uuid, &img)?;
+    Ok(())
+}
+
+/// Counts streamed bytes into the progress (the fallback path).
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress
+            .bytes_fetched
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.progress
+            .wire_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}

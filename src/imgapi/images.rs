@@ -1,0 +1,383 @@
+//! The life of an image record: CreateImage, AdminImportImage (from a body
+//! or another IMGAPI), ActivateImage, Enable/DisableImage, UpdateImage, the
+//! ACL routes and DeleteImage (reference sections 2.4 and 2.8 to 2.15).
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::manifest::{self, Placeholder};
+use super::{ApiError, ApiResult, Code, FieldError, Image, ImageState, Images, Imgapi, file_id};
+use super::{parse_uuid, time};
+
+/// Fields a manifest body may not hold at create (import only).
+const IMPORT_ONLY: &[&str] = &["uuid", "published_at", "urn", "icon"];
+
+/// The body as a JSON object, or ValidationFailed.
+fn object(body: &Value) -> ApiResult<Map<String, Value>> {
+    body.as_object().cloned().ok_or_else(|| {
+        ApiError::validation("invalid image data: body must be a JSON object", vec![])
+    })
+}
+
+/// InvalidParameter "invalid extra parameters" for fields `allowed` refuses.
+fn refuse_extra(m: &Map<String, Value>, allowed: impl Fn(&str) -> bool) -> ApiResult<()> {
+    let extra: Vec<&str> = m
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed(k))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::InvalidParameter,
+        format!("invalid extra parameters: \"{}\"", extra.join("\", \"")),
+    )
+    .with_errors(
+        extra
+            .iter()
+            .map(|n| FieldError::invalid(n, "unsupported parameter"))
+            .collect(),
+    ))
+}
+
+impl Imgapi {
+    /// CreateImage.
+    pub fn create(&self, account: Option<&Uuid>, body: &Value) -> ApiResult<Image> {
+        let mut m = object(body)?;
+        if m.contains_key("state") {
+            return Err(ApiError::validation(
+                "invalid image data: state",
+                vec![FieldError::not_allowed(
+                    "state",
+                    "state cannot be set on create",
+                )],
+            ));
+        }
+        m.remove("files");
+        refuse_extra(&m, |k| {
+            manifest::MANIFEST_FIELDS.contains(&k) && !IMPORT_ONLY.contains(&k)
+        })?;
+        if let Some(a) = account {
+            match m.get("owner") {
+                None => {
+                    m.insert("owner".into(), Value::String(a.to_string()));
+                }
+                Some(o) if o.as_str() != Some(a.to_string().as_str()) => {
+                    return Err(ApiError::invalid_param(
+                        "owner",
+                        "owner must match the account",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        m.entry("v").or_insert(Value::from(2));
+        let img = Image::from_map(Uuid::new_v4(), &m)?;
+        self.check_origin_exists(&img)?;
+        self.check_owner_exists(&img.owner)?;
+        self.store
+            .transaction(|t| t.put::<Images>(&img.uuid, &img))?;
+        Ok(img)
+    }
+
+    /// AdminImportImage: create an unactivated image from a full manifest,
+    /// keeping uuid, published_at, acl, public and disabled.
+    pub fn admin_import(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        body: &Value,
+    ) -> ApiResult<Image> {
+        if account.is_some() {
+            return Err(ApiError::operator_only());
+        }
+        let mut m = object(body)?;
+        match m.get("uuid").and_then(Value::as_str) {
+            Some(u) if u != uuid.to_string() => {
+                return Err(ApiError::invalid_param(
+                    "uuid",
+                    format!("uuid in the body ({u}) does not match the path ({uuid})"),
+                ));
+            }
+            _ => {}
+        }
+        m.insert("uuid".into(), Value::String(uuid.to_string()));
+        // Imports always start unactivated, without files or icon.
+        for k in ["files", "icon", "state"] {
+            m.remove(k);
+        }
+        refuse_extra(&m, |k| manifest::MANIFEST_FIELDS.contains(&k))?;
+        if m.get("owner").and_then(Value::as_str) == Some(&manifest::UNSET_OWNER.to_string())
+            && let Some(admin) = self.config.admin_uuid
+        {
+            m.insert("owner".into(), Value::String(admin.to_string()));
+        }
+        let mut img = Image::from_map(*uuid, &m)?;
+        self.check_origin_exists(&img)?;
+        img.activated = false;
+        self.store.transaction(|t| {
+            if let Some(existing) = t.get::<Images>(uuid)?
+                && existing.state() != ImageState::Creating
+            {
+                return Err(ApiError::already_exists(uuid));
+            }
+            t.put::<Images>(uuid, &img)?;
+            Ok(())
+        })?;
+        Ok(img)
+    }
+
+    /// AdminImportImage with `source`: the manifest comes from another IMGAPI.
+    pub fn admin_import_from(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        source: &str,
+    ) -> ApiResult<Image> {
+        if account.is_some() {
+            return Err(ApiError::operator_only());
+        }
+        let manifest = self.jobs.remote(source)?.get_image(uuid, None)?;
+        self.admin_import(uuid, account, &manifest)
+    }
+
+    /// ActivateImage.
+    pub fn activate(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+        self.mutate(uuid, account, |_, img| {
+            if img.activated {
+                return Err(ApiError::new(
+                    Code::ImageAlreadyActivated,
+                    format!("image {uuid} is already activated"),
+                ));
+            }
+            if img.files.is_empty() {
+                return Err(ApiError::new(
+                    Code::NoActivationNoFile,
+                    format!("image {uuid} cannot be activated: it has no file"),
+                ));
+            }
+            if img.published_at.is_none() {
+                img.published_at = Some(time::iso8601(time::now_ms()));
+            }
+            img.activated = true;
+            img.placeholder_state = None;
+            Ok(())
+        })
+    }
+
+    /// EnableImage / DisableImage.
+    pub fn set_disabled(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        disabled: bool,
+    ) -> ApiResult<Image> {
+        self.mutate(uuid, account, |_, img| {
+            img.disabled = disabled;
+            Ok(())
+        })
+    }
+
+    /// UpdateImage.
+    pub fn update(&self, uuid: &Uuid, account: Option<&Uuid>, body: &Value) -> ApiResult<Image> {
+        let patch = match body.as_object() {
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => {
+                return Err(ApiError::validation(
+                    "invalid image update data: no fields given",
+                    vec![],
+                ));
+            }
+        };
+        check_update_keys(&patch, account.is_some())?;
+        self.mutate(uuid, account, |_, img| {
+            refuse_immutable_changes(&patch, img)?;
+            let mut m = img.editable_map();
+            for (k, v) in patch.iter().filter(|(k, _)| *k != "state") {
+                if v.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            img.apply_map(&m)?;
+            self.check_owner_exists(&img.owner)?;
+            if let Some(state) = patch.get("state").and_then(Value::as_str) {
+                force_state(img, state)?;
+            }
+            if img.activated && img.published_at.is_none() {
+                img.published_at = Some(time::iso8601(time::now_ms()));
+            }
+            Ok(())
+        })
+    }
+
+    /// AddImageAcl / RemoveImageAcl.
+    pub fn change_acl(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        body: &Value,
+        add: bool,
+    ) -> ApiResult<Image> {
+        let list: Vec<Uuid> = body
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_str().and_then(parse_uuid)).collect())
+            .ok_or_else(|| {
+                ApiError::invalid_param("acl", "acl must be an array of account UUIDs")
+            })?;
+        self.mutate(uuid, account, |_, img| {
+            if add {
+                for u in list {
+                    if !img.acl.contains(&u) {
+                        img.acl.push(u);
+                    }
+                }
+            } else {
+                img.acl.retain(|u| !list.contains(u));
+            }
+            Ok(())
+        })
+    }
+
+    /// DeleteImage: refuses while other images name it as origin; releases
+    /// its file and icon in the same transaction that removes the record.
+    pub fn delete(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<()> {
+        self.get_owned(uuid, account)?;
+        self.store.transaction(|t| {
+            let img = t
+                .get::<Images>(uuid)?
+                .ok_or_else(ApiError::image_not_found)?;
+            let dependents: Vec<Uuid> = t
+                .scan_all::<Images>(&[])?
+                .into_iter()
+                .filter(|(_, i)| i.origin == Some(*uuid))
+                .map(|(_, i)| i.uuid)
+                .collect();
+            if !dependents.is_empty() {
+                return Err(has_dependents(uuid, &dependents));
+            }
+            for f in &img.files {
+                t.unlink(&file_id(&f.file_id)?)?;
+            }
+            if let Some(icon) = &img.icon {
+                t.unlink(&file_id(&icon.file_id)?)?;
+            }
+            // An unfinished copy into this image holds chunks: give them up.
+            t.release_partial(uuid.as_bytes())?;
+            t.delete::<Images>(uuid)?;
+            Ok(())
+        })
+    }
+}
+
+/// ImageHasDependentImages, listing at most 5 of 10 or more.
+fn has_dependents(uuid: &Uuid, dependents: &[Uuid]) -> ApiError {
+    let shown: Vec<String> = dependents
+        .iter()
+        .take(if dependents.len() >= 10 {
+            5
+        } else {
+            dependents.len()
+        })
+        .map(Uuid::to_string)
+        .collect();
+    ApiError::new(
+        Code::ImageHasDependentImages,
+        format!(
+            "image \"{uuid}\" has {} dependent incremental image(s): {}",
+            dependents.len(),
+            shown.join(", ")
+        ),
+    )
+}
+
+/// UpdateImage's key rules: unknown keys, and operator keys from a user.
+fn check_update_keys(patch: &Map<String, Value>, by_user: bool) -> ApiResult<()> {
+    let mut errs = Vec::new();
+    for k in patch.keys() {
+        let user = manifest::USER_MUTABLE.contains(&k.as_str());
+        let operator = manifest::OPERATOR_MUTABLE.contains(&k.as_str());
+        if !user && !operator {
+            errs.push(FieldError::not_allowed(k, "Parameter cannot be updated"));
+        } else if operator && by_user {
+            errs.push(FieldError::not_allowed(
+                k,
+                "Can only be updated by operators",
+            ));
+        }
+    }
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    Err(ApiError::validation(
+        format!("invalid image update data: {}", names.join(", ")),
+        errs,
+    ))
+}
+
+/// `files`, `origin` and `uuid` change only before activation, and here
+/// not at all for `files` (docker digests) and `uuid`.
+fn refuse_immutable_changes(patch: &Map<String, Value>, img: &Image) -> ApiResult<()> {
+    for k in ["files", "origin", "uuid"] {
+        if patch.contains_key(k) && img.activated {
+            return Err(ApiError::validation(
+                format!("invalid image update data: {k}"),
+                vec![FieldError::not_allowed(
+                    k,
+                    "can only be changed on unactivated images",
+                )],
+            ));
+        }
+    }
+    if patch.contains_key("files") {
+        return Err(ApiError::validation(
+            "invalid image update data: files",
+            vec![FieldError::not_allowed(
+                "files",
+                "only docker digests may be updated; not supported here",
+            )],
+        ));
+    }
+    if patch.contains_key("uuid") {
+        return Err(ApiError::new(
+            Code::NotImplemented,
+            "changing an image's uuid is not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// An operator's `state` in UpdateImage.
+fn force_state(img: &mut Image, state: &str) -> ApiResult<()> {
+    match ImageState::parse(state) {
+        Some(ImageState::Creating) => img.placeholder_state = Some(Placeholder::Creating),
+        Some(ImageState::Failed) => img.placeholder_state = Some(Placeholder::Failed),
+        Some(ImageState::Active) => {
+            img.placeholder_state = None;
+            img.activated = true;
+            img.disabled = false;
+        }
+        Some(ImageState::Disabled) => {
+            img.placeholder_state = None;
+            img.activated = true;
+            img.disabled = true;
+        }
+        Some(ImageState::Unactivated) => {
+            img.placeholder_state = None;
+            img.activated = false;
+        }
+        None => {
+            return Err(ApiError::validation(
+                "invalid image update data: state",
+                vec![FieldError::invalid(
+                    "state",
+                    format!("invalid state {state}"),
+                )],
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! The receiving end of the chunk-diff protocol: compare the source's
+//! chunk list with what this store has, claim what is here, fetch the rest
+//! in verified batches (several in flight), hash the whole file in order as
+//! batches arrive, and commit the file with the caller's own changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::{ChunkSource, MAX_IDS_PER_FETCH, Progress};
+use crate::error::{Error, Result};
+use crate::format::{self, ChunkList, RecordHeader};
+use crate::id::{ChunkId, FileDigests, FileHasher, FileId, Md5Hasher};
+use crate::store::{ChunkRef, PartialId};
+use crate::store::{PutResult, Store, Txn};
+
+/// Chunks claimed per transaction while comparing lists.
+const CLAIM_GROUP: usize = 4096;
+
+/// Tuning of a transfer.
+#[derive(Clone, Debug)]
+pub struct ReceiveOptions {
+    /// Record bytes per fetch request.
+    pub batch_bytes: u64,
+    /// Fetch requests in flight.
+    pub parallel: usize,
+    /// Attempts per batch before the transfer fails.
+    pub attempts: u32,
+    /// Pause before a retry (doubles each time).
+    pub retry_delay: Duration,
+    /// Recompute the file's MD5 instead of taking the source's. MD5 only
+    /// feeds `Content-MD5`; the bytes are proven by each chunk's BLAKE3 and
+    /// the whole file's SHA-1 and BLAKE3 either way. Recomputing costs
+    /// about 40% of the receiver's CPU (measured), so it is off by default.
+    pub verify_md5: bool,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        Self {
+            batch_bytes: 8 << 20,
+            // Measured between two daemons on 2 cores: 2 in flight copied
+            // 374-460 MB/s, 3 copied 508-528 MB/s.
+            parallel: 3,
+            attempts: 4,
+            retry_delay: Duration::from_millis(200),
+            verify_md5: false,
+        }
+    }
+}
+
+/// What the file must turn out to be (from the manifest, not the source).
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    pub size: Option<u64>,
+    pub sha1: Option<[u8; 20]>,
+}
+
+/// Copies the file `source` describes into `store` and takes one reference
+/// to it. `partial` names the transfer: chunks received under the same name
+/// by an earlier, interrupted attempt are not fetched again.
+pub fn receive_file(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    expect: &Expect,
+    progress: &Progress,
+    opts: &ReceiveOptions,
+) -> Result<PutResult> {
+    receive_file_with(
+        store,
+        source,
+        partial,
+        expect,
+        progress,
+        opts,
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// [`receive_file`], with `on_commit` adding the caller's own changes (an
+/// image record that now holds the file) to the transaction that commits
+/// the file, so both happen or neither does.
+pub fn receive_file_with<E: From<Error>>(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    expect: &Expect,
+    progress: &Progress,
+    opts: &ReceiveOptions,
+    on_commit: &mut dyn FnMut(&mut Txn<'_>, &PutResult) -> Result<(), E>,
+) -> Result<PutResult, E> {
+    let list = source.chunk_list()?;
+    if expect.size.is_some_and(|s| s != list.size) {
+        return Err(Error::bad_source(format!(
+            "source lists {} bytes, the image says {}",
+            list.size,
+            expect.size.unwrap_or_default()
+        ))
+        .into());
+    }
+    // Totals add up, so one Progress can follow the files of a whole job.
+    progress.total_bytes.fetch_add(list.size, Ordering::Relaxed);
+    progress
+        .chunks_total
+        .fetch_add(list.entries.len() as u64, Ordering::Relaxed);
+    let missing = claim_present(store, &list, partial, progress)?;
+    let batches = batches_of(missing, opts.batch_bytes);
+    let digests = fetch_and_assemble(store, source, partial, &list, &batches, progress, opts)?;
+    check_digests(&list, expect, &digests)?;
+    let refs: Vec<ChunkRef> = list
+        .entries
+        .iter()
+        .map(|e| ChunkRef {
+            id: e.id,
+            raw_len: e.raw_len,
+        })
+        .collect();
+    let d = digests;
+    store.transaction(|t| {
+        let r = t.commit_assembled(partial, FileId(d.blake3), d.size, d.sha1, d.md5, &refs)?;
+        on_commit(t, &r)?;
+        Ok(r)
+    })
+}
+
+/// Claims, for this transfer, every listed chunk the store has; returns
+/// the others (each distinct chunk once).
+fn claim_present(
+    store: &Store,
+    list: &ChunkList,
+    partial: &PartialId,
+    progress: &Progress,
+) -> Result<Vec<format::ListEntry>> {
+    let mut distinct: Vec<&format::ListEntry> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in &list.entries {
+        if seen.insert(e.id) {
+            distinct.push(e);
+        }
+    }
+    let mut missing = Vec::new();
+    for group in distinct.chunks(CLAIM_GROUP) {
+        let ids: Vec<ChunkId> = group.iter().map(|e| e.id).collect();
+        let have = store.claim_present(partial, &ids)?;
+        for (e, has) in group.iter().zip(have) {
+            if has {
+                progress
+                    .bytes_local
+                    .fetch_add(u64::from(e.raw_len), Ordering::Relaxed);
+                progress.chunks_local.fetch_add(1, Ordering::Relaxed);
+            } else {
+                missing.push(**e);
+            }
+        }
+    }
+    progress.bytes_to_fetch.fetch_add(
+        missing.iter().map(|e| u64::from(e.raw_len)).sum(),
+        Ordering::Relaxed,
+    );
+    progress
+        .chunks_to_fetch
+        .fetch_add(missing.len() as u64, Ordering::Relaxed);
+    Ok(missing)
+}
+
+/// Fetch requests of at most `batch_bytes` of records (and at most
+/// [`MAX_IDS_PER_FETCH`] ids), in list order.
+fn batches_of(missing: Vec<format::ListEntry>, batch_bytes: u64) -> Vec<Vec<format::ListEntry>> {
+    let mut batches: Vec<Vec<format::ListEntry>> = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_bytes = 0u64;
+    for e in missing {
+        if !cur.is_empty()
+            && (cur_bytes + u64::from(e.record_len) > batch_bytes || cur.len() >= MAX_IDS_PER_FETCH)
+        {
+            batches.push(std::mem::take(&mut cur));
+            cur_bytes = 0;
+        }
+        cur_bytes += u64::from(e.record_len);
+        cur.push(e);
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
+/// Fetchers verify and store batches in any order, several in flight; this
+/// thread walks the list in order and hashes the whole file as it goes,
+/// taking fetched chunks from the fetchers (already decompressed: nothing
+/// is decompressed twice) and present ones from the store.
+fn fetch_and_assemble(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    list: &ChunkList,
+    batches: &[Vec<format::ListEntry>],
+    progress: &Progress,
+    opts: &ReceiveOptions,
+) -> Result<FileDigests> {
+    let mut batch_of: HashMap<ChunkId, usize> = HashMap::new();
+    for (i, b) in batches.iter().enumerate() {
+        for e in b {
+            batch_of.insert(e.id, i);
+        }
+    }
+    let parallel = opts.parallel.max(1);
+    let shared = Assembly {
+        state: Mutex::new(AssemblyState::default()),
+        changed: Condvar::new(),
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| {
+                fetcher(
+                    store, source, partial, batches, &next, &shared, progress, opts, parallel,
+                )
+            });
+        }
+        let res = assemble(store, list, &batch_of, &shared, opts.verify_md5);
+        // Stop the fetchers whatever happened.
+        shared.lock().stopped = true;
+        shared.changed.notify_all();
+        res
+    })
+}
+
+/// The assembled file must be what the list and the manifest say.
+fn check_digests(list: &ChunkList, expect: &Expect, d: &FileDigests) -> Result<()> {
+    if d.size != list.size || d.blake3 != list.file_id {
+        return Err(Error::bad_source(format!(
+            "assembled file does not match the source's list ({} bytes, BLAKE3 {})",
+            d.size,
+            hex::encode(d.blake3)
+        )));
+    }
+    if d.md5 != list.md5 {
+        return Err(Error::bad_source(format!(
+            "assembled file has MD5 {}, the source says {}",
+            hex::encode(d.md5),
+            hex::encode(list.md5)
+        )));
+    }
+    if expect.sha1.is_some_and(|s| s != d.sha1) || d.sha1 != list.sha1 {
+        return Err(Error::bad_source(format!(
+            "assembled file has SHA-1 {}, expected {}",
+            hex::encode(d.sha1),
+            hex::encode(expect.sha1.unwrap_or(list.sha1))
+        )));
+    }
+    Ok(())
+}
+
+/// Fetches one batch, checks every record, appends and indexes it.
+fn fetch_batch(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    batch: &[format::ListEntry],
+    progress: &Progress,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
+    let ids: Vec<ChunkId> = batch.iter().map(|e| e.id).collect();
+    let want: HashMap<ChunkId, u32> = batch.iter().map(|e| (e.id, e.raw_len)).collect();
+    let mut got: Vec<(RecordHeader, Vec<u8>)> = Vec::with_capacity(batch.len());
+    let mut seen = HashSet::new();
+    let mut chunks: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::with_capacity(batch.len());
+    source.fetch(&ids, &mut |bytes| {
+        let (h, payload) = format::decode_record(bytes)
+            .map_err(|e| Error::bad_source(format!("source sent a bad record: {e}")))?;
+        let Some(&raw_len) = want.get(&h.chunk_id) else {
+            return Err(Error::bad_source(format!(
+                "source sent chunk {}, which was not requested",
+                h.chunk_id
+            )));
+        };
+        if h.raw_len != raw_len || !seen.insert(h.chunk_id) {
+            return Err(Error::bad_source(format!(
+                "source sent chunk {} twice or with the wrong length",
+                h.chunk_id
+            )));
+        }
+        let mut chunk = Vec::with_capacity(h.raw_len as usize);
+        format::decode_and_verify(&h, payload, dctx, &mut chunk)
+            .map_err(|e| Error::bad_source(format!("source sent a damaged chunk: {e}")))?;
+        chunks.insert(h.chunk_id, Arc::new(chunk));
+        progress
+            .wire_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        got.push((h, bytes.to_vec()));
+        Ok(())
+    })?;
+    if got.len() != batch.len() {
+        return Err(Error::bad_source(format!(
+            "source sent {} of {} requested chunks",
+            got.len(),
+            batch.len()
+        )));
+    }
+    let records: Vec<(RecordHeader, &[u8])> = got.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+    store.append_received(partial, &records)?;
+    progress.bytes_fetched.fetch_add(
+        batch.iter().map(|e| u64::from(e.raw_len)).sum(),
+        Ordering::Relaxed,
+    );
+    progress
+        .chunks_fetched
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    Ok(chunks)
+}
+
+/// Batches fetched and verified, waiting for the assembler.
+#[derive(Default)]
+struct AssemblyState {
+    ready: HashMap<usize, HashMap<ChunkId, Arc<Vec<u8>>>>,
+    /// The batch the assembler is in; fetchers stay within reach of it.
+    assembling: usize,
+    /// The first fetcher's failure, for the assembler to return.
+    failure: Option<Error>,
+    /// Set on a failure and when assembly ends: fetchers stop.
+    stopped: bool,
+}
+
+struct Assembly {
+    state: Mutex<AssemblyState>,
+    changed: Condvar,
+}
+
+impl Assembly {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AssemblyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one worker's whole context")]
+fn fetcher(
+    store: &Store,
+    source: &dyn ChunkSource,
+    partial: &PartialId,
+    batches: &[Vec<format::ListEntry>],
+    next: &AtomicUsize,
+    shared: &Assembly,
+    progress: &Progress,
+    opts: &ReceiveOptions,
+    parallel: usize,
+) {
+    let fail = |e: Error| {
+        let mut st = shared.lock();
+        if !st.stopped {
+            st.failure = Some(e);
+            st.stopped = true;
+        }
+        drop(st);
+        shared.changed.notify_all();
+    };
+    let mut dctx = match zstd::bulk::Decompressor::new() {
+        Ok(d) => d,
+        Err(e) => return fail(Error::io("creating a zstd context", e)),
+    };
+    loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(batch) = batches.get(i) else { return };
+        // Bound memory: stay at most `parallel` batches ahead of assembly.
+        {
+            let mut st = shared.lock();
+            while i > st.assembling + parallel && !st.stopped {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.stopped {
+                return;
+            }
+        }
+        let mut delay = opts.retry_delay;
+        let mut attempt = 0;
+        let chunks = loop {
+            attempt += 1;
+            match fetch_batch(store, source, partial, batch, progress, &mut dctx) {
+                Ok(c) => break c,
+                Err(_) if attempt < opts.attempts => {
+                    progress.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return fail(e),
+            }
+        };
+        shared.lock().ready.insert(i, chunks);
+        shared.changed.notify_all();
+    }
+}
+
+/// Walks the list in order, hashing the file (SHA-1 and BLAKE3 here, MD5
+/// on its own thread).
+fn assemble(
+    store: &Store,
+    list: &ChunkList,
+    batch_of: &HashMap<ChunkId, usize>,
+    shared: &Assembly,
+    verify_md5: bool,
+) -> Result<FileDigests> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(64);
+    let listed_md5 = list.md5;
+    std::thread::scope(|s| {
+        let md5 = s.spawn(move || {
+            if !verify_md5 {
+                for _ in rx {}
+                return listed_md5;
+            }
+            let mut m = Md5Hasher::default();
+            for block in rx {
+                m.update(&block);
+            }
+            m.finish()
+        });
+        let mut h = FileHasher::new();
+        let mut dctx =
+            zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd context", e));
+        let res = (|| {
+            let dctx = dctx
+                .as_mut()
+                .map_err(|e| Error::Internal(format!("creating a zstd context: {e}")))?;
+            let mut taken: HashSet<ChunkId> = HashSet::new();
+            for e in &list.entries {
+                let fetched = batch_of
+                    .get(&e.id)
+                    .copied()
+                    .filter(|_| !taken.contains(&e.id));
+                let bytes = match fetched {
+                    Some(b) => {
+                        let mut st = shared.lock();
+                        if st.assembling != b {
+                            st.ready.retain(|k, _| *k >= b);
+                            st.assembling = b;
+                            shared.changed.notify_all();
+                        }
+                        loop {
+                            if let Some(c) = st.ready.get(&b).and_then(|m| m.get(&e.id)) {
+                                break Arc::clone(c);
+                            }
+                            if st.stopped {
+                                return Err(st.failure.take().unwrap_or_else(|| {
+                                    Error::Internal("fetchers stopped".into())
+                                }));
+                            }
+                            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                    // Present before the copy, or a repeat of a fetched chunk
+                    // (indexed by now): read it from the store.
+                    None => {
+                        let mut out = Vec::with_capacity(e.raw_len as usize);
+                        store.read_chunk(&e.id, dctx, &mut out)?;
+                        Arc::new(out)
+                    }
+                };
+                taken.insert(e.id);
+                if bytes.len() != e.raw_len as usize {
+                    return Err(Error::bad_source(format!(
+                        "chunk {} has {} bytes, the list says {}",
+                        e.id,
+                        bytes.len(),
+                        e.raw_len
+                    )));
+                }
+                h.update(&bytes);
+                tx.send(bytes)
+                    .map_err(|_| Error::Internal("md5 thread stopped".into()))?;
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let md5 = md5
+            .join()
+            .map_err(|_| Error::Internal("md5 thread panicked".into()))?;
+        res?;
+        let (size, sha1, blake3) = h.finish();
+        Ok(FileDigests {
+            size,
+            sha1,
+            md5,
+            blake3,
+        })
+    })
+}
