@@ -63,6 +63,7 @@
 //!   file record, so a clone writes one key whatever the file's size; chunk
 //!   refcounts change only when a file first appears or its last reference
 //!   goes.
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)

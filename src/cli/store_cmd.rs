@@ -1,6 +1,7 @@
 //! `imgstore store put | cat | link | unlink | gc | verify | stats`.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -228,12 +229,17 @@ fn cat(args: &StoreArgs, file_id: &str, offset: u64, length: Option<u64>) -> Res
     let size = store.stat(&id)?.size;
     let len = length.unwrap_or(size.saturating_sub(offset));
     let mut reader = store.open_range(&id, offset, len)?;
-    let mut out = std::io::stdout().lock();
-    std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
-        Some(inner) => anyhow::anyhow!("{inner}"),
-        None => anyhow::anyhow!("writing standard output"),
-    })?;
-    out.flush()?;
+    // Whole blocks straight to the file descriptor: standard output's own
+    // writer is line-buffered, and scanning gigabytes for newlines costs.
+    let mut out = std::fs::File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating standard output")?,
+    );
+    while let Some(block) = reader.next_block()? {
+        out.write_all(&block).context("writing standard output")?;
+    }
     Ok(0)
 }
 

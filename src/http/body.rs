@@ -95,36 +95,25 @@ impl BodyWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let full = std::mem::take(&mut self.buf);
         self.tx
             .blocking_send(Ok(Bytes::from(full)))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 
-    /// Copies all of `r` into the body, reading straight into the block.
-    pub fn copy_from(&mut self, r: &mut impl Read) -> io::Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let filled = self.buf.len();
-            self.buf.resize(BLOCK.max(filled + 1), 0);
-            let res = r.read(self.buf.get_mut(filled..).unwrap_or_default());
-            let n = *res.as_ref().unwrap_or(&0);
-            self.buf.truncate(filled + n);
-            match res {
-                Ok(0) => return Ok(total),
-                Ok(_) => total += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if self.buf.len() >= BLOCK {
-                self.send_block()?;
-            }
-        }
+    /// Sends a whole buffer as it is (after what was written before).
+    pub fn send(&mut self, block: Vec<u8>) -> io::Result<()> {
+        self.send_block()?;
+        self.buf = block;
+        self.send_block()
     }
 }
 
 impl Write for BodyWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(BLOCK);
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= BLOCK {
             self.send_block()?;

@@ -16,6 +16,7 @@
 pub mod io;
 mod read;
 mod recover;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,6 @@ use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, encode_segment_header};
 use crate::id::SegmentId;
 use io::{SegmentFile, SegmentIo};
 use read::Readers;
-pub use read::RecordBytes;
 pub use recover::TailReport;
 
 /// Where a record lives.

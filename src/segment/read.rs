@@ -1,79 +1,49 @@
-//! Reading records back: sealed segments are mapped (and pages released
-//! after each record, so streaming keeps the RSS flat), the active one is
-//! read with `pread`; a segment GC removed is never cached again.
+//! Reading records back with positioned reads (`pread`) into the caller's
+//! buffers: nothing a reader touches stays mapped into the process, so a
+//! stream of any length keeps the resident set flat, and a range of
+//! adjacent records is one read (the shape a remote segment's range
+//! request has too). Whole-segment scans go through `scan`.
+//!
+//! Open handles of sealed segments are cached (a bounded number); a segment
+//! GC removed is never cached again, and a handle already open keeps
+//! reading the removed file's bytes, which are the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-
-use memmap2::Mmap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::io::SegmentFile;
-use super::{Location, SegmentSet, lock, segment_path};
+use super::{SegmentSet, lock, segment_path};
 use crate::error::{Error, Result};
 use crate::id::SegmentId;
 
+/// Sealed segments kept open for reads.
+const OPEN_HANDLES: usize = 128;
+
+/// Open read handles, by segment.
 #[derive(Default)]
 pub(super) struct Readers {
-    pub(super) map: HashMap<SegmentId, Arc<Reader>>,
-    /// Segments removed by GC: a reader that mapped one just before its
-    /// removal must not cache the mapping (it would pin the deleted file).
-    pub(super) removed: std::collections::HashSet<SegmentId>,
+    map: HashMap<SegmentId, (Arc<Handle>, AtomicU64)>,
+    /// Segments removed by GC: a reader that opened one just before its
+    /// removal must not cache the handle.
+    removed: HashSet<SegmentId>,
+    /// Bumped by every use, for evicting the least recently used handle.
+    clock: AtomicU64,
 }
 
-pub(super) enum Reader {
-    Mapped(Mmap),
-    /// The active segment grows, so it is read with `pread`.
-    Open(Arc<dyn SegmentFile>),
+pub(super) enum Handle {
+    Sealed(File),
+    /// The active segment: read through the writer's own file.
+    Active(Arc<dyn SegmentFile>),
 }
 
-/// The bytes of one record, borrowed from a mapping or read into memory.
-pub struct RecordBytes(Bytes);
-
-enum Bytes {
-    Mapped(Arc<Reader>, usize, usize),
-    Owned(Vec<u8>),
-}
-
-impl Drop for RecordBytes {
-    /// Releases the pages of a mapped record from this process's resident
-    /// set once it has been read, so that streaming a large file keeps the
-    /// daemon's RSS flat (the kernel's page cache keeps them warm).
-    fn drop(&mut self) {
-        if let Bytes::Mapped(r, start, end) = &self.0
-            && let Reader::Mapped(m) = &**r
-        {
-            // A page fault maps more than the faulting page: the fault-around
-            // window, and with large page-cache folios the whole folio (up to
-            // 2 MiB). Releasing only the record's own pages left two thirds
-            // of a streamed segment resident (measured); releasing the
-            // 2 MiB-aligned window around it keeps the RSS flat.
-            const WINDOW: usize = 2 << 20;
-            let lo = start & !(WINDOW - 1);
-            let hi = (end.div_ceil(WINDOW) * WINDOW).min(m.len());
-            // SAFETY: the mapping is read-only and backed by an immutable
-            // sealed segment; dropping its pages only makes the next access
-            // fault them in again from the file, with the same contents.
-            let _ = unsafe {
-                m.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    lo,
-                    hi.saturating_sub(lo),
-                )
-            };
-        }
-    }
-}
-
-impl std::ops::Deref for RecordBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Bytes::Mapped(r, start, end) => match &**r {
-                Reader::Mapped(m) => m.get(*start..*end).unwrap_or_default(),
-                Reader::Open(_) => &[],
-            },
-            Bytes::Owned(v) => v,
+impl Handle {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Handle::Sealed(f) => f.read_exact_at(buf, offset),
+            Handle::Active(f) => f.file().read_exact_at(buf, offset),
         }
     }
 }
@@ -88,57 +58,34 @@ impl SegmentSet {
             .remove(&id);
     }
 
-    /// The bytes of the record at `loc` (not yet checked).
-    pub fn read(&self, loc: Location) -> Result<RecordBytes> {
-        let reader = self.reader(loc.segment)?;
-        let start = loc.offset as usize;
-        let end = start + loc.len as usize;
-        match &*reader {
-            Reader::Mapped(m) => {
-                if end > m.len() {
-                    return Err(Error::corrupt(
-                        loc.segment,
-                        loc.offset,
-                        format!(
-                            "record of {} bytes runs past the end of the segment ({} bytes)",
-                            loc.len,
-                            m.len()
-                        ),
-                    ));
-                }
-                Ok(RecordBytes(Bytes::Mapped(reader, start, end)))
+    /// Reads `buf.len()` bytes of segment `id` at `offset` (not checked:
+    /// the caller decodes them). A read past the end of the file is
+    /// corruption at that place.
+    pub fn read_at(&self, id: SegmentId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let handle = self.handle(id)?;
+        handle.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    id,
+                    offset,
+                    format!("{} bytes run past the end of the segment", buf.len()),
+                )
+            } else {
+                Error::io(format!("reading segment {id} at {offset}"), e)
             }
-            Reader::Open(f) => {
-                let mut buf = vec![0u8; loc.len as usize];
-                f.file().read_exact_at(&mut buf, loc.offset).map_err(|e| {
-                    Error::corrupt(
-                        loc.segment,
-                        loc.offset,
-                        format!("reading a record of {} bytes: {e}", loc.len),
-                    )
-                })?;
-                Ok(RecordBytes(Bytes::Owned(buf)))
-            }
-        }
+        })
     }
 
-    /// The whole segment mapped, for scans (verify, compaction).
-    pub fn map(&self, id: SegmentId) -> Result<Arc<Mmap>> {
-        let path = segment_path(&self.dir, id);
-        let f = std::fs::File::open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        Ok(Arc::new(map_file(&f, id)?))
-    }
-
-    fn reader(&self, id: SegmentId) -> Result<Arc<Reader>> {
-        if let Some(r) = self
-            .readers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .get(&id)
+    fn handle(&self, id: SegmentId) -> Result<Arc<Handle>> {
         {
-            return Ok(Arc::clone(r));
+            let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((h, used)) = readers.map.get(&id) {
+                used.store(
+                    readers.clock.fetch_add(1, Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                return Ok(Arc::clone(h));
+            }
         }
         let active = {
             let w = lock(&self.writer);
@@ -147,26 +94,38 @@ impl SegmentSet {
                 .filter(|a| a.id == id)
                 .map(|a| Arc::clone(&a.file))
         };
-        let reader = match active {
-            Some(file) => Arc::new(Reader::Open(file)),
-            None => {
-                let path = segment_path(&self.dir, id);
-                let f = std::fs::File::open(&path).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::Inconsistent(format!("segment file {} is missing", path.display()))
-                    } else {
-                        Error::io(format!("opening {}", path.display()), e)
-                    }
-                })?;
-                let r = Arc::new(Reader::Mapped(map_file(&f, id)?));
-                let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
-                if !readers.removed.contains(&id) {
-                    readers.map.insert(id, Arc::clone(&r));
-                }
-                r
+        if let Some(file) = active {
+            // Not cached: the active segment is sealed (and then read as a
+            // sealed file) while readers come and go.
+            return Ok(Arc::new(Handle::Active(file)));
+        }
+        let path = segment_path(&self.dir, id);
+        let f = File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Inconsistent(format!("segment file {} is missing", path.display()))
+            } else {
+                Error::io(format!("opening {}", path.display()), e)
             }
-        };
-        Ok(reader)
+        })?;
+        let h = Arc::new(Handle::Sealed(f));
+        let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
+        if !readers.removed.contains(&id) {
+            if readers.map.len() >= OPEN_HANDLES {
+                let oldest = readers
+                    .map
+                    .iter()
+                    .min_by_key(|(_, (_, used))| used.load(Ordering::Relaxed))
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    readers.map.remove(&k);
+                }
+            }
+            let now = readers.clock.fetch_add(1, Ordering::Relaxed);
+            readers
+                .map
+                .insert(id, (Arc::clone(&h), AtomicU64::new(now)));
+        }
+        Ok(h)
     }
 
     /// Removes a segment file that nothing references any more.
@@ -186,11 +145,4 @@ impl SegmentSet {
             .sync_dir(&self.dir)
             .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
     }
-}
-
-pub(super) fn map_file(f: &std::fs::File, id: SegmentId) -> Result<Mmap> {
-    // SAFETY: segment files are only ever appended to by this process (the
-    // data directory is locked) and sealed segments are never modified; a
-    // mapping stays valid after the file is removed.
-    unsafe { Mmap::map(f) }.map_err(|e| Error::io(format!("mapping segment {id}"), e))
 }

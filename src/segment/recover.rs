@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::io::{SegmentFile, SegmentIo};
-use super::read::{Readers, map_file};
+use super::read::Readers;
+use super::scan::scan;
 use super::{Active, SegmentSet, SyncState, WRITE_BUFFER, Writer, list_segments, segment_path};
 use crate::error::{Error, Result};
-use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd, decode_segment_header};
+use crate::format::{SEGMENT_HEADER_LEN, ScanEnd, decode_segment_header};
 use crate::id::SegmentId;
 
 /// What opening found in the last segment.
@@ -69,8 +70,6 @@ fn scan_tail(
     id: SegmentId,
     indexed_end: impl Fn(SegmentId) -> Result<u64>,
 ) -> Result<TailReport> {
-    let map = map_file(file.file(), id)?;
-    let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
     let mut tail = TailReport {
         segment: id,
         valid_len: len,
@@ -78,10 +77,14 @@ fn scan_tail(
         invalid: None,
         damaged: false,
     };
-    let ScanEnd::Invalid { offset, error } = format::scan_records(body, |_, _| {}) else {
+    let end = scan(
+        len,
+        &|off, buf| file.file().read_exact_at(buf, off),
+        &mut |_, _, _| Ok(()),
+    )?;
+    let ScanEnd::Invalid { offset: at, error } = end else {
         return Ok(tail);
     };
-    let at = SEGMENT_HEADER_LEN as u64 + offset;
     let needed = indexed_end(id)?;
     tail.valid_len = at;
     if at < needed {

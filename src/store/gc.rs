@@ -136,31 +136,35 @@ impl Store {
         if !inner.segments.seal_for_gc(seg)? {
             return Ok(());
         }
-        let map = inner.segments.map(seg)?;
-        let freed = map.len() as u64;
-        let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
+        let freed = inner.segments.file_len(seg)?;
+        // One pass: note every record, and copy (without locks) every one
+        // the index points at that is live or pinned now. Records that die
+        // before the flip are dropped there.
         let mut found = Vec::new();
-        let end = format::scan_records(body, |off, h| {
-            found.push(Found {
+        let mut copies: Vec<(usize, Location)> = Vec::new();
+        let mut session = inner.segments.session();
+        let end = inner.segments.scan_segment(seg, &mut |offset, h, rec| {
+            let f = Found {
                 id: h.chunk_id,
-                offset: SEGMENT_HEADER_LEN as u64 + off,
-                len: h.record_len() as u32,
-            });
-        });
+                offset,
+                len: rec.len() as u32,
+            };
+            if self.still_wanted_at(seg, &f)? {
+                let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+                copies.push((found.len(), session.append(hdr, payload)?));
+            }
+            found.push(f);
+            Ok(())
+        })?;
         if let ScanEnd::Invalid { offset, error } = end {
             return Err(Error::corrupt(
                 seg,
-                SEGMENT_HEADER_LEN as u64 + offset,
+                offset,
                 format!("{error}; segment left as it is, run `imgstore store verify`"),
             ));
         }
-        let records = Records {
-            seg,
-            map: &map[..],
-            found,
-        };
-        let mut session = inner.segments.session();
-        let copies = self.copy_live(&records, &mut session)?;
+        session.sync()?;
+        let records = Records { seg, found };
         let (copied_here, copied_bytes) = self.flip(&records, copies, &mut session, report)?;
         drop(session);
 
@@ -176,32 +180,16 @@ impl Store {
         Ok(())
     }
 
-    /// Copies, without locks, every record the index points at that is
-    /// live or pinned now. Records that die before the flip are dropped
-    /// there. Returns (record number, new place) of each copy.
-    fn copy_live(
-        &self,
-        records: &Records<'_>,
-        session: &mut WriteSession<'_>,
-    ) -> Result<Vec<(usize, Location)>> {
+    /// True when the index points at this record and it is live or pinned.
+    fn still_wanted_at(&self, seg: SegmentId, f: &Found) -> Result<bool> {
         let inner = &*self.inner;
-        let mut copies = Vec::new();
-        for (i, f) in records.found.iter().enumerate() {
-            let Some(e) = inner.index.chunk(&f.id)? else {
-                continue;
-            };
-            if e.location != records.here(f) {
-                continue;
-            }
-            let pinned = lock(&inner.pins).contains_key(&f.id);
-            if e.refcount == 0 && !pinned {
-                continue;
-            }
-            let (hdr, payload) = records.split(f);
-            copies.push((i, session.append(hdr, payload)?));
+        let Some(e) = inner.index.chunk(&f.id)? else {
+            return Ok(false);
+        };
+        if e.location != f.at(seg) {
+            return Ok(false);
         }
-        session.sync()?;
-        Ok(copies)
+        Ok(e.refcount > 0 || lock(&inner.pins).contains_key(&f.id))
     }
 
     /// Points the index at the copies (and drops dead chunks) in one batch
@@ -210,7 +198,7 @@ impl Store {
     /// copied.
     fn flip(
         &self,
-        records: &Records<'_>,
+        records: &Records,
         copies: Vec<(usize, Location)>,
         session: &mut WriteSession<'_>,
         report: &mut GcReport,
@@ -231,7 +219,7 @@ impl Store {
             let Some(mut e) = inner.index.chunk(&f.id)? else {
                 continue;
             };
-            if e.location != records.here(f) {
+            if e.location != f.at(records.seg) {
                 continue;
             }
             if e.refcount == 0 && !pins.contains_key(&f.id) {
@@ -243,7 +231,9 @@ impl Store {
                 Some(loc) => loc,
                 None => {
                     // Revived (by a put) after the copy pass: copy it now.
-                    let (hdr, payload) = records.split(f);
+                    let mut rec = vec![0u8; f.len as usize];
+                    inner.segments.read_at(records.seg, f.offset, &mut rec)?;
+                    let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
                     let loc = session.append(hdr, payload)?;
                     session.sync()?;
                     loc
@@ -267,27 +257,17 @@ impl Store {
 }
 
 /// The records of a segment being compacted.
-struct Records<'a> {
+struct Records {
     seg: SegmentId,
-    map: &'a [u8],
     found: Vec<Found>,
 }
 
-impl Records<'_> {
-    fn here(&self, f: &Found) -> Location {
+impl Found {
+    fn at(&self, seg: SegmentId) -> Location {
         Location {
-            segment: self.seg,
-            offset: f.offset,
-            len: f.len,
+            segment: seg,
+            offset: self.offset,
+            len: self.len,
         }
-    }
-
-    /// A record's header and payload, as stored.
-    fn split(&self, f: &Found) -> (&[u8], &[u8]) {
-        let rec = self
-            .map
-            .get(f.offset as usize..(f.offset + u64::from(f.len)) as usize)
-            .unwrap_or_default();
-        rec.split_at(rec.len().min(format::RECORD_HEADER_LEN))
     }
 }

@@ -21,6 +21,7 @@ mod exchange;
 pub mod gc;
 mod put;
 mod read;
+mod readahead;
 mod stats;
 mod table;
 mod txn;
@@ -42,10 +43,11 @@ use crate::segment::io::{FsIo, SegmentIo};
 use crate::segment::{SegmentSet, lock};
 
 pub use crate::index::{ChunkRef, FileRecord, PartialId};
-pub use crate::segment::{Location, RecordBytes, TailReport};
+pub use crate::segment::{Location, TailReport};
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentPlan};
 pub use put::{PutResult, StagedPut};
-pub use read::FileReader;
+pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
+pub use readahead::READAHEAD_BUDGET;
 pub use stats::{FileUsage, StoreStats};
 pub use table::{Table, json_decode, json_encode};
 pub use txn::Txn;
@@ -72,6 +74,8 @@ pub struct StoreOptions {
     pub tables: Vec<&'static str>,
     /// The segment I/O seam (tests inject faults here).
     pub io: Box<dyn SegmentIo>,
+    /// Threads that read ahead for readers (0: one per core).
+    pub read_threads: usize,
 }
 
 impl Default for StoreOptions {
@@ -83,6 +87,7 @@ impl Default for StoreOptions {
             create: true,
             tables: Vec::new(),
             io: Box::new(FsIo),
+            read_threads: 0,
         }
     }
 }
@@ -131,6 +136,8 @@ struct Inner {
     commit: Mutex<()>,
     /// Chunks that in-flight puts decided to reuse.
     pins: Mutex<HashMap<ChunkId, u32>>,
+    /// Workers that read ahead for every reader.
+    reads: readahead::ReadPool,
     tail: Option<TailReport>,
     _lock: File,
 }
@@ -191,6 +198,10 @@ impl Store {
                 segments,
                 commit: Mutex::new(()),
                 pins: Mutex::new(HashMap::new()),
+                reads: readahead::ReadPool::new(match opts.read_threads {
+                    0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    n => n,
+                }),
                 tail,
                 _lock: lock_file,
             }),
@@ -211,6 +222,11 @@ impl Store {
     /// reported here after it was cut).
     pub fn recovery_report(&self) -> Option<&TailReport> {
         self.inner.tail.as_ref()
+    }
+
+    /// Decompressed bytes read ahead for readers and not yet taken.
+    pub fn readahead_bytes(&self) -> u64 {
+        self.inner.reads.in_flight()
     }
 
     /// The stored record of a file.

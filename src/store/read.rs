@@ -1,33 +1,118 @@
-//! Reading files back: whole or a byte range, chunk by chunk, every record's
-//! CRC checked. Corruption is an error naming the segment and offset.
+//! Reading files back: whole or a byte range, in batches of chunks read
+//! ahead on the read pool (`readahead`) and taken back in order. Every
+//! record's CRCs, chunk id and lengths are checked before its bytes are
+//! used; corruption is an error naming the segment and offset.
+//!
+//! A batch is a run of consecutive chunks of the file (about
+//! [`BATCH_BYTES`]); its records are looked up in the index, read with one
+//! positioned read per stretch of adjacent records, checked and
+//! decompressed into one buffer. The same batch is what a remote segment
+//! backend will fetch with one range request.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 
 use super::Store;
+use super::readahead::{Slot, Work};
 use crate::error::{Error, Result};
 use crate::format::{self, FormatError, RecordHeader};
 use crate::id::{ChunkId, FileId};
 use crate::index::{ChunkEntry, ChunkRef};
-use crate::segment::RecordBytes;
+use crate::segment::Location;
+
+/// Uncompressed bytes per batch.
+pub const BATCH_BYTES: u64 = 1 << 20;
+/// Batches a reader keeps in flight ahead of the one it reads.
+pub const READAHEAD_BATCHES: usize = 4;
+/// Largest single positioned read (adjacent records are read together).
+const MAX_RUN_BYTES: u64 = 4 << 20;
 
 /// A streaming reader over a stored file or a range of it.
 pub struct FileReader {
     store: Store,
-    file: FileId,
+    plan: Planner,
+    /// Batches in flight, in file order, with the offset each starts at.
+    window: VecDeque<(std::sync::Arc<Slot>, u64)>,
+    /// A batch planned but not queued (the budget had no room for it).
+    held: Option<(u64, Vec<ChunkRef>)>,
+    /// The batch being read, and where it starts in the file.
+    cur: Vec<u8>,
+    cur_start: u64,
     /// Next byte to return (absolute offset in the file).
     pos: u64,
     end: u64,
-    /// Current block of the chunk list and where its first chunk starts.
-    block: Vec<ChunkRef>,
-    block_start: u64,
-    /// Index in `block` of the chunk held in `buf`, and its start offset.
-    next_chunk: usize,
-    next_chunk_start: u64,
-    buf: Vec<u8>,
-    buf_start: u64,
     dctx: zstd::bulk::Decompressor<'static>,
-    /// Reading a chunk list given by the caller, not a stored file's.
-    fixed_list: bool,
+}
+
+/// Where the chunks come from: a stored file's list, block by block, or a
+/// list the caller gave.
+enum Source {
+    File(FileId),
+    Fixed,
+}
+
+/// Cuts the chunk list into batches, lazily, block by block.
+struct Planner {
+    source: Source,
+    /// Chunks not yet planned; the first starts at `next_start`.
+    pending: VecDeque<ChunkRef>,
+    next_start: u64,
+    /// Planning stops at this offset.
+    end: u64,
+}
+
+impl Planner {
+    /// Loads the block of the file's chunk list that holds `offset`,
+    /// keeping the chunks from the one that holds it.
+    fn load_at(&mut self, store: &Store, offset: u64) -> Result<()> {
+        let Source::File(file) = self.source else {
+            return Ok(()); // a fixed list is pending from the start
+        };
+        let (start, refs) = store.inner.index.block_at(&file, offset)?.ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "file {file} has no chunk list block for offset {offset}"
+            ))
+        })?;
+        let mut at = start;
+        self.pending.clear();
+        for r in refs {
+            let chunk_end = at + u64::from(r.raw_len);
+            if chunk_end > offset {
+                if self.pending.is_empty() {
+                    self.next_start = at;
+                }
+                self.pending.push_back(r);
+            }
+            at = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// The next batch: the offset its first chunk starts at, its chunks.
+    fn next(&mut self, store: &Store) -> Result<Option<(u64, Vec<ChunkRef>)>> {
+        let start = self.next_start;
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        while bytes < BATCH_BYTES && self.next_start < self.end {
+            if self.pending.is_empty() {
+                self.load_at(store, self.next_start)?;
+            }
+            let Some(r) = self.pending.pop_front() else {
+                return Err(Error::Inconsistent(format!(
+                    "chunk list ends at offset {}, before {}",
+                    self.next_start, self.end
+                )));
+            };
+            bytes += u64::from(r.raw_len);
+            self.next_start += u64::from(r.raw_len);
+            batch.push(r);
+        }
+        Ok((!batch.is_empty()).then_some((start, batch)))
+    }
+}
+
+fn sum_len(refs: &[ChunkRef]) -> u64 {
+    refs.iter().map(|r| u64::from(r.raw_len)).sum()
 }
 
 impl Store {
@@ -48,21 +133,34 @@ impl Store {
                     "range {offset}+{len} is outside file {id} of {size} bytes"
                 ))
             })?;
-        FileReader::new(self.clone(), *id, offset, end, Vec::new(), false)
+        let mut plan = Planner {
+            source: Source::File(*id),
+            pending: VecDeque::new(),
+            next_start: offset,
+            end,
+        };
+        if offset < end {
+            plan.load_at(self, offset)?;
+        }
+        FileReader::new(self.clone(), plan, offset, end)
     }
 
-    /// The stored record of a chunk, CRC-checked, with its header. Retries
-    /// once when compaction moved the chunk between look-up and read.
-    pub fn read_record(&self, id: &ChunkId) -> Result<(RecordHeader, RecordBytes)> {
+    /// The stored record of a chunk, checked, with its header. Retries
+    /// when compaction moved the chunk between look-up and read.
+    pub fn read_record(&self, id: &ChunkId) -> Result<(RecordHeader, Vec<u8>)> {
         let mut last_err = None;
         for _ in 0..3 {
-            let entry = self
-                .inner
-                .index
-                .chunk(id)?
-                .ok_or_else(|| Error::Inconsistent(format!("chunk {id} is not indexed")))?;
-            match self.read_record_at(id, &entry) {
-                Ok(r) => return Ok(r),
+            let entry = self.entry(id)?;
+            let mut bytes = vec![0u8; entry.location.len as usize];
+            match self.inner.segments.read_at(
+                entry.location.segment,
+                entry.location.offset,
+                &mut bytes,
+            ) {
+                Ok(()) => {
+                    let header = checked(&bytes, id, &entry)?;
+                    return Ok((header, bytes));
+                }
                 Err(e @ Error::Inconsistent(_)) => last_err = Some(e),
                 Err(e) => return Err(e),
             }
@@ -84,65 +182,136 @@ impl Store {
             .map_err(|e| Error::Inconsistent(format!("chunk {id} does not decompress: {e}")))
     }
 
-    fn read_record_at(
+    fn entry(&self, id: &ChunkId) -> Result<ChunkEntry> {
+        self.inner
+            .index
+            .chunk(id)?
+            .ok_or_else(|| Error::Inconsistent(format!("chunk {id} is not indexed")))
+    }
+
+    /// Reads, checks and decompresses `refs` into one buffer: one
+    /// positioned read per stretch of adjacent records.
+    fn read_batch(
         &self,
-        id: &ChunkId,
-        entry: &ChunkEntry,
-    ) -> Result<(RecordHeader, RecordBytes)> {
-        let loc = entry.location;
-        let bytes = self.inner.segments.read(loc)?;
-        let header = check_record(&bytes, id, entry.raw_len)
-            .map_err(|e| Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}")))?;
-        Ok((header, bytes))
+        refs: &[ChunkRef],
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<Vec<u8>> {
+        let mut last_err = None;
+        for _ in 0..3 {
+            match self.try_read_batch(refs, dctx) {
+                // A segment compaction removed between look-up and read.
+                Err(e @ Error::Inconsistent(_)) => last_err = Some(e),
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Internal("batch read without an attempt".into())))
+    }
+
+    fn try_read_batch(
+        &self,
+        refs: &[ChunkRef],
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<Vec<u8>> {
+        let entries: Vec<ChunkEntry> = refs
+            .iter()
+            .map(|r| self.entry(&r.id))
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(sum_len(refs) as usize);
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < refs.len() {
+            // The stretch of records adjacent to this one in its segment.
+            let first = entries.get(i).map(|e| e.location);
+            let Some(first) = first else { break };
+            let mut j = i + 1;
+            let mut run_end = first.offset + u64::from(first.len);
+            while let Some(e) = entries.get(j) {
+                let l = e.location;
+                if l.segment != first.segment
+                    || l.offset != run_end
+                    || run_end - first.offset + u64::from(l.len) > MAX_RUN_BYTES
+                {
+                    break;
+                }
+                run_end += u64::from(l.len);
+                j += 1;
+            }
+            buf.resize((run_end - first.offset) as usize, 0);
+            self.inner
+                .segments
+                .read_at(first.segment, first.offset, &mut buf)?;
+            for k in i..j {
+                let (Some(r), Some(e)) = (refs.get(k), entries.get(k)) else {
+                    break;
+                };
+                let at = (e.location.offset - first.offset) as usize;
+                let rec = buf
+                    .get(at..at + e.location.len as usize)
+                    .unwrap_or_default();
+                let header = checked(rec, &r.id, e)?;
+                let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+                format::decode_payload(&header, payload, dctx, &mut out).map_err(|err| {
+                    Error::corrupt(
+                        e.location.segment,
+                        e.location.offset,
+                        format!("chunk {}: {err}", r.id),
+                    )
+                })?;
+            }
+            i = j;
+        }
+        Ok(out)
     }
 }
 
-fn check_record(bytes: &[u8], id: &ChunkId, raw_len: u32) -> Result<RecordHeader, FormatError> {
-    let (h, _) = format::decode_record(bytes)?;
-    if h.chunk_id != *id {
-        return Err(FormatError::WrongId {
-            stored: *id,
-            computed: h.chunk_id,
-        });
-    }
-    if h.raw_len != raw_len || h.record_len() != bytes.len() as u64 {
-        return Err(FormatError::BadLength {
-            raw_len: h.raw_len,
-            stored_len: h.stored_len,
-        });
-    }
-    Ok(h)
+/// Decodes a record read from `entry`'s place and checks that it is that
+/// chunk's: CRCs, id, lengths.
+fn checked(bytes: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<RecordHeader> {
+    let loc: Location = entry.location;
+    let check = || -> std::result::Result<RecordHeader, FormatError> {
+        let (h, _) = format::decode_record(bytes)?;
+        if h.chunk_id != *id {
+            return Err(FormatError::WrongId {
+                stored: *id,
+                computed: h.chunk_id,
+            });
+        }
+        if h.raw_len != entry.raw_len || h.record_len() != bytes.len() as u64 {
+            return Err(FormatError::BadLength {
+                raw_len: h.raw_len,
+                stored_len: h.stored_len,
+            });
+        }
+        Ok(h)
+    };
+    check().map_err(|e| Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}")))
 }
 
 impl FileReader {
     /// Reads the content of a chunk list (chunks must be indexed).
-    pub(super) fn over_list(store: Store, refs: Vec<ChunkRef>) -> Result<Self> {
-        let end = refs.iter().map(|r| u64::from(r.raw_len)).sum();
-        Self::new(store, FileId([0; 32]), 0, end, refs, true)
+    pub(crate) fn over_list(store: Store, refs: Vec<ChunkRef>) -> Result<Self> {
+        let end = sum_len(&refs);
+        let plan = Planner {
+            source: Source::Fixed,
+            pending: refs.into(),
+            next_start: 0,
+            end,
+        };
+        Self::new(store, plan, 0, end)
     }
 
-    fn new(
-        store: Store,
-        file: FileId,
-        pos: u64,
-        end: u64,
-        block: Vec<ChunkRef>,
-        fixed_list: bool,
-    ) -> Result<Self> {
+    fn new(store: Store, plan: Planner, pos: u64, end: u64) -> Result<Self> {
         Ok(FileReader {
             store,
-            file,
+            plan,
+            window: VecDeque::new(),
+            held: None,
+            cur: Vec::new(),
+            cur_start: pos,
             pos,
             end,
-            block,
-            block_start: 0,
-            next_chunk: 0,
-            next_chunk_start: 0,
-            buf: Vec::new(),
-            buf_start: 0,
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
-            fixed_list,
         })
     }
 
@@ -151,61 +320,92 @@ impl FileReader {
         self.end - self.pos
     }
 
-    /// Loads the chunk that holds `self.pos` into `buf`.
-    fn load(&mut self) -> Result<()> {
-        let in_block = self.next_chunk < self.block.len() && self.next_chunk_start <= self.pos;
-        if !in_block && self.fixed_list {
+    /// Queues batches until the window is full (or the budget says stop).
+    fn fill(&mut self) -> Result<()> {
+        while self.window.len() <= READAHEAD_BATCHES {
+            let planned = match self.held.take() {
+                Some(b) => Some(b),
+                None => self.plan.next(&self.store)?,
+            };
+            let Some((start, refs)) = planned else {
+                return Ok(());
+            };
+            let bytes = sum_len(&refs);
+            // The first batch in flight is always allowed: progress.
+            let budgeted = !self.window.is_empty();
+            if budgeted && !self.store.inner.reads.reserve(bytes) {
+                self.held = Some((start, refs));
+                return Ok(());
+            }
+            let store = self.store.clone();
+            let work: Work = Box::new(move |dctx| store.read_batch(&refs, dctx));
+            let slot = self
+                .store
+                .inner
+                .reads
+                .submit(work, if budgeted { bytes } else { 0 });
+            self.window.push_back((slot, start));
+        }
+        Ok(())
+    }
+
+    /// Makes the batch holding `pos` current.
+    fn advance(&mut self) -> Result<()> {
+        loop {
+            self.fill()?;
+            let Some((slot, start)) = self.window.pop_front() else {
+                return Err(Error::Inconsistent(format!(
+                    "chunk list ends before offset {}",
+                    self.pos
+                )));
+            };
+            self.store.inner.reads.release(&slot);
+            let bytes = slot.take(&mut self.dctx)?;
+            self.cur = bytes;
+            self.cur_start = start;
+            if self.pos < self.cur_start + self.cur.len() as u64 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        for (slot, _) in self.window.drain(..) {
+            slot.cancel();
+            self.store.inner.reads.release(&slot);
+        }
+    }
+}
+
+impl FileReader {
+    /// The next bytes of the file as one owned buffer (a whole batch, cut
+    /// only at the ends of a range): a consumer that hands buffers on (a
+    /// response body, a write) needs no copy. `None` at the end.
+    pub fn next_block(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.pos < self.cur_start || self.pos >= self.cur_start + self.cur.len() as u64 {
+            self.advance()?;
+        }
+        let from = (self.pos - self.cur_start) as usize;
+        let to = ((self.end - self.cur_start) as usize).min(self.cur.len());
+        let block = if from == 0 && to == self.cur.len() {
+            self.cur_start += self.cur.len() as u64;
+            std::mem::take(&mut self.cur)
+        } else {
+            self.cur.get(from..to).unwrap_or_default().to_vec()
+        };
+        if block.is_empty() {
             return Err(Error::Inconsistent(format!(
-                "chunk list ends before offset {}",
+                "empty chunk at offset {}",
                 self.pos
             )));
         }
-        if !in_block {
-            let (start, refs) = self
-                .store
-                .inner
-                .index
-                .block_at(&self.file, self.pos)?
-                .ok_or_else(|| {
-                    Error::Inconsistent(format!(
-                        "file {} has no chunk list block for offset {}",
-                        self.file, self.pos
-                    ))
-                })?;
-            self.block = refs;
-            self.block_start = start;
-            self.next_chunk = 0;
-            self.next_chunk_start = start;
-        }
-        // Skip chunks that end before `pos` (range reads start mid-block).
-        loop {
-            let Some(r) = self.block.get(self.next_chunk).copied() else {
-                return Err(Error::Inconsistent(format!(
-                    "chunk list of file {} ends before offset {}",
-                    self.file, self.pos
-                )));
-            };
-            let chunk_end = self.next_chunk_start + u64::from(r.raw_len);
-            if chunk_end <= self.pos {
-                self.next_chunk += 1;
-                self.next_chunk_start = chunk_end;
-                if self.next_chunk >= self.block.len() {
-                    return self.load();
-                }
-                continue;
-            }
-            let (header, bytes) = self.store.read_record(&r.id)?;
-            self.buf.clear();
-            // `read_record` checked both CRCs and the length.
-            let payload = bytes.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
-            format::decode_payload(&header, payload, &mut self.dctx, &mut self.buf).map_err(
-                |e| Error::Inconsistent(format!("chunk {} does not decompress: {e}", r.id)),
-            )?;
-            self.buf_start = self.next_chunk_start;
-            self.next_chunk += 1;
-            self.next_chunk_start = chunk_end;
-            return Ok(());
-        }
+        self.pos += block.len() as u64;
+        Ok(Some(block))
     }
 }
 
@@ -214,18 +414,18 @@ impl Read for FileReader {
         if self.pos >= self.end || out.is_empty() {
             return Ok(0);
         }
-        let buf_end = self.buf_start + self.buf.len() as u64;
-        if self.pos < self.buf_start || self.pos >= buf_end {
-            self.load().map_err(io::Error::other)?;
+        let cur_end = self.cur_start + self.cur.len() as u64;
+        if self.pos < self.cur_start || self.pos >= cur_end {
+            self.advance().map_err(io::Error::other)?;
         }
-        let from = (self.pos - self.buf_start) as usize;
-        let avail = self.buf.get(from..).unwrap_or_default();
+        let from = (self.pos - self.cur_start) as usize;
+        let avail = self.cur.get(from..).unwrap_or_default();
         let want = (self.end - self.pos).min(out.len() as u64) as usize;
         let n = want.min(avail.len());
         if n == 0 {
             return Err(io::Error::other(Error::Inconsistent(format!(
-                "file {}: empty chunk at offset {}",
-                self.file, self.pos
+                "empty chunk at offset {}",
+                self.pos
             ))));
         }
         out.get_mut(..n)

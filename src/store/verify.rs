@@ -219,15 +219,13 @@ impl Verify<'_> {
         let mut out = Vec::new();
         for seg in inner.segments.list()? {
             self.report.segments += 1;
-            let map = match inner.segments.map(seg) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.report
-                        .problem("corrupt_record", format!("segment {seg}: {e}"), false);
-                    continue;
-                }
-            };
-            if let Err(e) = format::decode_segment_header(&map) {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            if let Err(e) = inner.segments.read_at(seg, 0, &mut head) {
+                self.report
+                    .problem("corrupt_record", format!("segment {seg}: {e}"), false);
+                continue;
+            }
+            if let Err(e) = format::decode_segment_header(&head) {
                 self.report.problem(
                     "corrupt_record",
                     format!("segment {seg} header: {e}"),
@@ -235,22 +233,17 @@ impl Verify<'_> {
                 );
                 continue;
             }
-            let body = map.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
             let mut bad = Vec::new();
             let (report, wanted_at, found) = (&mut self.report, &self.wanted_at, &mut self.found);
-            let end = format::scan_records(body, |off, h| {
-                let offset = SEGMENT_HEADER_LEN as u64 + off;
+            let scanned = inner.segments.scan_segment(seg, &mut |offset, h, rec| {
                 report.records_checked += 1;
                 let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
-                    return; // garbage: not referenced by the index
+                    return Ok(()); // garbage: not referenced by the index
                 };
                 if want_id != h.chunk_id || u64::from(len) != h.record_len() {
-                    return; // the index entry points at a different record
+                    return Ok(()); // the index entry points at a different record
                 }
-                let start = offset as usize + format::RECORD_HEADER_LEN;
-                let payload = map
-                    .get(start..start + h.stored_len as usize)
-                    .unwrap_or_default();
+                let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
                 out.clear();
                 match format::decode_and_verify(h, payload, &mut dctx, &mut out) {
                     Ok(()) => {
@@ -262,12 +255,20 @@ impl Verify<'_> {
                         h.chunk_id
                     )),
                 }
+                Ok(())
             });
             for d in bad {
                 self.report.problem("bad_chunk", d, false);
             }
-            if let ScanEnd::Invalid { offset, error } = end {
-                let at = SEGMENT_HEADER_LEN as u64 + offset;
+            let end = match scanned {
+                Ok(end) => end,
+                Err(e) => {
+                    self.report
+                        .problem("corrupt_record", format!("segment {seg}: {e}"), false);
+                    continue;
+                }
+            };
+            if let ScanEnd::Invalid { offset: at, error } = end {
                 // The active segment's tail may be a write in progress.
                 let indexed_end = inner.index.segment(seg)?.map_or(0, |e| e.indexed_end);
                 if Some(seg) == inner.segments.active_id() && at >= indexed_end {

@@ -17,6 +17,7 @@ mod image_cli;
 mod imgapi_http;
 mod layers;
 mod model;
+mod reads;
 mod store_basic;
 mod tables;
 mod transfer;
