@@ -16,28 +16,39 @@ pub const CHUNKER_VERSION: u32 = 1;
 /// chunk a record may hold.
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
 
-/// The minimum, average and maximum chunk sizes, in bytes.
+/// The minimum, average and maximum chunk sizes, in bytes, and the
+/// normalisation level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkerParams {
     pub min: u32,
     pub avg: u32,
     pub max: u32,
+    /// Normalised chunking: before `avg` a boundary needs `nc` more hash
+    /// bits to match, after it `nc` fewer (FastCDC's NC level; 0 is plain
+    /// CDC). Higher levels narrow the size distribution.
+    pub nc: u8,
 }
 
 impl Default for ChunkerParams {
-    /// 64 KiB average: see the crate docs for the measurement behind it.
+    /// 64 KiB average (16 KiB minimum, 256 KiB maximum), normalisation
+    /// level 1: see the crate docs for the measurements behind it.
     fn default() -> Self {
-        Self::with_average(64 * 1024)
+        Self {
+            nc: 1,
+            ..Self::with_average(64 * 1024)
+        }
     }
 }
 
 impl ChunkerParams {
-    /// `avg` must be a power of two; min is avg/4 and max is avg*4.
+    /// `avg` must be a power of two; min is avg/4 and max is avg*4,
+    /// normalisation level 2.
     pub fn with_average(avg: u32) -> Self {
         Self {
             min: avg / 4,
             avg,
             max: avg.saturating_mul(4),
+            nc: 2,
         }
     }
 
@@ -47,12 +58,13 @@ impl ChunkerParams {
             && self.min >= 64
             && self.min <= self.avg
             && self.avg <= self.max
-            && self.max <= MAX_CHUNK_LEN;
+            && self.max <= MAX_CHUNK_LEN
+            && u32::from(self.nc) + 1 < self.avg.trailing_zeros();
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidInput(format!(
-                "chunker parameters {self:?}: need 64 <= min <= avg <= max <= {}, avg a power of two >= 256",
+                "chunker parameters {self:?}: need 64 <= min <= avg <= max <= {}, avg a power of two >= 256, nc < log2(avg) - 1",
                 MAX_CHUNK_LEN
             )))
         }
@@ -60,12 +72,13 @@ impl ChunkerParams {
 
     fn masks(&self) -> (u64, u64) {
         let bits = self.avg.trailing_zeros();
-        // Normalised chunking: a stricter mask (2 more bits) before the
-        // average size and a looser one (2 fewer) after it narrows the size
-        // distribution. The masks test the high bits of the gear hash, which
-        // depend on the last 64 bytes (the low bits only on the last few).
-        let strict = !0u64 << (64 - (bits + 2));
-        let loose = !0u64 << (64 - bits.saturating_sub(2).max(1));
+        let nc = u32::from(self.nc);
+        // Normalised chunking: a stricter mask (nc more bits) before the
+        // average size and a looser one (nc fewer) after it. The masks test
+        // the high bits of the gear hash, which depend on the last 64 bytes
+        // (the low bits only on the last few).
+        let strict = !0u64 << (64 - (bits + nc));
+        let loose = !0u64 << (64 - bits.saturating_sub(nc).max(1));
         (strict, loose)
     }
 

@@ -54,6 +54,14 @@
 //!   11.1 % at 260 MB/s; 64 KiB 3.02-3.16x, 11.8-11.9 %, 285-316 MB/s; 256 KiB
 //!   3.32x but 13.3 %; 1 MiB 3.45x but 15.5 %. 64 KiB keeps most of the dedup
 //!   of small chunks at the speed of large ones.
+//! * Normalisation level 1 (not 2) since 2026-11 (`benches/dedup.rs`, same
+//!   data, bytes `v2` adds uncompressed / as zstd-1 records, and `v1` stored):
+//!   16K/64K/256K nc 2: 233.0 / 183.6 MB, 489.8 MB; nc 1: 229.0 / 181.8,
+//!   486.2; nc 0: 236.6 / 184.1, 483.5; 8K min nc 1: 228.1 / 181.6, 486.2;
+//!   4K min: 227.7 / 181.4; 512K max: 229.1 / 181.8; 32K avg nc 1: 206.2 /
+//!   175.5 but 494.2 and twice the chunks. Level 1 dedups and compresses
+//!   better than 2 with 8 % fewer chunks; a smaller minimum adds little
+//!   for more hashing.
 //! * New chunks are compressed with zstd level 1 when that saves at least
 //!   1/32 of their size; otherwise they are stored raw. Level 3 stores 4 %
 //!   less but puts 10 % slower (285 vs 316 MB/s on the same data); both stay

@@ -101,6 +101,13 @@ pub struct StoreParams {
     pub chunk_min: u32,
     pub chunk_avg: u32,
     pub chunk_max: u32,
+    /// Normalisation level; stores made before it was a parameter used 2.
+    #[serde(default = "nc_before_it_was_a_parameter")]
+    pub chunk_nc: u8,
+}
+
+fn nc_before_it_was_a_parameter() -> u8 {
+    2
 }
 
 impl StoreParams {
@@ -109,6 +116,7 @@ impl StoreParams {
             min: self.chunk_min,
             avg: self.chunk_avg,
             max: self.chunk_max,
+            nc: self.chunk_nc,
         }
     }
 }
@@ -390,6 +398,7 @@ fn load_params(index: &Index, marker: &Marker, chunker: &ChunkerParams) -> Resul
         chunk_min: chunker.min,
         chunk_avg: chunker.avg,
         chunk_max: chunker.max,
+        chunk_nc: chunker.nc,
     };
     let mut b = index.batch();
     let raw =
