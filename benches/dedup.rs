@@ -34,7 +34,9 @@ fn main() {
         std::env::var("IMGSTORE_BENCH_DATA"),
         std::env::var("IMGSTORE_BENCH_DATA_V2"),
     ) else {
-        eprintln!("dedup: set IMGSTORE_BENCH_DATA and IMGSTORE_BENCH_DATA_V2 (see the file's docs)");
+        eprintln!(
+            "dedup: set IMGSTORE_BENCH_DATA and IMGSTORE_BENCH_DATA_V2 (see the file's docs)"
+        );
         return;
     };
     let v1 = std::fs::read(&v1).unwrap_or_else(|e| panic!("{v1}: {e}"));
@@ -43,8 +45,8 @@ fn main() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(1);
-    let specs = std::env::var("IMGSTORE_BENCH_CHUNKERS")
-        .unwrap_or_else(|_| "16384:65536:262144:2".into());
+    let specs =
+        std::env::var("IMGSTORE_BENCH_CHUNKERS").unwrap_or_else(|_| "16384:65536:262144:2".into());
     println!(
         "min\tavg\tmax\tnc\tcut_MB/s\tchunks_v1\tavg_chunk\tadded_v2_raw\tadded_v2_stored\tstored_v1_est"
     );

@@ -73,6 +73,11 @@ t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now)
 full_ms=$(( (t1 - t0) / 1000000 ))
 full_rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
 echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json")"
+# The update (V2) into the east that now holds V1, direct: its time against
+# the full copy's, and the destination's peak RSS over both.
+t0=$(now); j=$(import $E "$u2"); wait_job $E "$j"; t1=$(now)
+upd_ms=$(( (t1 - t0) / 1000000 ))
+echo "update copy: $(js 'd["execution"]' < "$work/job.json"), $size2 bytes in ${upd_ms} ms = $(awk -v a=$upd_ms -v b=$full_ms 'BEGIN{printf "%.2f", a/b}') x the full copy's time; destination peak RSS $(awk '/VmHWM/{printf "%.0f MiB", $2/1024}' /proc/$e/status)"
 kill9 "$e"
 
 # (2) Update onto v1, through the counting relay.

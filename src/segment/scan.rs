@@ -83,9 +83,7 @@ fn scan_by(
         // Keep the incomplete record, read the next window after it.
         buf.drain(..pos);
         base += pos as u64;
-        let want = (window as u64)
-            .max(buf.len() as u64 * 2)
-            .min(len - read_to) as usize;
+        let want = (window as u64).max(buf.len() as u64 * 2).min(len - read_to) as usize;
         let filled = buf.len();
         buf.resize(filled + want, 0);
         read_at(read_to, buf.get_mut(filled..).unwrap_or_default())

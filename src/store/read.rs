@@ -409,6 +409,25 @@ impl FileReader {
     }
 }
 
+impl io::BufRead for FileReader {
+    /// The rest of the current batch (empty at the end).
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.end {
+            return Ok(&[]);
+        }
+        if self.pos < self.cur_start || self.pos >= self.cur_start + self.cur.len() as u64 {
+            self.advance().map_err(io::Error::other)?;
+        }
+        let from = (self.pos - self.cur_start) as usize;
+        let to = ((self.end - self.cur_start) as usize).min(self.cur.len());
+        Ok(self.cur.get(from..to).unwrap_or_default())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n as u64).min(self.end);
+    }
+}
+
 impl Read for FileReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.end || out.is_empty() {

@@ -392,8 +392,11 @@ fn fetcher(
     }
 }
 
-/// Walks the list in order, hashing the file (SHA-1 and BLAKE3 here, MD5
-/// on its own thread).
+/// Walks the list in order and hashes the file (SHA-1 and BLAKE3 here, MD5
+/// on another thread when asked). Fetched chunks come from the fetchers;
+/// chunks the store had before the copy come from a reader over just
+/// those, read ahead on the store's read pool and hashed where they lie;
+/// a fetched chunk the list repeats is kept until its last use.
 fn assemble(
     store: &Store,
     list: &ChunkList,
@@ -401,14 +404,23 @@ fn assemble(
     shared: &Assembly,
     verify_md5: bool,
 ) -> Result<FileDigests> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(64);
-    let listed_md5 = list.md5;
+    // Uses of each fetched chunk, and the chunks that were here already.
+    let mut uses: HashMap<ChunkId, usize> = HashMap::new();
+    let mut present: Vec<ChunkRef> = Vec::new();
+    for e in &list.entries {
+        if batch_of.contains_key(&e.id) {
+            *uses.entry(e.id).or_insert(0) += 1;
+        } else {
+            present.push(ChunkRef {
+                id: e.id,
+                raw_len: e.raw_len,
+            });
+        }
+    }
+    let mut here = store.open_chunks(present)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
     std::thread::scope(|s| {
         let md5 = s.spawn(move || {
-            if !verify_md5 {
-                for _ in rx {}
-                return listed_md5;
-            }
             let mut m = Md5Hasher::default();
             for block in rx {
                 m.update(&block);
@@ -416,47 +428,25 @@ fn assemble(
             m.finish()
         });
         let mut h = FileHasher::new();
-        let mut dctx =
-            zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd context", e));
+        let mut hash = |bytes: &[u8]| -> Result<()> {
+            h.update(bytes);
+            if verify_md5 {
+                tx.send(bytes.to_vec())
+                    .map_err(|_| Error::Internal("md5 thread stopped".into()))?;
+            }
+            Ok(())
+        };
+        let mut repeats: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::new();
         let res = (|| {
-            let dctx = dctx
-                .as_mut()
-                .map_err(|e| Error::Internal(format!("creating a zstd context: {e}")))?;
-            let mut taken: HashSet<ChunkId> = HashSet::new();
             for e in &list.entries {
-                let fetched = batch_of
-                    .get(&e.id)
-                    .copied()
-                    .filter(|_| !taken.contains(&e.id));
-                let bytes = match fetched {
-                    Some(b) => {
-                        let mut st = shared.lock();
-                        if st.assembling != b {
-                            st.ready.retain(|k, _| *k >= b);
-                            st.assembling = b;
-                            shared.changed.notify_all();
-                        }
-                        loop {
-                            if let Some(c) = st.ready.get(&b).and_then(|m| m.get(&e.id)) {
-                                break Arc::clone(c);
-                            }
-                            if st.stopped {
-                                return Err(st.failure.take().unwrap_or_else(|| {
-                                    Error::Internal("fetchers stopped".into())
-                                }));
-                            }
-                            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                        }
-                    }
-                    // Present before the copy, or a repeat of a fetched chunk
-                    // (indexed by now): read it from the store.
-                    None => {
-                        let mut out = Vec::with_capacity(e.raw_len as usize);
-                        store.read_chunk(&e.id, dctx, &mut out)?;
-                        Arc::new(out)
-                    }
+                let Some(&b) = batch_of.get(&e.id) else {
+                    hash_present(&mut here, e, &mut hash)?;
+                    continue;
                 };
-                taken.insert(e.id);
+                let bytes = match repeats.get(&e.id) {
+                    Some(kept) => Arc::clone(kept),
+                    None => wait_fetched(shared, b, &e.id)?,
+                };
                 if bytes.len() != e.raw_len as usize {
                     return Err(Error::bad_source(format!(
                         "chunk {} has {} bytes, the list says {}",
@@ -465,9 +455,15 @@ fn assemble(
                         e.raw_len
                     )));
                 }
-                h.update(&bytes);
-                tx.send(bytes)
-                    .map_err(|_| Error::Internal("md5 thread stopped".into()))?;
+                if let Some(n) = uses.get_mut(&e.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        repeats.remove(&e.id);
+                    } else {
+                        repeats.insert(e.id, Arc::clone(&bytes));
+                    }
+                }
+                hash(&bytes)?;
             }
             Ok(())
         })();
@@ -480,8 +476,61 @@ fn assemble(
         Ok(FileDigests {
             size,
             sha1,
-            md5,
+            md5: if verify_md5 { md5 } else { list.md5 },
             blake3,
         })
     })
+}
+
+/// A fetched chunk of batch `b`, once a fetcher has verified it.
+fn wait_fetched(shared: &Assembly, b: usize, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+    let mut st = shared.lock();
+    if st.assembling != b {
+        st.ready.retain(|k, _| *k >= b);
+        st.assembling = b;
+        shared.changed.notify_all();
+    }
+    loop {
+        if let Some(c) = st.ready.get(&b).and_then(|m| m.get(id)) {
+            return Ok(Arc::clone(c));
+        }
+        if st.stopped {
+            return Err(st
+                .failure
+                .take()
+                .unwrap_or_else(|| Error::Internal("fetchers stopped".into())));
+        }
+        st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// Hashes the next chunk the store had before the copy where its reader
+/// holds it (no copy).
+fn hash_present(
+    here: &mut crate::store::FileReader,
+    e: &format::ListEntry,
+    hash: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let mut need = e.raw_len as usize;
+    while need > 0 {
+        let buf = here.fill_buf().map_err(|err| match err.into_inner() {
+            Some(inner) => match inner.downcast::<Error>() {
+                Ok(engine) => *engine,
+                Err(other) => Error::Internal(format!("reading chunk {}: {other}", e.id)),
+            },
+            None => Error::Internal(format!("reading chunk {}", e.id)),
+        })?;
+        if buf.is_empty() {
+            return Err(Error::Inconsistent(format!(
+                "chunk {} ends early in the store",
+                e.id
+            )));
+        }
+        let n = buf.len().min(need);
+        hash(buf.get(..n).unwrap_or_default())?;
+        here.consume(n);
+        need -= n;
+    }
+    Ok(())
 }
