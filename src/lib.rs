@@ -66,6 +66,11 @@
 //!   1/32 of their size; otherwise they are stored raw. Level 3 stores 4 %
 //!   less but puts 10 % slower (285 vs 316 MB/s on the same data); both stay
 //!   within 1.15x of what borg (zstd 3, 2 MiB chunks) stores.
+//! * Cold segments can be rewritten at a denser level (`Store::recompress`,
+//!   `imgstore store recompress`; default level 9). v1 of the Debian tree,
+//!   stored at level 1 in 486.2 MB: level 3 464.5 MB (9.8 s), 6 439.3 MB
+//!   (23.5 s), 9 433.0 MB (31 s), 12 431.9 MB (99 s). 9 takes most of what
+//!   denser levels give for a third of 12's time.
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk

@@ -61,6 +61,14 @@ pub enum StoreCommand {
     },
     /// Usage figures for the store, or for one file.
     Stats { file_id: Option<String> },
+    /// Rewrite every segment with its records compressed at a denser zstd
+    /// level (and its garbage dropped); prints stored bytes before and after.
+    Recompress {
+        /// zstd level (1-22).
+        #[arg(long, default_value_t = imgstore::store::DEFAULT_RECOMPRESS_LEVEL,
+              value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+    },
     /// A random workload of puts, links, unlinks and GC that logs every
     /// operation before and after it; for crash testing a disk with kill -9.
     /// Never point it at a store holding data you care about.
@@ -97,6 +105,7 @@ fn command_name(c: &StoreCommand) -> &'static str {
         StoreCommand::Gc { .. } => "gc",
         StoreCommand::Verify { .. } => "verify",
         StoreCommand::Stats { .. } => "stats",
+        StoreCommand::Recompress { .. } => "recompress",
         StoreCommand::Soak { .. } => "soak",
     }
 }
@@ -151,6 +160,24 @@ fn execute(args: StoreArgs) -> Result<i32> {
         StoreCommand::Unlink { file_id } => refs(&args, file_id, false),
         StoreCommand::Gc { dry_run, threshold } => gc(&args, *dry_run, *threshold),
         StoreCommand::Verify { repair } => verify(&args, *repair),
+        StoreCommand::Recompress { level } => {
+            let store = open(&args, false)?;
+            let r = store.recompress(*level)?;
+            store.close()?;
+            print(json, &r, || {
+                format!(
+                    "recompressed {} segments ({} records) at zstd {}: stored bytes {} -> {} (live {} -> {})",
+                    r.segments,
+                    r.records_rewritten,
+                    r.level,
+                    r.stored_bytes_before,
+                    r.stored_bytes_after,
+                    r.live_stored_bytes_before,
+                    r.live_stored_bytes_after
+                )
+            })?;
+            Ok(0)
+        }
         StoreCommand::Soak { seed, log, ops } => {
             soak(&args.data_dir, *seed, log, *ops)?;
             Ok(0)

@@ -168,6 +168,25 @@ impl SegmentSet {
         Ok(id.0 < w.next_id && w.active.as_ref().map(|a| a.id) != Some(id))
     }
 
+    /// Seals the active segment if no session is writing to it, so that
+    /// whatever is appended next starts a new segment. Returns the ids of
+    /// every sealed segment (a pinned active one is not among them).
+    pub fn seal_active(&self) -> Result<Vec<SegmentId>> {
+        let mut w = lock(&self.writer);
+        if let Some(id) = w.active.as_ref().map(|a| a.id)
+            && !w.pins.contains_key(&id)
+        {
+            self.seal(&mut w)?;
+        }
+        let active = w.active.as_ref().map(|a| a.id);
+        drop(w);
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|id| Some(*id) != active)
+            .collect())
+    }
+
     /// Current file length of a segment.
     pub fn file_len(&self, id: SegmentId) -> Result<u64> {
         let path = segment_path(&self.dir, id);

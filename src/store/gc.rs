@@ -120,7 +120,7 @@ impl Store {
     pub fn gc_execute(&self, plan: &GcPlan) -> Result<GcReport> {
         let mut report = GcReport::default();
         for s in &plan.segments {
-            self.compact_segment(SegmentId(s.segment), &mut report)?;
+            self.compact_segment(SegmentId(s.segment), None, &mut report)?;
         }
         Ok(report)
     }
@@ -131,7 +131,15 @@ impl Store {
         self.gc_execute(&plan)
     }
 
-    fn compact_segment(&self, seg: SegmentId, report: &mut GcReport) -> Result<()> {
+    /// Rewrites `seg`'s live records forward and removes it; with `recode`,
+    /// each record is compressed again at that zstd level on the way.
+    pub(super) fn compact_segment(
+        &self,
+        seg: SegmentId,
+        recode: Option<&mut Recoder>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let mut recode = recode;
         let inner = &*self.inner;
         if !inner.segments.seal_for_gc(seg)? {
             return Ok(());
@@ -150,8 +158,17 @@ impl Store {
                 len: rec.len() as u32,
             };
             if self.still_wanted_at(seg, &f)? {
-                let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-                copies.push((found.len(), session.append(hdr, payload)?));
+                let loc = match recode.as_deref_mut() {
+                    Some(r) => {
+                        let (hdr, payload) = r.recode(seg, offset, h, rec)?;
+                        session.append(&hdr, payload)?
+                    }
+                    None => {
+                        let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+                        session.append(hdr, payload)?
+                    }
+                };
+                copies.push((found.len(), loc));
             }
             found.push(f);
             Ok(())
@@ -269,5 +286,58 @@ impl Found {
             offset: self.offset,
             len: self.len,
         }
+    }
+}
+
+/// Compresses records again at another level (cold segments, which are
+/// read often and written never, pay for a slower level once).
+pub(super) struct Recoder {
+    dctx: zstd::bulk::Decompressor<'static>,
+    cctx: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Recoder {
+    pub(super) fn new(level: i32) -> Result<Self> {
+        Ok(Self {
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::io("creating a zstd context", e))?,
+            cctx: zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::io("creating a zstd context", e))?,
+            raw: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The record as it will be written: header and payload, compressed
+    /// at the new level unless that saves less than 1/32 (then raw). The
+    /// chunk is checked against its id on the way, so a record rewritten
+    /// here is as verified as one received from another datacenter.
+    fn recode(
+        &mut self,
+        seg: SegmentId,
+        offset: u64,
+        h: &format::RecordHeader,
+        rec: &[u8],
+    ) -> Result<([u8; format::RECORD_HEADER_LEN], &[u8])> {
+        let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+        self.raw.clear();
+        format::decode_and_verify(h, payload, &mut self.dctx, &mut self.raw)
+            .map_err(|e| Error::corrupt(seg, offset, format!("chunk {}: {e}", h.chunk_id)))?;
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+        let n = self
+            .cctx
+            .compress_to_buffer(&self.raw, &mut self.out)
+            .map_err(|e| Error::io("compressing a chunk", e))?;
+        let (codec, body) = if n + n / 32 < self.raw.len() {
+            (format::Codec::Zstd, self.out.get(..n).unwrap_or_default())
+        } else {
+            (format::Codec::Raw, self.raw.as_slice())
+        };
+        let header = format::encode_record_header(codec, &h.chunk_id, h.raw_len, body);
+        Ok((header, body))
     }
 }

@@ -18,6 +18,7 @@ mod imgapi_http;
 mod layers;
 mod model;
 mod reads;
+mod recompress;
 mod store_basic;
 mod tables;
 mod transfer;
