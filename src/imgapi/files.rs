@@ -23,6 +23,9 @@ pub struct FileParams {
     pub storage: Option<String>,
     /// Content-Length, when the client sent one.
     pub content_length: Option<u64>,
+    /// Content-MD5 (base64), when the client sent one: checked against
+    /// what arrived.
+    pub content_md5: Option<String>,
 }
 
 /// Counts bytes and fails past a limit, so an upload without
@@ -170,6 +173,16 @@ impl Imgapi {
         }
         let compression = p.compression.clone().unwrap_or_else(|| "none".into());
         let md5 = base64_encode(&staged.md5);
+        if let Some(want) = &p.content_md5
+            && want.trim() != md5
+        {
+            return Err(ApiError::new(
+                Code::Download,
+                format!(
+                    "Content-MD5 of the uploaded file ({md5}) does not match the header ({want})"
+                ),
+            ));
+        }
         self.mutate(uuid, account, |t, img| {
             if img.activated {
                 return Err(files_immutable(uuid));
@@ -223,6 +236,7 @@ impl Imgapi {
             dataset_guid: text("dataset_guid").or(dataset_guid),
             storage: None,
             content_length: f.get("size").and_then(Value::as_u64),
+            content_md5: None,
         };
         // Check before the download starts; `add_file` checks again under
         // its transaction.

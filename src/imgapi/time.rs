@@ -55,19 +55,25 @@ pub fn parse_iso8601(s: &str) -> Option<u64> {
         .or_else(|| s.strip_suffix("+00:00"))
         .unwrap_or(s);
     let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    // Every field is unsigned digits of its own width, so no value an
+    // input can carry overflows the arithmetic below.
+    let num = |f: &str, width: usize| -> Option<i64> {
+        (f.len() == width && f.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| f.parse().ok())
+            .flatten()
+    };
     let mut dp = date.split('-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let mo: u32 = dp.next()?.parse().ok()?;
-    let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || date.len() != 10
-    {
+    let y = num(dp.next()?, 4)?;
+    let mo = u32::try_from(num(dp.next()?, 2)?).ok()?;
+    let d = u32::try_from(num(dp.next()?, 2)?).ok()?;
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut tp = hms.split(':');
-    let h: i64 = tp.next()?.parse().ok()?;
-    let mi: i64 = tp.next()?.parse().ok()?;
-    let sec: i64 = tp.next()?.parse().ok()?;
+    let h = num(tp.next()?, 2)?;
+    let mi = num(tp.next()?, 2)?;
+    let sec = num(tp.next()?, 2)?;
     if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
@@ -150,5 +156,15 @@ mod tests {
         assert!(!is_imgapi_date("2013-01-08"));
         assert!(!is_imgapi_date("2013-13-08T20:21:17Z"));
         assert_eq!(parse_iso8601("garbage"), None);
+        // Signs and overlong fields are not dates (they overflowed once).
+        for bad in [
+            "2026-01-01T-9223372036854775808:00:00Z",
+            "2026-01-01T00:-9223372036854775808:00Z",
+            "99999999999-01-01T00:00:00Z",
+            "2026-1-01T00:00:00Z",
+            "+2026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
     }
 }

@@ -798,3 +798,50 @@ fn the_daemon_collects_garbage_online_by_itself_and_on_request() {
         "InvalidParameter",
     );
 }
+
+#[test]
+fn a_content_md5_that_does_not_match_the_upload_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "md5", json!({}), &[], false);
+    let data = bytes(300_000, 4);
+    let put = |md5: &str| {
+        d.client
+            .put(format!(
+                "{}/images/{uuid}/file?compression=none&account={ALICE}",
+                d.url
+            ))
+            .header("content-type", "application/octet-stream")
+            .header("content-md5", md5)
+            .body(data.clone())
+            .send()
+            .unwrap()
+    };
+    let body = assert_err(put(&md5_b64(b"something else")), 400, "Download");
+    assert!(
+        body["message"].as_str().unwrap().contains("Content-MD5"),
+        "{body}"
+    );
+    let (_, img) = sj(d.get(&format!("/images/{uuid}?account={ALICE}")));
+    assert_eq!(img["files"], json!([]), "nothing was attached");
+    let (s, img) = sj(put(&md5_b64(&data)));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["files"][0]["size"], 300_000);
+    assert!(d.state.api.store().verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_date_marker_that_would_overflow_is_an_invalid_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    for m in [
+        "2026-01-01T-9223372036854775808:00:00Z",
+        "2026-01-01T00:00:-9223372036854775808Z",
+        "-9223372036854775808-01-01T00:00:00Z",
+    ] {
+        let url = format!("/images?marker={}", m.replace(':', "%3A"));
+        assert_err(d.get(&url), 422, "InvalidParameter");
+    }
+    // The daemon still answers.
+    assert_eq!(d.get("/ping").status(), 200);
+}

@@ -38,6 +38,10 @@ pub(super) async fn put(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
+        content_md5: headers
+            .get("content-md5")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     // Refuse before reading a byte of the body.
     let check = params.clone();
