@@ -162,7 +162,7 @@ impl DaemonConfig {
         };
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
-            api: Imgapi::new(store, self.imgapi.clone(), copies),
+            api: Imgapi::new(store, self.imgapi.clone(), copies)?,
             log,
             started: Instant::now(),
         }))

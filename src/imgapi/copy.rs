@@ -263,7 +263,7 @@ impl Imgapi {
             changed.push("disabled".into());
         }
         if !changed.is_empty() {
-            self.store.transaction(|t| {
+            self.write(|t| {
                 let mut img = t
                     .get::<Images>(uuid)?
                     .ok_or_else(ApiError::image_not_found)?;
@@ -315,7 +315,7 @@ impl Imgapi {
                 }
             }
         }
-        self.store.transaction(|t| {
+        self.write(|t| {
             let mut img = t
                 .get::<Images>(uuid)?
                 .ok_or_else(ApiError::image_not_found)?;
@@ -349,7 +349,7 @@ impl Imgapi {
             datacenter: job.datacenter.clone(),
             at_ms: time::now_ms(),
         });
-        self.store.transaction(|t| {
+        self.write(|t| {
             if t.get::<Images>(uuid)?.is_some() {
                 return Err(ApiError::already_exists(uuid));
             }
@@ -382,7 +382,8 @@ impl Imgapi {
             opts,
             &mut |t: &mut Txn<'_>, put: &PutResult| attach_file(t, uuid, file, put),
         )?;
-        Ok(())
+        // Committed by the transfer's own transaction.
+        self.catalog.refresh(&self.store, &[*uuid])
     }
 
     /// The whole file from a plain IMGAPI, deduplicated locally.
@@ -414,7 +415,7 @@ impl Imgapi {
                 format!("file of image {uuid} does not match the source's size and sha1"),
             ));
         }
-        self.store.transaction(|t| {
+        self.write(|t| {
             let put = t.commit_put(&staged)?;
             attach_file(t, uuid, file, &put)
         })

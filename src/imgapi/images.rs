@@ -76,8 +76,7 @@ impl Imgapi {
         let img = Image::from_map(Uuid::new_v4(), &m)?;
         self.check_origin_exists(&img)?;
         self.check_owner_exists(&img.owner)?;
-        self.store
-            .transaction(|t| t.put::<Images>(&img.uuid, &img))?;
+        self.write(|t| Ok(t.put::<Images>(&img.uuid, &img)?))?;
         Ok(img)
     }
 
@@ -116,7 +115,7 @@ impl Imgapi {
         let mut img = Image::from_map(*uuid, &m)?;
         self.check_origin_exists(&img)?;
         img.activated = false;
-        self.store.transaction(|t| {
+        self.write(|t| {
             if let Some(existing) = t.get::<Images>(uuid)?
                 && existing.state() != ImageState::Creating
             {
@@ -245,7 +244,7 @@ impl Imgapi {
     /// its file and icon in the same transaction that removes the record.
     pub fn delete(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<()> {
         self.get_owned(uuid, account)?;
-        self.store.transaction(|t| {
+        self.write(|t| {
             let img = t
                 .get::<Images>(uuid)?
                 .ok_or_else(ApiError::image_not_found)?;

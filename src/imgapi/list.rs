@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use super::catalog::Facts;
 use super::error::{ApiError, ApiResult, Code, FieldError};
 use super::manifest::{Image, ImageState, parse_uuid};
 use super::{Imgapi, time};
@@ -169,35 +170,20 @@ fn tag_match(img: &Image, key: &str, want: &str) -> bool {
     }
 }
 
-fn published_ms(img: &Image) -> u64 {
-    img.published_at
-        .as_deref()
-        .and_then(time::parse_iso8601)
-        .unwrap_or(0)
-}
-
 /// Where a page starts: an image marker pins (published_at, uuid), so that
 /// paging also works through images with equal or missing dates; a date
 /// marker pins only the date. Either way the marker is inclusive.
-#[derive(Clone, Copy)]
-struct Marker {
-    ms: u64,
-    uuid: Option<Uuid>,
-}
-
-impl Marker {
-    /// True when `img` is at or after the marker in the listing's order.
-    fn admits(&self, img: &Image, desc: bool) -> bool {
-        let ord = match self.uuid {
-            Some(u) => (published_ms(img), img.uuid).cmp(&(self.ms, u)),
-            None => published_ms(img).cmp(&self.ms),
-        };
-        if desc { ord.is_le() } else { ord.is_ge() }
-    }
+fn start_of(marker: Option<(u64, Option<Uuid>)>, desc: bool) -> Option<(u64, Uuid)> {
+    let (ms, uuid) = marker?;
+    Some(match uuid {
+        Some(u) => (ms, u),
+        None if desc => (ms, Uuid::max()),
+        None => (ms, Uuid::nil()),
+    })
 }
 
 impl ListQuery {
-    fn state_ok(&self, img: &Image) -> bool {
+    fn state_ok(&self, img: &impl Facts) -> bool {
         match self.state {
             Some(StateFilter::All) => true,
             Some(StateFilter::Is(s)) => img.state() == s,
@@ -205,20 +191,28 @@ impl ListQuery {
         }
     }
 
-    /// name, version, os, public, type (`!x` excludes), tags, billing tags.
-    fn fields_match(&self, img: &Image) -> bool {
-        text_match(&self.name, &img.name)
-            && text_match(&self.version, &img.version)
-            && self.os.as_ref().is_none_or(|o| *o == img.os)
-            && self.public.is_none_or(|p| p == img.public)
+    /// name, version, os, public and type (`!x` excludes).
+    fn fields_match(&self, img: &impl Facts) -> bool {
+        text_match(&self.name, img.name())
+            && text_match(&self.version, img.version())
+            && self.os.as_ref().is_none_or(|o| o == img.os())
+            && self.public.is_none_or(|p| p == img.public())
             && match self.type_.as_deref() {
                 None => true,
                 Some(t) => match t.strip_prefix('!') {
-                    Some(not) => img.type_ != not,
-                    None => img.type_ == t,
+                    Some(not) => img.type_() != not,
+                    None => img.type_() == t,
                 },
             }
-            && self.tags.iter().all(|(k, v)| tag_match(img, k, v))
+    }
+
+    /// Filters the catalog does not hold: tags and billing tags.
+    fn needs_record(&self) -> bool {
+        !self.tags.is_empty() || !self.billing_tags.is_empty()
+    }
+
+    fn record_matches(&self, img: &Image) -> bool {
+        self.tags.iter().all(|(k, v)| tag_match(img, k, v))
             && self
                 .billing_tags
                 .iter()
@@ -227,94 +221,100 @@ impl ListQuery {
 
     /// Account scoping (reference 2.2): the union of the caller's own
     /// images, public ones and those shared with it, as the filters allow.
-    fn in_scope(&self, img: &Image) -> bool {
+    fn in_scope(&self, img: &impl Facts) -> bool {
         match (&self.account, &self.owner) {
-            (None, owner) => owner.is_none_or(|o| o == img.owner) && self.state_ok(img),
+            (None, owner) => owner.is_none_or(|o| o == img.owner()) && self.state_ok(img),
             (Some(a), None) => {
-                let own = img.owner == *a && self.state_ok(img);
+                let own = img.owner() == *a && self.state_ok(img);
                 let others_allowed = !matches!(
                     self.state,
                     Some(StateFilter::Is(
                         ImageState::Unactivated | ImageState::Disabled
                     ))
                 );
-                let others = others_allowed && img.activated && self.state_ok(img);
-                let public = others && self.public != Some(false) && img.public;
+                let others = others_allowed && img.activated() && self.state_ok(img);
+                let public = others && self.public != Some(false) && img.public();
                 let shared =
-                    others && self.public != Some(true) && !img.public && img.acl.contains(a);
+                    others && self.public != Some(true) && !img.public() && img.shared_with(a);
                 own || public || shared
             }
-            (Some(a), Some(o)) if a == o => img.owner == *a && self.state_ok(img),
+            (Some(a), Some(o)) if a == o => img.owner() == *a && self.state_ok(img),
             (Some(a), Some(o)) => {
                 // The state filter is dropped here, apart from its disabled part.
                 let disabled_ok = match self.state {
-                    Some(StateFilter::Is(ImageState::Disabled)) => img.disabled,
-                    Some(StateFilter::Is(ImageState::Active)) | None => !img.disabled,
+                    Some(StateFilter::Is(ImageState::Disabled)) => img.disabled(),
+                    Some(StateFilter::Is(ImageState::Active)) | None => !img.disabled(),
                     _ => true,
                 };
-                img.owner == *o
-                    && img.activated
+                img.owner() == *o
+                    && img.activated()
                     && disabled_ok
-                    && (img.public || img.acl.contains(a))
+                    && (img.public() || img.shared_with(a))
             }
         }
     }
 }
 
 impl Imgapi {
-    fn marker(&self, q: &ListQuery) -> ApiResult<Option<Marker>> {
+    /// (published_at, uuid) of an image marker, or the date of a date one.
+    fn marker(&self, q: &ListQuery) -> ApiResult<Option<(u64, Option<Uuid>)>> {
         let Some(m) = &q.marker else {
             return Ok(None);
         };
         let marker = match parse_uuid(m) {
-            Some(u) => self
-                .load(&u)?
-                .map(|i| Marker {
-                    ms: published_ms(&i),
-                    uuid: Some(u),
-                })
-                .ok_or_else(|| {
+            Some(u) => {
+                let pos = self.catalog.read().position(&u);
+                let (ms, _) = pos.ok_or_else(|| {
                     ApiError::invalid_param("marker", format!("unknown marker image {m}"))
-                })?,
-            None => Marker {
-                ms: time::parse_iso8601(m).ok_or_else(|| {
+                })?;
+                (ms, Some(u))
+            }
+            None => (
+                time::parse_iso8601(m).ok_or_else(|| {
                     ApiError::invalid_param("marker", format!("invalid marker {m:?}"))
                 })?,
-                uuid: None,
-            },
+                None,
+            ),
         };
         Ok(Some(marker))
     }
 
-    /// ListImages.
+    /// ListImages: the catalog picks a page in listing order, then only
+    /// the page's records are read.
     pub fn list(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {
-        let marker = self.marker(q)?;
+        let from = start_of(self.marker(q)?, q.sort_desc);
         let trusted = match (&q.account, q.provisionable) {
             (Some(a), true) => Some((a, self.settings(a)?.image_share_trusted_accounts)),
             _ => None,
         };
-        let mut out: Vec<Image> = self
-            .all()?
-            .into_iter()
-            .filter(|img| q.in_scope(img) && q.fields_match(img))
-            .filter(|img| {
-                trusted
-                    .as_ref()
-                    .is_none_or(|(a, t)| self.provisionable(img, a, t))
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            published_ms(a)
-                .cmp(&published_ms(b))
-                .then_with(|| a.uuid.cmp(&b.uuid))
-        });
-        if q.sort_desc {
-            out.reverse();
+        let limit = q.limit.unwrap_or(MAX_LIMIT);
+        let mut out = Vec::new();
+        let candidates: Vec<Uuid> = {
+            let cat = self.catalog.read();
+            let wanted = cat.walk(from, q.sort_desc).filter(|s| {
+                q.in_scope(*s)
+                    && q.fields_match(*s)
+                    && trusted
+                        .as_ref()
+                        .is_none_or(|(a, t)| self.provisionable(*s, a, t))
+            });
+            if q.needs_record() {
+                wanted.map(|s| s.uuid()).collect()
+            } else {
+                wanted.take(limit).map(|s| s.uuid()).collect()
+            }
+        };
+        for u in candidates {
+            if out.len() >= limit {
+                break;
+            }
+            // Deleted since the catalog was read: no longer listed.
+            if let Some(img) = self.load(&u)?
+                && (!q.needs_record() || q.record_matches(&img))
+            {
+                out.push(img);
+            }
         }
-        if let Some(m) = marker {
-            out.retain(|i| m.admits(i, q.sort_desc));
-        }
-        out.truncate(q.limit.unwrap_or(MAX_LIMIT));
         Ok(out)
     }
 }

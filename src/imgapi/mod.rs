@@ -22,6 +22,7 @@
 //! an image and the file references it holds change together (after a crash
 //! either both changed or neither did).
 
+pub mod catalog;
 pub mod copy;
 pub mod error;
 mod files;
@@ -146,6 +147,7 @@ pub struct Imgapi {
     config: Arc<Config>,
     jobs: Arc<jobs::CopyJobs>,
     chunks: Arc<crate::transfer::ChunkServer>,
+    catalog: Arc<catalog::Catalog>,
 }
 
 fn file_id(f: &str) -> ApiResult<FileId> {
@@ -155,14 +157,38 @@ fn file_id(f: &str) -> ApiResult<FileId> {
 
 impl Imgapi {
     /// The service over `store` (opened with [`TABLES`]); copies between
-    /// datacenters go through `copies`.
-    pub fn new(store: Store, config: Config, copies: jobs::Copies) -> Self {
-        Self {
+    /// datacenters go through `copies`. Builds the catalog of images.
+    pub fn new(store: Store, config: Config, copies: jobs::Copies) -> crate::Result<Self> {
+        Ok(Self {
+            catalog: Arc::new(catalog::Catalog::load(&store)?),
             chunks: Arc::new(crate::transfer::ChunkServer::new(store.clone())),
             store,
             config: Arc::new(config),
             jobs: Arc::new(jobs::CopyJobs::new(copies)),
-        }
+        })
+    }
+
+    /// Runs `f` in a store transaction; the images it changed are brought
+    /// up to date in the catalog once it commits. Every change of an image
+    /// record goes through here (or refreshes the catalog itself).
+    fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> ApiResult<T>) -> ApiResult<T> {
+        let mut changed: Vec<Uuid> = Vec::new();
+        let out = self.store.transaction(|t| {
+            let out = f(t)?;
+            changed = t
+                .pending_keys::<Images>()
+                .iter()
+                .filter_map(|k| Uuid::from_slice(k).ok())
+                .collect();
+            Ok::<_, ApiError>(out)
+        })?;
+        self.catalog.refresh(&self.store, &changed)?;
+        Ok(out)
+    }
+
+    /// True when the catalog holds exactly what the images table holds.
+    pub fn catalog_matches(&self) -> ApiResult<bool> {
+        Ok(self.catalog.matches(&self.store)?)
     }
 
     pub fn store(&self) -> &Store {
@@ -174,8 +200,8 @@ impl Imgapi {
     }
 
     /// True for the admin uuid and the all-zero uuid.
-    pub fn is_operator_owned(&self, img: &Image) -> bool {
-        img.owner.is_nil() || Some(img.owner) == self.config.admin_uuid
+    pub fn is_operator_owned(&self, img: &impl catalog::Facts) -> bool {
+        img.owner().is_nil() || Some(img.owner()) == self.config.admin_uuid
     }
 
     /// The image with this uuid, whoever may see it.
@@ -267,7 +293,7 @@ impl Imgapi {
         account: Option<&Uuid>,
         f: impl FnOnce(&mut Txn<'_>, &mut Image) -> ApiResult<()>,
     ) -> ApiResult<Image> {
-        self.store.transaction(|t| {
+        self.write(|t| {
             let mut img = t
                 .get::<Images>(uuid)?
                 .ok_or_else(ApiError::image_not_found)?;

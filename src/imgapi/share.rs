@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::catalog::Facts;
 use super::manifest::{Image, Provenance, ProvenanceKind};
 use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, Mode, Settings, file_id, time};
 
@@ -118,7 +119,7 @@ impl Imgapi {
         let dc = self.config().datacenter_name.clone();
         let sources: Vec<Image> = origins.into_iter().chain(std::iter::once(img)).collect();
         let last = sources.len() - 1;
-        self.store().transaction(|t| {
+        self.write(|t| {
             let mut parent = base.as_ref().map(|b| b.uuid);
             let mut made = None;
             for (i, src) in sources.iter().enumerate() {
@@ -222,11 +223,11 @@ impl Imgapi {
 
     /// True when `account` may provision from `img`: its own, operator and
     /// public images, and shared ones whose owner it trusts.
-    pub fn provisionable(&self, img: &Image, account: &Uuid, trusted: &[Uuid]) -> bool {
-        img.owner == *account
-            || (img.activated
+    pub fn provisionable(&self, img: &impl Facts, account: &Uuid, trusted: &[Uuid]) -> bool {
+        img.owner() == *account
+            || (img.activated()
                 && (self.is_operator_owned(img)
-                    || img.public
-                    || (img.acl.contains(account) && trusted.contains(&img.owner))))
+                    || img.public()
+                    || (img.shared_with(account) && trusted.contains(&img.owner()))))
     }
 }

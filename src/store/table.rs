@@ -132,6 +132,18 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// The keys of `T` this transaction writes or deletes (a layer that
+    /// keeps a view of its table in memory refreshes these after commit).
+    pub fn pending_keys<T: Table>(&self) -> Vec<Vec<u8>> {
+        let lo = (T::NAME, Vec::new());
+        self.pending
+            .0
+            .range(lo..)
+            .take_while(|((table, _), _)| *table == T::NAME)
+            .map(|((_, k), _)| k.clone())
+            .collect()
+    }
+
     /// Every record of `T` whose key starts with `prefix`, as this
     /// transaction sees it (committed records merged with its own writes),
     /// in key order. The commit lock keeps the committed part still.

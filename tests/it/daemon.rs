@@ -73,6 +73,13 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
+        // Whatever a test did, the catalog of images must be the table's.
+        if self.stop.is_some() && !std::thread::panicking() {
+            assert!(
+                self.state.api.catalog_matches().unwrap(),
+                "the catalog differs from the images table"
+            );
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -1,0 +1,218 @@
+//! The scale of metadata: a store with many images (100,000 of 20 accounts
+//! by default, small files) served by the real daemon binary. Measures how
+//! long the daemon takes to answer its first ping, GetImage and ListImages
+//! latencies (one page; with and without filters), and the daemon's RSS.
+//!
+//!     cargo build && cargo bench --profile dev --bench metadata
+//!
+//! `IMGSTORE_BENCH_IMAGES=N` sets the number of images;
+//! `IMGSTORE_BIN` the daemon binary (default: `imgstore` beside the bench).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imgstore::imgapi::{self, Image, ImageFile, Images};
+use imgstore::{Store, StoreOptions};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const ACCOUNTS: u64 = 20;
+const FILES: u64 = 1000;
+
+fn account(i: u64) -> Uuid {
+    Uuid::from_u128(0xaaaa_0000_0000_4000_8000_0000_0000_0000 | u128::from(i))
+}
+
+/// Builds the store directly through the engine, a thousand images a
+/// transaction (the daemon's own API would make each one a synced commit).
+fn build(dir: &std::path::Path, n: u64) {
+    let store = Store::open_with(
+        dir,
+        StoreOptions {
+            tables: imgapi::TABLES.to_vec(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let files: Vec<_> = (0..FILES)
+        .map(|i| {
+            let data = format!("small file {i}\n").repeat(200);
+            store.put(data.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let base_ms = 1_700_000_000_000u64;
+    for start in (0..n).step_by(1000) {
+        store
+            .transaction(|t| {
+                for i in start..(start + 1000).min(n) {
+                    let owner = account(i % ACCOUNTS);
+                    let m = json!({
+                        "v": 2, "owner": owner, "name": format!("svc-{}", i % 500),
+                        "version": format!("1.0.{i}"), "type": if i % 7 == 0 { "zvol" } else { "zone-dataset" },
+                        "os": if i % 3 == 0 { "linux" } else { "smartos" },
+                        "public": i % 100 == 0,
+                        "acl": if i % 20 == 0 { vec![account((i + 1) % ACCOUNTS)] } else { vec![] },
+                    });
+                    let mut m = m.as_object().cloned().unwrap_or_default();
+                    if i % 7 == 0 {
+                        for (k, v) in [("nic_driver", json!("virtio")), ("disk_driver", json!("virtio")),
+                            ("cpu_type", json!("host")), ("image_size", json!(10240))] {
+                            m.insert(k.into(), v);
+                        }
+                    }
+                    let mut img = Image::from_map(Uuid::from_u128(u128::from(i) + 1), &m)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let f = &files[(i % FILES) as usize];
+                    t.link(&f.file_id)?;
+                    img.activated = true;
+                    img.published_at = Some(imgapi::time::iso8601(base_ms + i * 1000));
+                    img.files = vec![ImageFile {
+                        sha1: f.sha1.clone(),
+                        size: f.size,
+                        compression: "none".into(),
+                        dataset_guid: None,
+                        content_md5: imgapi::base64_encode(&[0; 16]),
+                        mtime_ms: base_ms,
+                        stor: "local".into(),
+                        file_id: f.file_id.to_hex(),
+                    }];
+                    t.put::<Images>(&img.uuid, &img)?;
+                }
+                Ok::<_, imgstore::Error>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn binary() -> std::path::PathBuf {
+    if let Ok(b) = std::env::var("IMGSTORE_BIN") {
+        return b.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    // target/debug/deps/metadata-HASH -> target/debug/imgstore
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("imgstore"))
+        .unwrap_or_else(|| "imgstore".into())
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn rss_mib(child: &Child, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let n: u64 = std::env::var("IMGSTORE_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    build(dir.path(), n);
+    println!(
+        "built {n} images of {ACCOUNTS} accounts in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18480);
+    let url = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+    let http = reqwest::blocking::Client::new();
+    while http.get(format!("{url}/ping")).send().is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "daemon start to first ping: {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let time = |path: &str| -> (f64, usize) {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{url}{path}"))
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let body: Value = r.json().unwrap_or_else(|e| panic!("{e}"));
+        let count = body.as_array().map_or(1, Vec::len);
+        (t.elapsed().as_secs_f64() * 1000.0, count)
+    };
+    let mut get = Vec::new();
+    for k in 0..2000u64 {
+        let i = (k * 7919) % n;
+        let (ms, _) = time(&format!(
+            "/images/{}?account={}",
+            Uuid::from_u128(u128::from(i) + 1),
+            account(i % ACCOUNTS)
+        ));
+        get.push(ms);
+    }
+    println!(
+        "GetImage: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(get.clone(), 0.5),
+        percentile(get, 0.99)
+    );
+    let a = account(3);
+    for (what, q) in [
+        ("no filter", format!("account={a}")),
+        ("name", format!("account={a}&name=svc-43")),
+        ("os+type", format!("account={a}&os=linux&type=zvol")),
+        ("state=all, operator", "state=all".to_string()),
+        (
+            "marker page",
+            format!("account={a}&marker=2023-11-15T00:00:00.000Z"),
+        ),
+    ] {
+        let mut lat = Vec::new();
+        let mut count = 0;
+        for _ in 0..100 {
+            let (ms, c) = time(&format!("/images?{q}"));
+            lat.push(ms);
+            count = c;
+        }
+        println!(
+            "ListImages {what}: {count} images a page, p50 {:.1} ms, p99 {:.1} ms",
+            percentile(lat.clone(), 0.5),
+            percentile(lat, 0.99)
+        );
+    }
+    println!(
+        "daemon RSS: {:.0} MiB now, {:.0} MiB peak",
+        rss_mib(&child, "VmRSS"),
+        rss_mib(&child, "VmHWM")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
