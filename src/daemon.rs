@@ -217,11 +217,20 @@ fn collect_garbage(
             .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
             .and_then(|plan| store.gc_execute(&plan));
         match result {
-            Ok(r) if r.bytes_freed > 0 => state.log.info(&format!(
-                "gc: {} segments deleted, {} rewritten, {} bytes freed",
-                r.segments_deleted, r.segments_rewritten, r.bytes_freed
-            )),
-            Ok(_) => {}
+            Ok(r) => {
+                if r.bytes_freed > 0 {
+                    state.log.info(&format!(
+                        "gc: {} segments deleted, {} rewritten, {} bytes freed",
+                        r.segments_deleted, r.segments_rewritten, r.bytes_freed
+                    ));
+                }
+                for f in &r.failed {
+                    state.log.error(&format!(
+                        "gc: segment {:012} left as it is: {}",
+                        f.segment, f.error
+                    ));
+                }
+            }
             Err(e) => state.log.error(&format!("gc failed: {e}")),
         }
     }

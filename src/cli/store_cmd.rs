@@ -320,10 +320,17 @@ fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
                 "\ndone: {} segments deleted, {} rewritten, {} records copied, {} chunks dropped, {} bytes freed",
                 d.segments_deleted, d.segments_rewritten, d.records_copied, d.chunks_dropped, d.bytes_freed
             ));
+            for f in &d.failed {
+                s.push_str(&format!(
+                    "\n  segment {:012} left as it is: {}",
+                    f.segment, f.error
+                ));
+            }
         }
         s
     })?;
-    Ok(0)
+    // Exit status 1 when a segment could not be collected.
+    Ok(i32::from(done.is_some_and(|d| !d.failed.is_empty())))
 }
 
 /// Exit status 1 when something is wrong.

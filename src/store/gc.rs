@@ -59,6 +59,17 @@ pub struct GcReport {
     pub bytes_copied: u64,
     pub chunks_dropped: u64,
     pub bytes_freed: u64,
+    /// Segments left as they were, and why (damage, a failed write): each
+    /// segment is its own step, so one failure stops no other.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<SegmentFailure>,
+}
+
+/// A segment a pass could not compact.
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentFailure {
+    pub segment: u64,
+    pub error: String,
 }
 
 struct Found {
@@ -113,14 +124,31 @@ impl Store {
                 None => plan.garbage_left_bytes += garbage,
             }
         }
+        // Deleting a dead segment needs no space; rewriting one does. On a
+        // full disk the deletes free what the rewrites then need.
+        plan.segments.sort_by_key(|p| {
+            (
+                p.action == SegmentAction::Rewrite,
+                std::cmp::Reverse(p.garbage_bytes),
+            )
+        });
         Ok(plan)
     }
 
-    /// Carries out a plan, re-checking each decision.
+    /// Carries out a plan, re-checking each decision. Each segment is its
+    /// own step: one that fails (damage, a full disk) is reported in
+    /// [`GcReport::failed`] and the others go on. One pass runs at a time.
     pub fn gc_execute(&self, plan: &GcPlan) -> Result<GcReport> {
+        let _one = lock(&self.inner.compacting);
         let mut report = GcReport::default();
         for s in &plan.segments {
-            self.compact_segment(SegmentId(s.segment), None, &mut report)?;
+            let seg = SegmentId(s.segment);
+            if let Err(e) = self.compact_segment(seg, None, &mut report) {
+                report.failed.push(SegmentFailure {
+                    segment: seg.0,
+                    error: e.to_string(),
+                });
+            }
         }
         Ok(report)
     }
@@ -141,7 +169,8 @@ impl Store {
     ) -> Result<()> {
         let mut recode = recode;
         let inner = &*self.inner;
-        if !inner.segments.seal_for_gc(seg)? {
+        // An earlier pass (or this one's plan twice) removed it already.
+        if !inner.segments.list()?.contains(&seg) || !inner.segments.seal_for_gc(seg)? {
             return Ok(());
         }
         let freed = inner.segments.file_len(seg)?;

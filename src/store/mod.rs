@@ -45,7 +45,7 @@ use crate::segment::{SegmentSet, lock};
 
 pub use crate::index::{ChunkRef, FileRecord, PartialId};
 pub use crate::segment::{Location, TailReport};
-pub use gc::{GcPlan, GcReport, SegmentAction, SegmentPlan};
+pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
 pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
@@ -144,6 +144,9 @@ struct Inner {
     segments: SegmentSet,
     /// Serialises refcount and segment-accounting updates.
     commit: Mutex<()>,
+    /// One compaction pass at a time (GC, recompression): a second waits
+    /// for the first and then finds what is left.
+    compacting: Mutex<()>,
     /// Chunks that in-flight puts decided to reuse.
     pins: Mutex<HashMap<ChunkId, u32>>,
     /// Workers that read ahead for every reader.
@@ -207,6 +210,7 @@ impl Store {
                 index,
                 segments,
                 commit: Mutex::new(()),
+                compacting: Mutex::new(()),
                 pins: Mutex::new(HashMap::new()),
                 reads: readahead::ReadPool::new(match opts.read_threads {
                     0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

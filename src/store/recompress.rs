@@ -35,6 +35,7 @@ impl Store {
     /// compressed at `level`; garbage goes on the way, as in GC. The
     /// rewrite fills new segments, which it leaves alone.
     pub fn recompress(&self, level: i32) -> Result<RecompressReport> {
+        let _one = crate::segment::lock(&self.inner.compacting);
         let before = self.stats()?;
         let mut recoder = Recoder::new(level)?;
         let mut gc = GcReport::default();

@@ -112,3 +112,84 @@ impl std::io::Read for FailingReader {
         Ok(n)
     }
 }
+
+#[test]
+fn gcs_started_together_run_one_after_the_other_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..12u64 {
+        ids.push(put(&store, &bytes(60_000, 50 + i)));
+    }
+    let keep = ids.split_off(6);
+    for id in &ids {
+        store.unlink(id).unwrap();
+    }
+    // Every thread plans first, so the plans overlap.
+    let plans: Vec<_> = (0..4).map(|_| store.gc_plan(0.1).unwrap()).collect();
+    std::thread::scope(|s| {
+        for plan in &plans {
+            let st = &store;
+            s.spawn(move || {
+                let r = st.gc_execute(plan).unwrap();
+                assert!(r.failed.is_empty(), "{r:?}");
+            });
+        }
+    });
+    for (i, id) in keep.iter().enumerate() {
+        assert_eq!(read_all(&store, id), bytes(60_000, 56 + i as u64));
+    }
+    assert_clean(&store);
+}
+
+#[test]
+fn a_damaged_segment_is_skipped_and_the_rest_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..8u64 {
+        ids.push(put(&store, &bytes(60_000, 70 + i)));
+    }
+    for id in &ids {
+        store.unlink(id).unwrap();
+    }
+    drop(store);
+    // Damage the middle of the second segment.
+    let seg = dir.path().join("segments/000000000002.seg");
+    let mut raw = std::fs::read(&seg).unwrap();
+    let at = raw.len() / 2;
+    raw[at] ^= 0xff;
+    std::fs::write(&seg, raw).unwrap();
+    let store = open_small(dir.path());
+    let before = store.stats().unwrap().segments;
+    let plan = store.gc_plan(0.0).unwrap();
+    let r = store.gc_execute(&plan).unwrap();
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert_eq!(r.failed[0].segment, 2);
+    assert!(r.failed[0].error.contains("000000000002"), "{r:?}");
+    assert!(r.segments_deleted >= before - 2, "{r:?} of {before}");
+    assert!(dir.path().join("segments/000000000002.seg").exists());
+}
+
+#[test]
+fn a_plan_deletes_dead_segments_before_it_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let a = put(&store, &bytes(150_000, 1));
+    let b = put(&store, &text(150_000, 2));
+    let _c = put(&store, &bytes(150_000, 3));
+    store.unlink(&a).unwrap();
+    store.unlink(&b).unwrap();
+    let plan = store.gc_plan(0.01).unwrap();
+    let first_rewrite = plan
+        .segments
+        .iter()
+        .position(|s| s.action == SegmentAction::Rewrite)
+        .unwrap_or(plan.segments.len());
+    assert!(
+        plan.segments[first_rewrite..]
+            .iter()
+            .all(|s| s.action == SegmentAction::Rewrite),
+        "{plan:?}"
+    );
+}
