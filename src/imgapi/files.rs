@@ -349,3 +349,24 @@ impl Imgapi {
         Ok(self.chunks.file(id)?)
     }
 }
+
+impl Imgapi {
+    /// The images whose file or icon is one of `files` (what damage found
+    /// by `verify` costs, in images).
+    pub fn images_holding(&self, files: &[FileId]) -> ApiResult<Vec<Uuid>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hex: Vec<String> = files.iter().map(FileId::to_hex).collect();
+        let mut out = Vec::new();
+        self.store.scan::<super::Images>(&[], |_, img| {
+            let holds = img.files.iter().any(|f| hex.contains(&f.file_id))
+                || img.icon.as_ref().is_some_and(|i| hex.contains(&i.file_id));
+            if holds {
+                out.push(img.uuid);
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+}

@@ -29,7 +29,32 @@ pub fn scan(
     read_at: &dyn Fn(u64, &mut [u8]) -> io::Result<()>,
     f: &mut OnRecord<'_>,
 ) -> Result<ScanEnd> {
-    scan_by(SCAN_WINDOW, len, read_at, f)
+    scan_by(SCAN_WINDOW, len, read_at, f, None)
+}
+
+/// What a resyncing scan calls for a damaged stretch: from where to
+/// where (the next valid record), and why the first record there failed.
+pub type OnDamage<'a> = dyn FnMut(u64, u64, FormatError) + 'a;
+
+/// [`scan`] that does not stop at damage: it looks for the next valid
+/// record after it (a record magic whose header and payload check) and goes
+/// on from there, calling `damaged` for each stretch it skipped. Damage
+/// that runs to the end of the file is the scan's end, as in [`scan`].
+pub fn scan_resync(
+    len: u64,
+    read_at: &dyn Fn(u64, &mut [u8]) -> io::Result<()>,
+    f: &mut OnRecord<'_>,
+    damaged: &mut OnDamage<'_>,
+) -> Result<ScanEnd> {
+    scan_by(SCAN_WINDOW, len, read_at, f, Some(damaged))
+}
+
+/// The first place at or after `from` where a record magic starts.
+fn next_magic(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(format::RECORD_MAGIC.len())
+        .position(|w| w == format::RECORD_MAGIC)
+        .map(|p| p + from)
 }
 
 fn scan_by(
@@ -37,11 +62,14 @@ fn scan_by(
     len: u64,
     read_at: &dyn Fn(u64, &mut [u8]) -> io::Result<()>,
     f: &mut OnRecord<'_>,
+    mut damaged: Option<&mut OnDamage<'_>>,
 ) -> Result<ScanEnd> {
     let mut buf: Vec<u8> = Vec::new();
     // The file offset of buf[0], and of the first byte not yet read.
     let mut base = SEGMENT_HEADER_LEN as u64;
     let mut read_to = base;
+    // A damaged stretch not yet closed by a valid record: where it starts.
+    let mut open: Option<(u64, FormatError)> = None;
     loop {
         let mut pos = 0usize;
         let mut stop = None;
@@ -49,6 +77,9 @@ fn scan_by(
             let mut scan_f = |off: u64, h: &RecordHeader| {
                 if stop.is_some() {
                     return;
+                }
+                if let (Some((from, why)), Some(d)) = (open.take(), damaged.as_deref_mut()) {
+                    d(from, base + off, why);
                 }
                 let at = off as usize;
                 let rec = buf
@@ -67,22 +98,45 @@ fn scan_by(
                 ScanEnd::Clean => pos = buf.len(),
                 ScanEnd::Invalid { offset, error } => {
                     let truncated = matches!(error, FormatError::Truncated { .. });
-                    if !truncated || read_to >= len {
+                    if truncated && read_to < len {
+                        pos = offset as usize;
+                    } else if damaged.is_none() {
                         return Ok(ScanEnd::Invalid {
                             offset: base + offset,
                             error,
                         });
+                    } else {
+                        // Damage: it starts here unless a stretch is open.
+                        if open.is_none() {
+                            open = Some((base + offset, error));
+                        }
+                        match next_magic(&buf, offset as usize + 1) {
+                            Some(p) => pos = p,
+                            None if read_to < len => {
+                                // A magic may straddle the window's end.
+                                pos = buf
+                                    .len()
+                                    .saturating_sub(format::RECORD_MAGIC.len() - 1)
+                                    .max(offset as usize + 1);
+                            }
+                            None => pos = buf.len(),
+                        }
                     }
-                    pos = offset as usize;
                 }
             }
         }
-        if read_to >= len {
-            return Ok(ScanEnd::Clean);
+        if read_to >= len && pos >= buf.len() {
+            return Ok(match open {
+                Some((offset, error)) => ScanEnd::Invalid { offset, error },
+                None => ScanEnd::Clean,
+            });
         }
-        // Keep the incomplete record, read the next window after it.
+        // Keep what is not scanned yet, read the next window after it.
         buf.drain(..pos);
         base += pos as u64;
+        if read_to >= len {
+            continue; // resync within what was read
+        }
         let want = (window as u64).max(buf.len() as u64 * 2).min(len - read_to) as usize;
         let filled = buf.len();
         buf.resize(filled + want, 0);
@@ -93,6 +147,25 @@ fn scan_by(
 }
 
 impl SegmentSet {
+    /// [`scan_resync`] over segment `id` as its file is now.
+    pub fn scan_segment_resync(
+        &self,
+        id: SegmentId,
+        f: &mut OnRecord<'_>,
+        damaged: &mut OnDamage<'_>,
+    ) -> Result<ScanEnd> {
+        let len = self.file_len(id)?;
+        scan_resync(
+            len,
+            &|off, buf| {
+                self.read_at(id, off, buf)
+                    .map_err(|e| io::Error::other(e.to_string()))
+            },
+            f,
+            damaged,
+        )
+    }
+
     /// [`scan`] over segment `id` as its file is now.
     pub fn scan_segment(&self, id: SegmentId, f: &mut OnRecord<'_>) -> Result<ScanEnd> {
         let len = self.file_len(id)?;
@@ -141,6 +214,7 @@ mod tests {
                 seen.push(off);
                 Ok(())
             },
+            None,
         )
         .unwrap();
         (seen, end)
@@ -183,5 +257,65 @@ mod tests {
                 "damaged, window {window}"
             );
         }
+    }
+
+    #[test]
+    fn a_resyncing_scan_finds_every_record_around_the_damage() {
+        let seg = segment(40);
+        let all = expected(&seg).0;
+        // Damage inside the 10th record's payload, and the 25th's header.
+        let mut damaged = seg.clone();
+        let tenth = all[9] as usize + RECORD_HEADER_LEN + 1;
+        damaged[tenth] ^= 1;
+        let hdr25 = all[24] as usize + 9;
+        damaged[hdr25] ^= 1;
+        for window in [1, 64, 1000, 1 << 20] {
+            let mut seen = Vec::new();
+            let mut bad = Vec::new();
+            let end = scan_by(
+                window,
+                damaged.len() as u64,
+                &|off, buf| {
+                    let at = off as usize;
+                    buf.copy_from_slice(&damaged[at..at + buf.len()]);
+                    Ok(())
+                },
+                &mut |off, _, _| {
+                    seen.push(off);
+                    Ok(())
+                },
+                Some(&mut |from, to, _| bad.push((from, to))),
+            )
+            .unwrap();
+            assert_eq!(end, ScanEnd::Clean, "window {window}");
+            let good: Vec<u64> = all
+                .iter()
+                .copied()
+                .filter(|o| *o != all[9] && *o != all[24])
+                .collect();
+            assert_eq!(seen, good, "window {window}");
+            assert_eq!(
+                bad,
+                [(all[9], all[10]), (all[24], all[25])],
+                "window {window}"
+            );
+        }
+        // Damage that runs to the end is the scan's end.
+        let torn = &seg[..seg.len() - 5];
+        let mut bad = 0;
+        let end = scan_by(
+            64,
+            torn.len() as u64,
+            &|off, buf| {
+                let at = off as usize;
+                buf.copy_from_slice(&torn[at..at + buf.len()]);
+                Ok(())
+            },
+            &mut |_, _, _| Ok(()),
+            Some(&mut |_, _, _| bad += 1),
+        )
+        .unwrap();
+        assert!(matches!(end, ScanEnd::Invalid { offset, .. } if offset == all[39]));
+        assert_eq!(bad, 0);
     }
 }

@@ -38,6 +38,9 @@ pub struct VerifyReport {
     pub records_checked: u64,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// Files that hold a damaged or missing chunk: what the damage costs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_files: Vec<crate::id::FileId>,
 }
 
 impl VerifyReport {
@@ -70,6 +73,8 @@ struct Verify<'a> {
     found: HashSet<(SegmentId, u64)>,
     /// Segment accounting computed from the entries.
     live: HashMap<SegmentId, SegmentEntry>,
+    /// Chunks whose data is damaged or gone.
+    damaged: HashSet<ChunkId>,
     fixes: Batch<'a>,
 }
 
@@ -86,12 +91,14 @@ impl Store {
             wanted_at: HashMap::new(),
             found: HashSet::new(),
             live: HashMap::new(),
+            damaged: HashSet::new(),
             fixes: self.inner.index.batch(),
         };
         v.expected_refcounts()?;
         v.chunk_entries(repair)?;
         v.segment_records()?;
         v.unfound_records()?;
+        v.damaged_files()?;
         let segs = v.segment_accounting()?;
         let Verify {
             mut report,
@@ -198,6 +205,7 @@ impl Verify<'_> {
             );
         }
         for (id, n) in std::mem::take(&mut self.expected) {
+            self.damaged.insert(id);
             self.report.problem(
                 "missing_chunk",
                 format!(
@@ -234,30 +242,47 @@ impl Verify<'_> {
                 continue;
             }
             let mut bad = Vec::new();
+            let mut stretches = Vec::new();
             let (report, wanted_at, found) = (&mut self.report, &self.wanted_at, &mut self.found);
-            let scanned = inner.segments.scan_segment(seg, &mut |offset, h, rec| {
-                report.records_checked += 1;
-                let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
-                    return Ok(()); // garbage: not referenced by the index
-                };
-                if want_id != h.chunk_id || u64::from(len) != h.record_len() {
-                    return Ok(()); // the index entry points at a different record
-                }
-                let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
-                out.clear();
-                match format::decode_and_verify(h, payload, &mut dctx, &mut out) {
-                    Ok(()) => {
-                        report.bytes_checked += u64::from(h.raw_len);
-                        found.insert((seg, offset));
+            let mut on_damage = |from: u64, to: u64, why: format::FormatError| {
+                stretches.push(format!(
+                    "segment {seg} from offset {from} to {to} is damaged ({why}); the records after it were checked"
+                ));
+            };
+            let scanned = inner.segments.scan_segment_resync(
+                seg,
+                &mut |offset, h, rec| {
+                    report.records_checked += 1;
+                    let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
+                        return Ok(()); // garbage: not referenced by the index
+                    };
+                    if want_id != h.chunk_id || u64::from(len) != h.record_len() {
+                        return Ok(()); // the index entry points at a different record
                     }
-                    Err(e) => bad.push(format!(
-                        "segment {seg} at offset {offset}: chunk {}: {e}",
-                        h.chunk_id
-                    )),
-                }
-                Ok(())
-            });
-            for d in bad {
+                    let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+                    out.clear();
+                    match format::decode_and_verify(h, payload, &mut dctx, &mut out) {
+                        Ok(()) => {
+                            report.bytes_checked += u64::from(h.raw_len);
+                            found.insert((seg, offset));
+                        }
+                        Err(e) => bad.push((
+                            h.chunk_id,
+                            format!(
+                                "segment {seg} at offset {offset}: chunk {}: {e}",
+                                h.chunk_id
+                            ),
+                        )),
+                    }
+                    Ok(())
+                },
+                &mut on_damage,
+            );
+            for d in stretches {
+                self.report.problem("corrupt_record", d, false);
+            }
+            for (id, d) in bad {
+                self.damaged.insert(id);
                 self.report.problem("bad_chunk", d, false);
             }
             let end = match scanned {
@@ -298,6 +323,7 @@ impl Verify<'_> {
             {
                 continue;
             }
+            self.damaged.insert(*id);
             let kind = if on_disk.contains(&e.location.segment) {
                 "bad_chunk"
             } else {
@@ -311,6 +337,31 @@ impl Verify<'_> {
                 ),
                 false,
             );
+        }
+        Ok(())
+    }
+
+    /// The files that hold a damaged or missing chunk (a second pass over
+    /// the chunk lists, only when something is damaged).
+    fn damaged_files(&mut self) -> Result<()> {
+        if self.damaged.is_empty() {
+            return Ok(());
+        }
+        let index = &self.store.inner.index;
+        let mut files = Vec::new();
+        index.for_each_file(|id, _| {
+            files.push(id);
+            Ok(())
+        })?;
+        for id in files {
+            let mut hit = false;
+            index.for_each_block(&id, |_, refs| {
+                hit |= refs.iter().any(|r| self.damaged.contains(&r.id));
+                Ok(())
+            })?;
+            if hit {
+                self.report.damaged_files.push(id);
+            }
         }
         Ok(())
     }

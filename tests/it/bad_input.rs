@@ -206,3 +206,46 @@ fn garbage_file_ids_are_invalid_input() {
     let err = "../../etc/passwd".parse::<imgstore::FileId>().unwrap_err();
     assert!(matches!(Error::from(err), Error::InvalidInput(_)));
 }
+
+#[test]
+fn verify_reports_exactly_the_damaged_chunks_and_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let files: Vec<_> = (0..6u64)
+        .map(|i| {
+            let d = bytes(40_000, 200 + i);
+            (put(&store, &d), d)
+        })
+        .collect();
+    drop(store);
+    // Two flipped bytes, far apart, in the first segment.
+    let seg = dir.path().join("segments/000000000001.seg");
+    let mut raw = std::fs::read(&seg).unwrap();
+    let (a, b) = (raw.len() / 3, 2 * raw.len() / 3);
+    raw[a] ^= 0x10;
+    raw[b] ^= 0x01;
+    std::fs::write(&seg, raw).unwrap();
+    let store = open_small(dir.path());
+    let report = store.verify(false).unwrap();
+    let bad: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == "bad_chunk")
+        .collect();
+    assert!(
+        (1..=2).contains(&bad.len()),
+        "two flipped bytes damage at most two chunks: {:#?}",
+        report.problems
+    );
+    assert!(
+        (1..=2).contains(&report.damaged_files.len()),
+        "{:?}",
+        report.damaged_files
+    );
+    // Every file verify does not name reads back whole.
+    for (id, d) in &files {
+        if !report.damaged_files.contains(id) {
+            assert_eq!(&read_all(&store, id), d);
+        }
+    }
+}

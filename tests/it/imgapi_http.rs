@@ -845,3 +845,22 @@ fn a_date_marker_that_would_overflow_is_an_invalid_parameter() {
     // The daemon still answers.
     assert_eq!(d.get("/ping").status(), 200);
 }
+
+#[test]
+fn verify_on_the_live_store_names_the_images_damage_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let hit = d.image(ALICE, "hit", json!({}), &bytes(2_000_000, 31), true);
+    d.stop();
+    let seg = dir.path().join("segments/000000000001.seg");
+    let mut raw = std::fs::read(&seg).unwrap();
+    let at = raw.len() / 2;
+    raw[at] ^= 0x08;
+    std::fs::write(&seg, raw).unwrap();
+    let d = Daemon::start(dir.path());
+    let spare = d.image(BOB, "spare", json!({}), &bytes(100_000, 32), true);
+    let (s, v) = sj(d.post("/state?action=verify", &json!({})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["damaged_images"], json!([hit]), "{v}");
+    assert_ne!(v["damaged_images"][0], spare);
+}

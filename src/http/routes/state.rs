@@ -81,8 +81,18 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
             Ok(json_response(StatusCode::OK, &body))
         }
         Some("verify") => {
-            let report = st.run(|api| Ok(api.store().verify(false)?)).await?;
-            Ok(json_response(StatusCode::OK, &json!(report)))
+            let body = st
+                .run(|api| {
+                    let report = api.store().verify(false)?;
+                    let images = api.images_holding(&report.damaged_files)?;
+                    let mut body = json!(report);
+                    if let Some(o) = body.as_object_mut() {
+                        o.insert("damaged_images".into(), json!(images));
+                    }
+                    Ok(body)
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &body))
         }
         other => Err(ApiError::bad_action(other.unwrap_or_default()).into()),
     }
