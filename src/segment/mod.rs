@@ -293,6 +293,14 @@ impl SegmentSet {
         let cut = a.file.set_len(synced).and_then(|()| a.file.sync());
         drop(st);
         self.forget_reader(a.id);
+        if cut.is_ok() && synced <= SEGMENT_HEADER_LEN as u64 {
+            // Nothing in it was ever durable, so nothing refers to it: a
+            // full disk must not leave one empty segment per failed write.
+            let path = segment_path(&self.dir, a.id);
+            if self.io.remove(&path).is_ok() {
+                let _ = self.io.sync_dir(&self.dir);
+            }
+        }
         if let Err(e) = cut {
             w.broken = Some(Broken {
                 why: format!("{why}; cutting segment {} back failed: {e}", a.id),

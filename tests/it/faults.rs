@@ -83,3 +83,38 @@ fn failures_at_every_point_of_a_put_leave_a_verifiable_store() {
         }
     }
 }
+
+#[test]
+fn failed_writes_on_a_full_disk_leave_no_empty_segments_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultyIo::new();
+    let store = open_small_with_io(dir.path(), Box::new(faults.clone()));
+    let kept = bytes(100_000, 1);
+    let kept_id = put(&store, &kept);
+    let segments = || {
+        std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .count()
+    };
+    let before = segments();
+    for i in 0..10u64 {
+        // Each attempt gets just enough for a new segment's header.
+        faults.fail_writes_after(48, ENOSPC);
+        assert!(store.put(&bytes(200_000, 10 + i)[..]).is_err());
+    }
+    assert!(
+        segments() <= before + 1,
+        "{} segments after ten failed writes, {before} before",
+        segments()
+    );
+    faults.heal();
+    let later = bytes(150_000, 30);
+    let later_id = put(&store, &later);
+    assert_eq!(read_all(&store, &kept_id), kept);
+    assert_eq!(read_all(&store, &later_id), later);
+    assert_clean(&store);
+    drop(store);
+    let store = open_small(dir.path());
+    assert_eq!(read_all(&store, &later_id), later);
+    assert_clean(&store);
+}
