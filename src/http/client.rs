@@ -279,6 +279,18 @@ impl Client {
         self.get("/ping", &[])
     }
 
+    /// The server's datacenter name, from the `x-server-name` header every
+    /// imgstore answer carries (`None` from a server that does not send it).
+    pub fn datacenter_name(&self) -> ClientResult<Option<String>> {
+        let url = self.url("/ping", &[])?;
+        let resp = self.send(self.http.get(url.clone()), &url)?;
+        Ok(resp
+            .headers()
+            .get("x-server-name")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
+    }
+
     pub fn get_image(&self, uuid: &str) -> ClientResult<Value> {
         self.get(&format!("/images/{uuid}"), &[])
     }

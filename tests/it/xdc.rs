@@ -642,3 +642,38 @@ fn deleting_an_image_whose_copy_failed_gives_its_chunks_back() {
     );
     assert!(store.verify(false).unwrap().is_clean());
 }
+
+#[test]
+fn a_job_is_seen_by_its_account_and_operators_only() {
+    let (_s, src) = source();
+    let uuid = src.image(ALICE, "mine", json!({}), &bytes(50_000, 1), true);
+    let (_d, dst) = dest(&src.url);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    let j = job["uuid"].as_str().unwrap();
+    let (s, _) = sj(dst.get(&format!("/jobs/{j}?account={ALICE}")));
+    assert_eq!(s, 200);
+    let (s, _) = sj(dst.get(&format!("/jobs/{j}")));
+    assert_eq!(s, 200);
+    // Another account gets what a job that does not exist gets.
+    let other = assert_err(
+        dst.get(&format!("/jobs/{j}?account={BOB}")),
+        404,
+        "ResourceNotFound",
+    );
+    let none = assert_err(
+        dst.get(&format!("/jobs/{ALICE}?account={BOB}")),
+        404,
+        "ResourceNotFound",
+    );
+    assert_eq!(
+        other["message"].as_str().unwrap().replace(j, "X"),
+        none["message"].as_str().unwrap().replace(ALICE, "X")
+    );
+    // Store-wide figures are for operators.
+    assert_err(
+        dst.get(&format!("/state?account={BOB}")),
+        403,
+        "OperatorOnly",
+    );
+    assert_eq!(dst.get("/state").status(), 200);
+}

@@ -49,10 +49,7 @@ pub(super) fn copy(
     image: &str,
     to: &str,
 ) -> Result<()> {
-    let here = c
-        .get("/state", &[])
-        .ok()
-        .and_then(|s| s["datacenterName"].as_str().map(str::to_string));
+    let here = c.datacenter_name().ok().flatten();
     let current = dcs
         .iter()
         .find(|(_, u)| u.as_str() == c.base())

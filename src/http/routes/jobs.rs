@@ -11,12 +11,15 @@ use crate::http::error::HttpResult;
 use crate::http::extract::ImageReq;
 use crate::imgapi::ApiError;
 
+/// `GET /jobs/:uuid`: an account sees only its own jobs; another's is
+/// answered as one that does not exist.
 pub(super) async fn get(State(st): St, r: ImageReq) -> HttpResult<Response> {
     let uuid = r.uuid;
     let body = st
         .run(move |api| {
             let job = api
                 .job(&uuid)?
+                .filter(|j| r.account.is_none_or(|a| a == j.account))
                 .ok_or_else(|| ApiError::not_found(format!("job {uuid} not found")))?;
             Ok(api.job_json(&job))
         })

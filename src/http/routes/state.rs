@@ -36,7 +36,12 @@ pub(super) async fn ping(q: QueryPairs) -> HttpResult<Response> {
     ))
 }
 
-pub(super) async fn get(State(st): St) -> HttpResult<Response> {
+/// `GET /state`: store-wide figures, for operators only (byte counts of
+/// the whole store would tell an account about others' images).
+pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
+    if q.get("account").is_some() {
+        return Err(ApiError::operator_only().into());
+    }
     let stats = st.run(|api| Ok(api.store().stats()?)).await?;
     Ok(json_response(
         StatusCode::OK,
