@@ -310,6 +310,9 @@ impl Imgapi {
                 false
             }
         };
+        if !ok {
+            self.release_deleted(&job);
+        }
         job.execution = if ok {
             Execution::Succeeded
         } else {
@@ -320,6 +323,19 @@ impl Imgapi {
         let _ = self.save_job(&job);
         self.jobs.running().remove(&job.uuid);
         (self.jobs.copies.events)(&JobEvent::Ended(&job));
+    }
+
+    /// A failed job keeps what it received for a resume, unless its image
+    /// was deleted meanwhile: then no resume will come, and the chunks the
+    /// transfer held after the delete released them are released now.
+    fn release_deleted(&self, job: &Job) {
+        for uuid in job.origins.iter().chain(std::iter::once(&job.image_uuid)) {
+            if matches!(self.load(uuid), Ok(None)) {
+                let _ = self
+                    .store
+                    .transaction(|t| t.release_partial(uuid.as_bytes()));
+            }
+        }
     }
 
     /// The owned origins base-most first, then the image; stops at the

@@ -677,3 +677,44 @@ fn a_job_is_seen_by_its_account_and_operators_only() {
     );
     assert_eq!(dst.get("/state").status(), 200);
 }
+
+#[test]
+fn deleting_an_image_while_its_copy_runs_releases_everything_the_copy_held() {
+    let (_s, src) = source();
+    let uuid = src.image(ALICE, "app", json!({}), &bytes(3_000_000, 21), true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::STALL, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dst) = dest_via_with(&p.url, 4, Duration::from_secs(1));
+    let r = dst.post(
+        &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
+        &json!({}),
+    );
+    let job = sj(r).1["job_uuid"].as_str().unwrap().to_string();
+    // The copy runs (its fetches stalled); the owner deletes the image.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        dst.delete(&format!("/images/{uuid}?account={ALICE}"))
+            .status(),
+        204
+    );
+    // The source answers again: batches arrive for an image that is gone.
+    p.mode
+        .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
+    let job = wait_job(&dst, &job);
+    assert_eq!(job["execution"], "failed", "{job}");
+    let store = dst.state.api.store();
+    assert_eq!(
+        store
+            .partial_len(uuid.parse::<uuid::Uuid>().unwrap().as_bytes())
+            .unwrap(),
+        0
+    );
+    store.gc_execute(&store.gc_plan(0.0).unwrap()).unwrap();
+    assert_eq!(
+        store.stats().unwrap().live_stored_bytes,
+        0,
+        "held chunks were released"
+    );
+    assert!(store.verify(false).unwrap().is_clean());
+}

@@ -11,6 +11,9 @@ use crate::http::error::HttpResult;
 use crate::http::extract::ImageReq;
 use crate::imgapi::{ApiError, Code, MAX_ICON_BYTES, time};
 
+/// How much of an icon upload is read before it is refused as too large.
+const ICON_READ_LIMIT: usize = 1 << 20;
+
 pub(super) async fn put(
     State(st): St,
     r: ImageReq,
@@ -18,12 +21,22 @@ pub(super) async fn put(
     body: Body,
 ) -> HttpResult<Response> {
     let limit = MAX_ICON_BYTES as usize;
-    let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|e| {
-        ApiError::new(
-            Code::Upload,
-            format!("icon upload failed or is larger than {limit} bytes: {e}"),
-        )
-    })?;
+    // Read a little past the limit before refusing, so that a client that
+    // sent a slightly too large icon reads our answer instead of a reset
+    // connection; anything larger is cut off.
+    let bytes = axum::body::to_bytes(body, ICON_READ_LIMIT)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Code::Upload,
+                format!("icon upload failed or is larger than {limit} bytes: {e}"),
+            )
+        })?;
+    if bytes.len() > limit {
+        return Err(
+            ApiError::new(Code::Upload, format!("icon is larger than {limit} bytes")).into(),
+        );
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
