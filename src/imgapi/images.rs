@@ -74,7 +74,7 @@ impl Imgapi {
         }
         m.entry("v").or_insert(Value::from(2));
         let img = Image::from_map(Uuid::new_v4(), &m)?;
-        self.check_origin_exists(&img)?;
+        self.check_origin_exists(&img, account)?;
         self.check_owner_exists(&img.owner)?;
         self.write(|t| Ok(t.put::<Images>(&img.uuid, &img)?))?;
         Ok(img)
@@ -113,7 +113,7 @@ impl Imgapi {
             m.insert("owner".into(), Value::String(admin.to_string()));
         }
         let mut img = Image::from_map(*uuid, &m)?;
-        self.check_origin_exists(&img)?;
+        self.check_origin_exists(&img, account)?;
         img.activated = false;
         self.write(|t| {
             if let Some(existing) = t.get::<Images>(uuid)?
@@ -248,14 +248,20 @@ impl Imgapi {
             let img = t
                 .get::<Images>(uuid)?
                 .ok_or_else(ApiError::image_not_found)?;
-            let dependents: Vec<Uuid> = t
+            let dependents: Vec<Image> = t
                 .scan_all::<Images>(&[])?
                 .into_iter()
-                .filter(|(_, i)| i.origin == Some(*uuid))
-                .map(|(_, i)| i.uuid)
+                .map(|(_, i)| i)
+                .filter(|i| i.origin == Some(*uuid))
                 .collect();
             if !dependents.is_empty() {
-                return Err(has_dependents(uuid, &dependents));
+                // Only images the caller may see are named.
+                let named: Vec<Uuid> = dependents
+                    .iter()
+                    .filter(|i| Self::can_see(*i, account))
+                    .map(|i| i.uuid)
+                    .collect();
+                return Err(has_dependents(uuid, dependents.len(), &named));
             }
             for f in &img.files {
                 t.unlink(&file_id(&f.file_id)?)?;
@@ -271,22 +277,18 @@ impl Imgapi {
     }
 }
 
-/// ImageHasDependentImages, listing at most 5 of 10 or more.
-fn has_dependents(uuid: &Uuid, dependents: &[Uuid]) -> ApiError {
-    let shown: Vec<String> = dependents
+/// ImageHasDependentImages: how many, naming at most 5 of 10 or more of
+/// those `named` (the ones the caller may see).
+fn has_dependents(uuid: &Uuid, count: usize, named: &[Uuid]) -> ApiError {
+    let shown: Vec<String> = named
         .iter()
-        .take(if dependents.len() >= 10 {
-            5
-        } else {
-            dependents.len()
-        })
+        .take(if named.len() >= 10 { 5 } else { named.len() })
         .map(Uuid::to_string)
         .collect();
     ApiError::new(
         Code::ImageHasDependentImages,
         format!(
-            "image \"{uuid}\" has {} dependent incremental image(s): {}",
-            dependents.len(),
+            "image \"{uuid}\" has {count} dependent incremental image(s): {}",
             shown.join(", ")
         ),
     )

@@ -263,7 +263,13 @@ impl Imgapi {
         };
         let marker = match parse_uuid(m) {
             Some(u) => {
-                let pos = self.catalog.read().position(&u);
+                // A marker the caller may not see is an unknown one.
+                let pos = {
+                    let cat = self.catalog.read();
+                    cat.get(&u)
+                        .filter(|s| Imgapi::can_see(*s, q.account.as_ref()))
+                        .and_then(|_| cat.position(&u))
+                };
                 let (ms, _) = pos.ok_or_else(|| {
                     ApiError::invalid_param("marker", format!("unknown marker image {m}"))
                 })?;

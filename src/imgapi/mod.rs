@@ -222,12 +222,12 @@ impl Imgapi {
     /// The visibility rule (reference section 1), the one place it lives:
     /// the owner sees everything; others see activated images that are
     /// public or whose ACL holds them; operators (no account) see all.
-    pub fn can_see(img: &Image, account: Option<&Uuid>) -> bool {
+    pub fn can_see(img: &impl catalog::Facts, account: Option<&Uuid>) -> bool {
         let Some(a) = account else { return true };
-        if img.owner == *a {
+        if img.owner() == *a {
             return true;
         }
-        img.activated && (img.public || img.acl.contains(a))
+        img.activated() && (img.public() || img.shared_with(a))
     }
 
     /// An image `account` may see; an invisible one is indistinguishable
@@ -275,13 +275,19 @@ impl Imgapi {
         }
     }
 
-    fn check_origin_exists(&self, img: &Image) -> ApiResult<()> {
-        match &img.origin {
-            Some(origin) if self.load(origin)?.is_none() => Err(ApiError::new(
+    /// The origin must exist and, for an account, be one it may see: an
+    /// origin it may not see is answered exactly as one that does not
+    /// exist (no probing, and no building on others' private images).
+    fn check_origin_exists(&self, img: &Image, account: Option<&Uuid>) -> ApiResult<()> {
+        let Some(origin) = &img.origin else {
+            return Ok(());
+        };
+        match self.load(origin)? {
+            Some(o) if Self::can_see(&o, account) => Ok(()),
+            _ => Err(ApiError::new(
                 Code::OriginDoesNotExist,
                 format!("origin image {origin} does not exist"),
             )),
-            _ => Ok(()),
         }
     }
 

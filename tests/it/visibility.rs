@@ -299,3 +299,76 @@ fn sorting_limit_and_the_inclusive_marker_page_through_everything() {
     }
     assert_eq!(seen, all);
 }
+
+#[test]
+fn an_origin_or_marker_the_caller_cannot_see_answers_as_one_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let private = d.image(ALICE, "private", json!({}), &bytes(1000, 1), true);
+    let random = "0b1d6a1e-7f7e-4c3e-9d2a-4e6c2b1f0a99";
+    let body = |origin: &str| json!({"name": "mine", "version": "1", "type": "zone-dataset", "os": "smartos", "origin": origin});
+    // Building on another account's private image.
+    let a = assert_err(
+        d.post(&format!("/images?account={BOB}"), &body(&private)),
+        422,
+        "OriginDoesNotExist",
+    );
+    let b = assert_err(
+        d.post(&format!("/images?account={BOB}"), &body(random)),
+        422,
+        "OriginDoesNotExist",
+    );
+    assert_eq!(
+        a["message"].as_str().unwrap().replace(&private, "X"),
+        b["message"].as_str().unwrap().replace(random, "X")
+    );
+    // Paging from it.
+    let a = assert_err(
+        d.get(&format!("/images?account={BOB}&marker={private}")),
+        422,
+        "InvalidParameter",
+    );
+    let b = assert_err(
+        d.get(&format!("/images?account={BOB}&marker={random}")),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(
+        a["message"].as_str().unwrap().replace(&private, "X"),
+        b["message"].as_str().unwrap().replace(random, "X")
+    );
+    // Its owner still builds on it and pages from it.
+    let (s, _) = sj(d.post(&format!("/images?account={ALICE}"), &body(&private)));
+    assert_eq!(s, 200);
+    let (s, _) = sj(d.get(&format!("/images?account={ALICE}&marker={private}")));
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn a_dependent_the_owner_cannot_see_is_counted_not_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let base = d.image(
+        ALICE,
+        "base",
+        json!({"public": true}),
+        &bytes(1000, 1),
+        true,
+    );
+    let bobs = d.image(BOB, "child", json!({"origin": base}), &bytes(1000, 2), true);
+    let body = assert_err(
+        d.delete(&format!("/images/{base}?account={ALICE}")),
+        422,
+        "ImageHasDependentImages",
+    );
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("has 1 dependent"), "{msg}");
+    assert!(!msg.contains(&bobs), "{msg}");
+    // An operator sees it named.
+    let body = assert_err(
+        d.delete(&format!("/images/{base}")),
+        422,
+        "ImageHasDependentImages",
+    );
+    assert!(body["message"].as_str().unwrap().contains(&bobs));
+}
