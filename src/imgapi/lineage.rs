@@ -24,14 +24,19 @@ impl Imgapi {
             match self.load(&o)? {
                 Some(origin) => {
                     next = origin.origin;
+                    // An origin the caller may not see is there, unnamed.
                     chain.push(if Imgapi::can_see(&origin, account) {
                         brief(&origin)
                     } else {
-                        json!({"uuid": origin.uuid})
+                        json!({"hidden": true})
                     });
                 }
-                None => {
+                None if Some(o) == img.origin => {
                     chain.push(json!({"uuid": o, "missing": true}));
+                    break;
+                }
+                None => {
+                    chain.push(json!({"missing": true}));
                     break;
                 }
             }
@@ -51,8 +56,14 @@ impl Imgapi {
                     frontier.push(i.uuid);
                     if Imgapi::can_see(i, account) {
                         let mut b = brief(i);
+                        let from_seen = u == img.uuid
+                            || all
+                                .iter()
+                                .any(|x| x.uuid == u && Imgapi::can_see(x, account));
                         if let Some(o) = b.as_object_mut() {
-                            o.insert("from".into(), json!(u));
+                            if from_seen {
+                                o.insert("from".into(), json!(u));
+                            }
                             o.insert(
                                 "relation".into(),
                                 json!(if child { "incremental" } else { "clone" }),
@@ -72,25 +83,7 @@ impl Imgapi {
                 "at": time::iso8601(p.at_ms),
             })
         });
-        let mut usage =
-            json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0});
-        if let Some(f) = img.files.first() {
-            let u = self.store().file_usage(&file_id(&f.file_id)?)?;
-            let stored = u.unique_stored_bytes + u.shared_stored_bytes;
-            // A file linked by several images (clones) shares all its bytes.
-            let (unique, shared) = if u.refs > 1 {
-                (0, stored)
-            } else {
-                (u.unique_stored_bytes, u.shared_stored_bytes)
-            };
-            usage = json!({
-                "logical_bytes": u.size,
-                "stored_bytes": stored,
-                "unique_bytes": unique,
-                "shared_bytes": shared,
-                "file_references": u.refs,
-            });
-        }
+        let usage = self.usage(&img, &all, account)?;
         Ok(json!({
             "uuid": img.uuid,
             "origin_chain": chain,
@@ -98,5 +91,81 @@ impl Imgapi {
             "source": source,
             "usage": usage,
         }))
+    }
+
+    /// What an image's file costs in stored bytes, and how much of it it
+    /// shares. For an account, sharing counts only images it may see, so
+    /// the figures tell nothing about what others store (uploading the same
+    /// bytes must not reveal that someone has them); operators get the
+    /// store-wide figures.
+    fn usage(&self, img: &Image, all: &[Image], account: Option<&Uuid>) -> ApiResult<Value> {
+        let Some(f) = img.files.first() else {
+            return Ok(
+                json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0}),
+            );
+        };
+        let fid = file_id(&f.file_id)?;
+        let (size, refs, unique, shared) = match account {
+            None => {
+                let u = self.store().file_usage(&fid)?;
+                (u.size, u.refs, u.unique_stored_bytes, u.shared_stored_bytes)
+            }
+            Some(_) => self.visible_usage(img, &fid, all, account)?,
+        };
+        let stored = unique + shared;
+        // A file linked by several images (clones) shares all its bytes.
+        let (unique, shared) = if refs > 1 {
+            (0, stored)
+        } else {
+            (unique, shared)
+        };
+        Ok(json!({
+            "logical_bytes": size,
+            "stored_bytes": stored,
+            "unique_bytes": unique,
+            "shared_bytes": shared,
+            "file_references": refs,
+        }))
+    }
+
+    /// Size, references by visible images, and stored bytes unique to the
+    /// file or shared with files of other visible images.
+    fn visible_usage(
+        &self,
+        img: &Image,
+        fid: &crate::id::FileId,
+        all: &[Image],
+        account: Option<&Uuid>,
+    ) -> ApiResult<(u64, u64, u64, u64)> {
+        let list = self.store().chunk_list(fid)?;
+        let mut mine: std::collections::HashMap<crate::id::ChunkId, u64> = list
+            .entries
+            .iter()
+            .map(|e| (e.id, u64::from(e.record_len)))
+            .collect();
+        let mut refs = 1u64;
+        let mut others = std::collections::HashSet::new();
+        for other in all
+            .iter()
+            .filter(|o| o.uuid != img.uuid && Imgapi::can_see(*o, account))
+        {
+            for f in &other.files {
+                if f.file_id == fid.to_hex() {
+                    refs += 1;
+                } else {
+                    others.insert(f.file_id.clone());
+                }
+            }
+        }
+        let mut shared = 0u64;
+        for other in others {
+            for r in self.store().chunks(&file_id(&other)?)? {
+                if let Some(stored) = mine.remove(&r.id) {
+                    shared += stored;
+                }
+            }
+        }
+        let unique = mine.values().sum();
+        Ok((list.size, refs, unique, shared))
     }
 }

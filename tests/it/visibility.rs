@@ -372,3 +372,42 @@ fn a_dependent_the_owner_cannot_see_is_counted_not_named() {
     );
     assert!(body["message"].as_str().unwrap().contains(&bobs));
 }
+
+#[test]
+fn lineage_usage_tells_an_account_nothing_about_what_others_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let secret = bytes(400_000, 77);
+    // Alice stores some bytes privately.
+    let _alices = d.image(ALICE, "secret", json!({}), &secret, true);
+    // Bob uploads the same bytes (and a variant sharing half of them).
+    let bobs = d.image(BOB, "probe", json!({}), &secret, true);
+    let mut half = secret[..200_000].to_vec();
+    half.extend(bytes(200_000, 78));
+    let bobs2 = d.image(BOB, "probe2", json!({}), &half, true);
+    let (s, l) = sj(d.get(&format!("/images/{bobs}/lineage?account={BOB}")));
+    assert_eq!(s, 200, "{l}");
+    // Alice's copy is invisible to Bob: one reference, Bob's own.
+    assert_eq!(l["usage"]["file_references"], 1, "{l}");
+    // What Bob shares, he shares with his own probe2 only.
+    let (_, l2) = sj(d.get(&format!("/images/{bobs2}/lineage?account={BOB}")));
+    assert_eq!(
+        l["usage"]["shared_bytes"], l2["usage"]["shared_bytes"],
+        "{l} {l2}"
+    );
+    // An operator sees the store-wide truth.
+    let (_, op) = sj(d.get(&format!("/images/{bobs}/lineage")));
+    assert_eq!(op["usage"]["file_references"], 2, "{op}");
+    // A chain through an image Bob may not see names nothing.
+    let alices_public_child = d.image(
+        ALICE,
+        "child",
+        json!({"origin": _alices, "public": true}),
+        &bytes(1000, 79),
+        true,
+    );
+    let (_, lc) = sj(d.get(&format!(
+        "/images/{alices_public_child}/lineage?account={BOB}"
+    )));
+    assert_eq!(lc["origin_chain"], json!([{"hidden": true}]), "{lc}");
+}
