@@ -128,7 +128,7 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
             format!("{v} is not supported by {method} {route}"),
         ))
         .into_response(),
-        _ => next.run(req).await,
+        _ => as_imgapi_error(next.run(req).await).await,
     };
     let elapsed = start.elapsed();
     let h = resp.headers_mut();
@@ -167,6 +167,42 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
     };
     state.log.log(level, msg, fields);
     resp
+}
+
+/// An error answer the framework made (a body over the limit, a malformed
+/// request part) as an IMGAPI error body with a code, like every other:
+/// clients branch on `code`.
+async fn as_imgapi_error(resp: Response) -> Response {
+    let status = resp.status();
+    if status.as_u16() < 400 || resp.extensions().get::<ApiError>().is_some() {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        400 => Code::BadRequestError,
+        404 => Code::ResourceNotFound,
+        405 => Code::MethodNotAllowedError,
+        413 => Code::RequestEntityTooLarge,
+        415 => Code::UnsupportedMediaType,
+        _ => Code::InternalError,
+    };
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut err = ApiError::new(code, message);
+    if code.status() != status.as_u16() {
+        // A status without a code of its own keeps its status.
+        err.foreign = Some(crate::imgapi::error::ForeignCode {
+            code: code.as_str().to_string(),
+            status: status.as_u16(),
+        });
+    }
+    HttpError::from(err).into_response()
 }
 
 #[cfg(test)]

@@ -98,6 +98,8 @@ codes! {
     /// A body that is not valid JSON.
     InvalidContent => 400, Restify;
     UnsupportedMediaType => 415, Restify;
+    /// A request body over the limit of its route.
+    RequestEntityTooLarge => 413, Restify;
     RequestedRangeNotSatisfiable => 416, Restify;
 }
 

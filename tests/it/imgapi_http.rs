@@ -864,3 +864,26 @@ fn verify_on_the_live_store_names_the_images_damage_touches() {
     assert_eq!(v["damaged_images"], json!([hit]), "{v}");
     assert_ne!(v["damaged_images"][0], spare);
 }
+
+#[test]
+fn the_frameworks_own_errors_are_imgapi_error_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // A JSON body over the route's limit.
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let r = d
+        .client
+        .post(format!("{}/images?account={ALICE}", d.url))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_err(r, 413, "RequestEntityTooLarge");
+    // A path segment that is not UTF-8.
+    assert_err(d.get("/images/%FF"), 404, "ResourceNotFound");
+    // A query string that does not decode as pairs of strings.
+    let r = d.get("/images?account=%FF");
+    let (s, body) = sj(r);
+    assert!(s == 400 || s == 422, "{s} {body}");
+    assert!(body["code"].is_string(), "{body}");
+}
