@@ -202,7 +202,14 @@ async fn as_imgapi_error(resp: Response) -> Response {
             status: status.as_u16(),
         });
     }
-    HttpError::from(err).into_response()
+    let mut resp = HttpError::from(err).into_response();
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry
+        // another request, so the client must not reuse it.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 #[cfg(test)]
