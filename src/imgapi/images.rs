@@ -227,14 +227,21 @@ impl Imgapi {
                 ApiError::invalid_param("acl", "acl must be an array of account UUIDs")
             })?;
         self.mutate(uuid, account, |_, img| {
+            // Set membership, so a change is linear in the lists' sizes
+            // (it runs under the commit lock).
             if add {
+                let mut have: std::collections::HashSet<Uuid> = img.acl.iter().copied().collect();
                 for u in list {
-                    if !img.acl.contains(&u) {
+                    if have.insert(u) {
                         img.acl.push(u);
                     }
                 }
             } else {
-                img.acl.retain(|u| !list.contains(u));
+                let drop: std::collections::HashSet<Uuid> = list.into_iter().collect();
+                img.acl.retain(|u| !drop.contains(u));
+            }
+            if img.acl.len() > MAX_ACL {
+                return Err(acl_too_long());
             }
             Ok(())
         })
@@ -275,6 +282,13 @@ impl Imgapi {
             Ok(())
         })
     }
+}
+
+/// Accounts one image may be shared with.
+pub const MAX_ACL: usize = 1024;
+
+pub(super) fn acl_too_long() -> ApiError {
+    ApiError::invalid_param("acl", format!("acl holds at most {MAX_ACL} accounts"))
 }
 
 /// ImageHasDependentImages: how many, naming at most 5 of 10 or more of

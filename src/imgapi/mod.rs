@@ -44,6 +44,7 @@ use crate::id::FileId;
 use crate::store::{Store, Table, Txn, json_decode, json_encode};
 pub use error::{ApiError, ApiResult, Code, FieldCode, FieldError};
 pub use files::FileParams;
+pub use images::MAX_ACL;
 pub use manifest::{Icon, Image, ImageFile, ImageState, parse_uuid};
 
 /// Largest image file IMGAPI accepts.

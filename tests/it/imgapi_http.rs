@@ -887,3 +887,48 @@ fn the_frameworks_own_errors_are_imgapi_error_bodies() {
     assert!(s == 400 || s == 422, "{s} {body}");
     assert!(body["code"].is_string(), "{body}");
 }
+
+#[test]
+fn an_acl_has_a_documented_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "acl", json!({}), &bytes(100, 1), true);
+    let accounts = |n: usize, from: usize| -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("00000000-0000-4000-8000-{i:012x}"))
+            .collect()
+    };
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}/acl?account={ALICE}"),
+        &json!(accounts(1000, 1)),
+    ));
+    assert_eq!(s, 200);
+    assert_eq!(img["acl"].as_array().unwrap().len(), 1000);
+    let body = assert_err(
+        d.post(
+            &format!("/images/{uuid}/acl?account={ALICE}"),
+            &json!(accounts(100, 5000)),
+        ),
+        422,
+        "InvalidParameter",
+    );
+    assert!(body["message"].as_str().unwrap().contains("1024"), "{body}");
+    // Nothing was changed, and UpdateImage holds to the same limit.
+    let (_, img) = sj(d.get(&format!("/images/{uuid}?account={ALICE}")));
+    assert_eq!(img["acl"].as_array().unwrap().len(), 1000);
+    assert_err(
+        d.post(
+            &format!("/images/{uuid}?action=update&account={ALICE}"),
+            &json!({"acl": accounts(2000, 1)}),
+        ),
+        422,
+        "ValidationFailed",
+    );
+    // Removing is linear and exact.
+    let (s, img) = sj(d.post(
+        &format!("/images/{uuid}/acl?action=remove&account={ALICE}"),
+        &json!(accounts(999, 2)),
+    ));
+    assert_eq!(s, 200);
+    assert_eq!(img["acl"], json!(accounts(1, 1)));
+}

@@ -99,10 +99,13 @@ const RULES: &[Rule] = &[
     rule("type", Required, |f, v, e| one_of(f, v, TYPES, e)),
     rule("os", Required, |f, v, e| one_of(f, v, OSES, e)),
     rule("origin", Optional, uuid),
-    rule("acl", Optional, |f, v, e| {
-        if acl(v).is_none() {
-            e.push(FieldError::invalid(f, "acl must be an array of UUIDs"));
-        }
+    rule("acl", Optional, |f, v, e| match acl(v) {
+        None => e.push(FieldError::invalid(f, "acl must be an array of UUIDs")),
+        Some(list) if list.len() > crate::imgapi::MAX_ACL => e.push(FieldError::invalid(
+            f,
+            format!("acl holds at most {} accounts", crate::imgapi::MAX_ACL),
+        )),
+        Some(_) => {}
     }),
     rule("requirements", Optional, requirements),
     rule("users", Optional, |f, v, e| {
