@@ -137,32 +137,54 @@ pub struct Client {
 /// Requests of one page of ListImages, and the page size IMGAPI caps.
 pub const LIST_PAGE: usize = 1000;
 
+/// `base` as a server URL: http or https with a host, no trailing slash.
+fn parse_base(base: &str) -> ClientResult<Url> {
+    let url = Url::parse(base.trim_end_matches('/')).map_err(|e| ClientError::BadUrl {
+        url: base.to_string(),
+        reason: Some(e.to_string()),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ClientError::BadUrl {
+            url: base.to_string(),
+            reason: None,
+        });
+    }
+    Ok(url)
+}
+
 impl Client {
     /// A client for the server at `base` (`http://host:port`), with a
     /// connect timeout and `timeout` for each whole request (`None`: no
     /// limit, for long downloads).
     pub fn new(base: &str, timeout: Option<Duration>) -> ClientResult<Self> {
-        let url = Url::parse(base.trim_end_matches('/')).map_err(|e| ClientError::BadUrl {
-            url: base.to_string(),
-            reason: Some(e.to_string()),
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(ClientError::BadUrl {
-                url: base.to_string(),
-                reason: None,
-            });
-        }
-        let mut builder =
-            reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10));
-        // reqwest's blocking client defaults to a 30 s timeout; a copy or an
-        // upload must be able to take longer.
-        builder = builder.timeout(timeout);
-        let http = builder.build().map_err(|e| ClientError::BadUrl {
+        let url = parse_base(base)?;
+        let http = Self::pool(timeout).map_err(|e| ClientError::BadUrl {
             url: base.to_string(),
             reason: Some(causes(&e)),
         })?;
         Ok(Self {
             base: url,
+            account: None,
+            http,
+        })
+    }
+
+    /// A connection pool for [`Client::on_pool`]: a connect timeout and
+    /// `timeout` for each whole request (`None`: no limit). reqwest's
+    /// blocking client defaults to 30 s; a copy or an upload must be able
+    /// to take longer.
+    pub fn pool(timeout: Option<Duration>) -> reqwest::Result<reqwest::blocking::Client> {
+        reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            .build()
+    }
+
+    /// A client for the server at `base` on an existing pool, as operator:
+    /// many servers, one set of connections and one runtime thread.
+    pub fn on_pool(base: &str, http: reqwest::blocking::Client) -> ClientResult<Self> {
+        Ok(Self {
+            base: parse_base(base)?,
             account: None,
             http,
         })
@@ -266,13 +288,6 @@ impl Client {
             })?
         };
         Ok((v, headers))
-    }
-
-    /// PUT a JSON body to `path`.
-    pub fn put_json(&self, path: &str, body: &Value) -> ClientResult<Value> {
-        let url = self.url(path, &[])?;
-        let resp = self.send(self.http.put(url.clone()).json(body), &url)?;
-        self.json(resp, &url)
     }
 
     pub fn ping(&self) -> ClientResult<Value> {

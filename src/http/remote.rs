@@ -16,22 +16,32 @@ use crate::imgapi::copy::{Remote, RemoteFactory};
 use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
 use crate::transfer::ChunkSource;
 
-/// Makes [`HttpRemote`]s with one request timeout.
+/// Makes [`HttpRemote`]s sharing one connection pool (and so one reqwest
+/// runtime thread), whichever datacenter they reach.
 pub struct HttpRemotes {
-    timeout: Duration,
+    /// The pool, or why it could not be built (reported by each copy).
+    pool: std::result::Result<reqwest::blocking::Client, String>,
 }
 
 impl HttpRemotes {
     /// `timeout` bounds each request, so a stalled source fails the batch
     /// (which is retried) instead of hanging the copy.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self {
+            pool: Client::pool(Some(timeout)).map_err(|e| e.to_string()),
+        }
     }
 }
 
 impl RemoteFactory for HttpRemotes {
     fn remote(&self, url: &str) -> ApiResult<Box<dyn Remote>> {
-        let client = Client::new(url, Some(self.timeout)).map_err(remote_error)?;
+        let pool = self.pool.as_ref().map_err(|e| {
+            ApiError::new(
+                Code::RemoteSourceError,
+                format!("no HTTP client for remote sources: {e}"),
+            )
+        })?;
+        let client = Client::on_pool(url, pool.clone()).map_err(remote_error)?;
         Ok(Box::new(HttpRemote { client }))
     }
 }
