@@ -126,14 +126,7 @@ impl Facts for Summary {
         self.owner
     }
     fn state(&self) -> ImageState {
-        if let Some(p) = self.placeholder {
-            return p.state();
-        }
-        match (self.activated, self.disabled) {
-            (false, _) => ImageState::Unactivated,
-            (true, false) => ImageState::Active,
-            (true, true) => ImageState::Disabled,
-        }
+        ImageState::of(self.placeholder, self.activated, self.disabled)
     }
     fn activated(&self) -> bool {
         self.activated
@@ -206,14 +199,6 @@ impl Entries {
             (Some(k), true) => Box::new(self.order.range(..=k).rev()),
         };
         Box::new(keys.filter_map(|(_, u)| self.by_uuid.get(u)))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_uuid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_uuid.is_empty()
     }
 }
 

@@ -58,6 +58,19 @@ pub enum ImageState {
 }
 
 impl ImageState {
+    /// The state an image's stored facts mean: a placeholder's own, else
+    /// `unactivated` until activated, then `active` or `disabled`.
+    pub const fn of(placeholder: Option<Placeholder>, activated: bool, disabled: bool) -> Self {
+        if let Some(p) = placeholder {
+            return p.state();
+        }
+        match (activated, disabled) {
+            (false, _) => ImageState::Unactivated,
+            (true, false) => ImageState::Active,
+            (true, true) => ImageState::Disabled,
+        }
+    }
+
     pub const ALL: [ImageState; 5] = [
         ImageState::Active,
         ImageState::Unactivated,
@@ -272,14 +285,7 @@ pub fn parse_uuid(s: &str) -> Option<Uuid> {
 impl Image {
     /// `active`, `disabled`, `unactivated`, or a placeholder state.
     pub fn state(&self) -> ImageState {
-        if let Some(p) = self.placeholder_state {
-            return p.state();
-        }
-        match (self.activated, self.disabled) {
-            (false, _) => ImageState::Unactivated,
-            (true, false) => ImageState::Active,
-            (true, true) => ImageState::Disabled,
-        }
+        ImageState::of(self.placeholder_state, self.activated, self.disabled)
     }
 
     /// The v2 manifest: only fields of the reference, in its order.
