@@ -380,6 +380,19 @@ impl Drop for FileReader {
 }
 
 impl FileReader {
+    /// The current batch's bytes from `pos` up to `end`, as a range of
+    /// `cur`, first fetching the batch that holds `pos` when it is not the
+    /// current one. Only for `pos < end`; an empty range means the store
+    /// gave an empty chunk.
+    fn current_range(&mut self) -> Result<(usize, usize)> {
+        if self.pos < self.cur_start || self.pos >= self.cur_start + self.cur.len() as u64 {
+            self.advance()?;
+        }
+        let from = (self.pos - self.cur_start) as usize;
+        let to = ((self.end - self.cur_start) as usize).min(self.cur.len());
+        Ok((from, to))
+    }
+
     /// The next bytes of the file as one owned buffer (a whole batch, cut
     /// only at the ends of a range): a consumer that hands buffers on (a
     /// response body, a write) needs no copy. `None` at the end.
@@ -387,11 +400,7 @@ impl FileReader {
         if self.pos >= self.end {
             return Ok(None);
         }
-        if self.pos < self.cur_start || self.pos >= self.cur_start + self.cur.len() as u64 {
-            self.advance()?;
-        }
-        let from = (self.pos - self.cur_start) as usize;
-        let to = ((self.end - self.cur_start) as usize).min(self.cur.len());
+        let (from, to) = self.current_range()?;
         let block = if from == 0 && to == self.cur.len() {
             self.cur_start += self.cur.len() as u64;
             std::mem::take(&mut self.cur)
@@ -415,11 +424,7 @@ impl io::BufRead for FileReader {
         if self.pos >= self.end {
             return Ok(&[]);
         }
-        if self.pos < self.cur_start || self.pos >= self.cur_start + self.cur.len() as u64 {
-            self.advance().map_err(io::Error::other)?;
-        }
-        let from = (self.pos - self.cur_start) as usize;
-        let to = ((self.end - self.cur_start) as usize).min(self.cur.len());
+        let (from, to) = self.current_range().map_err(io::Error::other)?;
         Ok(self.cur.get(from..to).unwrap_or_default())
     }
 
@@ -433,14 +438,9 @@ impl Read for FileReader {
         if self.pos >= self.end || out.is_empty() {
             return Ok(0);
         }
-        let cur_end = self.cur_start + self.cur.len() as u64;
-        if self.pos < self.cur_start || self.pos >= cur_end {
-            self.advance().map_err(io::Error::other)?;
-        }
-        let from = (self.pos - self.cur_start) as usize;
-        let avail = self.cur.get(from..).unwrap_or_default();
-        let want = (self.end - self.pos).min(out.len() as u64) as usize;
-        let n = want.min(avail.len());
+        let (from, to) = self.current_range().map_err(io::Error::other)?;
+        let avail = self.cur.get(from..to).unwrap_or_default();
+        let n = out.len().min(avail.len());
         if n == 0 {
             return Err(io::Error::other(Error::Inconsistent(format!(
                 "empty chunk at offset {}",
