@@ -387,7 +387,7 @@ impl Index {
     /// Every (key, value) of a column family whose key starts with `prefix`.
     pub fn scan_cf(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        self.for_each_cf(cf, prefix, prefix, |k, v| {
+        self.for_each_cf(cf, prefix, |k, v| {
             out.push((k.to_vec(), v.to_vec()));
             Ok(std::ops::ControlFlow::Continue(()))
         })?;
@@ -395,19 +395,16 @@ impl Index {
     }
 
     /// Calls `f` with each (key, value) of a column family whose key starts
-    /// with `prefix`, in key order from `from` (at or after the prefix),
-    /// until `f` breaks.
+    /// with `prefix`, in key order, until `f` breaks.
     pub fn for_each_cf(
         &self,
         cf: &str,
         prefix: &[u8],
-        from: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<std::ops::ControlFlow<()>>,
     ) -> Result<()> {
         let handle = self.cf(cf)?;
-        let start = if from > prefix { from } else { prefix };
         let mut it = self.db.raw_iterator_cf(&handle);
-        it.seek(start);
+        it.seek(prefix);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) {
                 break;

@@ -70,22 +70,11 @@ impl Store {
     pub fn scan<T: Table>(
         &self,
         prefix: &[u8],
-        f: impl FnMut(&[u8], T::Value) -> ControlFlow<()>,
-    ) -> Result<()> {
-        self.scan_from::<T>(prefix, prefix, f)
-    }
-
-    /// [`Store::scan`] starting at key `from` (at or after `prefix`): a page
-    /// of a table that resumes where the last one stopped.
-    pub fn scan_from<T: Table>(
-        &self,
-        prefix: &[u8],
-        from: &[u8],
         mut f: impl FnMut(&[u8], T::Value) -> ControlFlow<()>,
     ) -> Result<()> {
         self.inner
             .index
-            .for_each_cf(T::NAME, prefix, from, |k, v| Ok(f(k, decode::<T>(k, v)?)))
+            .for_each_cf(T::NAME, prefix, |k, v| Ok(f(k, decode::<T>(k, v)?)))
     }
 
     /// Every committed record of `T` whose key starts with `prefix`.
