@@ -145,12 +145,13 @@ impl Imgapi {
             .collect();
         let mut refs = 1u64;
         let mut others = std::collections::HashSet::new();
+        let fid_hex = fid.to_hex();
         for other in all
             .iter()
             .filter(|o| o.uuid != img.uuid && Imgapi::can_see(*o, account))
         {
             for f in &other.files {
-                if f.file_id == fid.to_hex() {
+                if f.file_id == fid_hex {
                     refs += 1;
                 } else {
                     others.insert(f.file_id.clone());
