@@ -47,7 +47,7 @@ fn start(dir: &std::path::Path) -> (String, Arc<AppState>, tokio::runtime::Runti
         ..DaemonConfig::default()
     };
     let state = cfg.open(Logger::sink()).unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let rt = cfg.runtime().unwrap_or_else(|e| panic!("{e}"));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -10,7 +10,9 @@ use std::time::Instant;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::http::body::{Sender, Uploads};
 use crate::http::remote::HttpRemotes;
+pub use crate::http::server::Limits;
 use crate::http::{AppState, Logger, router};
 use crate::imgapi::jobs::{Copies, JobEvent};
 use crate::imgapi::{self, Imgapi, Mode};
@@ -44,6 +46,8 @@ pub struct DaemonConfig {
     pub transfer_timeout: std::time::Duration,
     /// How often the daemon collects garbage by itself (None: never).
     pub gc_interval: Option<std::time::Duration>,
+    /// Connections, uploads, send buffers, timeouts, shutdown.
+    pub limits: Limits,
 }
 
 impl Default for DaemonConfig {
@@ -55,6 +59,7 @@ impl Default for DaemonConfig {
             transfer: crate::transfer::ReceiveOptions::default(),
             transfer_timeout: std::time::Duration::from_secs(120),
             gc_interval: Some(std::time::Duration::from_secs(600)),
+            limits: Limits::default(),
         }
     }
 }
@@ -74,6 +79,43 @@ struct ConfigFile {
     transfer: Option<TransferFile>,
     /// Seconds between background collections; 0 turns them off.
     gc_interval_seconds: Option<u64>,
+    limits: Option<LimitsFile>,
+}
+
+/// Limits under load (all optional; see [`Limits`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LimitsFile {
+    max_connections: Option<usize>,
+    max_uploads: Option<usize>,
+    send_buffer_bytes: Option<usize>,
+    header_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    shutdown_seconds: Option<u64>,
+}
+
+impl LimitsFile {
+    fn apply(&self, l: &mut Limits) {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        if let Some(n) = self.max_connections {
+            l.max_connections = n.max(1);
+        }
+        if let Some(n) = self.max_uploads {
+            l.max_uploads = n.clamp(1, 256);
+        }
+        if let Some(n) = self.send_buffer_bytes {
+            l.send_buffer_bytes = n.max(4 << 20);
+        }
+        if let Some(s) = self.header_timeout_seconds {
+            l.header_timeout = secs(s);
+        }
+        if let Some(s) = self.idle_timeout_seconds {
+            l.idle_timeout = secs(s);
+        }
+        if let Some(s) = self.shutdown_seconds {
+            l.shutdown_deadline = std::time::Duration::from_secs(s);
+        }
+    }
 }
 
 /// Tuning of copies between datacenters (all optional).
@@ -115,6 +157,9 @@ impl DaemonConfig {
         if let Some(secs) = f.gc_interval_seconds {
             c.gc_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
         }
+        if let Some(l) = &f.limits {
+            l.apply(&mut c.limits);
+        }
         if let Some(t) = f.transfer {
             if let Some(b) = t.batch_bytes {
                 c.transfer.batch_bytes = b.max(64 * 1024);
@@ -133,6 +178,15 @@ impl DaemonConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The async runtime the daemon runs on: its blocking pool sized by the
+    /// limits (a put holds a thread of it for its whole body).
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .max_blocking_threads(self.limits.blocking_threads())
+            .enable_all()
+            .build()
     }
 
     /// Opens the store and builds the shared state.
@@ -162,6 +216,9 @@ impl DaemonConfig {
         };
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
+            limits: self.limits.clone(),
+            uploads: Uploads::new(self.limits.max_uploads, self.limits.idle_timeout),
+            sender: Sender::new(self.limits.send_buffer_bytes),
             api: Imgapi::new(store, self.imgapi.clone(), copies)?,
             log,
             started: Instant::now(),
@@ -169,8 +226,9 @@ impl DaemonConfig {
     }
 }
 
-/// Serves IMGAPI on `listener` until `shutdown` completes; in-flight
-/// requests then finish (each one's changes commit atomically or not at all).
+/// Serves IMGAPI on `listener` until `shutdown` completes; requests in
+/// flight then get the shutdown deadline to finish (each one's changes
+/// commit atomically or not at all; a cut upload is not stored).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -185,10 +243,9 @@ pub async fn serve(
         let (st, stop) = (Arc::clone(&state), Arc::clone(&stop));
         std::thread::spawn(move || collect_garbage(&st, every, &stop))
     });
+    let limits = state.limits.clone();
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::http::server::serve(listener, app, &limits, shutdown).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(t) = collector {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;

@@ -13,7 +13,8 @@ use imgstore::http::Logger;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// IMGAPI-style JSON config (mode, datacenterName, adminUuid,
-    /// imgapiUrlFromDatacenter, listen, dataDir, accounts).
+    /// imgapiUrlFromDatacenter, listen, dataDir, accounts, transfer,
+    /// gcIntervalSeconds, limits).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the config).
@@ -53,10 +54,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let log = Logger::stdout("imgstore");
     let state = cfg.open(log.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = cfg.runtime().context("starting the async runtime")?;
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
@@ -78,8 +76,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         log.info("shutting down: in-flight requests finished");
         anyhow::Ok(())
     });
-    // Let blocking work (an upload's commit) finish before the store closes.
-    rt.shutdown_timeout(std::time::Duration::from_secs(30));
+    // Let blocking work (an upload's commit) finish before the store
+    // closes; a put whose connection was cut ends at once with an error.
+    rt.shutdown_timeout(cfg.limits.shutdown_deadline);
     result?;
     let store = state.api.store().clone();
     drop(state);

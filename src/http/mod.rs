@@ -8,7 +8,8 @@
 //! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
-//! | [`body`] | request bodies as blocking readers, blocking writers as response bodies |
+//! | [`server`] | connections: limits, timeouts, graceful shutdown |
+//! | [`body`] | upload bodies as blocking readers (put slots), response bodies pulled in blocks (send budget) |
 //! | [`log`] | bunyan lines |
 //! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
@@ -20,6 +21,7 @@ pub mod extract;
 pub mod log;
 pub mod remote;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +43,12 @@ pub struct AppState {
     pub started: Instant,
     /// How often the daemon collects garbage by itself.
     pub gc_interval: Option<std::time::Duration>,
+    /// Connection and body limits.
+    pub limits: server::Limits,
+    /// Put slots for uploads.
+    pub uploads: body::Uploads,
+    /// The budget of response bytes in flight.
+    pub sender: body::Sender,
 }
 
 impl AppState {

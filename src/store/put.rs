@@ -24,7 +24,7 @@ use crate::id::{ChunkId, FileHasher, FileId, Md5Hasher};
 use crate::index::ChunkRef;
 use crate::segment::{Location, WriteSession, lock};
 
-const READ_BLOCK: usize = 4 << 20;
+const READ_BLOCK: usize = 1 << 20;
 
 /// What a put stored.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

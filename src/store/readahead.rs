@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 
 /// Decompressed bytes all readers may have in flight together.
-pub const READAHEAD_BUDGET: u64 = 64 << 20;
+pub const READAHEAD_BUDGET: u64 = 32 << 20;
 
 /// Work a slot carries until someone runs it.
 pub(super) type Work =

@@ -16,6 +16,7 @@ mod gc;
 mod image_cli;
 mod imgapi_http;
 mod layers;
+mod load;
 mod model;
 mod reads;
 mod recompress;

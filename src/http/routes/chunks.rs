@@ -3,20 +3,21 @@
 //! stored. Only chunks of that image's file, for an account that may see
 //! the image.
 
-use std::io::Write;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::St;
-use crate::http::body::blocking_body;
 use crate::http::error::HttpResult;
 use crate::http::extract::ImageReq;
 use crate::imgapi::ApiError;
 use crate::transfer::serve::Refused;
 use crate::transfer::{ChunkSource, MAX_IDS_PER_FETCH};
+
+/// Chunk ids whose records make one block of the answer (about 1 MiB at
+/// the usual chunk sizes and compression; at most 16 maximal chunks).
+const IDS_PER_BLOCK: usize = 16;
 
 fn typed(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -66,13 +67,25 @@ pub(super) async fn fetch(State(st): St, r: ImageReq, body: Bytes) -> HttpResult
             .into());
         }
     }
-    let body = blocking_body(move |w| {
+    // Records go out a group of ids at a time, each group read when the
+    // client has taken the one before.
+    let mut groups = ids
+        .chunks(IDS_PER_BLOCK)
+        .map(<[_]>::to_vec)
+        .collect::<Vec<_>>();
+    groups.reverse();
+    let body = st.sender.body(move || {
+        let Some(group) = groups.pop() else {
+            return Ok(None);
+        };
+        let mut block = Vec::new();
         source
-            .fetch(&ids, &mut |rec| {
-                w.write_all(rec)
-                    .map_err(|e| crate::Error::io("sending records", e))
+            .fetch(&group, &mut |rec| {
+                block.extend_from_slice(rec);
+                Ok(())
             })
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other)?;
+        Ok(Some(block))
     });
     Ok(typed(body, "application/x-imgstore-records"))
 }

@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
 use super::{St, changed_image, set_header};
-use crate::http::body::{BlockReader, blocking_body};
+use crate::http::AppState;
 use crate::http::error::{HttpError, HttpResult};
 use crate::http::extract::ImageReq;
 use crate::id::FileId;
 use crate::imgapi::{ApiError, Code, FileParams, time};
-use crate::store::Store;
+use crate::store::FileReader;
 
 pub(super) async fn put(
     State(st): St,
@@ -47,7 +47,16 @@ pub(super) async fn put(
     let check = params.clone();
     st.run(move |api| api.check_add_file(&uuid, account.as_ref(), &check))
         .await?;
-    let reader = BlockReader::spawn(body.into_data_stream().map_err(std::io::Error::other));
+    let reader = st
+        .uploads
+        .admit(body.into_data_stream().map_err(std::io::Error::other))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Code::Download,
+                format!("upload of image {uuid} failed: {e}"),
+            )
+        })?;
     let img = st
         .run(move |api| api.add_file(&uuid, account.as_ref(), &params, reader))
         .await?;
@@ -91,7 +100,8 @@ pub(super) async fn get(State(st): St, r: ImageReq, headers: HeaderMap) -> HttpR
             return Ok(resp);
         }
     };
-    let mut resp = (status, stream_file(st.api.store().clone(), id, offset, len)).into_response();
+    let body = stream_file(&st, id, offset, len);
+    let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -114,16 +124,21 @@ pub(super) async fn get(State(st): St, r: ImageReq, headers: HeaderMap) -> HttpR
 }
 
 /// Bytes `offset..offset+len` of a stored file as a response body: the
-/// reader's blocks go out as they are, without a copy.
-pub(super) fn stream_file(store: Store, id: FileId, offset: u64, len: u64) -> Body {
-    blocking_body(move |w| {
-        let mut reader = store
-            .open_range(&id, offset, len)
-            .map_err(std::io::Error::other)?;
-        while let Some(block) = reader.next_block().map_err(std::io::Error::other)? {
-            w.send(block)?;
-        }
-        Ok(())
+/// reader's blocks go out as they are, without a copy, one at a time as
+/// the client takes them.
+pub(super) fn stream_file(st: &AppState, id: FileId, offset: u64, len: u64) -> Body {
+    let store = st.api.store().clone();
+    let mut reader: Option<FileReader> = None;
+    st.sender.body(move || {
+        let r = match &mut reader {
+            Some(r) => r,
+            None => reader.insert(
+                store
+                    .open_range(&id, offset, len)
+                    .map_err(std::io::Error::other)?,
+            ),
+        };
+        r.next_block().map_err(std::io::Error::other)
     })
 }
 
