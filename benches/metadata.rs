@@ -1,7 +1,8 @@
 //! The scale of metadata: a store with many images (100,000 of 20 accounts
 //! by default, small files) served by the real daemon binary. Measures how
 //! long the daemon takes to answer its first ping, GetImage and ListImages
-//! latencies (one page; with and without filters), and the daemon's RSS.
+//! latencies (one page; with and without filters), the daemon's RSS, and
+//! DeleteImage latency against the full table decode it used to do.
 //!
 //!     cargo build && cargo bench --profile dev --bench metadata
 //!
@@ -133,30 +134,38 @@ fn main() {
         .map(|a| a.port())
         .unwrap_or(18480);
     let url = format!("http://127.0.0.1:{port}");
-    let t = Instant::now();
-    let mut child = Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
     let http = reqwest::blocking::Client::new();
-    while http.get(format!("{url}/ping")).send().is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "daemon did not start"
+    let start = |what: &str| -> Child {
+        let t = Instant::now();
+        let child = Command::new(binary())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+        while http.get(format!("{url}/ping")).send().is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!(
+            "daemon start to first ping, {what}: {:.3} s",
+            t.elapsed().as_secs_f64()
         );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    println!(
-        "daemon start to first ping: {:.3} s",
-        t.elapsed().as_secs_f64()
-    );
+        child
+    };
+    // The first start builds the origin index of a store the engine wrote.
+    let mut child = start("first (builds the origin index)");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut child = start("again");
 
     let time = |path: &str| -> (f64, usize) {
         let t = Instant::now();
@@ -213,6 +222,45 @@ fn main() {
         rss_mib(&child, "VmRSS"),
         rss_mib(&child, "VmHWM")
     );
+    // DeleteImage finds dependents in the origin index; before it, every
+    // delete decoded the whole images table under the commit lock.
+    let mut del = Vec::new();
+    for k in 0..100u64 {
+        let i = (k * 7919 + 13) % n;
+        let t = Instant::now();
+        let r = http
+            .delete(format!(
+                "{url}/images/{}?account={}",
+                Uuid::from_u128(u128::from(i) + 1),
+                account(i % ACCOUNTS)
+            ))
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 204, "delete {i}");
+        del.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "DeleteImage: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(del.clone(), 0.5),
+        percentile(del, 0.99)
+    );
     let _ = child.kill();
     let _ = child.wait();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            tables: imgapi::TABLES.to_vec(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let all = store
+        .scan_all::<Images>(&[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "decoding every image record (what each delete did before the index): {:.1} ms for {}",
+        t.elapsed().as_secs_f64() * 1000.0,
+        all.len()
+    );
 }

@@ -6,7 +6,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::manifest::{self, Placeholder};
-use super::{ApiError, ApiResult, Code, FieldError, Image, ImageState, Images, Imgapi, file_id};
+use super::{
+    ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi, file_id,
+};
 use super::{parse_uuid, time};
 
 /// Fields a manifest body may not hold at create (import only).
@@ -255,19 +257,17 @@ impl Imgapi {
             let img = t
                 .get::<Images>(uuid)?
                 .ok_or_else(ApiError::image_not_found)?;
-            let dependents: Vec<Image> = t
-                .scan_all::<Images>(&[])?
-                .into_iter()
-                .map(|(_, i)| i)
-                .filter(|i| i.origin == Some(*uuid))
-                .collect();
+            let dependents = Dependents::list(t, uuid)?;
             if !dependents.is_empty() {
                 // Only images the caller may see are named.
-                let named: Vec<Uuid> = dependents
-                    .iter()
-                    .filter(|i| Self::can_see(*i, account))
-                    .map(|i| i.uuid)
-                    .collect();
+                let mut named = Vec::new();
+                for d in &dependents {
+                    if let Some(i) = t.get::<Images>(d)?
+                        && Self::can_see(&i, account)
+                    {
+                        named.push(i.uuid);
+                    }
+                }
                 return Err(has_dependents(uuid, dependents.len(), &named));
             }
             for f in &img.files {

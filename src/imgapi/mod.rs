@@ -54,7 +54,7 @@ pub const MAX_ICON_BYTES: u64 = 128 * 1024;
 
 /// A table of this layer: JSON values under a uuid's 16 bytes.
 macro_rules! uuid_table {
-    ($(#[$doc:meta])* $name:ident, $cf:literal, $value:ty) => {
+    ($(#[$doc:meta])* $name:ident, $cf:literal, $value:ty $(, index: $index:path)?) => {
         $(#[$doc])*
         pub struct $name;
         impl Table for $name {
@@ -70,16 +70,64 @@ macro_rules! uuid_table {
             fn decode(raw: &[u8]) -> Result<$value, String> {
                 json_decode(raw)
             }
+            $(
+                const INDEXED: bool = true;
+                fn index_keys(value: &$value) -> Vec<(&'static str, Vec<u8>)> {
+                    $index(value)
+                }
+            )?
         }
     };
 }
 
 uuid_table!(
-    /// Image records by uuid.
+    /// Image records by uuid; indexed by origin in [`Dependents`].
     Images,
     "images",
-    Image
+    Image,
+    index: Dependents::of
 );
+
+/// Images by origin: the key is the origin's uuid then the image's, the
+/// value empty. The store keeps it with every put and delete of an image
+/// ([`Table::index_keys`]); DeleteImage finds dependents here instead of
+/// decoding every image under the commit lock.
+pub struct Dependents;
+
+impl Dependents {
+    /// Present once the index has been built from the images (the empty
+    /// key: no origin's prefix matches it).
+    const BUILT: &'static [u8] = b"";
+
+    fn of(img: &Image) -> Vec<(&'static str, Vec<u8>)> {
+        img.origin
+            .map(|o| vec![(Self::NAME, [*o.as_bytes(), *img.uuid.as_bytes()].concat())])
+            .unwrap_or_default()
+    }
+
+    /// The images whose origin is `origin`, as `t` sees them.
+    pub fn list(t: &Txn<'_>, origin: &Uuid) -> crate::Result<Vec<Uuid>> {
+        Ok(t.scan_all::<Self>(origin.as_bytes())?
+            .into_iter()
+            .filter_map(|(k, ())| k.get(16..).and_then(|u| Uuid::from_slice(u).ok()))
+            .collect())
+    }
+}
+
+impl Table for Dependents {
+    const NAME: &'static str = "image_origins";
+    type Key = [u8];
+    type Value = ();
+    fn key(key: &[u8]) -> Vec<u8> {
+        key.to_vec()
+    }
+    fn encode((): &()) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+    fn decode(_: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
 uuid_table!(
     /// Per-account settings by account uuid.
     Settings,
@@ -95,7 +143,7 @@ uuid_table!(
 
 /// The tables this layer keeps in the store (for
 /// [`StoreOptions::tables`](crate::StoreOptions)).
-pub const TABLES: &[&str] = &[Images::NAME, Settings::NAME, Jobs::NAME];
+pub const TABLES: &[&str] = &[Images::NAME, Dependents::NAME, Settings::NAME, Jobs::NAME];
 
 /// IMGAPI's `mode`: RFD 113 is about `dc`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -160,6 +208,13 @@ impl Imgapi {
     /// The service over `store` (opened with [`TABLES`]); copies between
     /// datacenters go through `copies`. Builds the catalog of images.
     pub fn new(store: Store, config: Config, copies: jobs::Copies) -> crate::Result<Self> {
+        // A store written before the origin index gets it built, once.
+        if store.get::<Dependents>(Dependents::BUILT)?.is_none() {
+            store.transaction(|t| {
+                t.rebuild_indexes::<Images>(&[Dependents::NAME])?;
+                t.put::<Dependents>(Dependents::BUILT, &())
+            })?;
+        }
         Ok(Self {
             catalog: Arc::new(catalog::Catalog::load(&store)?),
             chunks: Arc::new(crate::transfer::ChunkServer::new(store.clone())),

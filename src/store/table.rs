@@ -30,6 +30,27 @@ pub trait Table: 'static {
     fn encode(value: &Self::Value) -> std::result::Result<Vec<u8>, String>;
     /// A value from its bytes; an error means the record is damaged.
     fn decode(raw: &[u8]) -> std::result::Result<Self::Value, String>;
+    /// True when records of this table have entries in index tables
+    /// ([`Table::index_keys`]); false spares every put a read.
+    const INDEXED: bool = false;
+    /// The entries a record has in index tables: (the index table's
+    /// name, key), each with an empty value. [`Txn::put`] and
+    /// [`Txn::delete`] keep them in step with the record in the same
+    /// commit, so an index is never behind its table.
+    fn index_keys(_value: &Self::Value) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+/// Index entries of one record, as a set.
+type IndexKeys = std::collections::BTreeSet<(&'static str, Vec<u8>)>;
+
+fn index_keys<T: Table>(value: Option<&T::Value>) -> IndexKeys {
+    value
+        .map(T::index_keys)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// JSON encoding for tables whose values are serde types (the layers'
@@ -104,8 +125,13 @@ impl Txn<'_> {
         raw.map(|r| decode::<T>(&k, &r)).transpose()
     }
 
-    /// Writes the record of `T` under `key` when the transaction commits.
+    /// Writes the record of `T` under `key` when the transaction commits
+    /// (with its index entries).
     pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<()> {
+        if T::INDEXED {
+            let old = self.get::<T>(key)?;
+            self.reindex(index_keys::<T>(old.as_ref()), index_keys::<T>(Some(value)))?;
+        }
         let k = T::key(key);
         let raw = encode::<T>(value)?;
         self.batch.put_cf(T::NAME, &k, &raw)?;
@@ -113,12 +139,54 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Deletes the record of `T` under `key` when the transaction commits.
+    /// Deletes the record of `T` under `key` when the transaction commits
+    /// (with its index entries).
     pub fn delete<T: Table>(&mut self, key: &T::Key) -> Result<()> {
+        if T::INDEXED {
+            let old = self.get::<T>(key)?;
+            self.reindex(index_keys::<T>(old.as_ref()), IndexKeys::new())?;
+        }
         let k = T::key(key);
         self.batch.delete_cf(T::NAME, &k)?;
         self.pending.0.insert((T::NAME, k), None);
         Ok(())
+    }
+
+    /// Deletes the index entries only `old` has and writes those only
+    /// `new` has.
+    fn reindex(&mut self, old: IndexKeys, new: IndexKeys) -> Result<()> {
+        for (table, k) in old.difference(&new) {
+            self.batch.delete_cf(table, k)?;
+            self.pending.0.insert((table, k.clone()), None);
+        }
+        for (table, k) in new.difference(&old) {
+            self.batch.put_cf(table, k, &[])?;
+            self.pending.0.insert((table, k.clone()), Some(Vec::new()));
+        }
+        Ok(())
+    }
+
+    /// Brings the index entries of every committed record of `T` in line
+    /// with the records: adds missing ones, deletes those no record has (a
+    /// store written before an index existed, or damage). Call it before
+    /// this transaction writes to `T` or the indexes. Holds the index keys,
+    /// not the records. Returns how many entries it changed.
+    pub fn rebuild_indexes<T: Table>(&mut self, indexes: &[&'static str]) -> Result<usize> {
+        let mut want = IndexKeys::new();
+        self.index.for_each_cf(T::NAME, &[], |k, raw| {
+            want.extend(T::index_keys(&decode::<T>(k, raw)?));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let mut have = IndexKeys::new();
+        for table in indexes {
+            self.index.for_each_cf(table, &[], |k, _| {
+                have.insert((*table, k.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        let changed = want.symmetric_difference(&have).count();
+        self.reindex(have, want)?;
+        Ok(changed)
     }
 
     /// The keys of `T` this transaction writes or deletes (a layer that

@@ -610,6 +610,53 @@ fn delete_checks_dependents_and_releases_the_file() {
 }
 
 #[test]
+fn a_store_from_before_the_origin_index_still_refuses_deleting_an_origin() {
+    use imgstore::imgapi::{Dependents, TABLES};
+    use imgstore::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let base = d.image(ALICE, "base", json!({}), &bytes(1000, 1), true);
+    let child = d.image(
+        ALICE,
+        "child",
+        json!({"origin": base}),
+        &bytes(1000, 2),
+        true,
+    );
+    d.stop();
+    // Empty the index, as a store written before it existed has it.
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            tables: TABLES.to_vec(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    // The origin's entry, and the mark that the index was built.
+    let entries = store.scan_all::<Dependents>(&[]).unwrap();
+    assert_eq!(entries.len(), 2);
+    store
+        .transaction(|t| {
+            for (k, ()) in &entries {
+                t.delete::<Dependents>(k)?;
+            }
+            Ok::<_, imgstore::Error>(())
+        })
+        .unwrap();
+    assert!(store.scan_all::<Dependents>(&[]).unwrap().is_empty());
+    store.close().unwrap();
+    // Opening rebuilds it from the images.
+    let d = Daemon::start(dir.path());
+    let body = assert_err(
+        d.delete(&format!("/images/{base}?account={ALICE}")),
+        422,
+        "ImageHasDependentImages",
+    );
+    assert!(body["message"].as_str().unwrap().contains(&child));
+}
+
+#[test]
 fn icons_are_stored_served_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path());

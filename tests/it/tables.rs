@@ -146,3 +146,132 @@ fn a_transfer_hands_the_callers_commit_error_back_and_keeps_what_it_verified() {
     store.release_partial(&partial).unwrap();
     assert_clean(&store);
 }
+
+/// A table indexed by the first word of each note.
+struct Words;
+impl Table for Words {
+    const NAME: &'static str = "words";
+    type Key = str;
+    type Value = String;
+    fn key(key: &str) -> Vec<u8> {
+        key.as_bytes().to_vec()
+    }
+    fn encode(value: &String) -> Result<Vec<u8>, String> {
+        json_encode(value)
+    }
+    fn decode(raw: &[u8]) -> Result<String, String> {
+        json_decode(raw)
+    }
+    const INDEXED: bool = true;
+    fn index_keys(value: &String) -> Vec<(&'static str, Vec<u8>)> {
+        let first = value.split(' ').next().unwrap_or_default();
+        vec![(ByFirstWord::NAME, format!("{first}/{value}").into_bytes())]
+    }
+}
+
+/// The index of [`Words`].
+struct ByFirstWord;
+impl Table for ByFirstWord {
+    const NAME: &'static str = "words_by_first";
+    type Key = str;
+    type Value = ();
+    fn key(key: &str) -> Vec<u8> {
+        key.as_bytes().to_vec()
+    }
+    fn encode((): &()) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+    fn decode(_: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// [`Words`] written without its index, as a store from before it.
+struct WordsUnindexed;
+impl Table for WordsUnindexed {
+    const NAME: &'static str = "words";
+    type Key = str;
+    type Value = String;
+    fn key(key: &str) -> Vec<u8> {
+        key.as_bytes().to_vec()
+    }
+    fn encode(value: &String) -> Result<Vec<u8>, String> {
+        json_encode(value)
+    }
+    fn decode(raw: &[u8]) -> Result<String, String> {
+        json_decode(raw)
+    }
+}
+
+fn index_of(store: &Store) -> Vec<String> {
+    store
+        .scan_all::<ByFirstWord>(&[])
+        .unwrap()
+        .into_iter()
+        .map(|(k, ())| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_index_follows_its_table_in_the_same_commit_and_rebuilds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            tables: vec![Words::NAME, ByFirstWord::NAME],
+            ..small_options()
+        },
+    )
+    .unwrap();
+    store
+        .transaction(|t| {
+            t.put::<Words>("1", &"red apple".to_string())?;
+            t.put::<Words>("2", &"red car".to_string())?;
+            t.put::<Words>("3", &"blue sky".to_string())?;
+            // The transaction sees its own index entries.
+            assert_eq!(t.scan_all::<ByFirstWord>(b"red/")?.len(), 2);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(
+        index_of(&store),
+        ["blue/blue sky", "red/red apple", "red/red car"]
+    );
+    // A changed record moves its entry; a deleted one takes it along.
+    store
+        .transaction(|t| {
+            t.put::<Words>("2", &"green car".to_string())?;
+            t.delete::<Words>("3")?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(index_of(&store), ["green/green car", "red/red apple"]);
+    // An aborted transaction leaves record and index as they were.
+    let r = store.transaction(|t| {
+        t.delete::<Words>("1")?;
+        Err::<(), _>(LayerError::Refused("no"))
+    });
+    assert_eq!(r, Err(LayerError::Refused("no")));
+    assert_eq!(index_of(&store), ["green/green car", "red/red apple"]);
+    // Records written without the index, and a stray entry: a rebuild
+    // makes the index exactly the records' again, and a second changes nothing.
+    store
+        .transaction(|t| {
+            t.put::<WordsUnindexed>("4", &"gray cat".to_string())?;
+            t.put::<ByFirstWord>("stray/entry", &())?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let changed = store
+        .transaction(|t| t.rebuild_indexes::<Words>(&[ByFirstWord::NAME]))
+        .unwrap();
+    assert_eq!(changed, 2);
+    assert_eq!(
+        index_of(&store),
+        ["gray/gray cat", "green/green car", "red/red apple"]
+    );
+    let again = store
+        .transaction(|t| t.rebuild_indexes::<Words>(&[ByFirstWord::NAME]))
+        .unwrap();
+    assert_eq!(again, 0);
+}
