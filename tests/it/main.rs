@@ -20,6 +20,7 @@ mod load;
 mod model;
 mod reads;
 mod recompress;
+mod request_fuzz;
 mod store_basic;
 mod tables;
 mod transfer;
