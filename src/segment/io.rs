@@ -3,7 +3,10 @@
 //! [`FsIo`] is the real file system. [`FaultyIo`] wraps it and fails chosen
 //! operations with a chosen `errno` (ENOSPC, EIO ...) so tests can check that
 //! a failed write or fsync gives a clean error and a store that still
-//! verifies. A future object-store backend for sealed segments plugs in here.
+//! verifies. [`PowerLossIo`] keeps apart what fsyncs made durable and turns
+//! the files into what a disk would hold after a power cut
+//! (`tests/it/power_loss.rs` cuts at every operation of a workload). A
+//! future object-store backend for sealed segments plugs in here.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -202,5 +205,247 @@ impl SegmentIo for Arc<FaultyIo> {
             ));
         }
         File::open(dir)?.sync_all()
+    }
+}
+
+/// Simulates losing power: the file system as the disk would hold it
+/// after a cut, for crash-consistency tests (the model redb's
+/// crash-consistency backend uses, at the level of this seam).
+///
+/// Writes reach the real files at once (the page cache). What is durable
+/// is tracked apart: a file's bytes up to its length at its last `sync`;
+/// a created file's, or a removal's, directory entry only after
+/// `sync_dir`. After [`cut_after`](Self::cut_after)'s count of operations
+/// the power is off: every later write, sync, create, removal or directory
+/// sync fails with EIO and makes nothing durable. [`apply`](Self::apply),
+/// once the store is dropped, turns the files into what the disk would
+/// hold: unsynced tails cut (a seeded part of each kept, as pages the
+/// kernel wrote back on its own), files whose creation was not made
+/// durable gone, removals that were not made durable undone.
+///
+/// RocksDB's own files do not pass through this seam; its commits are
+/// synced, so everything it acknowledged stays, as on a real machine.
+#[derive(Debug, Default)]
+pub struct PowerLossIo {
+    state: std::sync::Mutex<LossState>,
+}
+
+#[derive(Debug, Default)]
+struct LossState {
+    /// Operations that change state, done so far.
+    ops: u64,
+    /// The operation count at which the power goes off.
+    cut_at: Option<u64>,
+    files: std::collections::HashMap<std::path::PathBuf, Durability>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Durability {
+    /// Bytes durable from the start of the file.
+    len: u64,
+    /// The directory entry is durable.
+    entry: bool,
+    /// Removed, but the removal is not durable: the bytes wait under
+    /// [`removed_name`].
+    removed: bool,
+}
+
+fn removed_name(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".power-loss-removed");
+    p.into()
+}
+
+fn power_off() -> io::Error {
+    io::Error::from_raw_os_error(EIO)
+}
+
+impl PowerLossIo {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Cuts the power once `ops` more state-changing operations are done.
+    pub fn cut_after(&self, ops: u64) {
+        let mut s = self.lock();
+        s.cut_at = Some(s.ops + ops);
+    }
+
+    /// State-changing operations done so far (to size a sweep of cuts).
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LossState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one operation; fails when the power is off.
+    fn tick(s: &mut LossState) -> io::Result<()> {
+        if s.cut_at.is_some_and(|at| s.ops >= at) {
+            return Err(power_off());
+        }
+        s.ops += 1;
+        Ok(())
+    }
+
+    fn track(s: &mut LossState, path: &Path) -> Durability {
+        *s.files
+            .entry(path.to_path_buf())
+            .or_insert_with(|| Durability {
+                // A file from before this seam saw it is durable as it is.
+                len: std::fs::metadata(path).map_or(0, |m| m.len()),
+                entry: true,
+                removed: false,
+            })
+    }
+
+    /// Makes the files what the disk holds after the cut. `seed` chooses
+    /// how much of each unsynced tail survives.
+    pub fn apply(&self, seed: u64) -> io::Result<()> {
+        let s = self.lock();
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for (path, d) in &s.files {
+            if d.removed {
+                let parked = removed_name(path);
+                if d.entry {
+                    std::fs::rename(&parked, path)?;
+                } else {
+                    std::fs::remove_file(&parked)?;
+                    continue;
+                }
+            } else if !d.entry {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => continue,
+                }
+            }
+            let now = std::fs::metadata(path)?.len();
+            if now > d.len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Half the time nothing of the tail survives.
+                let kept = if x.is_multiple_of(2) {
+                    0
+                } else {
+                    (x >> 1) % (now - d.len + 1)
+                };
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)?
+                    .set_len(d.len + kept)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LossFile {
+    inner: FsFile,
+    path: std::path::PathBuf,
+    io: Arc<PowerLossIo>,
+}
+
+impl SegmentFile for LossFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        PowerLossIo::tick(&mut self.io.lock())?;
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        let mut s = self.io.lock();
+        PowerLossIo::tick(&mut s)?;
+        self.inner.sync()?;
+        let len = self.inner.0.metadata()?.len();
+        if let Some(d) = s.files.get_mut(&self.path) {
+            d.len = len;
+        }
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut s = self.io.lock();
+        PowerLossIo::tick(&mut s)?;
+        self.inner.set_len(len)?;
+        if let Some(d) = s.files.get_mut(&self.path) {
+            d.len = d.len.min(len);
+        }
+        Ok(())
+    }
+    fn file(&self) -> &File {
+        self.inner.file()
+    }
+}
+
+impl SegmentIo for Arc<PowerLossIo> {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let mut s = self.lock();
+        PowerLossIo::tick(&mut s)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        s.files.insert(
+            path.to_path_buf(),
+            Durability {
+                len: 0,
+                entry: false,
+                removed: false,
+            },
+        );
+        Ok(Box::new(LossFile {
+            inner: FsFile(f),
+            path: path.to_path_buf(),
+            io: Arc::clone(self),
+        }))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let mut s = self.lock();
+        if s.cut_at.is_some_and(|at| s.ops >= at) {
+            return Err(power_off());
+        }
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        PowerLossIo::track(&mut s, path);
+        Ok(Box::new(LossFile {
+            inner: FsFile(f),
+            path: path.to_path_buf(),
+            io: Arc::clone(self),
+        }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        PowerLossIo::tick(&mut s)?;
+        let d = PowerLossIo::track(&mut s, path);
+        if d.entry {
+            std::fs::rename(path, removed_name(path))?;
+            if let Some(d) = s.files.get_mut(path) {
+                d.removed = true;
+            }
+        } else {
+            std::fs::remove_file(path)?;
+            s.files.remove(path);
+        }
+        Ok(())
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        PowerLossIo::tick(&mut s)?;
+        File::open(dir)?.sync_all()?;
+        let mut gone = Vec::new();
+        for (path, d) in s.files.iter_mut() {
+            if path.parent() != Some(dir) {
+                continue;
+            }
+            if d.removed {
+                gone.push(path.clone());
+            } else {
+                d.entry = true;
+            }
+        }
+        for path in gone {
+            std::fs::remove_file(removed_name(&path))?;
+            s.files.remove(&path);
+        }
+        Ok(())
     }
 }

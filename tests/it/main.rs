@@ -18,6 +18,7 @@ mod imgapi_http;
 mod layers;
 mod load;
 mod model;
+mod power_loss;
 mod reads;
 mod recompress;
 mod request_fuzz;
