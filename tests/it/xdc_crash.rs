@@ -1,55 +1,16 @@
 //! kill -9 of either datacenter's daemon (the real binaries) in the middle
 //! of a copy: the copy resumes and re-fetches at most what was in flight.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::bytes;
 use crate::daemon::ALICE;
+use crate::procs::{free_port, start};
 
 const BATCH: u64 = 256 * 1024;
 const PARALLEL: u64 = 2;
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(config: &std::path::Path, url: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::blocking::Client::new();
-    for _ in 0..400 {
-        if http.get(format!("{url}/ping")).send().is_ok() {
-            return Proc { child };
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("daemon at {url} did not start");
-}
 
 struct Pair {
     _dir: tempfile::TempDir,
