@@ -33,6 +33,8 @@ pub enum StartError {
 /// configuration at all.
 pub const DEFAULT_DATA_DIR: &str = "./imgstore-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Disk space the daemon holds back for compaction on a full disk.
+pub const DEFAULT_RESERVE_BYTES: u64 = 64 << 20;
 
 /// The daemon's configuration: IMGAPI's keys plus where to listen and store.
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub struct DaemonConfig {
     pub gc_interval: Option<std::time::Duration>,
     /// Connections, uploads, send buffers, timeouts, shutdown.
     pub limits: Limits,
+    /// Disk space held back so GC can run on a full disk.
+    pub reserve_bytes: u64,
 }
 
 impl Default for DaemonConfig {
@@ -60,6 +64,7 @@ impl Default for DaemonConfig {
             transfer_timeout: std::time::Duration::from_secs(120),
             gc_interval: Some(std::time::Duration::from_secs(600)),
             limits: Limits::default(),
+            reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -80,6 +85,8 @@ struct ConfigFile {
     /// Seconds between background collections; 0 turns them off.
     gc_interval_seconds: Option<u64>,
     limits: Option<LimitsFile>,
+    /// Bytes held back for GC on a full disk; 0 holds none.
+    reserve_bytes: Option<u64>,
 }
 
 /// Limits under load (all optional; see [`Limits`]).
@@ -157,6 +164,9 @@ impl DaemonConfig {
         if let Some(secs) = f.gc_interval_seconds {
             c.gc_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
         }
+        if let Some(r) = f.reserve_bytes {
+            c.reserve_bytes = r;
+        }
         if let Some(l) = &f.limits {
             l.apply(&mut c.limits);
         }
@@ -195,6 +205,7 @@ impl DaemonConfig {
             &self.data_dir,
             StoreOptions {
                 tables: imgapi::TABLES.to_vec(),
+                reserve_bytes: self.reserve_bytes,
                 ..StoreOptions::default()
             },
         )?;

@@ -111,8 +111,12 @@ fn command_name(c: &StoreCommand) -> &'static str {
 }
 
 fn open(args: &StoreArgs, create: bool) -> Result<Store> {
+    // Keep the space reserve the daemon made (its size is its config's).
+    let reserve =
+        std::fs::metadata(args.data_dir.join("segments").join("reserve")).map_or(0, |m| m.len());
     let opts = StoreOptions {
         create,
+        reserve_bytes: reserve,
         ..StoreOptions::default()
     };
     Ok(Store::open_with(&args.data_dir, opts)?)

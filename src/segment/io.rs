@@ -84,7 +84,8 @@ impl SegmentIo for FsIo {
 ///
 /// Budgets count down: `fail_writes_after(n, errno)` lets `n` more bytes be
 /// written and fails the write that would pass them (a partial write first
-/// writes what fits, as a full disk does); `fail_syncs_after(n, errno)` lets
+/// writes what fits, as a full disk does), and a removed file gives its
+/// bytes back to the budget; `fail_syncs_after(n, errno)` lets
 /// `n` more fsyncs succeed.
 #[derive(Debug)]
 pub struct FaultyIo {
@@ -195,7 +196,16 @@ impl SegmentIo for Arc<FaultyIo> {
         }))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        // A removal frees its bytes, as on a disk: a finite write budget
+        // (the free space) grows by the file's length.
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        std::fs::remove_file(path)?;
+        let _ = self
+            .write_budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                (b != u64::MAX).then(|| b.saturating_add(len))
+            });
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let budget = self.sync_budget.load(Ordering::SeqCst);

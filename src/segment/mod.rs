@@ -16,6 +16,7 @@
 pub mod io;
 mod read;
 mod recover;
+mod reserve;
 pub mod scan;
 
 use std::collections::HashMap;
@@ -118,6 +119,9 @@ pub struct SegmentSet {
     io: Box<dyn SegmentIo>,
     store_id: [u8; 16],
     max_segment_bytes: u64,
+    /// Space only compaction may use ([`reserve`]).
+    reserve_bytes: u64,
+    reserve_lock: Mutex<()>,
     writer: Mutex<Writer>,
     /// Read handles of sealed segments (mmapped).
     readers: RwLock<Readers>,
@@ -512,6 +516,7 @@ mod tests {
             Box::new(faults.clone()),
             [1; 16],
             1 << 20,
+            0,
             |_| Ok(0),
         )
         .unwrap();

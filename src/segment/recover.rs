@@ -117,6 +117,7 @@ impl SegmentSet {
         io: Box<dyn SegmentIo>,
         store_id: [u8; 16],
         max_segment_bytes: u64,
+        reserve_bytes: u64,
         indexed_end: impl Fn(SegmentId) -> Result<u64>,
     ) -> Result<(Self, Option<TailReport>)> {
         std::fs::create_dir_all(dir)
@@ -177,6 +178,8 @@ impl SegmentSet {
             io,
             store_id,
             max_segment_bytes,
+            reserve_bytes,
+            reserve_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
                 active,
                 next_id,

@@ -63,6 +63,12 @@ pub struct GcReport {
     /// segment is its own step, so one failure stops no other.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<SegmentFailure>,
+    /// Bytes of the space reserve this pass released to rewrite on a full
+    /// disk.
+    pub reserve_released: u64,
+    /// Bytes the reserve holds after the pass (less than its target when
+    /// the disk is still too full to fill it).
+    pub reserve_held: u64,
 }
 
 /// A segment a pass could not compact.
@@ -138,17 +144,35 @@ impl Store {
     /// Carries out a plan, re-checking each decision. Each segment is its
     /// own step: one that fails (damage, a full disk) is reported in
     /// [`GcReport::failed`] and the others go on. One pass runs at a time.
+    ///
+    /// A rewrite that fails for lack of space is tried once more after the
+    /// space reserve is released (`segment/reserve.rs`); the reserve is
+    /// filled again at the end of the pass, as far as the space allows.
     pub fn gc_execute(&self, plan: &GcPlan) -> Result<GcReport> {
         let _one = lock(&self.inner.compacting);
+        let segments = &self.inner.segments;
         let mut report = GcReport::default();
         for s in &plan.segments {
             let seg = SegmentId(s.segment);
-            if let Err(e) = self.compact_segment(seg, None, &mut report) {
+            let mut result = self.compact_segment(seg, None, &mut report);
+            if let Err(e) = &result
+                && e.is_disk_full()
+                && segments.reserve_held() > 0
+            {
+                report.reserve_released += segments.release_reserve()?;
+                result = self.compact_segment(seg, None, &mut report);
+            }
+            if let Err(e) = result {
                 report.failed.push(SegmentFailure {
                     segment: seg.0,
                     error: e.to_string(),
                 });
             }
+        }
+        if report.reserve_released > 0 {
+            report.reserve_held = segments.fill_reserve()?;
+        } else {
+            report.reserve_held = segments.reserve_held();
         }
         Ok(report)
     }

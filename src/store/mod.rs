@@ -78,6 +78,9 @@ pub struct StoreOptions {
     pub io: Box<dyn SegmentIo>,
     /// Threads that read ahead for readers (0: one per core).
     pub read_threads: usize,
+    /// Disk space held back for compaction on a full disk (0: none; see
+    /// `segment/reserve.rs`). A daemon keeps 64 MiB.
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +93,7 @@ impl Default for StoreOptions {
             tables: Vec::new(),
             io: Box::new(FsIo),
             read_threads: 0,
+            reserve_bytes: 0,
         }
     }
 }
@@ -199,8 +203,12 @@ impl Store {
             opts.io,
             store_id,
             opts.segment_bytes,
+            opts.reserve_bytes,
             |id| Ok(index.segment(id)?.map_or(0, |e| e.indexed_end)),
         )?;
+        // Best effort: a store on a full disk still opens, and GC or the
+        // next open fills the reserve once there is room.
+        let _ = segments.fill_reserve();
         Ok(Store {
             inner: Arc::new(Inner {
                 dir,

@@ -29,6 +29,8 @@ impl Daemon {
     pub fn start_with(dir: &Path, tweak: impl FnOnce(&mut DaemonConfig)) -> Self {
         let mut cfg = DaemonConfig {
             data_dir: dir.to_path_buf(),
+            // A small reserve: tests make many stores.
+            reserve_bytes: 1 << 20,
             ..DaemonConfig::default()
         };
         cfg.imgapi.admin_uuid = Some(ADMIN.parse().unwrap());

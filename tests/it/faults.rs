@@ -118,3 +118,59 @@ fn failed_writes_on_a_full_disk_leave_no_empty_segments_behind() {
     assert_eq!(read_all(&store, &later_id), later);
     assert_clean(&store);
 }
+
+#[test]
+fn gc_on_a_full_disk_rewrites_with_the_reserve_and_uploads_work_again() {
+    // Without a reserve the same store cannot compact: the control.
+    for reserve in [0u64, 256 * 1024] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultyIo::new();
+        let store = imgstore::Store::open_with(
+            dir.path(),
+            imgstore::StoreOptions {
+                io: Box::new(faults.clone()),
+                reserve_bytes: reserve,
+                ..small_options()
+            },
+        )
+        .unwrap();
+        // Kept and dropped files alternate, so segments hold both: every
+        // byte GC frees needs a rewrite first.
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for i in 0..12u64 {
+            let data = bytes(20_000, 100 + i);
+            let id = put(&store, &data);
+            if i % 2 == 0 {
+                kept.push((id, data));
+            } else {
+                dropped.push(id);
+            }
+        }
+        // The disk fills up: uploads fail.
+        faults.fail_writes_after(0, ENOSPC);
+        let err = store.put(&bytes(30_000, 7)[..]).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        for id in &dropped {
+            store.unlink(id).unwrap();
+        }
+        let report = store.gc_execute(&store.gc_plan(0.0).unwrap()).unwrap();
+        if reserve == 0 {
+            assert!(!report.failed.is_empty(), "{report:?}");
+            assert_clean(&store);
+            continue;
+        }
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert!(report.reserve_released > 0, "{report:?}");
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        assert!(report.reserve_held > 0, "{report:?}");
+        // Uploads work again; nothing acknowledged was lost.
+        let later = bytes(30_000, 7);
+        let later_id = put(&store, &later);
+        assert_eq!(read_all(&store, &later_id), later);
+        for (id, data) in &kept {
+            assert_eq!(&read_all(&store, id), data);
+        }
+        assert_clean(&store);
+    }
+}
