@@ -340,7 +340,13 @@ fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
 /// Exit status 1 when something is wrong.
 fn verify(args: &StoreArgs, repair: bool) -> Result<i32> {
     let store = open(args, false)?;
-    let report = store.verify(repair)?;
+    let mut report = store.verify(repair)?;
+    // A daemon's data dir: every reference must belong to an image.
+    if imgstore::imgapi::audit::is_imgapi_store(&store).unwrap_or(false) {
+        report
+            .problems
+            .extend(imgstore::imgapi::audit::audit(&store).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
     store.close()?;
     let clean = report.is_clean();
     print(args.json, &report, || {

@@ -22,6 +22,7 @@
 //! an image and the file references it holds change together (after a crash
 //! either both changed or neither did).
 
+pub mod audit;
 pub mod catalog;
 pub mod copy;
 pub mod error;
@@ -97,7 +98,7 @@ pub struct Dependents;
 impl Dependents {
     /// Present once the index has been built from the images (the empty
     /// key: no origin's prefix matches it).
-    const BUILT: &'static [u8] = b"";
+    pub(crate) const BUILT: &'static [u8] = b"";
 
     fn of(img: &Image) -> Vec<(&'static str, Vec<u8>)> {
         img.origin

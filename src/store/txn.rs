@@ -89,6 +89,23 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Every committed file with its reference count (the commit lock
+    /// keeps them still; this transaction's own changes are not included).
+    pub fn committed_files(&self) -> Result<Vec<(FileId, u64)>> {
+        let mut out = Vec::new();
+        self.index.for_each_file(|id, r| {
+            out.push((id, r.refs));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every committed transfer that holds chunk references, with how
+    /// many.
+    pub fn committed_partials(&self) -> Result<Vec<(PartialId, u64)>> {
+        self.index.partials()
+    }
+
     /// Adds a reference to a stored file: one key whatever its size.
     pub fn link(&mut self, id: &FileId) -> Result<u64> {
         let mut rec = self.file(id)?.ok_or(Error::FileNotFound(*id))?;

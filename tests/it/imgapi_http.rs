@@ -979,3 +979,67 @@ fn an_acl_has_a_documented_limit() {
     assert_eq!(s, 200);
     assert_eq!(img["acl"], json!(accounts(1, 1)));
 }
+
+#[test]
+fn verify_audits_that_images_explain_every_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let base = d.image(ALICE, "base", json!({}), &bytes(200_000, 1), true);
+    d.post(
+        &format!("/images/{base}/acl?account={ALICE}"),
+        &json!([BOB]),
+    );
+    let (s, clone) = sj(d.post(&format!("/images/{base}/clone?account={BOB}"), &json!({})));
+    assert_eq!(s, 200, "{clone}");
+    let verify = || sj(d.post("/state?action=verify", &json!({}))).1;
+    let v = verify();
+    assert_eq!(v["problems"], json!([]), "{v}");
+
+    let store = d.state.api.store();
+    let (_, img) = sj(d.get(&format!("/images/{base}")));
+    let file: imgstore::FileId = d
+        .state
+        .api
+        .load(&base.parse().unwrap())
+        .unwrap()
+        .unwrap()
+        .files[0]
+        .file_id
+        .parse()
+        .unwrap();
+    assert_eq!(img["files"][0]["size"], 200_000);
+    // A reference no image explains: space GC could never free.
+    store.link(&file).unwrap();
+    // Chunks held for a copy into an image that does not exist.
+    let chunk = store.chunks(&file).unwrap()[0].id;
+    store.claim_present(&[7u8; 16], &[chunk]).unwrap();
+    let v = verify();
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unexplained_references", "orphan_transfer"], "{v}");
+    assert!(
+        v["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has 3 references; images hold 2")
+    );
+    store.unlink(&file).unwrap();
+    store.release_partial(&[7u8; 16]).unwrap();
+    assert_eq!(verify()["problems"], json!([]));
+    // The command line audits a daemon's data dir the same way.
+    store.link(&file).unwrap();
+    d.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args(["store", "verify", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("unexplained_references"), "{text}");
+    assert_eq!(clone["files"][0]["sha1"], img["files"][0]["sha1"]);
+}

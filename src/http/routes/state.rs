@@ -57,7 +57,8 @@ pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
 
 /// `POST /state?action=dropcaches|gc|verify`. `gc` collects garbage now
 /// (`threshold`, default 0.3) and answers the plan and what was done;
-/// `verify` checks every record and refcount (writers wait meanwhile).
+/// `verify` checks every record and refcount, and audits that images
+/// explain every reference (writers wait meanwhile).
 /// Operators only: any `account` is refused.
 pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
     if q.get("account").is_some() {
@@ -88,7 +89,11 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
         Some("verify") => {
             let body = st
                 .run(|api| {
-                    let report = api.store().verify(false)?;
+                    let mut report = api.store().verify(false)?;
+                    // References no image explains, files images lack.
+                    report
+                        .problems
+                        .extend(crate::imgapi::audit::audit(api.store())?);
                     let images = api.images_holding(&report.damaged_files)?;
                     let mut body = json!(report);
                     if let Some(o) = body.as_object_mut() {
