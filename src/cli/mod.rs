@@ -1,9 +1,36 @@
 //! The command-line interface: `imgstore serve` (the daemon) and the
 //! `imgstore store ...` admin commands that work offline on a data directory.
 
+/// `println!` for a command's output: when stdout is closed early
+/// (`imgstore image list | head -1`) the process ends quietly with status
+/// 0, as node-triton does, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))
+    };
+}
+
 pub mod image;
 pub mod serve_cmd;
 pub mod store_cmd;
+
+/// Writes one line of output; see [`say!`].
+pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("imgstore: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
 
 use clap::{Parser, Subcommand};
 

@@ -154,7 +154,12 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
     }
     let status = resp.status().as_u16();
     let err = resp.extensions().get::<ApiError>().cloned();
-    let level = if status >= 500 { 50 } else { 30 };
+    // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
+    let level = match status {
+        500.. => 50,
+        400..=499 => 40,
+        _ => 30,
+    };
     let mut fields = serde_json::Map::new();
     fields.insert("req_id".into(), req_id.into());
     fields.insert("route".into(), route.into());

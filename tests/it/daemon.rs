@@ -13,6 +13,19 @@ pub const ALICE: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 pub const BOB: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
 pub const CAROL: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
 
+/// Log lines kept for a test to read.
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct Daemon {
     pub url: String,
     pub client: Client,
@@ -26,7 +39,18 @@ impl Daemon {
         Self::start_with(dir, |_| {})
     }
 
+    /// A daemon whose log lines are kept in the returned buffer.
+    pub fn start_logged(dir: &Path) -> (Self, Arc<std::sync::Mutex<Vec<u8>>>) {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Logger::new("imgstore", Box::new(Captured(Arc::clone(&buf))));
+        (Self::start_inner(dir, |_| {}, log), buf)
+    }
+
     pub fn start_with(dir: &Path, tweak: impl FnOnce(&mut DaemonConfig)) -> Self {
+        Self::start_inner(dir, tweak, Logger::sink())
+    }
+
+    fn start_inner(dir: &Path, tweak: impl FnOnce(&mut DaemonConfig), log: Logger) -> Self {
         let mut cfg = DaemonConfig {
             data_dir: dir.to_path_buf(),
             // A small reserve: tests make many stores.
@@ -35,7 +59,7 @@ impl Daemon {
         };
         cfg.imgapi.admin_uuid = Some(ADMIN.parse().unwrap());
         tweak(&mut cfg);
-        let state = cfg.open(Logger::sink()).unwrap();
+        let state = cfg.open(log).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let st = state.clone();

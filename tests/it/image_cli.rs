@@ -22,9 +22,11 @@ fn cli(
     if let Some(a) = account {
         c.env("IMGSTORE_ACCOUNT", a);
     }
+    // No default profile from the machine running the tests.
+    c.env("XDG_CONFIG_HOME", "/nonexistent/xdg");
     match profile {
         Some(p) => c.env("IMGSTORE_PROFILE", p),
-        None => c.env("IMGSTORE_PROFILE", "/nonexistent/profile.json"),
+        None => c.env_remove("IMGSTORE_PROFILE"),
     };
     c.output().unwrap()
 }
@@ -257,4 +259,235 @@ fn copy_to_two_datacenters_with_plain_progress_lines() {
         &["copy", "app", "--to", "south"],
     ));
     assert!(e.contains("not in the profile"), "{e}");
+}
+
+#[test]
+fn names_mean_ones_own_images_first_and_a_shared_origin_needs_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let mine = d.image(ALICE, "my-image", json!({}), &bytes(1000, 1), true);
+    // Bob's image of the same name, newer, shared with Alice.
+    let theirs = d.image(
+        BOB,
+        "my-image",
+        json!({"version": "2.0.0", "acl": [ALICE]}),
+        &bytes(1000, 2),
+        true,
+    );
+    let a = |args: &[&str]| cli(&d.url, Some(ALICE), None, args);
+    let got: Value = serde_json::from_str(&ok(&a(&["get", "my-image"]))).unwrap();
+    assert_eq!(
+        got["uuid"],
+        mine.as_str(),
+        "a shared image took over the name"
+    );
+    // Bob's is still reachable by uuid.
+    let got: Value = serde_json::from_str(&ok(&a(&["get", &theirs]))).unwrap();
+    assert_eq!(got["owner"], BOB);
+    // An origin shared by another account needs consent; a public one not.
+    let base = d.image(BOB, "base", json!({"acl": [ALICE]}), &bytes(1000, 3), true);
+    let e = err(&a(&[
+        "create",
+        "--name",
+        "kid",
+        "--version",
+        "1",
+        "--origin",
+        "base",
+    ]));
+    assert!(
+        e.contains("--allow-shared-origin") && e.contains(&base),
+        "{e}"
+    );
+    ok(&a(&[
+        "create",
+        "--name",
+        "kid",
+        "--version",
+        "1",
+        "--origin",
+        "base",
+        "--allow-shared-origin",
+    ]));
+    d.image(
+        BOB,
+        "pubbase",
+        json!({"public": true}),
+        &bytes(1000, 4),
+        true,
+    );
+    ok(&a(&[
+        "create",
+        "--name",
+        "kid2",
+        "--version",
+        "1",
+        "--origin",
+        "pubbase",
+    ]));
+    // `get` means active images; -a looks at every state.
+    d.image(ALICE, "draft", json!({}), &[], false);
+    let e = err(&a(&["get", "draft"]));
+    assert!(e.contains("among active images"), "{e}");
+    let got: Value = serde_json::from_str(&ok(&a(&["get", "-a", "draft"]))).unwrap();
+    assert_eq!(got["state"], "unactivated");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    for i in 0..400 {
+        let r = d.post(
+            &format!("/images?account={ALICE}"),
+            &json!({"name": format!("img-{i}"), "version": "1.0.0", "type": "zone-dataset",
+                    "os": "smartos", "description": "x".repeat(200)}),
+        );
+        assert_eq!(r.status(), 200);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args(["image", "list", "-j", "-a"])
+        .env("IMGSTORE_URL", &d.url)
+        .env("IMGSTORE_ACCOUNT", ALICE)
+        .env("XDG_CONFIG_HOME", "/nonexistent/xdg")
+        .env_remove("IMGSTORE_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: read one line, close the pipe.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn delete_takes_several_images_and_an_unknown_one_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let one = d.image(ALICE, "one", json!({}), &bytes(100, 1), true);
+    let two = d.image(ALICE, "two", json!({}), &bytes(100, 2), true);
+    let a = |args: &[&str]| cli(&d.url, Some(ALICE), None, args);
+    let e = err(&a(&["delete", "-f", "one", "no-such-image", "two"]));
+    assert!(e.contains("no-such-image"), "{e}");
+    assert_eq!(d.get(&format!("/images/{one}")).status(), 200);
+    let out = ok(&a(&["rm", "-f", "one", "two"]));
+    assert!(out.contains(&one) && out.contains(&two), "{out}");
+    assert_eq!(d.get(&format!("/images/{one}")).status(), 404);
+    assert_eq!(d.get(&format!("/images/{two}")).status(), 404);
+}
+
+#[test]
+fn wait_needs_an_image_and_known_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = d.image(ALICE, "w", json!({}), &bytes(100, 1), true);
+    let none = cli(&d.url, Some(ALICE), None, &["wait"]);
+    assert_eq!(none.status.code(), Some(2), "wait with no image");
+    let e = err(&cli(
+        &d.url,
+        Some(ALICE),
+        None,
+        &["wait", "-s", "bogus", &uuid],
+    ));
+    assert!(e.contains("unknown state \"bogus\""), "{e}");
+}
+
+#[test]
+fn copy_checks_every_target_first_and_goes_on_past_a_failed_one() {
+    let (_s, west) = crate::xdc::source();
+    let data = bytes(300_000, 5);
+    let uuid = west.image(ALICE, "app", json!({}), &data, true);
+    let (_e, east) = crate::xdc::dest(&west.url);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        json!({"datacenters": {"west": west.url, "east": east.url,
+                               "down": "http://127.0.0.1:9"}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| cli(&west.url, Some(ALICE), Some(&profile), args);
+    // An unknown target: nothing starts anywhere.
+    let e = err(&run(&["copy", "app", "--to", "east,mars"]));
+    assert!(e.contains("mars") && e.contains("nothing copied"), "{e}");
+    assert_eq!(east.get(&format!("/images/{uuid}")).status(), 404);
+    // The current datacenter is not a target.
+    let e = err(&run(&["copy", "app", "west"]));
+    assert!(e.contains("already"), "{e}");
+    // triton's `cp IMAGE DC...`: the unreachable one fails, east is copied.
+    let o = run(&["cp", "app", "east", "down"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let e = err(&o);
+    assert!(out.contains("to datacenter east"), "{out}");
+    assert!(e.contains("1 of 2") && e.contains("down: "), "{e}");
+    assert!(e.contains("127.0.0.1:9"), "{e}");
+    assert_eq!(
+        east.get(&format!("/images/{uuid}/file"))
+            .bytes()
+            .unwrap()
+            .to_vec(),
+        data
+    );
+}
+
+#[test]
+fn named_profiles_give_url_account_and_datacenters() {
+    let (_s, west) = crate::xdc::source();
+    let uuid = west.image(ALICE, "app", json!({}), &bytes(50_000, 8), true);
+    let (_e, east) = crate::xdc::dest(&west.url);
+    let xdg = tempfile::tempdir().unwrap();
+    let dir = xdg.path().join("imgstore/profiles.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prod.json"),
+        json!({"url": west.url, "account": ALICE,
+               "datacenters": {"west": west.url, "east": east.url}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .arg("image")
+            .args(args)
+            .env("XDG_CONFIG_HOME", xdg.path())
+            .env_remove("IMGSTORE_URL")
+            .env_remove("IMGSTORE_ACCOUNT")
+            .env_remove("IMGSTORE_PROFILE")
+            .output()
+            .unwrap()
+    };
+    // The profile's url and account, without --url or --account.
+    let got: Value = serde_json::from_str(&ok(&run(&["--profile", "prod", "get", "app"]))).unwrap();
+    assert_eq!(got["uuid"], uuid.as_str());
+    // --dc talks to another of its datacenters.
+    let e = err(&run(&["--profile", "prod", "--dc", "east", "get", "app"]));
+    assert!(e.contains(&east.url), "{e}");
+    ok(&run(&["--profile", "prod", "cp", "app", "east"]));
+    let got: Value = serde_json::from_str(&ok(&run(&[
+        "--profile",
+        "prod",
+        "--dc",
+        "east",
+        "get",
+        "app",
+    ])))
+    .unwrap();
+    assert_eq!(got["uuid"], uuid.as_str());
+    let e = err(&run(&["--profile", "prod", "--dc", "mars", "list"]));
+    assert!(e.contains("mars") && e.contains("east"), "{e}");
+    // A profile named and missing is an error, never an empty profile.
+    let e = err(&run(&["--profile", "nope", "list"]));
+    assert!(e.contains("nope") && e.contains("profiles.d"), "{e}");
+    // The `default` profile is used when none is named.
+    std::fs::rename(dir.join("prod.json"), dir.join("default.json")).unwrap();
+    let got: Value = serde_json::from_str(&ok(&run(&["get", "app"]))).unwrap();
+    assert_eq!(got["uuid"], uuid.as_str());
 }

@@ -1043,3 +1043,22 @@ fn verify_audits_that_images_explain_every_reference() {
     assert!(text.contains("unexplained_references"), "{text}");
     assert_eq!(clone["files"][0]["sha1"], img["files"][0]["sha1"]);
 }
+
+#[test]
+fn request_lines_are_logged_at_info_warn_and_error_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, log) = Daemon::start_logged(dir.path());
+    assert_eq!(d.get("/ping").status(), 200);
+    assert!(d.get("/images/not-a-uuid").status().is_client_error());
+    d.stop();
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let level = |url: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["url"] == url)
+            .and_then(|l| l["level"].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(level("/ping"), 30, "{text}");
+    assert_eq!(level("/images/not-a-uuid"), 40, "{text}");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use imgstore::http::client::Client;
+use imgstore::imgapi::ImageState;
 use imgstore::imgapi::jobs::Execution;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -22,6 +23,8 @@ struct Tracked {
     job: String,
     bar: ProgressBar,
     done: bool,
+    /// Why following it stopped (its datacenter went away).
+    error: Option<String>,
 }
 
 /// A job's `execution`.
@@ -41,7 +44,10 @@ fn bar_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
-/// `imgstore image copy IMAGE --to DC[,DC...]|all`.
+/// `imgstore image copy IMAGE --to DC[,DC...]|all`: every target is
+/// checked before any copy starts; a target that fails (unreachable, a
+/// refused copy) does not stop the others; each error names its
+/// datacenter, and a summary ends a run in which any failed (exit 1).
 pub(super) fn copy(
     c: &Client,
     dcs: &BTreeMap<String, String>,
@@ -64,22 +70,49 @@ pub(super) fn copy(
     let targets: Vec<String> = if to == "all" {
         dcs.keys().filter(|n| **n != current).cloned().collect()
     } else {
-        to.split(',').map(str::to_string).collect()
+        to.split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
     };
     if targets.is_empty() {
         bail!("error: no datacenter to copy to (the profile lists none besides {current})");
     }
-    let (uuid, label) = names(&resolve(c, image)?);
+    let unknown: Vec<&str> = targets
+        .iter()
+        .filter(|t| !dcs.contains_key(*t))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = dcs.keys().map(String::as_str).collect();
+        bail!(
+            "error: datacenter {} not in the profile (it lists: {}); nothing copied",
+            unknown.join(", "),
+            known.join(", ")
+        );
+    }
+    if targets.contains(&current) {
+        bail!(
+            "error: {image} is in datacenter {current} already (the one at {}); nothing copied",
+            c.base()
+        );
+    }
+    let (uuid, label) = names(&super::resolve_among(c, image, super::Among::Active)?);
     let multi = MultiProgress::new();
     let tty = std::io::stdout().is_terminal();
     let mut tracked = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     for dc in &targets {
-        let url = dcs
-            .get(dc)
-            .ok_or_else(|| anyhow!("error: datacenter {dc:?} is not in the profile"))?;
-        let started = client(url, Some(account))?
-            .import_from_datacenter(&uuid, &current)
-            .map_err(describe)?;
+        let url = dcs.get(dc).map(String::as_str).unwrap_or_default();
+        let started = client(url, Some(account))
+            .and_then(|t| t.import_from_datacenter(&uuid, &current).map_err(describe));
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(format!("{dc}: {e:#}"));
+                continue;
+            }
+        };
         let bar = if tty {
             multi.add(ProgressBar::new(0))
         } else {
@@ -93,25 +126,41 @@ pub(super) fn copy(
             job: started.job_uuid,
             bar,
             done: false,
+            error: None,
         });
     }
-    follow(&mut tracked, tty)?;
-    let mut failed = Vec::new();
+    follow(&mut tracked, tty);
+    let mut copied = 0;
     for t in &tracked {
-        let j = t.client.job(&t.job).map_err(describe)?;
-        if j["execution"] == Execution::Succeeded.as_str() {
-            println!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
-        } else {
-            let err = j["chain_results"]
-                .as_array()
-                .and_then(|r| r.last())
-                .and_then(|r| r["error"]["message"].as_str())
-                .unwrap_or(Execution::Failed.as_str());
-            failed.push(format!("{}: {err}", t.dc));
+        let outcome = match &t.error {
+            Some(e) => Err(e.clone()),
+            None => t
+                .client
+                .job(&t.job)
+                .map_err(|e| format!("{:#}", describe(e))),
+        };
+        match outcome {
+            Ok(j) if j["execution"] == Execution::Succeeded.as_str() => {
+                copied += 1;
+                say!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
+            }
+            Ok(j) => {
+                let err = j["chain_results"]
+                    .as_array()
+                    .and_then(|r| r.last())
+                    .and_then(|r| r["error"]["message"].as_str())
+                    .unwrap_or(Execution::Failed.as_str());
+                failed.push(format!("{}: {err}", t.dc));
+            }
+            Err(e) => failed.push(format!("{}: {e}", t.dc)),
         }
     }
     if !failed.is_empty() {
-        bail!("error (CopyFailed): {}", failed.join("; "));
+        bail!(
+            "error (CopyFailed): copied {label} to {copied} of {} datacenters; failed: {}",
+            targets.len(),
+            failed.join("; ")
+        );
     }
     Ok(())
 }
@@ -138,13 +187,22 @@ fn progress_line(dc: &str, j: &Value) -> String {
 
 /// Polls jobs until they end, drawing bars (terminal) or printing a line
 /// per datacenter every couple of seconds (not a terminal).
-fn follow(tracked: &mut [Tracked], tty: bool) -> Result<()> {
+fn follow(tracked: &mut [Tracked], tty: bool) {
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         let mut running = 0;
         let print_now = !tty && last_line.elapsed() >= Duration::from_secs(2);
         for t in tracked.iter_mut().filter(|t| !t.done) {
-            let j = t.client.job(&t.job).map_err(describe)?;
+            // A datacenter that stops answering ends only its own line.
+            let j = match t.client.job(&t.job) {
+                Ok(j) => j,
+                Err(e) => {
+                    t.error = Some(format!("{:#}", describe(e)));
+                    t.done = true;
+                    t.bar.abandon();
+                    continue;
+                }
+            };
             let p = &j["progress"];
             let n = |k: &str| p[k].as_u64().unwrap_or(0);
             t.bar.set_length(n("bytes_to_fetch"));
@@ -153,7 +211,7 @@ fn follow(tracked: &mut [Tracked], tty: bool) -> Result<()> {
                 .set_message(format!("{} found locally", human(n("bytes_local"))));
             let ended = execution(&j).is_some_and(Execution::is_final);
             if print_now || (!tty && ended) {
-                println!("{}", progress_line(&t.dc, &j));
+                say!("{}", progress_line(&t.dc, &j));
                 let _ = std::io::stdout().flush();
             }
             if ended {
@@ -167,7 +225,7 @@ fn follow(tracked: &mut [Tracked], tty: bool) -> Result<()> {
             last_line = Instant::now();
         }
         if running == 0 {
-            return Ok(());
+            return;
         }
         std::thread::sleep(Duration::from_millis(if tty { 200 } else { 250 }));
     }
@@ -175,19 +233,26 @@ fn follow(tracked: &mut [Tracked], tty: bool) -> Result<()> {
 
 /// `imgstore image wait IMAGE... [-s STATES]`.
 pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
-    let want: Vec<&str> = states.split(',').collect();
+    let want: Vec<&str> = states.split(',').map(str::trim).collect();
+    let known: Vec<&str> = ImageState::ALL.iter().map(|s| s.as_str()).collect();
+    if let Some(bad) = want.iter().find(|s| !known.contains(s)) {
+        bail!(
+            "error: unknown state {bad:?} in -s (states: {})",
+            known.join(", ")
+        );
+    }
     let tty = std::io::stdout().is_terminal();
     for (i, name) in images.iter().enumerate() {
         let img = resolve(c, name)?;
         let (uuid, _) = names(&img);
         if want.contains(&img["state"].as_str().unwrap_or_default()) {
-            println!(
+            say!(
                 "Image {uuid} already {}",
                 img["state"].as_str().unwrap_or("?")
             );
             continue;
         }
-        println!("Waiting for image {name} ({uuid}) to enter state (states: {states})");
+        say!("Waiting for image {name} ({uuid}) to enter state (states: {states})");
         // A copy in progress into this datacenter: follow its bytes.
         let jobs = c.image_jobs(&uuid).unwrap_or_default();
         if let Some(job) = jobs
@@ -205,15 +270,16 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
                 job: job["uuid"].as_str().unwrap_or_default().to_string(),
                 bar,
                 done: false,
+                error: None,
             }];
-            follow(&mut t, tty)?;
+            follow(&mut t, tty);
         }
         let start = Instant::now();
         loop {
             let img = c.get_image(&uuid).map_err(describe)?;
             let state = img["state"].as_str().unwrap_or_default().to_string();
             if want.contains(&state.as_str()) {
-                println!(
+                say!(
                     "{}/{}: Image {uuid} moved to state {state}",
                     i + 1,
                     images.len()

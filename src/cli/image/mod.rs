@@ -22,20 +22,23 @@ use serde_json::{Map, Value, json};
 
 #[derive(Args, Debug)]
 pub struct ImageArgs {
-    /// The daemon to talk to.
-    #[arg(
-        long,
-        env = "IMGSTORE_URL",
-        global = true,
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
-    /// Act as this account (no account: operator).
+    /// The daemon to talk to (default: the profile's `url`, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, env = "IMGSTORE_URL", global = true)]
+    pub url: Option<String>,
+    /// Act as this account (default: the profile's `account`; none:
+    /// operator).
     #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
     pub account: Option<String>,
-    /// Datacenter profile: {"datacenters": {"NAME": "URL", ...}}.
+    /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
+    /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
+    /// Default: the `default` profile when there is one. A profile named
+    /// and missing is an error.
     #[arg(long, env = "IMGSTORE_PROFILE", global = true)]
-    pub profile: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// Talk to this datacenter of the profile instead of its `url`.
+    #[arg(long, global = true)]
+    pub dc: Option<String>,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -63,9 +66,12 @@ pub enum ImageCommand {
         /// Filters: name=, version=, os=, type=, public=, state=, owner=.
         filters: Vec<String>,
     },
-    /// Show an image's manifest.
+    /// Show an image's manifest (a name means an active image).
     Get {
         image: String,
+        /// Look at images in every state, not only active ones.
+        #[arg(short = 'a', long)]
+        all: bool,
     },
     /// Create an (unactivated) image.
     Create {
@@ -79,8 +85,13 @@ pub enum ImageCommand {
         os: String,
         #[arg(long)]
         description: Option<String>,
+        /// The image this one derives from (an active image).
         #[arg(long)]
         origin: Option<String>,
+        /// Allow an origin another account shares with you (not public):
+        /// its owner can then block deleting or changing it.
+        #[arg(long)]
+        allow_shared_origin: bool,
         #[arg(long)]
         public: bool,
         /// More manifest fields as KEY=VALUE (VALUE may be JSON).
@@ -108,9 +119,14 @@ pub enum ImageCommand {
     Disable {
         image: String,
     },
+    /// Delete images (asks first on a terminal, unless -f).
     #[command(alias = "rm")]
     Delete {
-        image: String,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Do not ask.
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Share an image with an account.
     Share {
@@ -132,13 +148,20 @@ pub enum ImageCommand {
     #[command(alias = "cp")]
     Copy {
         image: String,
-        /// Target datacenters (names from the profile), comma-separated, or `all`.
-        #[arg(long)]
-        to: String,
+        /// Target datacenters (names from the profile), as node-triton's
+        /// `cp IMAGE DC` takes them.
+        #[arg(value_name = "DC", conflicts_with = "to")]
+        dcs: Vec<String>,
+        /// Target datacenters, comma-separated, or `all`.
+        #[arg(long, required_unless_present = "dcs")]
+        to: Option<String>,
     },
     /// Wait for images to reach a state, following any copy in progress.
     Wait {
+        #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
+        /// States to wait for, comma-separated: active, unactivated,
+        /// disabled, creating, failed.
         #[arg(short = 's', long, default_value = "active,failed")]
         states: String,
     },
@@ -180,12 +203,28 @@ pub(crate) fn client(url: &str, account: Option<&str>) -> Result<Client> {
         .as_account(account))
 }
 
-/// Resolves uuid, short id, name (latest by published_at) or name@version.
-pub(crate) fn resolve(c: &Client, name: &str) -> Result<Value> {
+/// Which images a name may stand for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Among {
+    /// Images in any state (commands that change an image of one's own).
+    All,
+    /// Active images only (`get`, `--origin`, `clone`, `copy`), as
+    /// node-triton resolves names.
+    Active,
+}
+
+/// Resolves a uuid, a short id, a name (the latest published) or
+/// name@version. The caller's own images come first: a name that another
+/// account shares with the caller never shadows one of its own.
+pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Value> {
     if name.len() == 36 && name.chars().filter(|ch| *ch == '-').count() == 4 {
         return c.get_image(name).map_err(describe);
     }
-    let list = c.list_all_images(&[("state", "all")]).map_err(describe)?;
+    let state = match among {
+        Among::All => "all",
+        Among::Active => "active",
+    };
+    let list = c.list_all_images(&[("state", state)]).map_err(describe)?;
     let (n, v) = match name.split_once('@') {
         Some((n, v)) => (n, Some(v)),
         None => (name, None),
@@ -204,10 +243,24 @@ pub(crate) fn resolve(c: &Client, name: &str) -> Result<Value> {
             })
             .collect();
     }
+    if let Some(me) = c.account()
+        && hits.iter().any(|i| i["owner"] == me)
+    {
+        hits.retain(|i| i["owner"] == me);
+    }
     hits.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
+    let which = match among {
+        Among::All => "",
+        Among::Active => " among active images",
+    };
     hits.last()
         .map(|v| (*v).clone())
-        .ok_or_else(|| anyhow!("error: no image {name:?} at {}", c.base()))
+        .ok_or_else(|| anyhow!("error: no image {name:?} at {}{which}", c.base()))
+}
+
+/// [`resolve_among`] every state.
+pub(crate) fn resolve(c: &Client, name: &str) -> Result<Value> {
+    resolve_among(c, name, Among::All)
 }
 
 /// `uuid` and `name@version` of a manifest.
@@ -222,32 +275,93 @@ fn names(img: &Value) -> (String, String) {
     )
 }
 
-/// The datacenter profile.
-fn profile(args: &ImageArgs) -> Result<BTreeMap<String, String>> {
-    let path = match &args.profile {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("HOME") {
-            Some(h) => PathBuf::from(h).join(".config/imgstore/profile.json"),
-            None => return Ok(BTreeMap::new()),
-        },
+/// A profile: where the client talks, as whom, and the datacenters it
+/// knows (node-triton's profiles, as files).
+#[derive(Debug, Default)]
+struct Profile {
+    url: Option<String>,
+    account: Option<String>,
+    datacenters: BTreeMap<String, String>,
+}
+
+/// `$XDG_CONFIG_HOME/imgstore` (default `~/.config/imgstore`).
+fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("imgstore"))
+}
+
+/// The profile `--profile` names (a name or a path), or the `default`
+/// profile, or the older single `profile.json`, or none.
+fn load_profile(named: Option<&str>) -> Result<Profile> {
+    let dir = config_dir();
+    let path = match named {
+        Some(n) if n.contains('/') || n.ends_with(".json") => PathBuf::from(n),
+        Some(n) => dir
+            .map(|d| d.join("profiles.d").join(format!("{n}.json")))
+            .ok_or_else(|| {
+                anyhow!("error: no profile {n:?}: HOME and XDG_CONFIG_HOME are unset")
+            })?,
+        None => {
+            let candidates = dir
+                .map(|d| vec![d.join("profiles.d/default.json"), d.join("profile.json")])
+                .unwrap_or_default();
+            match candidates.into_iter().find(|p| p.exists()) {
+                Some(p) => p,
+                None => return Ok(Profile::default()),
+            }
+        }
     };
-    if !path.exists() {
-        return Ok(BTreeMap::new());
-    }
-    let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let raw = std::fs::read(&path).map_err(|e| {
+        anyhow!(
+            "error: profile {:?} ({}): {e}",
+            named.unwrap_or("default"),
+            path.display()
+        )
+    })?;
     let v: Value =
         serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(v["datacenters"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| {
-                    v.as_str()
-                        .map(|u| (k.clone(), u.trim_end_matches('/').to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+    let text = |k: &str| v[k].as_str().map(|s| s.trim_end_matches('/').to_string());
+    Ok(Profile {
+        url: text("url"),
+        account: text("account"),
+        datacenters: v["datacenters"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| {
+                        v.as_str()
+                            .map(|u| (k.clone(), u.trim_end_matches('/').to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// The daemon's URL: `--dc` (from the profile), `--url`, the profile's,
+/// or the local default.
+fn target_url(args: &ImageArgs, p: &Profile) -> Result<String> {
+    if let Some(dc) = &args.dc {
+        return p.datacenters.get(dc).cloned().ok_or_else(|| {
+            let known: Vec<&str> = p.datacenters.keys().map(String::as_str).collect();
+            anyhow!(
+                "error: datacenter {dc:?} is not in the profile (it lists: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        });
+    }
+    Ok(args
+        .url
+        .clone()
+        .or_else(|| p.url.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()))
 }
 
 /// KEY=VALUE pairs into a JSON object (VALUE parsed as JSON when it is).
@@ -289,7 +403,9 @@ pub fn run(args: ImageArgs) -> i32 {
 }
 
 fn execute(args: ImageArgs) -> Result<()> {
-    let c = client(&args.url, args.account.as_deref())?;
+    let prof = load_profile(args.profile.as_deref())?;
+    let account = args.account.clone().or_else(|| prof.account.clone());
+    let c = client(&target_url(&args, &prof)?, account.as_deref())?;
     match &args.command {
         ImageCommand::List {
             long,
@@ -307,8 +423,12 @@ fn execute(args: ImageArgs) -> Result<()> {
             *all,
             filters,
         ),
-        ImageCommand::Get { image } => {
-            println!("{}", serde_json::to_string_pretty(&resolve(&c, image)?)?);
+        ImageCommand::Get { image, all } => {
+            let among = if *all { Among::All } else { Among::Active };
+            say!(
+                "{}",
+                serde_json::to_string_pretty(&resolve_among(&c, image, among)?)?
+            );
             Ok(())
         }
         ImageCommand::Create {
@@ -318,6 +438,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             os,
             description,
             origin,
+            allow_shared_origin,
             public,
             fields: extra,
         } => {
@@ -330,13 +451,24 @@ fn execute(args: ImageArgs) -> Result<()> {
                 body.insert("description".into(), json!(d));
             }
             if let Some(o) = origin {
-                body.insert("origin".into(), resolve(&c, o)?["uuid"].clone());
+                let img = resolve_among(&c, o, Among::Active)?;
+                let shared =
+                    c.account().is_some_and(|me| img["owner"] != me) && img["public"] != true;
+                if shared && !allow_shared_origin {
+                    bail!(
+                        "error: origin {o:?} ({}) belongs to account {} and is shared with you; \
+                         its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
+                        img["uuid"].as_str().unwrap_or("?"),
+                        img["owner"].as_str().unwrap_or("?")
+                    );
+                }
+                body.insert("origin".into(), img["uuid"].clone());
             }
             if *public {
                 body.insert("public".into(), json!(true));
             }
             let img = c.create_image(&Value::Object(body)).map_err(describe)?;
-            println!(
+            say!(
                 "Created image {} ({}@{})",
                 img["uuid"].as_str().unwrap_or("?"),
                 name,
@@ -360,7 +492,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             let (uuid, label) = names(&resolve(&c, image)?);
             c.image_action(&uuid, action, &json!({}))
                 .map_err(describe)?;
-            println!("{done} image {uuid} ({label})");
+            say!("{done} image {uuid} ({label})");
             Ok(())
         }
         ImageCommand::Update {
@@ -370,38 +502,66 @@ fn execute(args: ImageArgs) -> Result<()> {
             let (uuid, _) = names(&resolve(&c, image)?);
             c.image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
                 .map_err(describe)?;
-            println!("Updated image {uuid}");
+            say!("Updated image {uuid}");
             Ok(())
         }
-        ImageCommand::Delete { image } => {
-            let (uuid, label) = names(&resolve(&c, image)?);
-            c.delete_image(&uuid).map_err(describe)?;
-            println!("Deleted image {uuid} ({label})");
-            Ok(())
-        }
+        ImageCommand::Delete { images, force } => delete(&c, images, *force),
         ImageCommand::Share { image, member } => share(&c, image, member, true),
         ImageCommand::Unshare { image, member } => share(&c, image, member, false),
         ImageCommand::Clone { image } => {
-            let (uuid, _) = names(&resolve(&c, image)?);
+            let (uuid, _) = names(&resolve_among(&c, image, Among::Active)?);
             let clone = c.clone_image(&uuid).map_err(describe)?;
             let (new, label) = names(&clone);
-            println!("Cloned image {image} to {new} ({label})");
+            say!("Cloned image {image} to {new} ({label})");
             Ok(())
         }
         ImageCommand::Lineage { image } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
-            println!("{}", serde_json::to_string_pretty(&lineage)?);
+            say!("{}", serde_json::to_string_pretty(&lineage)?);
             Ok(())
         }
-        ImageCommand::Copy { image, to } => {
-            let account = args.account.clone().ok_or_else(|| {
+        ImageCommand::Copy { image, dcs, to } => {
+            let account = account.clone().ok_or_else(|| {
                 anyhow!("error: copying needs --account (copies are of one's own images)")
             })?;
-            follow::copy(&c, &profile(&args)?, &account, image, to)
+            let to = to.clone().unwrap_or_else(|| dcs.join(","));
+            follow::copy(&c, &prof.datacenters, &account, image, &to)
         }
         ImageCommand::Wait { images, states } => follow::wait(&c, images, states),
     }
+}
+
+/// `delete [-f] IMAGE...`: every name resolved first (an unknown one
+/// deletes nothing), a question on a terminal unless `-f`, then each.
+fn delete(c: &Client, images: &[String], force: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut targets = Vec::new();
+    for name in images {
+        targets.push(names(&resolve(c, name)?));
+    }
+    if !force && std::io::stdin().is_terminal() {
+        let list: Vec<String> = targets
+            .iter()
+            .map(|(uuid, label)| format!("{uuid} ({label})"))
+            .collect();
+        eprint!(
+            "Delete image{} {}? [y/N] ",
+            if list.len() == 1 { "" } else { "s" },
+            list.join(", ")
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("error: aborting (nothing deleted)");
+        }
+    }
+    for (uuid, label) in &targets {
+        c.delete_image(uuid).map_err(describe)?;
+        say!("Deleted image {uuid} ({label})");
+    }
+    Ok(())
 }
 
 fn upload(c: &Client, image: &str, file: &std::path::Path, compression: &str) -> Result<()> {
@@ -409,7 +569,7 @@ fn upload(c: &Client, image: &str, file: &std::path::Path, compression: &str) ->
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata()?.len();
     let img = c.add_file(&uuid, compression, f, len).map_err(describe)?;
-    println!(
+    say!(
         "Uploaded {} bytes to image {uuid} (sha1 {})",
         len,
         img["files"][0]["sha1"].as_str().unwrap_or("?")
@@ -429,9 +589,9 @@ fn share(c: &Client, image: &str, account: &str, add: bool) -> Result<()> {
     }
     c.change_acl(&uuid, add, &[account]).map_err(describe)?;
     if add {
-        println!("Shared image {image} with account {account}");
+        say!("Shared image {image} with account {account}");
     } else {
-        println!("Unshared image {image} with account {account}");
+        say!("Unshared image {image} with account {account}");
     }
     Ok(())
 }

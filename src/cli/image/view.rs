@@ -86,7 +86,7 @@ fn print_table(rows: &[Value], cols: &[&str], header: bool, account: Option<&str
                 s.push_str(&format!("{v:<w$}  ", w = *w));
             }
         }
-        println!("{}", s.trim_end());
+        say!("{}", s.trim_end());
     };
     if header {
         line(cols.iter().map(|c| c.to_uppercase()).collect());
@@ -120,7 +120,7 @@ pub(super) fn list(
     list.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
     if json {
         for i in &list {
-            println!("{i}");
+            say!("{i}");
         }
         return Ok(());
     }
