@@ -3,10 +3,10 @@
 //! cleanly.
 #![no_main]
 
-use imgstore::format::{self, ScanEnd, SEGMENT_HEADER_LEN, SegmentHeader, encode_segment_header};
+use imgstore::SegmentId;
+use imgstore::format::{self, SEGMENT_HEADER_LEN, ScanEnd, SegmentHeader, encode_segment_header};
 use imgstore::segment::SegmentSet;
 use imgstore::segment::io::FsIo;
-use imgstore::SegmentId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,9 +27,14 @@ fuzz_target!(|data: &[u8]| {
     };
     file.extend_from_slice(body);
     std::fs::write(dir.path().join("000000000001.seg"), &file).unwrap();
-    let opened = SegmentSet::open(dir.path(), Box::new(FsIo), store_id, 1 << 30, |_: SegmentId| {
-        Ok(indexed_end)
-    });
+    let opened = SegmentSet::open(
+        dir.path(),
+        Box::new(FsIo),
+        store_id,
+        1 << 30,
+        0,
+        |_: SegmentId| Ok(indexed_end),
+    );
     if let Ok((_, Some(tail))) = opened {
         let kept = std::fs::read(dir.path().join("000000000001.seg")).unwrap_or_default();
         if tail.damaged {

@@ -1,5 +1,7 @@
-//! The command-line interface: `imgstore serve` (the daemon) and the
-//! `imgstore store ...` admin commands that work offline on a data directory.
+//! The command-line interface: `imgstore serve` (the daemon); the client
+//! commands that talk to a daemon over HTTP (`image`, `admin`, `account`,
+//! `datacenters`, reached through `connect`); and the `imgstore store ...`
+//! commands that work offline on a data directory.
 
 /// `println!` for a command's output: when stdout is closed early
 /// (`imgstore image list | head -1`) the process ends quietly with status
@@ -10,7 +12,9 @@ macro_rules! say {
     };
 }
 
+pub mod connect;
 pub mod image;
+pub mod ops;
 pub mod serve_cmd;
 pub mod store_cmd;
 
@@ -49,6 +53,12 @@ pub struct Cli {
 pub enum Command {
     /// Work with images on a daemon (node-triton-like; live copy progress).
     Image(image::ImageArgs),
+    /// Operate a running daemon: stats, gc, verify (operators).
+    Admin(ops::AdminArgs),
+    /// An account's settings: which accounts it trusts to share images.
+    Account(ops::AccountArgs),
+    /// The profile's datacenters and whether they answer.
+    Datacenters(ops::DatacentersArgs),
     /// Run the IMGAPI daemon (no configuration needed).
     Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
@@ -60,6 +70,9 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Image(args) => image::run(args),
+        Command::Admin(args) => ops::admin(args),
+        Command::Account(args) => ops::account(args),
+        Command::Datacenters(args) => ops::datacenters(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
     }

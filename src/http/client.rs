@@ -290,6 +290,40 @@ impl Client {
         Ok((v, headers))
     }
 
+    /// AdminImportImage from another IMGAPI: manifest and file of `uuid`
+    /// at `source`.
+    pub fn admin_import_from(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+        self.post(
+            &format!("/images/{uuid}"),
+            &[("action", "import"), ("source", source)],
+            &Value::Null,
+        )
+        .map(|(v, _)| v)
+    }
+
+    /// `GET /state`: the daemon's store-wide figures (operators).
+    pub fn state(&self) -> ClientResult<Value> {
+        self.get("/state", &[])
+    }
+
+    /// `POST /state?action=ACTION` with more query pairs (operators).
+    pub fn state_action(&self, action: &str, query: &[(&str, &str)]) -> ClientResult<Value> {
+        let mut q = vec![("action", action)];
+        q.extend_from_slice(query);
+        self.post("/state", &q, &Value::Null).map(|(v, _)| v)
+    }
+
+    /// An account's settings (`image_share_trusted_accounts`).
+    pub fn settings(&self, account: &str) -> ClientResult<Value> {
+        self.get(&format!("/accounts/{account}/settings"), &[])
+    }
+
+    /// Replaces the settings `body` names.
+    pub fn put_settings(&self, account: &str, body: &Value) -> ClientResult<Value> {
+        self.post(&format!("/accounts/{account}/settings"), &[], body)
+            .map(|(v, _)| v)
+    }
+
     pub fn ping(&self) -> ClientResult<Value> {
         self.get("/ping", &[])
     }
@@ -366,6 +400,14 @@ impl Client {
 
     pub fn create_image(&self, manifest: &Value) -> ClientResult<Value> {
         Ok(self.post("/images", &[], manifest)?.0)
+    }
+
+    /// AddImageFile with `source`: the daemon pulls the file of `uuid`
+    /// from another IMGAPI.
+    pub fn add_file_from_source(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+        let url = self.url(&format!("/images/{uuid}/file"), &[("source", source)])?;
+        let resp = self.send(self.http.put(url.clone()), &url)?;
+        self.json(resp, &url)
     }
 
     /// AddImageFile from a stream of `len` bytes.

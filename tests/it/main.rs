@@ -18,6 +18,7 @@ mod imgapi_http;
 mod layers;
 mod load;
 mod model;
+mod ops_cli;
 mod power_loss;
 mod procs;
 mod reads;

@@ -17,28 +17,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use imgstore::http::client::{Client, ClientError};
+use imgstore::http::client::Client;
 use serde_json::{Map, Value, json};
+
+use super::connect::ConnArgs;
+pub(crate) use super::connect::{client, describe};
 
 #[derive(Args, Debug)]
 pub struct ImageArgs {
-    /// The daemon to talk to (default: the profile's `url`, else
-    /// http://127.0.0.1:8080).
-    #[arg(long, env = "IMGSTORE_URL", global = true)]
-    pub url: Option<String>,
-    /// Act as this account (default: the profile's `account`; none:
-    /// operator).
-    #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
-    pub account: Option<String>,
-    /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
-    /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
-    /// Default: the `default` profile when there is one. A profile named
-    /// and missing is an error.
-    #[arg(long, env = "IMGSTORE_PROFILE", global = true)]
-    pub profile: Option<String>,
-    /// Talk to this datacenter of the profile instead of its `url`.
-    #[arg(long, global = true)]
-    pub dc: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -169,38 +157,20 @@ pub enum ImageCommand {
     Lineage {
         image: String,
     },
-}
-
-/// A daemon's error as the CLI prints it: `error (CODE): message`, or
-/// `error: cannot reach URL: cause`.
-pub(crate) fn describe(e: ClientError) -> anyhow::Error {
-    match &e {
-        ClientError::Api { body, .. } => {
-            let details: Vec<String> = body
-                .errors
-                .iter()
-                .filter_map(|f| f.message.as_ref().map(|m| format!("{}: {m}", f.field)))
-                .collect();
-            if details.is_empty() || details.iter().all(|d| body.message.contains(d.as_str())) {
-                anyhow!("error ({}): {}", body.code, body.message)
-            } else {
-                anyhow!(
-                    "error ({}): {} ({})",
-                    body.code,
-                    body.message,
-                    details.join("; ")
-                )
-            }
-        }
-        _ => anyhow!("error: {e}"),
-    }
-}
-
-/// The client for `url` as `account`.
-pub(crate) fn client(url: &str, account: Option<&str>) -> Result<Client> {
-    Ok(Client::new(url, None)
-        .map_err(describe)?
-        .as_account(account))
+    /// Import an image from another IMGAPI as `sdc-imgadm import -S`
+    /// does: the manifest (AdminImportImage), the file (AddImageFile with
+    /// `source`), activation. Operators.
+    Import {
+        /// The image's uuid on the source.
+        uuid: String,
+        /// The IMGAPI to import from (e.g. https://images.smartos.org).
+        #[arg(short = 'S', long)]
+        source: String,
+        /// Import into these datacenters of the profile (comma-separated,
+        /// or `all`) instead of the one daemon.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// Which images a name may stand for.
@@ -275,95 +245,6 @@ fn names(img: &Value) -> (String, String) {
     )
 }
 
-/// A profile: where the client talks, as whom, and the datacenters it
-/// knows (node-triton's profiles, as files).
-#[derive(Debug, Default)]
-struct Profile {
-    url: Option<String>,
-    account: Option<String>,
-    datacenters: BTreeMap<String, String>,
-}
-
-/// `$XDG_CONFIG_HOME/imgstore` (default `~/.config/imgstore`).
-fn config_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .map(|d| d.join("imgstore"))
-}
-
-/// The profile `--profile` names (a name or a path), or the `default`
-/// profile, or the older single `profile.json`, or none.
-fn load_profile(named: Option<&str>) -> Result<Profile> {
-    let dir = config_dir();
-    let path = match named {
-        Some(n) if n.contains('/') || n.ends_with(".json") => PathBuf::from(n),
-        Some(n) => dir
-            .map(|d| d.join("profiles.d").join(format!("{n}.json")))
-            .ok_or_else(|| {
-                anyhow!("error: no profile {n:?}: HOME and XDG_CONFIG_HOME are unset")
-            })?,
-        None => {
-            let candidates = dir
-                .map(|d| vec![d.join("profiles.d/default.json"), d.join("profile.json")])
-                .unwrap_or_default();
-            match candidates.into_iter().find(|p| p.exists()) {
-                Some(p) => p,
-                None => return Ok(Profile::default()),
-            }
-        }
-    };
-    let raw = std::fs::read(&path).map_err(|e| {
-        anyhow!(
-            "error: profile {:?} ({}): {e}",
-            named.unwrap_or("default"),
-            path.display()
-        )
-    })?;
-    let v: Value =
-        serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()))?;
-    let text = |k: &str| v[k].as_str().map(|s| s.trim_end_matches('/').to_string());
-    Ok(Profile {
-        url: text("url"),
-        account: text("account"),
-        datacenters: v["datacenters"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| {
-                        v.as_str()
-                            .map(|u| (k.clone(), u.trim_end_matches('/').to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    })
-}
-
-/// The daemon's URL: `--dc` (from the profile), `--url`, the profile's,
-/// or the local default.
-fn target_url(args: &ImageArgs, p: &Profile) -> Result<String> {
-    if let Some(dc) = &args.dc {
-        return p.datacenters.get(dc).cloned().ok_or_else(|| {
-            let known: Vec<&str> = p.datacenters.keys().map(String::as_str).collect();
-            anyhow!(
-                "error: datacenter {dc:?} is not in the profile (it lists: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )
-        });
-    }
-    Ok(args
-        .url
-        .clone()
-        .or_else(|| p.url.clone())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()))
-}
-
 /// KEY=VALUE pairs into a JSON object (VALUE parsed as JSON when it is).
 fn fields(pairs: &[String], empty_is_null: bool) -> Result<Map<String, Value>> {
     let mut m = Map::new();
@@ -389,23 +270,13 @@ pub fn run(args: ImageArgs) -> i32 {
         .to_lowercase();
     match execute(args) {
         Ok(()) => 0,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let msg = if msg.starts_with("error") {
-                msg
-            } else {
-                format!("error: {msg}")
-            };
-            eprintln!("imgstore image {name}: {msg}");
-            1
-        }
+        Err(e) => super::connect::report(&format!("image {name}"), &e),
     }
 }
 
 fn execute(args: ImageArgs) -> Result<()> {
-    let prof = load_profile(args.profile.as_deref())?;
-    let account = args.account.clone().or_else(|| prof.account.clone());
-    let c = client(&target_url(&args, &prof)?, account.as_deref())?;
+    let (c, prof) = args.conn.connect()?;
+    let account = c.account().map(str::to_string);
     match &args.command {
         ImageCommand::List {
             long,
@@ -529,7 +400,64 @@ fn execute(args: ImageArgs) -> Result<()> {
             follow::copy(&c, &prof.datacenters, &account, image, &to)
         }
         ImageCommand::Wait { images, states } => follow::wait(&c, images, states),
+        ImageCommand::Import { uuid, source, to } => {
+            import(&c, &prof.datacenters, uuid, source, to.as_deref())
+        }
     }
+}
+
+/// `import --source URL UUID [--to DCS]`: AdminImportImage from `source`
+/// into this daemon or each named datacenter; one that fails does not stop
+/// the others, and the run ends with status 1 if any failed.
+fn import(
+    c: &Client,
+    dcs: &BTreeMap<String, String>,
+    uuid: &str,
+    source: &str,
+    to: Option<&str>,
+) -> Result<()> {
+    let targets: Vec<(String, Client)> = match to {
+        None => vec![(c.base().to_string(), c.clone())],
+        Some(list) => {
+            let names: Vec<String> = if list == "all" {
+                dcs.keys().cloned().collect()
+            } else {
+                list.split(',').map(|s| s.trim().to_string()).collect()
+            };
+            let mut out = Vec::new();
+            for n in names {
+                let url = dcs.get(&n).ok_or_else(|| {
+                    anyhow!("error: datacenter {n:?} is not in the profile; nothing imported")
+                })?;
+                out.push((n, client(url, c.account())?));
+            }
+            out
+        }
+    };
+    let mut failed = Vec::new();
+    for (name, target) in &targets {
+        // sdc-imgadm's three steps: the manifest, the file, activation.
+        let done = target
+            .admin_import_from(uuid, source)
+            .and_then(|_| target.add_file_from_source(uuid, source))
+            .and_then(|_| target.image_action(uuid, "activate", &json!({})));
+        match done {
+            Ok(img) => {
+                let (uuid, label) = names(&img);
+                say!("Imported image {uuid} ({label}) into {name}");
+            }
+            Err(e) => failed.push(format!("{name}: {:#}", describe(e))),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "error: imported into {} of {}; failed: {}",
+            targets.len() - failed.len(),
+            targets.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// `delete [-f] IMAGE...`: every name resolved first (an unknown one

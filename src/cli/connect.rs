@@ -1,0 +1,184 @@
+//! How the client commands reach a daemon: `--url`, `--account`,
+//! `--profile NAME`, `--dc NAME`, and how its errors read.
+//!
+//! A profile (node-triton's, as a file) is
+//! `$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json` (default
+//! `~/.config/imgstore`), or a path: `{"url", "account", "datacenters":
+//! {"NAME": "URL"}}`. Without `--profile` the `default` profile is used
+//! when there is one (or the older single `profile.json`); a profile that
+//! is named and missing is an error.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use imgstore::http::client::{Client, ClientError};
+use serde_json::Value;
+
+/// Where the daemon is and who is asking.
+#[derive(Args, Debug)]
+pub struct ConnArgs {
+    /// The daemon to talk to (default: the profile's `url`, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, env = "IMGSTORE_URL", global = true)]
+    pub url: Option<String>,
+    /// Act as this account (default: the profile's `account`; none:
+    /// operator).
+    #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
+    pub account: Option<String>,
+    /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
+    /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
+    /// Default: the `default` profile when there is one. A profile named
+    /// and missing is an error.
+    #[arg(long, env = "IMGSTORE_PROFILE", global = true)]
+    pub profile: Option<String>,
+    /// Talk to this datacenter of the profile instead of its `url`.
+    #[arg(long, global = true)]
+    pub dc: Option<String>,
+}
+
+/// A profile: where the client talks, as whom, and the datacenters it
+/// knows.
+#[derive(Debug, Default)]
+pub struct Profile {
+    pub url: Option<String>,
+    pub account: Option<String>,
+    pub datacenters: BTreeMap<String, String>,
+}
+
+impl ConnArgs {
+    /// The client these arguments (and the profile) describe, and the
+    /// profile.
+    pub fn connect(&self) -> Result<(Client, Profile)> {
+        let prof = load_profile(self.profile.as_deref())?;
+        let account = self.account.clone().or_else(|| prof.account.clone());
+        let c = client(&self.target_url(&prof)?, account.as_deref())?;
+        Ok((c, prof))
+    }
+
+    /// The daemon's URL: `--dc` (from the profile), `--url`, the
+    /// profile's, or the local default.
+    fn target_url(&self, p: &Profile) -> Result<String> {
+        if let Some(dc) = &self.dc {
+            return p.datacenters.get(dc).cloned().ok_or_else(|| {
+                let known: Vec<&str> = p.datacenters.keys().map(String::as_str).collect();
+                anyhow!(
+                    "error: datacenter {dc:?} is not in the profile (it lists: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            });
+        }
+        Ok(self
+            .url
+            .clone()
+            .or_else(|| p.url.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()))
+    }
+}
+
+/// `$XDG_CONFIG_HOME/imgstore` (default `~/.config/imgstore`).
+fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("imgstore"))
+}
+
+/// The profile `--profile` names (a name or a path), or the `default`
+/// profile, or the older single `profile.json`, or none.
+fn load_profile(named: Option<&str>) -> Result<Profile> {
+    let dir = config_dir();
+    let path = match named {
+        Some(n) if n.contains('/') || n.ends_with(".json") => PathBuf::from(n),
+        Some(n) => dir
+            .map(|d| d.join("profiles.d").join(format!("{n}.json")))
+            .ok_or_else(|| {
+                anyhow!("error: no profile {n:?}: HOME and XDG_CONFIG_HOME are unset")
+            })?,
+        None => {
+            let candidates = dir
+                .map(|d| vec![d.join("profiles.d/default.json"), d.join("profile.json")])
+                .unwrap_or_default();
+            match candidates.into_iter().find(|p| p.exists()) {
+                Some(p) => p,
+                None => return Ok(Profile::default()),
+            }
+        }
+    };
+    let raw = std::fs::read(&path).map_err(|e| {
+        anyhow!(
+            "error: profile {:?} ({}): {e}",
+            named.unwrap_or("default"),
+            path.display()
+        )
+    })?;
+    let v: Value =
+        serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()))?;
+    let text = |k: &str| v[k].as_str().map(|s| s.trim_end_matches('/').to_string());
+    Ok(Profile {
+        url: text("url"),
+        account: text("account"),
+        datacenters: v["datacenters"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| {
+                        v.as_str()
+                            .map(|u| (k.clone(), u.trim_end_matches('/').to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// A daemon's error as the CLI prints it: `error (CODE): message`, or
+/// `error: cannot reach URL: cause`.
+pub(crate) fn describe(e: ClientError) -> anyhow::Error {
+    match &e {
+        ClientError::Api { body, .. } => {
+            let details: Vec<String> = body
+                .errors
+                .iter()
+                .filter_map(|f| f.message.as_ref().map(|m| format!("{}: {m}", f.field)))
+                .collect();
+            if details.is_empty() || details.iter().all(|d| body.message.contains(d.as_str())) {
+                anyhow!("error ({}): {}", body.code, body.message)
+            } else {
+                anyhow!(
+                    "error ({}): {} ({})",
+                    body.code,
+                    body.message,
+                    details.join("; ")
+                )
+            }
+        }
+        _ => anyhow!("error: {e}"),
+    }
+}
+
+/// The client for `url` as `account`.
+pub(crate) fn client(url: &str, account: Option<&str>) -> Result<Client> {
+    Ok(Client::new(url, None)
+        .map_err(describe)?
+        .as_account(account))
+}
+
+/// Prints an error as `imgstore COMMAND: error...` and gives the exit
+/// status for it (1).
+pub(crate) fn report(command: &str, e: &anyhow::Error) -> i32 {
+    let msg = format!("{e:#}");
+    let msg = if msg.starts_with("error") {
+        msg
+    } else {
+        format!("error: {msg}")
+    };
+    eprintln!("imgstore {command}: {msg}");
+    1
+}

@@ -1,0 +1,303 @@
+//! Operators' commands against a running daemon, over HTTP (the offline
+//! `imgstore store ...` commands cannot open a data dir a daemon holds):
+//!
+//! * `imgstore admin stats|gc|verify`: the daemon's `/state` (operator
+//!   only: run without `--account`);
+//! * `imgstore account settings|trust|untrust`: an account's
+//!   `image_share_trusted_accounts`;
+//! * `imgstore datacenters`: the profile's datacenters, each asked its name.
+
+use anyhow::{Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use imgstore::http::client::Client;
+use serde_json::{Value, json};
+
+use super::connect::{ConnArgs, client, describe, report};
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// JSON output.
+    #[arg(short = 'j', long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Store-wide figures: logical and stored bytes, files, chunks, segments.
+    Stats,
+    /// Collect garbage now; exit 1 if a segment could not be compacted.
+    Gc {
+        /// Garbage ratio at which a segment is rewritten (0-1).
+        #[arg(long, default_value_t = 0.3)]
+        threshold: f64,
+    },
+    /// Check every record, refcount and reference; exit 1 on problems.
+    Verify,
+}
+
+#[derive(Args, Debug)]
+pub struct AccountArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// JSON output.
+    #[arg(short = 'j', long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AccountCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Show the account's settings.
+    Settings,
+    /// Trust accounts: images they share with this account may be
+    /// provisioned from (`image_share_trusted_accounts`).
+    Trust {
+        #[arg(required = true, value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+    /// Stop trusting accounts.
+    Untrust {
+        #[arg(required = true, value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DatacentersArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// JSON output.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+fn show(json_out: bool, v: &Value, text: impl FnOnce() -> String) -> Result<()> {
+    if json_out {
+        say!("{}", serde_json::to_string(v)?);
+    } else {
+        say!("{}", text());
+    }
+    Ok(())
+}
+
+fn operator(c: &Client) -> Result<()> {
+    if let Some(a) = c.account() {
+        bail!("error: admin commands are for operators: run them without an account (have {a})");
+    }
+    Ok(())
+}
+
+pub fn admin(args: AdminArgs) -> i32 {
+    let name = match args.command {
+        AdminCommand::Stats => "admin stats",
+        AdminCommand::Gc { .. } => "admin gc",
+        AdminCommand::Verify => "admin verify",
+    };
+    match run_admin(&args) {
+        Ok(status) => status,
+        Err(e) => report(name, &e),
+    }
+}
+
+fn run_admin(args: &AdminArgs) -> Result<i32> {
+    let (c, _) = args.conn.connect()?;
+    operator(&c)?;
+    match &args.command {
+        AdminCommand::Stats => {
+            let v = c.state().map_err(describe)?;
+            let s = &v["store"];
+            show(args.json, &v, || {
+                let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                format!(
+                    "datacenter {}, up {} s: {} files, {} chunks, {} segments; {} bytes logical, {} stored ({} live)",
+                    v["datacenterName"].as_str().unwrap_or("?"),
+                    v["uptime_s"],
+                    n("files"),
+                    n("chunks"),
+                    n("segments"),
+                    n("logical_bytes"),
+                    n("stored_bytes"),
+                    n("live_stored_bytes"),
+                )
+            })?;
+            Ok(0)
+        }
+        AdminCommand::Gc { threshold } => {
+            let t = threshold.to_string();
+            let v = c
+                .state_action("gc", &[("threshold", &t)])
+                .map_err(describe)?;
+            let done = &v["done"];
+            let failed = done["failed"].as_array().map_or(0, Vec::len);
+            show(args.json, &v, || {
+                format!(
+                    "gc: {} segments deleted, {} rewritten, {} bytes freed{}",
+                    done["segments_deleted"],
+                    done["segments_rewritten"],
+                    done["bytes_freed"],
+                    if failed > 0 {
+                        format!("; {failed} segments left as they are (see -j)")
+                    } else {
+                        String::new()
+                    }
+                )
+            })?;
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+        AdminCommand::Verify => {
+            let v = c.state_action("verify", &[]).map_err(describe)?;
+            let problems: Vec<&Value> = v["problems"]
+                .as_array()
+                .map(|p| p.iter().filter(|p| p["repaired"] != true).collect())
+                .unwrap_or_default();
+            show(args.json, &v, || {
+                let mut s = format!(
+                    "{} files, {} chunks, {} records checked: {}",
+                    v["files"],
+                    v["chunks"],
+                    v["records_checked"],
+                    if problems.is_empty() {
+                        "ok"
+                    } else {
+                        "PROBLEMS"
+                    }
+                );
+                for p in &problems {
+                    s.push_str(&format!(
+                        "\n  {}: {}",
+                        p["kind"].as_str().unwrap_or("?"),
+                        p["detail"].as_str().unwrap_or("")
+                    ));
+                }
+                s
+            })?;
+            Ok(if problems.is_empty() { 0 } else { 1 })
+        }
+    }
+}
+
+pub fn account(args: AccountArgs) -> i32 {
+    let name = match args.command {
+        AccountCommand::Settings => "account settings",
+        AccountCommand::Trust { .. } => "account trust",
+        AccountCommand::Untrust { .. } => "account untrust",
+    };
+    match run_account(&args) {
+        Ok(()) => 0,
+        Err(e) => report(name, &e),
+    }
+}
+
+fn trusted(settings: &Value) -> Vec<String> {
+    settings["image_share_trusted_accounts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run_account(args: &AccountArgs) -> Result<()> {
+    let (c, _) = args.conn.connect()?;
+    let me = c
+        .account()
+        .ok_or_else(|| anyhow!("error: whose settings? pass --account (or set it in the profile)"))?
+        .to_string();
+    let current = c.settings(&me).map_err(describe)?;
+    let (accounts, add) = match &args.command {
+        AccountCommand::Settings => {
+            return show(args.json, &current, || {
+                let t = trusted(&current);
+                format!(
+                    "account {me} trusts {}",
+                    if t.is_empty() {
+                        "no account".to_string()
+                    } else {
+                        t.join(", ")
+                    }
+                )
+            });
+        }
+        AccountCommand::Trust { accounts } => (accounts, true),
+        AccountCommand::Untrust { accounts } => (accounts, false),
+    };
+    for a in accounts {
+        if uuid::Uuid::parse_str(a).is_err() {
+            bail!("error: {a:?} is not an account uuid");
+        }
+    }
+    let mut list = trusted(&current);
+    if add {
+        for a in accounts {
+            if !list.contains(a) {
+                list.push(a.clone());
+            }
+        }
+    } else {
+        list.retain(|t| !accounts.contains(t));
+    }
+    let body = json!({ "image_share_trusted_accounts": list });
+    let after = c.put_settings(&me, &body).map_err(describe)?;
+    show(args.json, &after, || {
+        format!(
+            "account {me} trusts {}",
+            if trusted(&after).is_empty() {
+                "no account".to_string()
+            } else {
+                trusted(&after).join(", ")
+            }
+        )
+    })
+}
+
+/// `imgstore datacenters`: each of the profile's datacenters, the name it
+/// answers with, or why it did not answer. Exit 1 if any did not.
+pub fn datacenters(args: DatacentersArgs) -> i32 {
+    let run = || -> Result<i32> {
+        let (_, prof) = args.conn.connect()?;
+        if prof.datacenters.is_empty() {
+            bail!("error: the profile names no datacenters");
+        }
+        let mut rows = Vec::new();
+        let mut down = 0;
+        for (name, url) in &prof.datacenters {
+            let answer = client(url, None)?.datacenter_name();
+            let (state, says) = match answer {
+                Ok(n) => ("up", n.unwrap_or_default()),
+                Err(e) => {
+                    down += 1;
+                    ("down", format!("{:#}", describe(e)))
+                }
+            };
+            rows.push(json!({"name": name, "url": url, "state": state, "answers": says}));
+        }
+        if args.json {
+            for r in &rows {
+                say!("{r}");
+            }
+        } else {
+            say!("{:<12} {:<5} {:<32} ANSWERS", "NAME", "STATE", "URL");
+            for r in &rows {
+                say!(
+                    "{:<12} {:<5} {:<32} {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["url"].as_str().unwrap_or(""),
+                    r["answers"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Ok(if down > 0 { 1 } else { 0 })
+    };
+    match run() {
+        Ok(s) => s,
+        Err(e) => report("datacenters", &e),
+    }
+}
