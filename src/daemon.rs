@@ -11,10 +11,11 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::http::body::{Sender, Uploads};
+use crate::http::metrics::Metrics;
 use crate::http::remote::HttpRemotes;
 pub use crate::http::server::Limits;
 use crate::http::{AppState, Logger, router};
-use crate::imgapi::jobs::{Copies, JobEvent};
+use crate::imgapi::jobs::{Copies, Execution, JobEvent};
 use crate::imgapi::{self, Imgapi, Mode};
 use crate::store::{Store, StoreOptions};
 
@@ -210,6 +211,8 @@ impl DaemonConfig {
             },
         )?;
         let job_log = log.clone();
+        let metrics = Arc::new(Metrics::new());
+        let job_metrics = Arc::clone(&metrics);
         let copies = Copies {
             remotes: Arc::new(HttpRemotes::new(self.transfer_timeout)),
             receive: self.transfer.clone(),
@@ -218,18 +221,29 @@ impl DaemonConfig {
                     "copy job {} of image {} started",
                     job.uuid, job.image_uuid
                 )),
-                JobEvent::Ended(job) => job_log.info(&format!(
-                    "copy job {} ended: {}",
-                    job.uuid,
-                    job.execution.as_str()
-                )),
+                JobEvent::Ended(job) => {
+                    job_metrics.job_ended(
+                        job.execution == Execution::Succeeded,
+                        job.progress.bytes_fetched,
+                    );
+                    job_log.info(&format!(
+                        "copy job {} ended: {}",
+                        job.uuid,
+                        job.execution.as_str()
+                    ));
+                }
             }),
         };
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
             limits: self.limits.clone(),
-            uploads: Uploads::new(self.limits.max_uploads, self.limits.idle_timeout),
-            sender: Sender::new(self.limits.send_buffer_bytes),
+            uploads: Uploads::new(
+                self.limits.max_uploads,
+                self.limits.idle_timeout,
+                Arc::clone(&metrics),
+            ),
+            sender: Sender::new(self.limits.send_buffer_bytes, Arc::clone(&metrics)),
+            metrics,
             api: Imgapi::new(store, self.imgapi.clone(), copies)?,
             log,
             started: Instant::now(),
@@ -284,6 +298,7 @@ fn collect_garbage(
         let result = store
             .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
             .and_then(|plan| store.gc_execute(&plan));
+        state.metrics.gc(result.as_ref().map_err(|_| ()));
         match result {
             Ok(r) => {
                 if r.bytes_freed > 0 {

@@ -42,7 +42,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "imgstore",
     version,
-    about = "A content-addressed store for VM and container images"
+    about = "A content-addressed store for VM and container images",
+    after_help = "Exit status: 0 done; 1 an error (the message names it: an IMGAPI code, the URL that failed, \
+                  or the problems `verify` found); 2 a usage error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -63,6 +65,10 @@ pub enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
     Store(store_cmd::StoreArgs),
+    /// Print a shell completion script: `imgstore completion bash > /etc/bash_completion.d/imgstore`.
+    Completion { shell: clap_complete::Shell },
+    /// Print the man page (roff): `imgstore man | man -l -`.
+    Man,
 }
 
 /// Runs the command line; returns the process exit status.
@@ -75,5 +81,20 @@ pub fn run() -> i32 {
         Command::Datacenters(args) => ops::datacenters(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "imgstore", &mut std::io::stdout());
+            0
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut page) {
+                eprintln!("imgstore man: error: {e}");
+                return 1;
+            }
+            say!("{}", String::from_utf8_lossy(&page));
+            0
+        }
     }
 }

@@ -22,6 +22,8 @@ use axum::body::{Body, Bytes};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::metrics::Metrics;
+
 /// Size of the blocks passed between the async and the blocking side.
 pub const BLOCK: usize = 1 << 20;
 
@@ -38,13 +40,15 @@ type Frames = std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 pub struct Uploads {
     slots: Arc<Semaphore>,
     idle: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Uploads {
-    pub fn new(max: usize, idle: Duration) -> Self {
+    pub fn new(max: usize, idle: Duration, metrics: Arc<Metrics>) -> Self {
         Uploads {
             slots: Arc::new(Semaphore::new(max.max(1))),
             idle,
+            metrics,
         }
     }
 
@@ -55,7 +59,13 @@ impl Uploads {
         &self,
         body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
     ) -> io::Result<BlockReader> {
-        let mut frames: Frames = Box::pin(body);
+        let metrics = Arc::clone(&self.metrics);
+        let counted = body.inspect(move |f| {
+            if let Ok(b) = f {
+                metrics.received(b.len() as u64);
+            }
+        });
+        let mut frames: Frames = Box::pin(counted);
         let mut first = Vec::new();
         let mut ended = false;
         while first.len() < ADMIT_BYTES {
@@ -186,6 +196,7 @@ impl Read for BlockReader {
 pub struct Sender {
     budget: Arc<Semaphore>,
     total: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// A block of a response body and its share of the budget, released when
@@ -202,12 +213,13 @@ impl AsRef<[u8]> for Budgeted {
 }
 
 impl Sender {
-    pub fn new(budget_bytes: usize) -> Self {
+    pub fn new(budget_bytes: usize, metrics: Arc<Metrics>) -> Self {
         // Permits are counted in KiB: a semaphore holds fewer than 2^61.
         let total = (budget_bytes / 1024).max(4 * BLOCK / 1024);
         Sender {
             budget: Arc::new(Semaphore::new(total)),
             total,
+            metrics,
         }
     }
 
@@ -227,9 +239,11 @@ impl Sender {
     {
         let budget = Arc::clone(&self.budget);
         let total = self.total;
+        let metrics = Arc::clone(&self.metrics);
         let state = Some(producer);
         Body::from_stream(futures_util::stream::unfold(state, move |state| {
             let budget = Arc::clone(&budget);
+            let metrics = Arc::clone(&metrics);
             async move {
                 let mut producer = state?;
                 // A block's size is known only once it is read: reserve a
@@ -259,6 +273,7 @@ impl Sender {
                         permit.merge(p);
                     }
                 }
+                metrics.sent(bytes.len() as u64);
                 let block = Bytes::from_owner(Budgeted {
                     bytes,
                     _permit: permit,

@@ -11,6 +11,7 @@
 //! | [`server`] | connections: limits, timeouts, graceful shutdown |
 //! | [`body`] | upload bodies as blocking readers (put slots), response bodies pulled in blocks (send budget) |
 //! | [`log`] | bunyan lines |
+//! | [`metrics`] | `/metrics` in Prometheus' text format |
 //! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
 
@@ -19,6 +20,7 @@ pub mod client;
 pub mod error;
 pub mod extract;
 pub mod log;
+pub mod metrics;
 pub mod remote;
 mod routes;
 pub mod server;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub uploads: body::Uploads,
     /// The budget of response bytes in flight.
     pub sender: body::Sender,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -153,6 +157,9 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
         h.insert(HeaderName::from_static("x-server-name"), v);
     }
     let status = resp.status().as_u16();
+    state
+        .metrics
+        .request(&route, method.as_str(), status, elapsed.as_secs_f64());
     let err = resp.extensions().get::<ApiError>().cloned();
     // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
     let level = match status {

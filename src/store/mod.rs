@@ -50,7 +50,7 @@ pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
 pub use recompress::{DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
-pub use stats::{FileUsage, StoreStats};
+pub use stats::{FileUsage, StoreSize, StoreStats};
 pub use table::{Table, json_decode, json_encode};
 pub use txn::Txn;
 pub use verify::{Problem, VerifyReport};
@@ -278,6 +278,11 @@ impl Store {
     /// Returns the remaining reference count.
     pub fn unlink(&self, id: &FileId) -> Result<u64> {
         self.transaction(|t| t.unlink(id))
+    }
+
+    /// Bytes the space reserve holds now (`segment/reserve.rs`).
+    pub fn reserve_held(&self) -> u64 {
+        self.inner.segments.reserve_held()
     }
 
     /// Flushes buffered segment data and memtables. Dropping the store

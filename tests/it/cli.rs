@@ -107,3 +107,36 @@ fn a_data_dir_in_use_is_refused_by_a_second_process() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another process"), "{err}");
 }
+
+#[test]
+fn completion_scripts_and_the_man_page_come_from_the_command_definitions() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, mark) in [
+        ("bash", "_imgstore()"),
+        ("zsh", "#compdef imgstore"),
+        ("fish", "complete -c imgstore"),
+    ] {
+        let o = run(&["completion", shell]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains(mark), "{shell}: {text}");
+        // Every command is offered, down to the image client's.
+        assert!(
+            text.contains("datacenters") && text.contains("lineage"),
+            "{shell}"
+        );
+    }
+    let o = run(&["man"]);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && page.contains(".TH imgstore"),
+        "{page}"
+    );
+    assert!(page.contains("Exit status"), "{page}");
+    // An unknown shell is a usage error.
+    assert_eq!(run(&["completion", "cmd.exe"]).status.code(), Some(2));
+}

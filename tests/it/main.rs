@@ -17,6 +17,7 @@ mod image_cli;
 mod imgapi_http;
 mod layers;
 mod load;
+mod metrics;
 mod model;
 mod ops_cli;
 mod power_loss;

@@ -57,6 +57,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .post(sharing::put_settings),
         )
         .route("/state", get(state::get).post(state::post))
+        .route("/metrics", get(state::metrics))
 }
 
 /// Unknown routes, as restify answers them.

@@ -80,10 +80,14 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
             let body = st
                 .run(move |api| {
                     let plan = api.store().gc_plan(threshold)?;
-                    let done = api.store().gc_execute(&plan)?;
-                    Ok(json!({"plan": plan, "done": done}))
+                    let done = api.store().gc_execute(&plan);
+                    Ok((plan, done))
                 })
                 .await?;
+            let (plan, done) = body;
+            st.metrics.gc(done.as_ref().map_err(|_| ()));
+            let body =
+                json!({"plan": plan, "done": done.map_err(crate::http::error::HttpError::from)?});
             Ok(json_response(StatusCode::OK, &body))
         }
         Some("verify") => {
@@ -106,4 +110,20 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
         }
         other => Err(ApiError::bad_action(other.unwrap_or_default()).into()),
     }
+}
+
+/// `GET /metrics`: Prometheus' text format (`http::metrics`), for
+/// operators only.
+pub(super) async fn metrics(State(st): St, q: QueryPairs) -> HttpResult<Response> {
+    if q.get("account").is_some() {
+        return Err(ApiError::operator_only().into());
+    }
+    let metrics = std::sync::Arc::clone(&st.metrics);
+    let text = st.run(move |api| Ok(metrics.render(api.store())?)).await?;
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
 }

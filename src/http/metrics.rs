@@ -1,0 +1,230 @@
+//! `GET /metrics`: the daemon in Prometheus' text format, with the
+//! `prometheus-client` crate (the Prometheus project's own).
+//!
+//! | metric | labels | |
+//! | --- | --- | --- |
+//! | `imgstore_http_requests_total` | route, method, status | requests answered |
+//! | `imgstore_http_request_duration_seconds` | route, method | latency histogram |
+//! | `imgstore_http_received_bytes_total` | | upload bodies read |
+//! | `imgstore_http_sent_bytes_total` | | download and chunk bodies written |
+//! | `imgstore_store_*` | | files, references, logical, stored and index bytes, segments, reserve (read at scrape, without a chunk scan) |
+//! | `imgstore_gc_runs_total` | outcome | GC passes: ok, partial (a segment left as it was), failed |
+//! | `imgstore_gc_reclaimed_bytes_total` | | bytes GC freed |
+//! | `imgstore_copy_jobs_total` | outcome | copies between datacenters that ended: succeeded, failed |
+//! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
+//!
+//! Like `/state`, it answers operators only: store-wide byte counts would
+//! tell an account whether others store given bytes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::{GcReport, Store};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+type ByteGauge = Gauge<i64, std::sync::atomic::AtomicI64>;
+
+/// Every metric of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    received: Counter<u64, AtomicU64>,
+    sent: Counter<u64, AtomicU64>,
+    gc_runs: Family<Outcome, Counter>,
+    gc_reclaimed: Counter,
+    jobs: Family<Outcome, Counter>,
+    job_bytes: Family<Outcome, Counter>,
+    store: [(&'static str, ByteGauge); 8],
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "imgstore_http_requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "imgstore_http_request_duration_seconds",
+            "Time to answer a request (until the response head), by route and method",
+            latency.clone(),
+        );
+        let received = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "imgstore_http_received_bytes",
+            "Bytes of upload bodies read",
+            received.clone(),
+        );
+        let sent = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "imgstore_http_sent_bytes",
+            "Bytes of file and chunk bodies written",
+            sent.clone(),
+        );
+        let gc_runs = Family::<Outcome, Counter>::default();
+        registry.register(
+            "imgstore_gc_runs",
+            "GC passes by outcome: ok, partial (a segment left as it was), failed",
+            gc_runs.clone(),
+        );
+        let gc_reclaimed = Counter::default();
+        registry.register(
+            "imgstore_gc_reclaimed_bytes",
+            "Bytes GC freed",
+            gc_reclaimed.clone(),
+        );
+        let jobs = Family::<Outcome, Counter>::default();
+        registry.register(
+            "imgstore_copy_jobs",
+            "Copies between datacenters that ended, by outcome",
+            jobs.clone(),
+        );
+        let job_bytes = Family::<Outcome, Counter>::default();
+        registry.register(
+            "imgstore_copy_fetched_bytes",
+            "Bytes fetched by copies that ended, by outcome",
+            job_bytes.clone(),
+        );
+        let store = [
+            ("imgstore_store_files", "Distinct files stored"),
+            ("imgstore_store_file_references", "References to them"),
+            ("imgstore_store_logical_bytes", "Bytes as images see them"),
+            (
+                "imgstore_store_distinct_file_bytes",
+                "Each distinct file's size once",
+            ),
+            ("imgstore_store_stored_bytes", "Segment file bytes on disk"),
+            ("imgstore_store_segments", "Segment files"),
+            ("imgstore_store_index_bytes", "RocksDB table file bytes"),
+            (
+                "imgstore_store_reserve_bytes",
+                "Disk space held back for GC on a full disk",
+            ),
+        ]
+        .map(|(name, help)| {
+            let g = ByteGauge::default();
+            registry.register(name, help, g.clone());
+            (name, g)
+        });
+        Metrics {
+            registry,
+            requests,
+            latency,
+            received,
+            sent,
+            gc_runs,
+            gc_reclaimed,
+            jobs,
+            job_bytes,
+            store,
+        }
+    }
+
+    /// One answered request.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn received(&self, bytes: u64) {
+        self.received.inc_by(bytes);
+    }
+
+    pub fn sent(&self, bytes: u64) {
+        self.sent.inc_by(bytes);
+    }
+
+    /// One GC pass: its report, or that it failed.
+    pub fn gc(&self, result: Result<&GcReport, ()>) {
+        let outcome = match result {
+            Ok(r) if r.failed.is_empty() => "ok",
+            Ok(_) => "partial",
+            Err(()) => "failed",
+        };
+        self.gc_runs.get_or_create(&Outcome { outcome }).inc();
+        if let Ok(r) = result {
+            self.gc_reclaimed.inc_by(r.bytes_freed);
+        }
+    }
+
+    /// A copy job ended.
+    pub fn job_ended(&self, succeeded: bool, fetched_bytes: u64) {
+        let outcome = if succeeded { "succeeded" } else { "failed" };
+        self.jobs.get_or_create(&Outcome { outcome }).inc();
+        self.job_bytes
+            .get_or_create(&Outcome { outcome })
+            .inc_by(fetched_bytes);
+    }
+
+    /// The text exposition, with the store's size read now.
+    pub fn render(&self, store: &Store) -> crate::Result<String> {
+        let size = store.size()?;
+        let values = [
+            size.files,
+            size.file_references,
+            size.logical_bytes,
+            size.distinct_file_bytes,
+            size.stored_bytes,
+            size.segments,
+            size.index_bytes,
+            store.reserve_held(),
+        ];
+        for ((_, g), v) in self.store.iter().zip(values) {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| crate::Error::Internal(format!("encoding metrics: {e}")))?;
+        Ok(out)
+    }
+}
