@@ -137,9 +137,24 @@ fn the_lifecycle_through_the_client() {
     // Clone as Bob.
     let out = ok(&cli(&d.url, Some(BOB), None, &["clone", "web@1.0.0"]));
     assert!(out.starts_with("Cloned image web@1.0.0 to "), "{out}");
-    let lineage: Value =
-        serde_json::from_str(&ok(&cli(&d.url, Some(BOB), None, &["lineage", "web"]))).unwrap();
+    let lineage: Value = serde_json::from_str(&ok(&cli(
+        &d.url,
+        Some(BOB),
+        None,
+        &["lineage", "-j", "web"],
+    )))
+    .unwrap();
     assert_eq!(lineage["source"]["how"], "clone");
+    let human = ok(&cli(&d.url, Some(BOB), None, &["lineage", "web"]));
+    assert!(
+        human.contains("clone from ") && human.contains("usage: "),
+        "{human}"
+    );
+    // Dry runs change nothing.
+    let out = ok(&a(&["share", "-n", "web@1.0.0", CAROL]));
+    assert!(out.contains("would be shared with"), "{out}");
+    let (_, img) = sj(d.get("/images?name=web&version=1.0.0"));
+    assert!(!img.to_string().contains(CAROL), "{img}");
     ok(&a(&["unshare", "web@1.0.0", BOB]));
     let e = err(&a(&["unshare", "web@1.0.0", BOB]));
     assert!(e.contains("is not shared with"), "{e}");
@@ -490,4 +505,46 @@ fn named_profiles_give_url_account_and_datacenters() {
     std::fs::rename(dir.join("prod.json"), dir.join("default.json")).unwrap();
     let got: Value = serde_json::from_str(&ok(&run(&["get", "app"]))).unwrap();
     assert_eq!(got["uuid"], uuid.as_str());
+}
+
+#[test]
+fn copy_progress_as_json_lines_quiet_and_dry_run() {
+    let (_s, west) = crate::xdc::source();
+    let data = bytes(2_000_000, 6);
+    let uuid = west.image(ALICE, "app", json!({}), &data, true);
+    let (_e, east) = crate::xdc::dest(&west.url);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        json!({"datacenters": {"west": west.url, "east": east.url}}).to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| cli(&west.url, Some(ALICE), Some(&profile), args);
+    // --dry-run checks and says, copies nothing.
+    let out = ok(&run(&["copy", "-n", "app", "east"]));
+    assert!(
+        out.contains("Would copy image") && out.contains("east"),
+        "{out}"
+    );
+    assert_eq!(east.get(&format!("/images/{uuid}")).status(), 404);
+    // -j: only JSON lines; status lines, then one summary per datacenter.
+    let out = ok(&run(&["copy", "-j", "app", "east"]));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["message_type"], "summary", "{out}");
+    assert_eq!(summary["execution"], "succeeded", "{out}");
+    assert_eq!(summary["datacenter"], "east");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["message_type"] == "status" || l["message_type"] == "summary")
+    );
+    // -q: the result and nothing else.
+    let out = ok(&run(&["copy", "-q", "app", "--to", "east"]));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("Copied image"), "{out}");
 }

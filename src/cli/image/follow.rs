@@ -1,6 +1,8 @@
 //! Copies to other datacenters and `wait`: start the jobs, then follow
-//! each one's bytes with a bar (terminal) or a plain line every two seconds
-//! (not a terminal).
+//! each one's bytes with a bar that fits the terminal, a plain line every
+//! two seconds (not a terminal), JSON lines (`-j`, restic's `--json` status
+//! lines are the model: `status` while running, `summary` at the end), or
+//! nothing but the result (`-q`).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -27,6 +29,61 @@ struct Tracked {
     error: Option<String>,
 }
 
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Show {
+    /// Live bars (a terminal).
+    Bars,
+    /// A plain line per datacenter every two seconds.
+    Lines,
+    /// One JSON object a line: `status` every second, `summary` at the end.
+    Json,
+    /// Only the result.
+    Quiet,
+}
+
+impl Show {
+    /// `-j` and `-q` as given, else bars on a terminal and lines off one.
+    pub(super) fn pick(json: bool, quiet: bool) -> Show {
+        if json {
+            Show::Json
+        } else if quiet {
+            Show::Quiet
+        } else if std::io::stdout().is_terminal() {
+            Show::Bars
+        } else {
+            Show::Lines
+        }
+    }
+}
+
+/// Seconds left at `rate`, rounded up (a bar never says 0 s while
+/// bytes remain).
+fn eta_secs(left: u64, rate: u64) -> Option<u64> {
+    (rate > 0).then(|| left.div_ceil(rate))
+}
+
+/// A job's progress as a JSON status line.
+fn status_json(dc: &str, job: &str, j: &Value) -> Value {
+    let p = &j["progress"];
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let left = n("bytes_to_fetch").saturating_sub(n("bytes_fetched"));
+    serde_json::json!({
+        "message_type": "status",
+        "datacenter": dc,
+        "job_uuid": job,
+        "execution": j["execution"],
+        "bytes_to_fetch": n("bytes_to_fetch"),
+        "bytes_fetched": n("bytes_fetched"),
+        "bytes_local": n("bytes_local"),
+        "rate_bytes_per_s": n("rate_bytes_per_s"),
+        "eta_s": eta_secs(left, n("rate_bytes_per_s")),
+        "percent_done": if n("bytes_to_fetch") == 0 { 1.0 } else {
+            n("bytes_fetched") as f64 / n("bytes_to_fetch") as f64
+        },
+    })
+}
+
 /// A job's `execution`.
 fn execution(job: &Value) -> Option<Execution> {
     serde_json::from_value(job["execution"].clone()).ok()
@@ -36,9 +93,11 @@ fn human(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
+/// The bar takes what the terminal's width leaves (`wide_bar`), so a line
+/// never wraps.
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} fetched, {msg} ({bytes_per_sec}, ETA {eta})",
+        "{prefix:>8} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ")
@@ -54,6 +113,8 @@ pub(super) fn copy(
     account: &str,
     image: &str,
     to: &str,
+    show: Show,
+    dry_run: bool,
 ) -> Result<()> {
     let here = c.datacenter_name().ok().flatten();
     let current = dcs
@@ -98,8 +159,14 @@ pub(super) fn copy(
         );
     }
     let (uuid, label) = names(&super::resolve_among(c, image, super::Among::Active)?);
+    if dry_run {
+        for dc in &targets {
+            say!("Would copy image {uuid} ({label}) from {current} to datacenter {dc}");
+        }
+        return Ok(());
+    }
     let multi = MultiProgress::new();
-    let tty = std::io::stdout().is_terminal();
+    let tty = show == Show::Bars;
     let mut tracked = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     for dc in &targets {
@@ -129,7 +196,7 @@ pub(super) fn copy(
             error: None,
         });
     }
-    follow(&mut tracked, tty);
+    follow(&mut tracked, show);
     let mut copied = 0;
     for t in &tracked {
         let outcome = match &t.error {
@@ -139,20 +206,46 @@ pub(super) fn copy(
                 .job(&t.job)
                 .map_err(|e| format!("{:#}", describe(e))),
         };
-        match outcome {
+        let result = match outcome {
             Ok(j) if j["execution"] == Execution::Succeeded.as_str() => {
                 copied += 1;
-                say!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
+                if show != Show::Json {
+                    say!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
+                }
+                Ok(j)
             }
             Ok(j) => {
                 let err = j["chain_results"]
                     .as_array()
                     .and_then(|r| r.last())
                     .and_then(|r| r["error"]["message"].as_str())
-                    .unwrap_or(Execution::Failed.as_str());
+                    .unwrap_or(Execution::Failed.as_str())
+                    .to_string();
                 failed.push(format!("{}: {err}", t.dc));
+                Err(err)
             }
-            Err(e) => failed.push(format!("{}: {e}", t.dc)),
+            Err(e) => {
+                failed.push(format!("{}: {e}", t.dc));
+                Err(e)
+            }
+        };
+        if show == Show::Json {
+            let mut line = serde_json::json!({
+                "message_type": "summary", "datacenter": t.dc, "job_uuid": t.job,
+                "image_uuid": uuid,
+            });
+            match result {
+                Ok(j) => {
+                    line["execution"] = j["execution"].clone();
+                    line["bytes_fetched"] = j["progress"]["bytes_fetched"].clone();
+                    line["bytes_local"] = j["progress"]["bytes_local"].clone();
+                }
+                Err(e) => {
+                    line["execution"] = Value::from(Execution::Failed.as_str());
+                    line["error"] = Value::from(e);
+                }
+            }
+            say!("{line}");
         }
     }
     if !failed.is_empty() {
@@ -171,8 +264,7 @@ fn progress_line(dc: &str, j: &Value) -> String {
     let n = |k: &str| p[k].as_u64().unwrap_or(0);
     let rate = n("rate_bytes_per_s");
     let left = n("bytes_to_fetch").saturating_sub(n("bytes_fetched"));
-    let eta = left
-        .checked_div(rate)
+    let eta = eta_secs(left, rate)
         .map(|s| format!("{s}s"))
         .unwrap_or_else(|| "-".into());
     format!(
@@ -185,13 +277,17 @@ fn progress_line(dc: &str, j: &Value) -> String {
     )
 }
 
-/// Polls jobs until they end, drawing bars (terminal) or printing a line
-/// per datacenter every couple of seconds (not a terminal).
-fn follow(tracked: &mut [Tracked], tty: bool) {
+/// Polls jobs until they end, showing their progress as `show` says.
+fn follow(tracked: &mut [Tracked], show: Show) {
+    let tty = show == Show::Bars;
+    let every = match show {
+        Show::Json => Duration::from_secs(1),
+        _ => Duration::from_secs(2),
+    };
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         let mut running = 0;
-        let print_now = !tty && last_line.elapsed() >= Duration::from_secs(2);
+        let print_now = matches!(show, Show::Lines | Show::Json) && last_line.elapsed() >= every;
         for t in tracked.iter_mut().filter(|t| !t.done) {
             // A datacenter that stops answering ends only its own line.
             let j = match t.client.job(&t.job) {
@@ -208,10 +304,13 @@ fn follow(tracked: &mut [Tracked], tty: bool) {
             t.bar.set_length(n("bytes_to_fetch"));
             t.bar.set_position(n("bytes_fetched"));
             t.bar
-                .set_message(format!("{} found locally", human(n("bytes_local"))));
+                .set_message(format!("({} local)", human(n("bytes_local"))));
             let ended = execution(&j).is_some_and(Execution::is_final);
-            if print_now || (!tty && ended) {
-                say!("{}", progress_line(&t.dc, &j));
+            if print_now || (show == Show::Lines && ended) {
+                match show {
+                    Show::Json => say!("{}", status_json(&t.dc, &t.job, &j)),
+                    _ => say!("{}", progress_line(&t.dc, &j)),
+                }
                 let _ = std::io::stdout().flush();
             }
             if ended {
@@ -232,7 +331,7 @@ fn follow(tracked: &mut [Tracked], tty: bool) {
 }
 
 /// `imgstore image wait IMAGE... [-s STATES]`.
-pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
+pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> Result<()> {
     let want: Vec<&str> = states.split(',').map(str::trim).collect();
     let known: Vec<&str> = ImageState::ALL.iter().map(|s| s.as_str()).collect();
     if let Some(bad) = want.iter().find(|s| !known.contains(s)) {
@@ -241,7 +340,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
             known.join(", ")
         );
     }
-    let tty = std::io::stdout().is_terminal();
+    let tty = show == Show::Bars;
     for (i, name) in images.iter().enumerate() {
         let img = resolve(c, name)?;
         let (uuid, _) = names(&img);
@@ -252,7 +351,9 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
             );
             continue;
         }
-        say!("Waiting for image {name} ({uuid}) to enter state (states: {states})");
+        if show != Show::Quiet {
+            say!("Waiting for image {name} to enter state (states: {states})");
+        }
         // A copy in progress into this datacenter: follow its bytes.
         let jobs = c.image_jobs(&uuid).unwrap_or_default();
         if let Some(job) = jobs
@@ -272,7 +373,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
                 done: false,
                 error: None,
             }];
-            follow(&mut t, tty);
+            follow(&mut t, show);
         }
         let start = Instant::now();
         loop {
@@ -293,4 +394,15 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_eta_rounds_up_and_is_unknown_without_a_rate() {
+        assert_eq!(super::eta_secs(1, 1000), Some(1));
+        assert_eq!(super::eta_secs(2500, 1000), Some(3));
+        assert_eq!(super::eta_secs(0, 1000), Some(0));
+        assert_eq!(super::eta_secs(10, 0), None);
+    }
 }

@@ -121,16 +121,25 @@ pub enum ImageCommand {
         image: String,
         #[arg(value_name = "ACCOUNT")]
         member: String,
+        /// Say what would change, change nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// Stop sharing an image with an account.
     Unshare {
         image: String,
         #[arg(value_name = "ACCOUNT")]
         member: String,
+        /// Say what would change, change nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// Clone an image shared with you (and its origin chain) into your account.
     Clone {
         image: String,
+        /// Say what would be cloned, change nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// Copy your image from this datacenter to others, with live progress.
     #[command(alias = "cp")]
@@ -143,6 +152,16 @@ pub enum ImageCommand {
         /// Target datacenters, comma-separated, or `all`.
         #[arg(long, required_unless_present = "dcs")]
         to: Option<String>,
+        /// Progress as JSON lines: `status` objects while copying, one
+        /// `summary` per datacenter at the end.
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// No progress, only the result.
+        #[arg(short = 'q', long, conflicts_with = "json")]
+        quiet: bool,
+        /// Check the targets and say what would be copied; copy nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// Wait for images to reach a state, following any copy in progress.
     Wait {
@@ -152,10 +171,19 @@ pub enum ImageCommand {
         /// disabled, creating, failed.
         #[arg(short = 's', long, default_value = "active,failed")]
         states: String,
+        /// A copy's progress as JSON lines.
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// No progress, only the result.
+        #[arg(short = 'q', long, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Where an image comes from, what derives from it, what it costs.
     Lineage {
         image: String,
+        /// The whole answer as JSON.
+        #[arg(short = 'j', long)]
+        json: bool,
     },
     /// Import an image from another IMGAPI as `sdc-imgadm import -S`
     /// does: the manifest (AdminImportImage), the file (AddImageFile with
@@ -377,29 +405,63 @@ fn execute(args: ImageArgs) -> Result<()> {
             Ok(())
         }
         ImageCommand::Delete { images, force } => delete(&c, images, *force),
-        ImageCommand::Share { image, member } => share(&c, image, member, true),
-        ImageCommand::Unshare { image, member } => share(&c, image, member, false),
-        ImageCommand::Clone { image } => {
-            let (uuid, _) = names(&resolve_among(&c, image, Among::Active)?);
+        ImageCommand::Share {
+            image,
+            member,
+            dry_run,
+        } => share(&c, image, member, true, *dry_run),
+        ImageCommand::Unshare {
+            image,
+            member,
+            dry_run,
+        } => share(&c, image, member, false, *dry_run),
+        ImageCommand::Clone { image, dry_run } => {
+            let img = resolve_among(&c, image, Among::Active)?;
+            let (uuid, label) = names(&img);
+            if *dry_run {
+                say!(
+                    "Would clone image {uuid} ({label}) of account {} into account {}",
+                    img["owner"].as_str().unwrap_or("?"),
+                    c.account().unwrap_or("(operator)")
+                );
+                return Ok(());
+            }
             let clone = c.clone_image(&uuid).map_err(describe)?;
             let (new, label) = names(&clone);
             say!("Cloned image {image} to {new} ({label})");
             Ok(())
         }
-        ImageCommand::Lineage { image } => {
+        ImageCommand::Lineage { image, json } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
-            say!("{}", serde_json::to_string_pretty(&lineage)?);
+            if *json {
+                say!("{}", serde_json::to_string_pretty(&lineage)?);
+            } else {
+                say!("{}", view::lineage(&lineage));
+            }
             Ok(())
         }
-        ImageCommand::Copy { image, dcs, to } => {
+        ImageCommand::Copy {
+            image,
+            dcs,
+            to,
+            json,
+            quiet,
+            dry_run,
+        } => {
             let account = account.clone().ok_or_else(|| {
                 anyhow!("error: copying needs --account (copies are of one's own images)")
             })?;
             let to = to.clone().unwrap_or_else(|| dcs.join(","));
-            follow::copy(&c, &prof.datacenters, &account, image, &to)
+            let show = follow::Show::pick(*json, *quiet);
+            follow::copy(&c, &prof.datacenters, &account, image, &to, show, *dry_run)
         }
-        ImageCommand::Wait { images, states } => follow::wait(&c, images, states),
+        ImageCommand::Wait {
+            images,
+            states,
+            json,
+            quiet,
+        } => follow::wait(&c, images, states, follow::Show::pick(*json, *quiet)),
         ImageCommand::Import { uuid, source, to } => {
             import(&c, &prof.datacenters, uuid, source, to.as_deref())
         }
@@ -506,14 +568,23 @@ fn upload(c: &Client, image: &str, file: &std::path::Path, compression: &str) ->
 }
 
 /// Share or unshare: the ACL changes by one account.
-fn share(c: &Client, image: &str, account: &str, add: bool) -> Result<()> {
+fn share(c: &Client, image: &str, account: &str, add: bool, dry_run: bool) -> Result<()> {
     let img = resolve(c, image)?;
-    let (uuid, _) = names(&img);
+    let (uuid, label) = names(&img);
     let in_acl = img["acl"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(account)));
     if !add && !in_acl {
         bail!("error: image is not shared with {account}");
+    }
+    if dry_run {
+        let what = match (add, in_acl) {
+            (true, true) => "is shared with",
+            (true, false) => "would be shared with",
+            (false, _) => "would no longer be shared with",
+        };
+        say!("Image {uuid} ({label}) {what} account {account}");
+        return Ok(());
     }
     c.change_acl(&uuid, add, &[account]).map_err(describe)?;
     if add {

@@ -136,3 +136,79 @@ pub(super) fn list(
     print_table(&list, &cols, !no_header, c.account());
     Ok(())
 }
+
+/// An image's lineage for people: where it comes from (base first), what
+/// derives from it, where it was cloned or copied from, what it costs.
+pub(super) fn lineage(l: &Value) -> String {
+    let brief = |i: &Value| -> String {
+        if i["hidden"] == true {
+            return "(an image you cannot see)".into();
+        }
+        if i["missing"] == true {
+            return format!("{} (missing)", i["uuid"].as_str().unwrap_or("?"));
+        }
+        format!(
+            "{} {}@{} ({})",
+            short(i["uuid"].as_str().unwrap_or("?")),
+            i["name"].as_str().unwrap_or("?"),
+            i["version"].as_str().unwrap_or("?"),
+            i["state"].as_str().unwrap_or("?")
+        )
+    };
+    let mut out = format!("image {}\n", l["uuid"].as_str().unwrap_or("?"));
+    let chain = l["origin_chain"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if chain.is_empty() {
+        out.push_str("origin chain: none (a base image)\n");
+    } else {
+        out.push_str("origin chain, base first:\n");
+        for (depth, o) in chain.iter().enumerate() {
+            out.push_str(&format!("  {}{}\n", "  ".repeat(depth), brief(o)));
+        }
+    }
+    let derived = l["derived"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if derived.is_empty() {
+        out.push_str("derived: none you can see\n");
+    } else {
+        out.push_str("derived:\n");
+        for d in derived {
+            out.push_str(&format!(
+                "  {} {}{}\n",
+                d["relation"].as_str().unwrap_or("?"),
+                brief(d),
+                d["from"]
+                    .as_str()
+                    .map(|f| format!(" from {}", short(f)))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(src) = l["source"].as_object() {
+        out.push_str(&format!(
+            "{} from {}{} at {}\n",
+            src.get("how").and_then(Value::as_str).unwrap_or("came"),
+            src.get("uuid").and_then(Value::as_str).unwrap_or("?"),
+            src.get("datacenter")
+                .and_then(Value::as_str)
+                .map(|d| format!(" in datacenter {d}"))
+                .unwrap_or_default(),
+            src.get("at").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+    let u = &l["usage"];
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    out.push_str(&format!(
+        "usage: {} logical, {} stored ({} its own, {} shared), {} reference(s)",
+        indicatif::HumanBytes(n("logical_bytes")),
+        indicatif::HumanBytes(n("stored_bytes")),
+        indicatif::HumanBytes(n("unique_bytes")),
+        indicatif::HumanBytes(n("shared_bytes")),
+        n("file_references")
+    ));
+    out
+}
