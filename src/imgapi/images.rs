@@ -94,6 +94,8 @@ impl Imgapi {
             return Err(ApiError::operator_only());
         }
         let mut m = object(body)?;
+        // A DSAPI-era (v1) manifest is upgraded first, as upstream does.
+        manifest::upgrade::upgrade(&mut m)?;
         match m.get("uuid").and_then(Value::as_str) {
             Some(u) if u != uuid.to_string() => {
                 return Err(ApiError::invalid_param(

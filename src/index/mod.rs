@@ -573,20 +573,6 @@ impl Index {
         Ok(out)
     }
 
-    /// Bytes of RocksDB's table files.
-    pub fn disk_bytes(&self) -> u64 {
-        ENGINE_CFS
-            .iter()
-            .filter_map(|n| {
-                let cf = self.db.cf_handle(n)?;
-                self.db
-                    .property_int_value_cf(&cf, "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
-            .sum()
-    }
-
     /// Flushes memtables (used on close so the WAL stays short).
     pub fn flush(&self) -> Result<()> {
         for n in ENGINE_CFS {

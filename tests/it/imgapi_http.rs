@@ -1062,3 +1062,52 @@ fn request_lines_are_logged_at_info_warn_and_error_by_status() {
     assert_eq!(level("/ping"), 30, "{text}");
     assert_eq!(level("/images/not-a-uuid"), 40, "{text}");
 }
+
+#[test]
+fn admin_import_upgrades_a_v1_dsmanifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let uuid = "febaa412-6417-11e0-bc56-535d219f2590";
+    let dsmanifest = json!({
+        "uuid": uuid, "name": "smartos", "version": "1.3.12", "os": "smartos",
+        "type": "zone-dataset", "description": "Base template to build other templates on",
+        "urn": "sdc:sdc:smartos:1.3.12",
+        "creator_uuid": ALICE, "vendor_uuid": ALICE, "creator_name": "sdc",
+        "platform_type": "smartos", "cloud_name": "sdc",
+        "created_at": "2011-04-11T08:45Z", "updated_at": "2011-04-11T08:45Z",
+        "published_at": "2011-04-11T08:45Z",
+        "files": [{"path": "smartos-1.3.12.zfs.bz2", "sha1": "246a0f5a", "size": 47315,
+                   "url": "https://datasets.example/smartos-1.3.12.zfs.bz2"}],
+        "requirements": {"networks": [{"name": "net0", "description": "public"}]}
+    });
+    let (s, img) = sj(d.post(&format!("/images/{uuid}?action=import"), &dsmanifest));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(img["v"], 2);
+    assert_eq!(img["owner"], ALICE);
+    assert_eq!(img["public"], true);
+    assert_eq!(img["state"], "unactivated");
+    assert_eq!(img["published_at"], "2011-04-11T08:45:00Z", "{img}");
+    for gone in ["creator_uuid", "vendor_uuid", "created_at", "platform_type"] {
+        assert!(img.get(gone).is_none(), "{gone} in {img}");
+    }
+    // A v1 manifest restricted to an account becomes a private shared one.
+    let other = "febaa412-6417-11e0-bc56-535d219f2591";
+    let mut restricted = dsmanifest.clone();
+    restricted["uuid"] = json!(other);
+    restricted["restricted_to_uuid"] = json!(BOB);
+    let (s, img) = sj(d.post(&format!("/images/{other}?action=import"), &restricted));
+    assert_eq!(s, 200, "{img}");
+    assert_eq!(
+        (img["public"].clone(), img["acl"].clone()),
+        (json!(false), json!([BOB]))
+    );
+    // Unknown fields are still refused in a v2 manifest.
+    let mut bogus = dsmanifest.clone();
+    bogus["uuid"] = json!("febaa412-6417-11e0-bc56-535d219f2592");
+    bogus["v"] = json!(2);
+    let r = d.post(
+        "/images/febaa412-6417-11e0-bc56-535d219f2592?action=import",
+        &bogus,
+    );
+    assert!(r.status().is_client_error());
+}

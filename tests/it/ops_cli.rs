@@ -38,6 +38,8 @@ fn admin_stats_gc_and_verify_over_http_for_operators_only() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["store"]["files"], 1);
+    // The live index's size counts its log, not only table files.
+    assert!(v["store"]["index_bytes"].as_u64().unwrap() > 0, "{v}");
     let o = run(&d.url, None, &["admin", "stats"]);
     assert!(stdout(&o).contains("1 files"), "{}", stdout(&o));
     // An account is refused before anything is asked.

@@ -23,7 +23,21 @@ use serde_json::{Map, Value, json};
 use super::connect::ConnArgs;
 pub(crate) use super::connect::{client, describe};
 
+/// What `imgstore image --help` says after the commands.
+const IMAGE_HELP: &str = "\
+IMAGE is a uuid, a short id (its first eight hex digits), a name (the latest
+published), or NAME@VERSION. A name means your own images first, then those
+shared with you or public; get, --origin, clone and copy look at active
+images only (get -a: any state).
+
+FLAGS in listings (node-triton's): I incremental (has an origin), P public,
+X not active, + you share it with others, S shared with you.
+
+Columns for list -o: shortid, id, name, version, state, flags, os, type,
+pubdate, pub (full time), size, owner, or any manifest field.";
+
 #[derive(Args, Debug)]
+#[command(after_long_help = IMAGE_HELP, after_help = IMAGE_HELP)]
 pub struct ImageArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -92,21 +106,15 @@ pub enum ImageCommand {
         #[arg(long, default_value = "none")]
         compression: String,
     },
-    /// Activate an image.
-    Activate {
-        image: String,
-    },
+    /// Activate an image: it becomes `active` and, if public or shared,
+    /// visible to others (it must have its file).
+    Activate { image: String },
     /// Change fields: KEY=VALUE (VALUE may be JSON; empty deletes).
-    Update {
-        image: String,
-        fields: Vec<String>,
-    },
-    Enable {
-        image: String,
-    },
-    Disable {
-        image: String,
-    },
+    Update { image: String, fields: Vec<String> },
+    /// Enable a disabled image: it is provisionable again.
+    Enable { image: String },
+    /// Disable an image: it stays, but no new instance may be made from it.
+    Disable { image: String },
     /// Delete images (asks first on a terminal, unless -f).
     #[command(alias = "rm")]
     Delete {

@@ -7,6 +7,7 @@
 //! anything else.
 
 mod rules;
+pub mod upgrade;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
