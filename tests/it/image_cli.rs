@@ -548,3 +548,22 @@ fn copy_progress_as_json_lines_quiet_and_dry_run() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("Copied image"), "{out}");
 }
+
+#[test]
+fn the_client_pages_past_a_thousand_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    for i in 0..1001 {
+        let r = d.post(
+            &format!("/images?account={ALICE}"),
+            &json!({"name": "svc", "version": format!("1.0.{i}"), "type": "zone-dataset",
+                    "os": "smartos"}),
+        );
+        assert_eq!(r.status(), 200);
+    }
+    let a = |args: &[&str]| cli(&d.url, Some(ALICE), None, args);
+    let out = ok(&a(&["list", "-a", "-H", "-o", "version"]));
+    assert_eq!(out.lines().count(), 1001);
+    let got: Value = serde_json::from_str(&ok(&a(&["get", "-a", "svc@1.0.1000"]))).unwrap();
+    assert_eq!(got["version"], "1.0.1000");
+}
