@@ -567,3 +567,32 @@ fn the_client_pages_past_a_thousand_images() {
     let got: Value = serde_json::from_str(&ok(&a(&["get", "-a", "svc@1.0.1000"]))).unwrap();
     assert_eq!(got["version"], "1.0.1000");
 }
+
+#[test]
+fn json_output_on_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, bytes(10_000, 1)).unwrap();
+    let a = |args: &[&str]| -> Value {
+        let out = ok(&cli(&d.url, Some(ALICE), None, args));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {out}: {e}"))
+    };
+    let img = a(&["-j", "create", "--name", "js", "--version", "1"]);
+    let uuid = img["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        a(&["upload", "-j", "js", file.to_str().unwrap()])["files"][0]["size"],
+        10_000
+    );
+    assert_eq!(a(&["activate", "-j", "js"])["state"], "active");
+    assert_eq!(
+        a(&["update", "-j", "js", "description=d"])["description"],
+        "d"
+    );
+    assert_eq!(a(&["share", "-j", "js", BOB])["acl"], json!([BOB]));
+    assert_eq!(a(&["disable", "-j", "js"])["state"], "disabled");
+    assert_eq!(
+        a(&["delete", "-f", "-j", &uuid]),
+        json!({"uuid": uuid, "deleted": true})
+    );
+}

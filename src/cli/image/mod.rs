@@ -41,6 +41,11 @@ pubdate, pub (full time), size, owner, or any manifest field.";
 pub struct ImageArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// JSON output: list one image a line, copy and wait progress as
+    /// `status`/`summary` lines, lineage whole, and every other command the
+    /// image it leaves (delete: `{"uuid", "deleted": true}`).
+    #[arg(short = 'j', long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -59,9 +64,6 @@ pub enum ImageCommand {
         /// No header row.
         #[arg(short = 'H')]
         no_header: bool,
-        /// One JSON object a line.
-        #[arg(short = 'j', long)]
-        json: bool,
         /// All states (state=all).
         #[arg(short = 'a', long)]
         all: bool,
@@ -160,12 +162,8 @@ pub enum ImageCommand {
         /// Target datacenters, comma-separated, or `all`.
         #[arg(long, required_unless_present = "dcs")]
         to: Option<String>,
-        /// Progress as JSON lines: `status` objects while copying, one
-        /// `summary` per datacenter at the end.
-        #[arg(short = 'j', long)]
-        json: bool,
         /// No progress, only the result.
-        #[arg(short = 'q', long, conflicts_with = "json")]
+        #[arg(short = 'q', long)]
         quiet: bool,
         /// Check the targets and say what would be copied; copy nothing.
         #[arg(short = 'n', long)]
@@ -179,20 +177,12 @@ pub enum ImageCommand {
         /// disabled, creating, failed.
         #[arg(short = 's', long, default_value = "active,failed")]
         states: String,
-        /// A copy's progress as JSON lines.
-        #[arg(short = 'j', long)]
-        json: bool,
         /// No progress, only the result.
-        #[arg(short = 'q', long, conflicts_with = "json")]
+        #[arg(short = 'q', long)]
         quiet: bool,
     },
     /// Where an image comes from, what derives from it, what it costs.
-    Lineage {
-        image: String,
-        /// The whole answer as JSON.
-        #[arg(short = 'j', long)]
-        json: bool,
-    },
+    Lineage { image: String },
     /// Import an image from another IMGAPI as `sdc-imgadm import -S`
     /// does: the manifest (AdminImportImage), the file (AddImageFile with
     /// `source`), activation. Operators.
@@ -313,12 +303,20 @@ pub fn run(args: ImageArgs) -> i32 {
 fn execute(args: ImageArgs) -> Result<()> {
     let (c, prof) = args.conn.connect()?;
     let account = c.account().map(str::to_string);
+    let json = args.json;
+    // One line for a person, or the image as JSON.
+    let tell = |img: &Value, text: String| {
+        if json {
+            say!("{img}");
+        } else {
+            say!("{text}");
+        }
+    };
     match &args.command {
         ImageCommand::List {
             long,
             output,
             no_header,
-            json,
             all,
             filters,
         } => view::list(
@@ -326,7 +324,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             *long,
             output.as_deref(),
             *no_header,
-            *json,
+            json,
             *all,
             filters,
         ),
@@ -375,19 +373,20 @@ fn execute(args: ImageArgs) -> Result<()> {
                 body.insert("public".into(), json!(true));
             }
             let img = c.create_image(&Value::Object(body)).map_err(describe)?;
-            say!(
+            let text = format!(
                 "Created image {} ({}@{})",
                 img["uuid"].as_str().unwrap_or("?"),
                 name,
                 version
             );
+            tell(&img, text);
             Ok(())
         }
         ImageCommand::Upload {
             image,
             file,
             compression,
-        } => upload(&c, image, file, compression),
+        } => upload(&c, image, file, compression, json),
         ImageCommand::Activate { image }
         | ImageCommand::Enable { image }
         | ImageCommand::Disable { image } => {
@@ -397,9 +396,10 @@ fn execute(args: ImageArgs) -> Result<()> {
                 _ => ("disable", "Disabled"),
             };
             let (uuid, label) = names(&resolve(&c, image)?);
-            c.image_action(&uuid, action, &json!({}))
+            let img = c
+                .image_action(&uuid, action, &json!({}))
                 .map_err(describe)?;
-            say!("{done} image {uuid} ({label})");
+            tell(&img, format!("{done} image {uuid} ({label})"));
             Ok(())
         }
         ImageCommand::Update {
@@ -407,22 +407,23 @@ fn execute(args: ImageArgs) -> Result<()> {
             fields: pairs,
         } => {
             let (uuid, _) = names(&resolve(&c, image)?);
-            c.image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
+            let img = c
+                .image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
                 .map_err(describe)?;
-            say!("Updated image {uuid}");
+            tell(&img, format!("Updated image {uuid}"));
             Ok(())
         }
-        ImageCommand::Delete { images, force } => delete(&c, images, *force),
+        ImageCommand::Delete { images, force } => delete(&c, images, *force, json),
         ImageCommand::Share {
             image,
             member,
             dry_run,
-        } => share(&c, image, member, true, *dry_run),
+        } => share(&c, image, member, true, *dry_run, json),
         ImageCommand::Unshare {
             image,
             member,
             dry_run,
-        } => share(&c, image, member, false, *dry_run),
+        } => share(&c, image, member, false, *dry_run, json),
         ImageCommand::Clone { image, dry_run } => {
             let img = resolve_among(&c, image, Among::Active)?;
             let (uuid, label) = names(&img);
@@ -436,13 +437,13 @@ fn execute(args: ImageArgs) -> Result<()> {
             }
             let clone = c.clone_image(&uuid).map_err(describe)?;
             let (new, label) = names(&clone);
-            say!("Cloned image {image} to {new} ({label})");
+            tell(&clone, format!("Cloned image {image} to {new} ({label})"));
             Ok(())
         }
-        ImageCommand::Lineage { image, json } => {
+        ImageCommand::Lineage { image } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
-            if *json {
+            if json {
                 say!("{}", serde_json::to_string_pretty(&lineage)?);
             } else {
                 say!("{}", view::lineage(&lineage));
@@ -453,7 +454,6 @@ fn execute(args: ImageArgs) -> Result<()> {
             image,
             dcs,
             to,
-            json,
             quiet,
             dry_run,
         } => {
@@ -461,17 +461,16 @@ fn execute(args: ImageArgs) -> Result<()> {
                 anyhow!("error: copying needs --account (copies are of one's own images)")
             })?;
             let to = to.clone().unwrap_or_else(|| dcs.join(","));
-            let show = follow::Show::pick(*json, *quiet);
+            let show = follow::Show::pick(json, *quiet);
             follow::copy(&c, &prof.datacenters, &account, image, &to, show, *dry_run)
         }
         ImageCommand::Wait {
             images,
             states,
-            json,
             quiet,
-        } => follow::wait(&c, images, states, follow::Show::pick(*json, *quiet)),
+        } => follow::wait(&c, images, states, follow::Show::pick(json, *quiet)),
         ImageCommand::Import { uuid, source, to } => {
-            import(&c, &prof.datacenters, uuid, source, to.as_deref())
+            import(&c, &prof.datacenters, uuid, source, to.as_deref(), json)
         }
     }
 }
@@ -485,6 +484,7 @@ fn import(
     uuid: &str,
     source: &str,
     to: Option<&str>,
+    json: bool,
 ) -> Result<()> {
     let targets: Vec<(String, Client)> = match to {
         None => vec![(c.base().to_string(), c.clone())],
@@ -512,6 +512,7 @@ fn import(
             .and_then(|_| target.add_file_from_source(uuid, source))
             .and_then(|_| target.image_action(uuid, "activate", &json!({})));
         match done {
+            Ok(img) if json => say!("{img}"),
             Ok(img) => {
                 let (uuid, label) = names(&img);
                 say!("Imported image {uuid} ({label}) into {name}");
@@ -532,7 +533,7 @@ fn import(
 
 /// `delete [-f] IMAGE...`: every name resolved first (an unknown one
 /// deletes nothing), a question on a terminal unless `-f`, then each.
-fn delete(c: &Client, images: &[String], force: bool) -> Result<()> {
+fn delete(c: &Client, images: &[String], force: bool, json: bool) -> Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
     let mut targets = Vec::new();
     for name in images {
@@ -557,16 +558,30 @@ fn delete(c: &Client, images: &[String], force: bool) -> Result<()> {
     }
     for (uuid, label) in &targets {
         c.delete_image(uuid).map_err(describe)?;
-        say!("Deleted image {uuid} ({label})");
+        if json {
+            say!("{}", json!({"uuid": uuid, "deleted": true}));
+        } else {
+            say!("Deleted image {uuid} ({label})");
+        }
     }
     Ok(())
 }
 
-fn upload(c: &Client, image: &str, file: &std::path::Path, compression: &str) -> Result<()> {
+fn upload(
+    c: &Client,
+    image: &str,
+    file: &std::path::Path,
+    compression: &str,
+    json: bool,
+) -> Result<()> {
     let (uuid, _) = names(&resolve(c, image)?);
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata()?.len();
     let img = c.add_file(&uuid, compression, f, len).map_err(describe)?;
+    if json {
+        say!("{img}");
+        return Ok(());
+    }
     say!(
         "Uploaded {} bytes to image {uuid} (sha1 {})",
         len,
@@ -576,7 +591,14 @@ fn upload(c: &Client, image: &str, file: &std::path::Path, compression: &str) ->
 }
 
 /// Share or unshare: the ACL changes by one account.
-fn share(c: &Client, image: &str, account: &str, add: bool, dry_run: bool) -> Result<()> {
+fn share(
+    c: &Client,
+    image: &str,
+    account: &str,
+    add: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
     let img = resolve(c, image)?;
     let (uuid, label) = names(&img);
     let in_acl = img["acl"]
@@ -594,8 +616,10 @@ fn share(c: &Client, image: &str, account: &str, add: bool, dry_run: bool) -> Re
         say!("Image {uuid} ({label}) {what} account {account}");
         return Ok(());
     }
-    c.change_acl(&uuid, add, &[account]).map_err(describe)?;
-    if add {
+    let changed = c.change_acl(&uuid, add, &[account]).map_err(describe)?;
+    if json {
+        say!("{changed}");
+    } else if add {
         say!("Shared image {image} with account {account}");
     } else {
         say!("Unshared image {image} with account {account}");
