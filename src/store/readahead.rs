@@ -80,11 +80,23 @@ impl Slot {
         }
     }
 
-    /// Drops the work if nobody started it.
+    /// Drops the work if nobody started it, and waits for it if a worker
+    /// is running it: once a reader is gone, no work of its is in flight
+    /// (a worker still inside the store when the process exits would be
+    /// inside RocksDB while its statics are destroyed).
     pub(super) fn cancel(&self) {
         let mut st = lock(&self.state);
-        if matches!(*st, SlotState::Queued(_)) {
-            *st = SlotState::Cancelled;
+        loop {
+            match *st {
+                SlotState::Queued(_) => {
+                    *st = SlotState::Cancelled;
+                    return;
+                }
+                SlotState::Running => {
+                    st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                SlotState::Done(_) | SlotState::Cancelled => return,
+            }
         }
     }
 }

@@ -596,3 +596,46 @@ fn json_output_on_every_command() {
         json!({"uuid": uuid, "deleted": true})
     );
 }
+
+#[test]
+fn list_sorts_by_fields_as_triton_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    for (name, version) in [("b", "1"), ("a", "2"), ("c", "0"), ("a", "1")] {
+        let r = d.post(
+            &format!("/images?account={ALICE}"),
+            &json!({"name": name, "version": version, "type": "zone-dataset", "os": "smartos"}),
+        );
+        assert_eq!(r.status(), 200);
+    }
+    let a = |args: &[&str]| ok(&cli(&d.url, Some(ALICE), None, args));
+    let rows = |out: String| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join("@"))
+            .collect()
+    };
+    assert_eq!(
+        rows(a(&[
+            "list",
+            "-a",
+            "-H",
+            "-o",
+            "name,version",
+            "-s",
+            "name,version"
+        ])),
+        ["a@1", "a@2", "b@1", "c@0"]
+    );
+    assert_eq!(
+        rows(a(&[
+            "list",
+            "-a",
+            "-H",
+            "-o",
+            "name,version",
+            "-s",
+            "-name,version"
+        ])),
+        ["c@0", "b@1", "a@1", "a@2"]
+    );
+}

@@ -67,6 +67,15 @@ pub enum ImageCommand {
         /// All states (state=all).
         #[arg(short = 'a', long)]
         all: bool,
+        /// Sort by these fields, comma-separated (a leading `-` reverses
+        /// one), as node-triton's `-s`; default `published_at`.
+        #[arg(
+            short = 's',
+            long,
+            default_value = "published_at",
+            allow_hyphen_values = true
+        )]
+        sort: String,
         /// Filters: name=, version=, os=, type=, public=, state=, owner=.
         filters: Vec<String>,
     },
@@ -318,14 +327,18 @@ fn execute(args: ImageArgs) -> Result<()> {
             output,
             no_header,
             all,
+            sort,
             filters,
         } => view::list(
             &c,
-            *long,
-            output.as_deref(),
-            *no_header,
-            json,
-            *all,
+            &view::Listing {
+                long: *long,
+                output: output.as_deref(),
+                header: !*no_header,
+                json,
+                all: *all,
+                sort,
+            },
             filters,
         ),
         ImageCommand::Get { image, all } => {

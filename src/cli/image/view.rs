@@ -96,16 +96,57 @@ fn print_table(rows: &[Value], cols: &[&str], header: bool, account: Option<&str
     }
 }
 
+/// How `imgstore image list` shows what it finds.
+pub(super) struct Listing<'a> {
+    pub long: bool,
+    pub output: Option<&'a str>,
+    pub header: bool,
+    pub json: bool,
+    pub all: bool,
+    /// Fields to sort by, comma-separated; `-field` descending.
+    pub sort: &'a str,
+}
+
+/// Orders images by `fields` (`-field`: descending): numbers as numbers,
+/// the rest as their column text (an absent field is `-`, first).
+fn sort_images(list: &mut [Value], fields: &str) {
+    let keys: Vec<(&str, bool)> = fields
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| match f.strip_prefix('-') {
+            Some(name) => (name, true),
+            None => (f, false),
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        for (k, desc) in &keys {
+            let o = match (&a[*k], &b[*k]) {
+                (Value::Number(x), Value::Number(y)) => x
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&y.as_f64().unwrap_or(0.0)),
+                _ => column(a, k, None).cmp(&column(b, k, None)),
+            };
+            let o = if *desc { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+}
+
 /// `imgstore image list`.
-pub(super) fn list(
-    c: &Client,
-    long: bool,
-    output: Option<&str>,
-    no_header: bool,
-    json: bool,
-    all: bool,
-    filters: &[String],
-) -> Result<()> {
+pub(super) fn list(c: &Client, how: &Listing<'_>, filters: &[String]) -> Result<()> {
+    let Listing {
+        long,
+        output,
+        header,
+        json,
+        all,
+        sort,
+    } = *how;
     let mut q: Vec<(&str, &str)> = filters
         .iter()
         .map(|f| {
@@ -117,7 +158,7 @@ pub(super) fn list(
         q.push(("state", "all"));
     }
     let mut list = c.list_all_images(&q).map_err(describe)?;
-    list.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
+    sort_images(&mut list, sort);
     if json {
         for i in &list {
             say!("{i}");
@@ -133,7 +174,7 @@ pub(super) fn list(
             "shortid", "name", "version", "flags", "os", "type", "pubdate",
         ],
     };
-    print_table(&list, &cols, !no_header, c.account());
+    print_table(&list, &cols, header, c.account());
     Ok(())
 }
 
