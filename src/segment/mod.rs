@@ -274,9 +274,9 @@ impl SegmentSet {
                     self.forget_reader(a.id);
                 }
                 Err(e) => {
-                    let msg = format!("sealing segment {}: {e}", a.id);
-                    self.fail(w, a, &msg);
-                    return Err(Error::io(msg, e));
+                    let what = format!("sealing segment {}", a.id);
+                    self.fail(w, a, &format!("{what}: {e}"));
+                    return Err(Error::io(what, e));
                 }
             }
         }
@@ -381,11 +381,11 @@ impl WriteSession<'_> {
         if a.buf.len() >= WRITE_BUFFER
             && let Err(e) = a.flush()
         {
-            let msg = format!("writing segment {}: {e}", a.id);
+            let what = format!("writing segment {}", a.id);
             if let Some(a) = w.active.take() {
-                set.fail(&mut w, a, &msg);
+                set.fail(&mut w, a, &format!("{what}: {e}"));
             }
-            return Err(Error::io(msg, e));
+            return Err(Error::io(what, e));
         }
         Ok(loc)
     }
@@ -409,11 +409,11 @@ impl WriteSession<'_> {
                 return Ok(());
             }
             if let Err(e) = a.flush() {
-                let msg = format!("writing segment {}: {e}", a.id);
+                let what = format!("writing segment {}", a.id);
                 if let Some(a) = w.active.take() {
-                    set.fail(&mut w, a, &msg);
+                    set.fail(&mut w, a, &format!("{what}: {e}"));
                 }
-                return Err(Error::io(msg, e));
+                return Err(Error::io(what, e));
             }
             (
                 Arc::clone(&a.file),
@@ -448,18 +448,18 @@ impl WriteSession<'_> {
             Err(e) => {
                 st.failed = true;
                 drop(st);
-                let msg = format!("fsync of segment {id}: {e}");
+                let what = format!("fsync of segment {id}");
                 let mut w = lock(&set.writer);
                 if w.active.as_ref().is_some_and(|a| a.id == id)
                     && let Some(a) = w.active.take()
                 {
-                    set.fail(&mut w, a, &msg);
+                    set.fail(&mut w, a, &format!("{what}: {e}"));
                 } else {
                     // Sealed meanwhile: sessions that wrote to it must not
                     // count on it.
                     w.generation += 1;
                 }
-                Err(Error::io(msg, e))
+                Err(Error::io(what, e))
             }
         }
     }

@@ -16,6 +16,10 @@ fn a_full_disk_fails_the_put_cleanly_and_keeps_acknowledged_data() {
     faults.fail_writes_after(50_000, ENOSPC);
     let err = store.put(&bytes(2_000_000, 2)[..]).unwrap_err();
     assert!(err.is_disk_full(), "{err}");
+    // The cause is said once: "... segment N: No space left on device".
+    let text = err.to_string();
+    assert_eq!(text.matches("os error 28").count(), 1, "{text}");
+    assert!(text.contains("segment 0"), "{text}");
     // Further writes fail too while the disk is full ...
     assert!(store.put(&bytes(300_000, 3)[..]).is_err());
     // ... and work again once space is freed, without a restart.
