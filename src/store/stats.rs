@@ -101,18 +101,20 @@ impl Store {
         Ok(s)
     }
 
-    /// Store-wide figures (a scan of the index).
+    /// Store-wide figures: [`Store::size`] plus a scan of every chunk.
     pub fn stats(&self) -> Result<StoreStats> {
-        let inner = &*self.inner;
-        let mut s = StoreStats::default();
-        inner.index.for_each_file(|_, r| {
-            s.files += 1;
-            s.file_references += r.refs;
-            s.logical_bytes += r.size * r.refs;
-            s.distinct_file_bytes += r.size;
-            Ok(())
-        })?;
-        inner.index.for_each_chunk(|_, e| {
+        let size = self.size()?;
+        let mut s = StoreStats {
+            files: size.files,
+            file_references: size.file_references,
+            logical_bytes: size.logical_bytes,
+            distinct_file_bytes: size.distinct_file_bytes,
+            stored_bytes: size.stored_bytes,
+            segments: size.segments,
+            index_bytes: size.index_bytes,
+            ..StoreStats::default()
+        };
+        self.inner.index.for_each_chunk(|_, e| {
             s.chunks += 1;
             if e.refcount > 0 {
                 s.live_chunks += 1;
@@ -121,14 +123,9 @@ impl Store {
             }
             Ok(())
         })?;
-        for id in inner.segments.list()? {
-            s.segments += 1;
-            s.stored_bytes += inner.segments.file_len(id)?;
-        }
         s.garbage_bytes = s
             .stored_bytes
             .saturating_sub(s.live_stored_bytes + s.segments * SEGMENT_HEADER_LEN as u64);
-        s.index_bytes = dir_bytes(&inner.dir.join("index"));
         Ok(s)
     }
 
