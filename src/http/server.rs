@@ -157,8 +157,22 @@ impl StallGuard {
         }
     }
 
-    /// Called when a write could not progress: starts the clock the first
-    /// time, and fails once it ran out.
+    /// A write's outcome through the stall clock: progress stops it, no
+    /// progress starts it (the first time) or fails once it ran out.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Pending => self.stalled(cx),
+            done => {
+                self.write_stalled = None;
+                done
+            }
+        }
+    }
+
     fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let limit = self.limit;
         let timer = self
@@ -190,13 +204,8 @@ impl AsyncWrite for StallGuard {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.stalled(cx),
-            done => {
-                self.write_stalled = None;
-                done
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_write_vectored(
@@ -204,13 +213,8 @@ impl AsyncWrite for StallGuard {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.stalled(cx),
-            done => {
-                self.write_stalled = None;
-                done
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
