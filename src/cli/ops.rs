@@ -193,6 +193,16 @@ pub fn account(args: AccountArgs) -> i32 {
     }
 }
 
+/// "account A trusts B, C" (or "no account").
+fn trusts_line(me: &str, settings: &Value) -> String {
+    let t = trusted(settings);
+    if t.is_empty() {
+        format!("account {me} trusts no account")
+    } else {
+        format!("account {me} trusts {}", t.join(", "))
+    }
+}
+
 fn trusted(settings: &Value) -> Vec<String> {
     settings["image_share_trusted_accounts"]
         .as_array()
@@ -213,17 +223,7 @@ fn run_account(args: &AccountArgs) -> Result<()> {
     let current = c.settings(&me).map_err(describe)?;
     let (accounts, add) = match &args.command {
         AccountCommand::Settings => {
-            return show(args.json, &current, || {
-                let t = trusted(&current);
-                format!(
-                    "account {me} trusts {}",
-                    if t.is_empty() {
-                        "no account".to_string()
-                    } else {
-                        t.join(", ")
-                    }
-                )
-            });
+            return show(args.json, &current, || trusts_line(&me, &current));
         }
         AccountCommand::Trust { accounts } => (accounts, true),
         AccountCommand::Untrust { accounts } => (accounts, false),
@@ -245,16 +245,7 @@ fn run_account(args: &AccountArgs) -> Result<()> {
     }
     let body = json!({ "image_share_trusted_accounts": list });
     let after = c.put_settings(&me, &body).map_err(describe)?;
-    show(args.json, &after, || {
-        format!(
-            "account {me} trusts {}",
-            if trusted(&after).is_empty() {
-                "no account".to_string()
-            } else {
-                trusted(&after).join(", ")
-            }
-        )
-    })
+    show(args.json, &after, || trusts_line(&me, &after))
 }
 
 /// `imgstore datacenters`: each of the profile's datacenters, the name it
