@@ -60,3 +60,38 @@ pub fn text(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// The daemon binary the process benches start: `IMGSTORE_BIN`, else
+/// `imgstore` beside the bench (target/debug/deps/NAME-HASH ->
+/// target/debug/imgstore).
+pub fn daemon_binary() -> std::path::PathBuf {
+    if let Ok(b) = std::env::var("IMGSTORE_BIN") {
+        return b.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("imgstore"))
+        .unwrap_or_else(|| "imgstore".into())
+}
+
+/// The `p` quantile (0-1) of `v`.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// A number from a process's `/proc/PID/status` line `key` (VmRSS:,
+/// VmHWM: in KiB, Threads:), or NaN.
+pub fn proc_status(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}

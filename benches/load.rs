@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 const MIB: usize = 1 << 20;
 const ACCOUNT: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 
@@ -34,17 +36,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn binary() -> std::path::PathBuf {
-    if let Ok(b) = std::env::var("IMGSTORE_BIN") {
-        return b.into();
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("imgstore"))
-        .unwrap_or_else(|| "imgstore".into())
 }
 
 /// Bytes that compress about 2:1, different for each seed.
@@ -61,24 +52,6 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-fn status_field(child: &Child, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: the status and the body
@@ -148,13 +121,13 @@ impl Daemon {
             c.extend(extra);
         }
         std::fs::write(&config, cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(binary())
+        let child = Command::new(common::daemon_binary())
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", common::daemon_binary().display()));
         let url = format!("http://{addr}");
         let http = reqwest::blocking::Client::new();
         let t = Instant::now();
@@ -220,9 +193,9 @@ impl Daemon {
     fn report(&self, when: &str) {
         println!(
             "  daemon {when}: {:.0} threads, RSS {:.0} MiB, peak RSS {:.0} MiB",
-            status_field(&self.child, "Threads:"),
-            status_field(&self.child, "VmRSS:") / 1024.0,
-            status_field(&self.child, "VmHWM:") / 1024.0
+            common::proc_status(self.child.id(), "Threads:"),
+            common::proc_status(self.child.id(), "VmRSS:") / 1024.0,
+            common::proc_status(self.child.id(), "VmHWM:") / 1024.0
         );
     }
 }
@@ -283,8 +256,8 @@ fn stalled_clients(d: &Daemon, served: &str) {
         }
         println!(
             "  {what} while they stall: p50 {:.2} ms, p99 {:.2} ms, {timeouts} of {tried} timed out (5 s)",
-            percentile(lat.clone(), 0.5),
-            percentile(lat, 0.99)
+            common::percentile(lat.clone(), 0.5),
+            common::percentile(lat, 0.99)
         );
     }
     drop(held);
@@ -307,15 +280,7 @@ fn heavy(d: &Daemon, served: &str) {
         std::thread::spawn(move || {
             let mut peak = 0.0f64;
             while !done.load(Ordering::SeqCst) {
-                let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("Threads:"))
-                            .and_then(|l| l.split_whitespace().nth(1))
-                            .and_then(|n| n.parse::<f64>().ok())
-                    })
-                    .unwrap_or(0.0);
+                let threads = common::proc_status(pid, "Threads:");
                 peak = peak.max(threads);
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -368,7 +333,7 @@ fn heavy(d: &Daemon, served: &str) {
 }
 
 fn main() {
-    println!("daemon: {}", binary().display());
+    println!("daemon: {}", common::daemon_binary().display());
     if env("IMGSTORE_BENCH_STALLED", 1000) > 0 {
         let d = Daemon::start();
         let served = d.image(64 * MIB, 1);

@@ -17,6 +17,8 @@ use imgstore::{Store, StoreOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod common;
+
 const ACCOUNTS: u64 = 20;
 const FILES: u64 = 1000;
 
@@ -86,36 +88,6 @@ fn build(dir: &std::path::Path, n: u64) {
     store.close().unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn binary() -> std::path::PathBuf {
-    if let Ok(b) = std::env::var("IMGSTORE_BIN") {
-        return b.into();
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    // target/debug/deps/metadata-HASH -> target/debug/imgstore
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("imgstore"))
-        .unwrap_or_else(|| "imgstore".into())
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn rss_mib(child: &Child, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     let n: u64 = std::env::var("IMGSTORE_BENCH_IMAGES")
         .ok()
@@ -137,7 +109,7 @@ fn main() {
     let http = reqwest::blocking::Client::new();
     let start = |what: &str| -> Child {
         let t = Instant::now();
-        let child = Command::new(binary())
+        let child = Command::new(common::daemon_binary())
             .args([
                 "serve",
                 "--listen",
@@ -147,7 +119,7 @@ fn main() {
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", common::daemon_binary().display()));
         while http.get(format!("{url}/ping")).send().is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
@@ -190,8 +162,8 @@ fn main() {
     }
     println!(
         "GetImage: p50 {:.2} ms, p99 {:.2} ms",
-        percentile(get.clone(), 0.5),
-        percentile(get, 0.99)
+        common::percentile(get.clone(), 0.5),
+        common::percentile(get, 0.99)
     );
     let a = account(3);
     for (what, q) in [
@@ -213,14 +185,14 @@ fn main() {
         }
         println!(
             "ListImages {what}: {count} images a page, p50 {:.1} ms, p99 {:.1} ms",
-            percentile(lat.clone(), 0.5),
-            percentile(lat, 0.99)
+            common::percentile(lat.clone(), 0.5),
+            common::percentile(lat, 0.99)
         );
     }
     println!(
         "daemon RSS: {:.0} MiB now, {:.0} MiB peak",
-        rss_mib(&child, "VmRSS"),
-        rss_mib(&child, "VmHWM")
+        common::proc_status(child.id(), "VmRSS:") / 1024.0,
+        common::proc_status(child.id(), "VmHWM:") / 1024.0
     );
     // DeleteImage finds dependents in the origin index; before it, every
     // delete decoded the whole images table under the commit lock.
@@ -241,8 +213,8 @@ fn main() {
     }
     println!(
         "DeleteImage: p50 {:.2} ms, p99 {:.2} ms",
-        percentile(del.clone(), 0.5),
-        percentile(del, 0.99)
+        common::percentile(del.clone(), 0.5),
+        common::percentile(del, 0.99)
     );
     let _ = child.kill();
     let _ = child.wait();
