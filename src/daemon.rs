@@ -53,6 +53,8 @@ pub struct DaemonConfig {
     pub limits: Limits,
     /// Disk space held back so GC can run on a full disk.
     pub reserve_bytes: u64,
+    /// The CloudAPI face for the `triton` CLI (off when None).
+    pub cloudapi: Option<crate::cloudapi::Config>,
 }
 
 impl Default for DaemonConfig {
@@ -66,6 +68,7 @@ impl Default for DaemonConfig {
             gc_interval: Some(std::time::Duration::from_secs(600)),
             limits: Limits::default(),
             reserve_bytes: DEFAULT_RESERVE_BYTES,
+            cloudapi: None,
         }
     }
 }
@@ -88,6 +91,8 @@ struct ConfigFile {
     limits: Option<LimitsFile>,
     /// Bytes held back for GC on a full disk; 0 holds none.
     reserve_bytes: Option<u64>,
+    /// The CloudAPI face: listen, datacenters, users and their keys.
+    cloudapi: Option<crate::cloudapi::ConfigFile>,
 }
 
 /// Limits under load (all optional; see [`Limits`]).
@@ -170,6 +175,10 @@ impl DaemonConfig {
         }
         if let Some(l) = &f.limits {
             l.apply(&mut c.limits);
+        }
+        if let Some(face) = f.cloudapi {
+            let base = path.parent().unwrap_or(Path::new("."));
+            c.cloudapi = Some(face.load(base).map_err(bad)?);
         }
         if let Some(t) = f.transfer {
             if let Some(b) = t.batch_bytes {
@@ -255,6 +264,49 @@ impl DaemonConfig {
 /// flight then get the shutdown deadline to finish (each one's changes
 /// commit atomically or not at all; a cut upload is not stored).
 pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_faces(listener, None, state, shutdown).await
+}
+
+/// [`serve`], plus the CloudAPI face on its own listener when `cloudapi`
+/// is given; one shutdown stops both.
+pub async fn serve_faces(
+    listener: tokio::net::TcpListener,
+    cloudapi: Option<(tokio::net::TcpListener, crate::cloudapi::Config)>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            // An error means the sender is gone: stop as well.
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let face = cloudapi.map(|(listener, config)| {
+        let face = Arc::new(crate::cloudapi::Face {
+            app: Arc::clone(&state),
+            config,
+        });
+        tokio::spawn(crate::cloudapi::serve(listener, face, stopped()))
+    });
+    let served = serve_imgapi(listener, state, stopped()).await;
+    if let Some(face) = face {
+        face.await
+            .map_err(|e| std::io::Error::other(format!("the CloudAPI face failed: {e}")))??;
+    }
+    served
+}
+
+async fn serve_imgapi(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,

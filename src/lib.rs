@@ -22,7 +22,8 @@
 //! | [`transfer`] | both ends of the chunk-diff copy between stores: serving, receiving (diff, verified batches, resume), byte progress |
 //! | [`imgapi`] | IMGAPI rules over the store: typed codes and states, manifests, visibility, ACLs, files, icons, clones, copies and their jobs |
 //! | [`http`] | routes by resource, extractors, the one error mapping, the blocking bridge, bunyan logs, the one IMGAPI client |
-//! | [`daemon`] | configuration and `serve(listener, state, shutdown)` |
+//! | [`cloudapi`] | CloudAPI's face for images (what the `triton` CLI calls): HTTP Signature auth, the same IMGAPI rules, CloudAPI's translation |
+//! | [`daemon`] | configuration and `serve(listener, state, shutdown)` (and the CloudAPI listener) |
 //! | `cli` (binary only) | `imgstore serve`, `imgstore image ...` (the client), `imgstore store ...` (offline admin) |
 //!
 //! Public API is what an embedder needs: [`Store`], [`Txn`], [`Table`],
@@ -83,6 +84,8 @@
 )]
 
 mod chunker;
+#[cfg(feature = "index")]
+pub mod cloudapi;
 #[cfg(feature = "index")]
 pub mod daemon;
 pub mod error;

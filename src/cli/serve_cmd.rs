@@ -14,7 +14,7 @@ use imgstore::http::Logger;
 pub struct ServeArgs {
     /// IMGAPI-style JSON config (mode, datacenterName, adminUuid,
     /// imgapiUrlFromDatacenter, listen, dataDir, accounts, transfer,
-    /// gcIntervalSeconds, limits).
+    /// gcIntervalSeconds, limits, reserveBytes, cloudapi).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the config).
@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// This datacenter's name (overrides the config).
     #[arg(long)]
     pub datacenter: Option<String>,
+    /// Also serve CloudAPI's image endpoints (for the `triton` CLI) on this
+    /// address; overrides `cloudapi.listen` of the config. Its users and
+    /// keys come from the config's `cloudapi.users`.
+    #[arg(long, value_name = "ADDR")]
+    pub cloudapi_listen: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> i32 {
@@ -53,6 +58,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.imgapi.datacenter_name = d;
     }
     let log = Logger::stdout("imgstore");
+    if let Some(l) = args.cloudapi_listen {
+        let face = cfg.cloudapi.get_or_insert_with(Default::default);
+        face.listen = l;
+        if face.keys.is_empty() {
+            log.log(
+                40,
+                "the CloudAPI face has no users: every request will be refused \
+                 (add cloudapi.users to the config)",
+                serde_json::Map::new(),
+            );
+        }
+    }
     let state = cfg.open(log.clone())?;
     let rt = cfg.runtime().context("starting the async runtime")?;
     let result = rt.block_on(async {
@@ -60,6 +77,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let face = match &cfg.cloudapi {
+            Some(c) => {
+                let l = tokio::net::TcpListener::bind(&c.listen)
+                    .await
+                    .with_context(|| format!("listening for CloudAPI on {}", c.listen))?;
+                log.info(&format!(
+                    "CloudAPI face listening on http://{}",
+                    l.local_addr()?
+                ));
+                Some((l, c.clone()))
+            }
+            None => None,
+        };
         log.log(
             30,
             &format!("imgstore listening on http://{addr}"),
@@ -72,7 +102,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .cloned()
             .unwrap_or_default(),
         );
-        daemon::serve(listener, state.clone(), daemon::shutdown_signal()).await?;
+        daemon::serve_faces(listener, face, state.clone(), daemon::shutdown_signal()).await?;
         log.info("shutting down: in-flight requests finished");
         anyhow::Ok(())
     });

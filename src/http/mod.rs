@@ -23,6 +23,7 @@ pub mod log;
 pub mod metrics;
 pub mod remote;
 mod routes;
+pub(crate) use routes::{json_body, json_response};
 pub mod server;
 
 use std::sync::Arc;
@@ -92,10 +93,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// True when `Accept-Version` (a restify semver range) allows 1.0.0 or 2.0.0.
 fn version_ok(range: &str) -> bool {
+    version_allows(range, &VERSIONS)
+}
+
+/// True when a restify semver range allows one of the major `versions`.
+pub(crate) fn version_allows(range: &str, versions: &[u32]) -> bool {
     let r = range.trim();
     if r.is_empty() || r == "*" || r == "x" {
         return true;
     }
+    let newest = versions.iter().copied().max().unwrap_or_default();
     r.split("||").any(|alt| {
         let alt = alt.trim().trim_start_matches(['~', '^', '=', 'v']);
         if let Some(min) = alt.strip_prefix(">=") {
@@ -104,31 +111,100 @@ fn version_ok(range: &str) -> bool {
                 .split('.')
                 .next()
                 .and_then(|m| m.parse::<u32>().ok())
-                .is_some_and(|m| m <= 2);
+                .is_some_and(|m| m <= newest);
         }
         let major = alt.split('.').next().unwrap_or_default();
-        major == "*" || major == "x" || major.parse::<u32>().is_ok_and(|m| VERSIONS.contains(&m))
+        major == "*" || major == "x" || major.parse::<u32>().is_ok_and(|m| versions.contains(&m))
     })
 }
 
-/// Adds `Server`, `x-request-id`, `x-response-time`, checks
-/// `Accept-Version`, and logs the request as a bunyan line.
+/// What the request log line and the metrics need of a request, taken
+/// before it is handled; [`Exchange::finish`] completes both faces'
+/// answers (IMGAPI's and CloudAPI's) the same way.
+pub(crate) struct Exchange {
+    start: Instant,
+    pub req_id: String,
+    pub method: Method,
+    url: String,
+    pub route: String,
+}
+
+impl Exchange {
+    pub fn of(req: &Request) -> Self {
+        Exchange {
+            start: Instant::now(),
+            req_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 128)
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            method: req.method().clone(),
+            url: req.uri().to_string(),
+            route: req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().replace('{', ":").replace('}', ""))
+                .unwrap_or_else(|| req.uri().path().to_string()),
+        }
+    }
+
+    /// Adds `Server`, `x-request-id`, `x-response-time`, counts the
+    /// request in the metrics and logs it as a bunyan line.
+    pub fn finish(self, state: &AppState, mut resp: Response) -> Response {
+        let elapsed = self.start.elapsed();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&server_header()) {
+            h.insert(header::SERVER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.req_id) {
+            h.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&elapsed.as_millis().to_string()) {
+            h.insert(HeaderName::from_static("x-response-time"), v);
+        }
+        let status = resp.status().as_u16();
+        state.metrics.request(
+            &self.route,
+            self.method.as_str(),
+            status,
+            elapsed.as_secs_f64(),
+        );
+        let err = resp.extensions().get::<ApiError>().cloned();
+        // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
+        let level = match status {
+            500.. => 50,
+            400..=499 => 40,
+            _ => 30,
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("req_id".into(), self.req_id.into());
+        fields.insert("route".into(), self.route.into());
+        fields.insert("method".into(), self.method.as_str().into());
+        fields.insert("url".into(), self.url.into());
+        fields.insert("statusCode".into(), status.into());
+        fields.insert("latency".into(), (elapsed.as_millis() as u64).into());
+        if let Some(e) = err {
+            fields.insert(
+                "err".into(),
+                serde_json::json!({ "code": e.wire_code(), "message": e.message }),
+            );
+        }
+        let msg = if self.method == Method::HEAD || status < 400 {
+            "handled"
+        } else {
+            "handled: error"
+        };
+        state.log.log(level, msg, fields);
+        resp
+    }
+}
+
+/// Checks `Accept-Version`, adds the common headers and IMGAPI's
+/// `x-server-name`, and logs the request.
 async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let req_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let method = req.method().clone();
-    let url = req.uri().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().replace('{', ":").replace('}', ""))
-        .unwrap_or_else(|| req.uri().path().to_string());
+    let exchange = Exchange::of(&req);
     let version = req
         .headers()
         .get("accept-version")
@@ -137,62 +213,25 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
     let mut resp = match version {
         Some(v) if !version_ok(&v) => HttpError::from(ApiError::new(
             Code::InvalidVersion,
-            format!("{v} is not supported by {method} {route}"),
+            format!(
+                "{v} is not supported by {} {}",
+                exchange.method, exchange.route
+            ),
         ))
         .into_response(),
         _ => as_imgapi_error(next.run(req).await).await,
     };
-    let elapsed = start.elapsed();
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&server_header()) {
-        h.insert(header::SERVER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&req_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&elapsed.as_millis().to_string()) {
-        h.insert(HeaderName::from_static("x-response-time"), v);
-    }
     if let Ok(v) = HeaderValue::from_str(&state.api.config().datacenter_name) {
-        h.insert(HeaderName::from_static("x-server-name"), v);
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-server-name"), v);
     }
-    let status = resp.status().as_u16();
-    state
-        .metrics
-        .request(&route, method.as_str(), status, elapsed.as_secs_f64());
-    let err = resp.extensions().get::<ApiError>().cloned();
-    // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
-    let level = match status {
-        500.. => 50,
-        400..=499 => 40,
-        _ => 30,
-    };
-    let mut fields = serde_json::Map::new();
-    fields.insert("req_id".into(), req_id.into());
-    fields.insert("route".into(), route.into());
-    fields.insert("method".into(), method.as_str().into());
-    fields.insert("url".into(), url.into());
-    fields.insert("statusCode".into(), status.into());
-    fields.insert("latency".into(), (elapsed.as_millis() as u64).into());
-    if let Some(e) = err {
-        fields.insert(
-            "err".into(),
-            serde_json::json!({ "code": e.wire_code(), "message": e.message }),
-        );
-    }
-    let msg = if method == Method::HEAD || status < 400 {
-        "handled"
-    } else {
-        "handled: error"
-    };
-    state.log.log(level, msg, fields);
-    resp
+    exchange.finish(&state, resp)
 }
 
 /// An error answer the framework made (a body over the limit, a malformed
 /// request part) as an IMGAPI error body with a code, like every other:
 /// clients branch on `code`.
-async fn as_imgapi_error(resp: Response) -> Response {
+pub(crate) async fn as_imgapi_error(resp: Response) -> Response {
     let status = resp.status();
     if status.as_u16() < 400 || resp.extensions().get::<ApiError>().is_some() {
         return resp;

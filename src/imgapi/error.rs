@@ -86,6 +86,10 @@ codes! {
     ResourceNotFound => 404, Imgapi;
     InsufficientServerVersion => 422, Imgapi;
     UnauthorizedError => 401, Restify;
+    /// CloudAPI: a request whose HTTP Signature does not check out.
+    InvalidCredentials => 401, Restify;
+    /// CloudAPI: a signed request for another account's resources.
+    NotAuthorized => 403, Restify;
     ServiceUnavailableError => 503, Restify;
     NotFoundError => 404, Restify;
     BadRequestError => 400, Restify;

@@ -285,6 +285,18 @@ impl Imgapi {
         Ok(Some(marker))
     }
 
+    /// Every image ListImages would answer over all its pages, from one
+    /// walk of the catalog: what sdc-clients' `listImages` gathers page by
+    /// page for CloudAPI, without a marker that could vanish between pages.
+    pub fn list_all(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {
+        let q = ListQuery {
+            limit: Some(usize::MAX),
+            marker: None,
+            ..q.clone()
+        };
+        self.list(&q)
+    }
+
     /// ListImages: the catalog picks a page in listing order, then only
     /// the page's records are read.
     pub fn list(&self, q: &ListQuery) -> ApiResult<Vec<Image>> {

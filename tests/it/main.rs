@@ -29,6 +29,7 @@ mod soak;
 mod store_basic;
 mod tables;
 mod transfer;
+mod triton_cli;
 mod uploads;
 mod visibility;
 mod xdc;

@@ -74,7 +74,7 @@ pub async fn method_not_allowed(req: Request) -> HttpError {
 }
 
 /// JSON indented by 2 spaces, as restify sends it.
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     let mut r = (status, bytes).into_response();
     r.headers_mut().insert(
@@ -126,7 +126,7 @@ fn changed_image(img: &Image) -> Response {
 }
 
 /// A JSON request body: empty means `{}`; anything but JSON is refused.
-fn json_body(headers: &HeaderMap, body: &Bytes) -> HttpResult<Value> {
+pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> HttpResult<Value> {
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
