@@ -5,6 +5,14 @@
 
 #![allow(dead_code)]
 
+use imgstore::imgapi::{self, Image, ImageFile, Images};
+use imgstore::{Store, StoreOptions};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Small files the built stores' images share.
+const FILES: u64 = 1000;
+
 pub fn bench_mb() -> usize {
     std::env::var("IMGSTORE_BENCH_MB")
         .ok()
@@ -94,4 +102,73 @@ pub fn proc_status(pid: u32, key: &str) -> f64 {
                 .and_then(|n| n.parse::<f64>().ok())
         })
         .unwrap_or(f64::NAN)
+}
+
+/// The `i`th account of a built store.
+pub fn account(i: u64) -> Uuid {
+    Uuid::from_u128(0xaaaa_0000_0000_4000_8000_0000_0000_0000 | u128::from(i))
+}
+
+/// Builds an IMGAPI store of `n` active images owned in turn by
+/// `accounts` accounts, sharing 1,000 small files; directly through the
+/// engine, a thousand images a transaction (the daemon's own API would make
+/// each one a synced commit).
+pub fn build_images(dir: &std::path::Path, n: u64, accounts: u64) {
+    let store = Store::open_with(
+        dir,
+        StoreOptions {
+            tables: imgapi::TABLES.to_vec(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let files: Vec<_> = (0..FILES)
+        .map(|i| {
+            let data = format!("small file {i}\n").repeat(200);
+            store.put(data.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let base_ms = 1_700_000_000_000u64;
+    for start in (0..n).step_by(1000) {
+        store
+            .transaction(|t| {
+                for i in start..(start + 1000).min(n) {
+                    let owner = account(i % accounts);
+                    let m = json!({
+                        "v": 2, "owner": owner, "name": format!("svc-{}", i % 500),
+                        "version": format!("1.0.{i}"), "type": if i % 7 == 0 { "zvol" } else { "zone-dataset" },
+                        "os": if i % 3 == 0 { "linux" } else { "smartos" },
+                        "public": i % 100 == 0,
+                        "acl": if i % 20 == 0 { vec![account((i + 1) % accounts)] } else { vec![] },
+                    });
+                    let mut m = m.as_object().cloned().unwrap_or_default();
+                    if i % 7 == 0 {
+                        for (k, v) in [("nic_driver", json!("virtio")), ("disk_driver", json!("virtio")),
+                            ("cpu_type", json!("host")), ("image_size", json!(10240))] {
+                            m.insert(k.into(), v);
+                        }
+                    }
+                    let mut img = Image::from_map(Uuid::from_u128(u128::from(i) + 1), &m)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let f = &files[(i % FILES) as usize];
+                    t.link(&f.file_id)?;
+                    img.activated = true;
+                    img.published_at = Some(imgapi::time::iso8601(base_ms + i * 1000));
+                    img.files = vec![ImageFile {
+                        sha1: f.sha1.clone(),
+                        size: f.size,
+                        compression: "none".into(),
+                        dataset_guid: None,
+                        content_md5: imgapi::base64_encode(&[0; 16]),
+                        mtime_ms: base_ms,
+                        stor: "local".into(),
+                        file_id: f.file_id.to_hex(),
+                    }];
+                    t.put::<Images>(&img.uuid, &img)?;
+                }
+                Ok::<_, imgstore::Error>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store.close().unwrap_or_else(|e| panic!("{e}"));
 }

@@ -19,83 +19,137 @@ use crate::http::extract::QueryPairs;
 use crate::http::{json_body, json_response};
 use crate::imgapi::jobs::Execution;
 use crate::imgapi::list::ListQuery;
-use crate::imgapi::{ApiError, Code, Image, parse_uuid};
+use crate::imgapi::{ApiError, Code, Image, ImageState, parse_uuid};
+use serde::Serialize;
 
 /// An IMGAPI image as CloudAPI (9.x) shows it, by sdc-cloudapi's
 /// `translate()`: `uuid` becomes `id`; requirements keep only memory
 /// bounds, brand and bootrom; `files` only the first file's compression,
 /// sha1 and size; internal fields (billing tags, traits, channels, v, ...)
 /// are dropped; an `error` keeps its code only when it is one of
-/// `imgadm create`'s.
-pub fn translate(manifest: &Value) -> Value {
-    let field = |k: &str| manifest.get(k).cloned().unwrap_or(Value::Null);
-    let mut obj = Map::new();
-    obj.insert("id".into(), field("uuid"));
-    obj.insert("name".into(), field("name"));
-    obj.insert("version".into(), field("version"));
-    obj.insert("os".into(), field("os"));
-    let mut reqs = Map::new();
-    if let Some(r) = manifest.get("requirements").and_then(Value::as_object) {
-        for (to, from) in [
-            ("max_memory", "max_ram"),
-            ("max_ram", "max_ram"),
-            ("min_memory", "min_ram"),
-            ("min_ram", "min_ram"),
-            ("brand", "brand"),
-            ("bootrom", "bootrom"),
-        ] {
-            if let Some(v) = r.get(from).filter(|v| truthy(v)) {
-                reqs.insert(to.into(), v.clone());
-            }
-        }
-    }
-    obj.insert("requirements".into(), Value::Object(reqs));
-    if let Some(t) = manifest.get("type").filter(|v| truthy(v)) {
-        obj.insert("type".into(), t.clone());
-    }
-    if let Some(d) = manifest.get("description").filter(|v| truthy(v)) {
-        obj.insert("description".into(), d.clone());
-    }
-    if let Some(f) = manifest
-        .get("files")
-        .and_then(Value::as_array)
-        .and_then(|f| f.first())
-    {
-        let part = |k: &str| f.get(k).cloned().unwrap_or(Value::Null);
-        obj.insert(
-            "files".into(),
-            json!([{"compression": part("compression"), "sha1": part("sha1"), "size": part("size")}]),
-        );
-    }
-    copy_fields(manifest, &mut obj, &SHOWN);
-    if let Some(e) = manifest.get("error") {
-        let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
-        let shown = match code {
-            "PrepareImageDidNotRun" | "VmHasNoOrigin" | "NotSupported" => {
-                json!({"code": code, "message": e.get("message").cloned().unwrap_or(Value::Null)})
-            }
-            _ => json!({
-                "code": "InternalError",
-                "message": "an unexpected error occurred (Contact support for assistance.)"
-            }),
-        };
-        obj.insert("error".into(), shown);
-    }
-    Value::Object(obj)
+/// `imgadm create`'s. Serialized straight from the image it borrows (a
+/// listing translates thousands; no intermediate JSON tree).
+#[derive(Serialize)]
+pub struct CloudImage<'a> {
+    id: Uuid,
+    name: &'a str,
+    version: &'a str,
+    os: &'a str,
+    requirements: Requirements<'a>,
+    #[serde(rename = "type", skip_serializing_if = "str::is_empty")]
+    type_: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<[FileSummary<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homepage: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published_at: Option<&'a str>,
+    owner: Uuid,
+    public: bool,
+    state: ImageState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eula: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[Uuid]>::is_empty")]
+    acl: &'a [Uuid],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
 }
 
-/// Fields of an image CloudAPI 7.1 and later shows as IMGAPI has them.
-const SHOWN: [&str; 9] = [
-    "tags",
-    "homepage",
-    "published_at",
-    "owner",
-    "public",
-    "state",
-    "eula",
-    "acl",
-    "origin",
-];
+/// The requirements CloudAPI shows: memory bounds (under both names),
+/// brand and bootrom, each only when set (JavaScript-truthy).
+#[derive(Serialize, Default)]
+struct Requirements<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_memory: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ram: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_memory: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_ram: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brand: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootrom: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct FileSummary<'a> {
+    compression: &'a str,
+    sha1: &'a str,
+    size: u64,
+}
+
+impl<'a> CloudImage<'a> {
+    pub fn of(img: &'a Image) -> Self {
+        let req = |k: &str| {
+            img.requirements
+                .as_ref()
+                .and_then(|r| r.get(k))
+                .filter(|v| truthy(v))
+        };
+        let state = img.state();
+        CloudImage {
+            id: img.uuid,
+            name: &img.name,
+            version: &img.version,
+            os: &img.os,
+            requirements: Requirements {
+                max_memory: req("max_ram"),
+                max_ram: req("max_ram"),
+                min_memory: req("min_ram"),
+                min_ram: req("min_ram"),
+                brand: req("brand"),
+                bootrom: req("bootrom"),
+            },
+            type_: &img.type_,
+            description: img.description.as_deref().filter(|d| !d.is_empty()),
+            files: img.files.first().map(|f| {
+                [FileSummary {
+                    compression: &f.compression,
+                    sha1: &f.sha1,
+                    size: f.size,
+                }]
+            }),
+            tags: img.tags.as_ref(),
+            homepage: img.homepage.as_deref(),
+            published_at: img.published_at.as_deref(),
+            owner: img.owner,
+            public: img.public,
+            state,
+            eula: img.eula.as_deref(),
+            acl: &img.acl,
+            origin: img.origin,
+            // IMGAPI shows an error only on a failed image.
+            error: img
+                .error
+                .as_ref()
+                .filter(|_| state == ImageState::Failed)
+                .map(shown_error),
+        }
+    }
+}
+
+/// An image's error as CloudAPI shows it: `imgadm create`'s codes with
+/// their message, anything else as an internal error.
+fn shown_error(e: &Value) -> Value {
+    let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
+    match code {
+        "PrepareImageDidNotRun" | "VmHasNoOrigin" | "NotSupported" => {
+            json!({"code": code, "message": e.get("message").cloned().unwrap_or(Value::Null)})
+        }
+        _ => json!({
+            "code": "InternalError",
+            "message": "an unexpected error occurred (Contact support for assistance.)"
+        }),
+    }
+}
 
 /// Fields CloudAPI's UpdateImage passes on to IMGAPI.
 const UPDATABLE: [&str; 7] = [
@@ -107,15 +161,6 @@ const UPDATABLE: [&str; 7] = [
     "acl",
     "tags",
 ];
-
-/// Copies the `keys` that `from` has into `to`.
-fn copy_fields(from: &Value, to: &mut Map<String, Value>, keys: &[&str]) {
-    for k in keys {
-        if let Some(v) = from.get(*k) {
-            to.insert((*k).into(), v.clone());
-        }
-    }
-}
 
 /// JavaScript's truthiness, for the fields `translate()` copies only when
 /// truthy.
@@ -129,8 +174,9 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn image_json(img: &Image) -> Value {
-    translate(&img.manifest(false))
+/// One image's answer.
+fn image_response(img: &Image) -> Response {
+    json_response(StatusCode::OK, &CloudImage::of(img))
 }
 
 /// ListImages: CloudAPI's filters passed to IMGAPI's ListImages as the
@@ -152,8 +198,8 @@ pub(super) async fn list(
     }
     let q = ListQuery::parse(&pairs)?;
     let images = face.app.run(move |api| api.list_all(&q)).await?;
-    let body: Vec<Value> = images.iter().map(image_json).collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(body)))
+    let body: Vec<CloudImage<'_>> = images.iter().map(CloudImage::of).collect();
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// The image of a path `id` the caller may see; anything else, a uuid or
@@ -175,7 +221,7 @@ pub(super) async fn get(
 ) -> HttpResult<Response> {
     let account = who.uuid;
     let img = visible(&face, &id, account).await?;
-    Ok(json_response(StatusCode::OK, &image_json(&img)))
+    Ok(image_response(&img))
 }
 
 /// DeleteImage.
@@ -237,7 +283,7 @@ pub(super) async fn action(
             );
         }
     };
-    Ok(json_response(StatusCode::OK, &image_json(&img)))
+    Ok(image_response(&img))
 }
 
 /// The fields UpdateImage takes from CloudAPI (others are ignored, as
@@ -245,7 +291,11 @@ pub(super) async fn action(
 /// accounts as well as uuids.
 fn update_fields(face: &Face, body: &Value) -> HttpResult<Value> {
     let mut patch = Map::new();
-    copy_fields(body, &mut patch, &UPDATABLE);
+    for k in UPDATABLE {
+        if let Some(v) = body.get(k) {
+            patch.insert(k.into(), v.clone());
+        }
+    }
     if let Some(acl) = patch.get_mut("acl").and_then(Value::as_array_mut) {
         for entry in acl.iter_mut() {
             let Some(s) = entry.as_str() else { continue };
@@ -301,7 +351,7 @@ pub(super) async fn create(
         return Err(ApiError::new(Code::InvalidArgument, format!("id {id} must be a UUID")).into());
     };
     let img = import_and_wait(&face, uuid, account, dc).await?;
-    Ok(json_response(StatusCode::OK, &image_json(&img)))
+    Ok(image_response(&img))
 }
 
 /// How often a waiting import looks at its copy job.
@@ -364,28 +414,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn translate_keeps_cloudapi_fields_only() {
+    fn translation_keeps_cloudapi_fields_only() {
         let m = json!({
-            "v": 2, "uuid": "u1", "owner": "o1", "name": "base", "version": "1.0",
-            "state": "active", "disabled": false, "public": false, "os": "smartos",
-            "type": "zone-dataset", "published_at": "2026-01-01T00:00:00Z",
-            "description": "", "acl": ["a1"], "origin": "o2", "tags": {"k": "v"},
-            "billing_tags": ["x"], "traits": {"t": true}, "channels": ["dev"],
-            "requirements": {"min_ram": 512, "max_ram": 0, "brand": "joyent", "networks": []},
-            "files": [{"sha1": "s", "size": 5, "compression": "gzip", "md5": "m", "stor": "local"}],
-            "error": {"code": "SomethingOdd", "message": "internal detail"}
+            "owner": "00000000-0000-4000-8000-000000000001", "name": "base", "version": "1.0",
+            "public": false, "os": "smartos", "type": "zone-dataset", "description": "",
+            "acl": ["00000000-0000-4000-8000-000000000002"],
+            "origin": "00000000-0000-4000-8000-000000000003", "tags": {"k": "v"},
+            "billing_tags": ["x"], "traits": {"t": true},
+            "requirements": {"min_ram": 512, "brand": "joyent", "ssh_key": true},
         });
-        let t = translate(&m);
-        assert_eq!(t["id"], "u1");
-        assert!(t.get("uuid").is_none() && t.get("v").is_none());
+        let mut img = Image::from_map(Uuid::from_u128(9), m.as_object().unwrap()).unwrap();
+        img.activated = true;
+        img.published_at = Some("2026-01-01T00:00:00Z".into());
+        img.files = vec![crate::imgapi::ImageFile {
+            sha1: "s".into(),
+            size: 5,
+            compression: "gzip".into(),
+            dataset_guid: None,
+            content_md5: String::new(),
+            mtime_ms: 0,
+            stor: "local".into(),
+            file_id: String::new(),
+        }];
+        let full = img.manifest(true);
+        let t = serde_json::to_value(CloudImage::of(&img)).unwrap();
+        assert_eq!(t["id"], full["uuid"]);
         for dropped in [
+            "uuid",
+            "v",
             "billing_tags",
             "traits",
-            "channels",
             "disabled",
             "description",
+            "error",
         ] {
-            assert!(t.get(dropped).is_none(), "{dropped}");
+            assert!(t.get(dropped).is_none(), "{dropped}: {t}");
         }
         assert_eq!(
             t["requirements"],
@@ -404,9 +467,27 @@ mod tests {
             "tags",
             "published_at",
             "type",
+            "os",
         ] {
-            assert_eq!(t[kept], m[kept], "{kept}");
+            assert_eq!(t[kept], full[kept], "{kept}");
         }
+        // An error shows only on a failed image, and only imgadm's codes.
+        img.error = Some(json!({"code": "SomethingOdd", "message": "internal detail"}));
+        assert!(
+            serde_json::to_value(CloudImage::of(&img))
+                .unwrap()
+                .get("error")
+                .is_none()
+        );
+        img.activated = false;
+        img.placeholder_state = Some(crate::imgapi::manifest::Placeholder::Failed);
+        let t = serde_json::to_value(CloudImage::of(&img)).unwrap();
         assert_eq!(t["error"]["code"], "InternalError");
+        img.error = Some(json!({"code": "VmHasNoOrigin", "message": "no origin"}));
+        let t = serde_json::to_value(CloudImage::of(&img)).unwrap();
+        assert_eq!(
+            t["error"],
+            json!({"code": "VmHasNoOrigin", "message": "no origin"})
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! the path to the account uuid IMGAPI works with, calls the one
 //! [`Imgapi`](crate::imgapi::Imgapi) rule through [`AppState::run`], and
 //! translates the image as sdc-cloudapi's `translate()` does
-//! ([`images::translate`]). IMGAPI's errors pass through as upstream
+//! ([`images::CloudImage`]). IMGAPI's errors pass through as upstream
 //! CloudAPI passes them (`{code, message}` with their status); CloudAPI's
 //! own are restify's: `InvalidCredentials` (401) for any signature that
 //! does not check out, `NotAuthorized` (403) for another login's path,

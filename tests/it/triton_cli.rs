@@ -124,6 +124,23 @@ fn start_dc(dir: &Path, name: &str, config: &Value, cloudapi_port: u16, flag: bo
     }
 }
 
+/// One datacenter, west, with a CloudAPI face for `users`; `datacenters`
+/// makes the ListDatacenters map from the face's own URL.
+fn start_west(dir: &Path, datacenters: impl Fn(&str) -> Value, users: Value) -> Dc {
+    let (wp, wc) = (free_port(), free_port());
+    let face = format!("http://127.0.0.1:{wc}");
+    start_dc(
+        dir,
+        "west",
+        &json!({"datacenterName": "west", "adminUuid": ADMIN, "listen": format!("127.0.0.1:{wp}"),
+            "dataDir": dir.join("west"), "reserveBytes": 1 << 20,
+            "cloudapi": {"listen": format!("127.0.0.1:{wc}"), "datacenters": datacenters(&face),
+                "users": users}}),
+        wc,
+        false,
+    )
+}
+
 struct Triton {
     bin: PathBuf,
 }
@@ -410,6 +427,24 @@ struct Signed<'a> {
     send_date: bool,
     key_id: String,
     headers: &'a str,
+    version: &'a str,
+}
+
+impl<'a> Signed<'a> {
+    /// A well-signed request.
+    fn new(method: &'a str, path: &'a str, key_id: &str) -> Self {
+        Signed {
+            method,
+            sign_method: method,
+            path,
+            sign_path: path,
+            date: SystemTime::now(),
+            send_date: true,
+            key_id: key_id.to_string(),
+            headers: "(request-target) date",
+            version: "~9||~8",
+        }
+    }
 }
 
 fn send(base: &str, key: &ed25519_dalek::SigningKey, r: &Signed<'_>) -> (u16, Value) {
@@ -437,7 +472,7 @@ fn send(base: &str, key: &ed25519_dalek::SigningKey, r: &Signed<'_>) -> (u16, Va
     let mut req = http
         .request(r.method.parse().unwrap(), format!("{base}{}", r.path))
         .header("authorization", auth)
-        .header("accept-version", "~9||~8");
+        .header("accept-version", r.version);
     if r.send_date {
         req = req.header("date", date);
     }
@@ -450,31 +485,17 @@ fn bad_signatures_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let alice = keygen(dir.path(), "alice", &["-t", "ed25519"]);
     let (erin_sk, erin_pub, erin_fp) = erin_key();
-    let (wp, wc) = (free_port(), free_port());
-    let west = start_dc(
+    let west = start_west(
         dir.path(),
-        "west",
-        &json!({"datacenterName": "west", "adminUuid": ADMIN, "listen": format!("127.0.0.1:{wp}"),
-            "dataDir": dir.path().join("west"), "reserveBytes": 1 << 20,
-            "cloudapi": {"listen": format!("127.0.0.1:{wc}"), "datacenters": {},
-                "users": [{"login": "alice", "uuid": ALICE, "keys": [alice.public]},
-                          {"login": "erin", "uuid": ERIN, "keys": [erin_pub]}]}}),
-        wc,
-        false,
+        |_| json!({}),
+        json!([{"login": "alice", "uuid": ALICE, "keys": [alice.public]},
+               {"login": "erin", "uuid": ERIN, "keys": [erin_pub]}]),
     );
     let keep = imgapi_image(&west.imgapi, ERIN, "keep", json!({}), true);
     let other = imgapi_image(&west.imgapi, ERIN, "other", json!({}), true);
     let del = format!("/erin/images/{keep}");
-    let good = || Signed {
-        method: "DELETE",
-        sign_method: "DELETE",
-        path: &del,
-        sign_path: &del,
-        date: SystemTime::now(),
-        send_date: true,
-        key_id: format!("/erin/keys/{erin_fp}"),
-        headers: "(request-target) date",
-    };
+    let key_id = format!("/erin/keys/{erin_fp}");
+    let good = || Signed::new("DELETE", &del, &key_id);
     let tampered = format!("/erin/images/{other}");
     let random_fp = "01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef".to_string();
     let cases: Vec<(&str, Signed<'_>)> = vec![
@@ -624,4 +645,200 @@ fn cloudapi_config_refuses_bad_keys() {
             .to_string();
         assert!(err.contains(needle), "{needle}: {err}");
     }
+}
+
+#[test]
+fn cloudapi_filters_translation_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, public, fp) = erin_key();
+    let west = start_west(
+        dir.path(),
+        |face| json!({"west": face, "gone": "http://127.0.0.1:9"}),
+        json!([{"login": "erin", "uuid": ERIN, "keys": [public]}]),
+    );
+    let wc = west.cloudapi.rsplit(':').next().unwrap().to_string();
+    let u = &west.imgapi;
+    let web = imgapi_image(
+        u,
+        ERIN,
+        "web",
+        json!({"requirements": {"min_ram": 1024, "networks": [{"name": "net0", "description": "public"}]}}),
+        true,
+    );
+    imgapi_image(
+        u,
+        ERIN,
+        "db",
+        json!({"os": "linux", "type": "zvol", "version": "2.0", "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 10240}),
+        true,
+    );
+    imgapi_image(
+        u,
+        ERIN,
+        "ctr",
+        json!({"os": "linux", "type": "docker"}),
+        true,
+    );
+    imgapi_image(u, ERIN, "wip", json!({}), false);
+    imgapi_image(u, ALICE, "shared", json!({"public": true}), true);
+    imgapi_image(u, ALICE, "private", json!({}), true);
+    let key_id = format!("/erin/keys/{fp}");
+    let base = west.cloudapi.clone();
+    let names = |path: &str| -> Vec<String> {
+        let (s, body) = send(&base, &sk, &Signed::new("GET", path, &key_id));
+        assert_eq!(s, 200, "{path}: {body}");
+        let mut n: Vec<String> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    // Docker images are left out unless asked for; others' public ones
+    // are listed, their private ones never.
+    assert_eq!(names("/erin/images"), ["db", "shared", "web"]);
+    assert_eq!(
+        names("/erin/images?state=all"),
+        ["db", "shared", "web", "wip"]
+    );
+    assert_eq!(names("/erin/images?type=docker"), ["ctr"]);
+    assert_eq!(names("/erin/images?os=linux"), ["db"]);
+    assert_eq!(names("/erin/images?name=web"), ["web"]);
+    assert_eq!(names("/erin/images?version=2.0"), ["db"]);
+    assert_eq!(names("/erin/images?public=true"), ["shared"]);
+    assert_eq!(names("/erin/images?public=false"), ["db", "web"]);
+    assert_eq!(names(&format!("/erin/images?owner={ALICE}")), ["shared"]);
+    assert_eq!(names("/erin/images?state=unactivated"), ["wip"]);
+
+    // GetImage: the translation; HEAD answers without a body.
+    let path = format!("/erin/images/{web}");
+    let (s, img) = send(&base, &sk, &Signed::new("GET", &path, &key_id));
+    assert_eq!(s, 200);
+    assert_eq!(img["id"], web.as_str());
+    assert_eq!(
+        img["requirements"],
+        json!({"min_memory": 1024, "min_ram": 1024})
+    );
+    assert_eq!(img["files"][0]["size"], 300_000);
+    assert!(img["files"][0].get("stor").is_none() && img.get("v").is_none());
+    let (s, _) = send(&base, &sk, &Signed::new("HEAD", &path, &key_id));
+    assert_eq!(s, 200);
+    let (s, _) = send(&base, &sk, &Signed::new("HEAD", "/erin/images", &key_id));
+    assert_eq!(s, 200);
+
+    // The account, the datacenters, the ping, and the header every answer carries.
+    let (s, acct) = send(&base, &sk, &Signed::new("GET", "/erin", &key_id));
+    assert_eq!((s, acct["id"].as_str()), (200, Some(ERIN)));
+    let (s, dcs) = send(
+        &base,
+        &sk,
+        &Signed::new("GET", "/erin/datacenters", &key_id),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(dcs["west"], format!("http://127.0.0.1:{wc}"));
+    let ping = reqwest::blocking::get(format!("{base}/--ping")).unwrap();
+    assert_eq!(ping.headers()["triton-datacenter-name"], "west");
+
+    // Errors, each with CloudAPI's (or IMGAPI's) code.
+    let private = names(&format!("/erin/images?owner={ALICE}&state=all"));
+    assert_eq!(private, ["shared"]);
+    let cases: Vec<(String, &str, u16, &str)> = vec![
+        (
+            format!("/erin/images/{web}?action=frobnicate"),
+            "POST",
+            409,
+            "InvalidArgument",
+        ),
+        (
+            format!("/erin/images/{web}"),
+            "POST",
+            409,
+            "MissingParameter",
+        ),
+        (
+            format!("/erin/images/{web}?action=export"),
+            "POST",
+            501,
+            "NotAvailable",
+        ),
+        ("/erin/images".into(), "POST", 501, "NotAvailable"),
+        (
+            "/erin/images?action=import-from-datacenter&id=x".into(),
+            "POST",
+            409,
+            "MissingParameter",
+        ),
+        (
+            "/erin/images?action=import-from-datacenter&datacenter=west&id=nope".into(),
+            "POST",
+            409,
+            "InvalidArgument",
+        ),
+        (
+            "/erin/images/not-a-uuid".into(),
+            "GET",
+            404,
+            "ResourceNotFound",
+        ),
+        (
+            format!("/erin/images/{}", uuid_like(9)),
+            "GET",
+            404,
+            "ResourceNotFound",
+        ),
+        ("/erin/machines".into(), "GET", 404, "ResourceNotFound"),
+        (
+            "/erin/images?state=bogus".into(),
+            "GET",
+            422,
+            "InvalidParameter",
+        ),
+    ];
+    for (path, method, status, code) in &cases {
+        let (s, body) = send(&base, &sk, &Signed::new(method, path, &key_id));
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (*status, Some(*code)),
+            "{method} {path}: {body}"
+        );
+    }
+    // Another account's private image is not found, and cannot be cloned.
+    let others = format!(
+        "/erin/images/{}",
+        imgapi_image(u, ALICE, "p2", json!({}), true)
+    );
+    let (s, body) = send(&base, &sk, &Signed::new("GET", &others, &key_id));
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (404, Some("ResourceNotFound")),
+        "{body}"
+    );
+    // A copy from a datacenter this one cannot reach fails with its cause.
+    let import = format!("/erin/images?action=import-from-datacenter&datacenter=gone&id={web}");
+    let (s, body) = send(&base, &sk, &Signed::new("POST", &import, &key_id));
+    assert!(s >= 400, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    // An API version this face does not speak.
+    let (s, body) = send(
+        &base,
+        &sk,
+        &Signed {
+            version: "~7",
+            ..Signed::new("GET", "/erin/images", &key_id)
+        },
+    );
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("InvalidVersion")),
+        "{body}"
+    );
+}
+
+fn uuid_like(n: u8) -> String {
+    format!("{:08x}-0000-4000-8000-000000000000", n)
 }

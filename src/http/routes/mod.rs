@@ -74,7 +74,7 @@ pub async fn method_not_allowed(req: Request) -> HttpError {
 }
 
 /// JSON indented by 2 spaces, as restify sends it.
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     let mut r = (status, bytes).into_response();
     r.headers_mut().insert(
