@@ -15,6 +15,7 @@ use crate::http::metrics::Metrics;
 use crate::http::remote::HttpRemotes;
 pub use crate::http::server::Limits;
 use crate::http::{AppState, Logger, router};
+pub use crate::http::{DEFAULT_RECOMPRESS_AFTER, Recompress};
 use crate::imgapi::jobs::{Copies, Execution, JobEvent};
 use crate::imgapi::{self, Imgapi, Mode};
 use crate::store::{Store, StoreOptions};
@@ -53,6 +54,8 @@ pub struct DaemonConfig {
     pub limits: Limits,
     /// Disk space held back so GC can run on a full disk.
     pub reserve_bytes: u64,
+    /// Background recompression of cold segments.
+    pub recompress: Recompress,
     /// The CloudAPI face for the `triton` CLI (off when None).
     pub cloudapi: Option<crate::cloudapi::Config>,
 }
@@ -68,6 +71,7 @@ impl Default for DaemonConfig {
             gc_interval: Some(std::time::Duration::from_secs(600)),
             limits: Limits::default(),
             reserve_bytes: DEFAULT_RESERVE_BYTES,
+            recompress: Recompress::default(),
             cloudapi: None,
         }
     }
@@ -91,6 +95,10 @@ struct ConfigFile {
     limits: Option<LimitsFile>,
     /// Bytes held back for GC on a full disk; 0 holds none.
     reserve_bytes: Option<u64>,
+    /// zstd level cold segments are rewritten at; 0 turns it off.
+    recompress_level: Option<i32>,
+    /// Seconds after sealing that a segment is cold.
+    recompress_after_seconds: Option<u64>,
     /// The CloudAPI face: listen, datacenters, users and their keys.
     cloudapi: Option<crate::cloudapi::ConfigFile>,
 }
@@ -173,6 +181,19 @@ impl DaemonConfig {
         if let Some(r) = f.reserve_bytes {
             c.reserve_bytes = r;
         }
+        match f.recompress_level {
+            None => {}
+            Some(0) => c.recompress.level = None,
+            Some(l @ 1..=22) => c.recompress.level = Some(l),
+            Some(l) => {
+                return Err(bad(format!(
+                    "recompressLevel {l}: zstd levels are 1 to 22 (0 turns recompression off)"
+                )));
+            }
+        }
+        if let Some(s) = f.recompress_after_seconds {
+            c.recompress.after = std::time::Duration::from_secs(s);
+        }
         if let Some(l) = &f.limits {
             l.apply(&mut c.limits);
         }
@@ -245,6 +266,7 @@ impl DaemonConfig {
         };
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
+            recompress: self.recompress.clone(),
             limits: self.limits.clone(),
             uploads: Uploads::new(
                 self.limits.max_uploads,
@@ -316,57 +338,96 @@ async fn serve_imgapi(
         state.log.error(&format!("resuming copy jobs: {e}"));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = state.gc_interval.map(|every| {
+    let background = (state.gc_interval.is_some() || state.recompress.level.is_some()).then(|| {
         let (st, stop) = (Arc::clone(&state), Arc::clone(&stop));
-        std::thread::spawn(move || collect_garbage(&st, every, &stop))
+        std::thread::spawn(move || background(&st, &stop))
     });
     let limits = state.limits.clone();
     let app = router(state);
     let served = crate::http::server::serve(listener, app, &limits, shutdown).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    if let Some(t) = collector {
+    if let Some(t) = background {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     served
 }
 
-/// Online GC: space that deletes and failed uploads left behind comes back
-/// without an operator (the admin command cannot open a store in use).
-fn collect_garbage(
-    state: &AppState,
-    every: std::time::Duration,
-    stop: &std::sync::atomic::AtomicBool,
-) {
+/// The daemon's own upkeep, on one thread so that its passes never
+/// compete with each other: online GC (space that deletes and failed
+/// uploads left behind comes back without an operator; the admin command
+/// cannot open a store in use) every `gc_interval`, and background
+/// recompression, one cold segment per step.
+fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
     let tick = std::time::Duration::from_millis(200);
-    let mut waited = std::time::Duration::ZERO;
+    let mut memo = crate::store::ColdMemo::default();
+    let mut since_gc = std::time::Duration::ZERO;
+    let mut next_recompress = state.recompress.idle.min(std::time::Duration::from_secs(5));
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(tick);
-        waited += tick;
-        if waited < every {
-            continue;
+        since_gc += tick;
+        if state.gc_interval.is_some_and(|every| since_gc >= every) {
+            since_gc = std::time::Duration::ZERO;
+            collect_garbage(state);
         }
-        waited = std::time::Duration::ZERO;
-        let store = state.api.store();
-        let result = store
-            .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
-            .and_then(|plan| store.gc_execute(&plan));
-        state.metrics.gc(result.as_ref().map_err(|_| ()));
-        match result {
-            Ok(r) => {
-                if r.bytes_freed > 0 {
-                    state.log.info(&format!(
-                        "gc: {} segments deleted, {} rewritten, {} bytes freed",
-                        r.segments_deleted, r.segments_rewritten, r.bytes_freed
-                    ));
-                }
-                for f in &r.failed {
-                    state.log.error(&format!(
-                        "gc: segment {:012} left as it is: {}",
-                        f.segment, f.error
-                    ));
-                }
+        next_recompress = next_recompress.saturating_sub(tick);
+        if let Some(level) = state.recompress.level
+            && next_recompress.is_zero()
+        {
+            next_recompress = recompress_step(state, level, &mut memo);
+        }
+    }
+}
+
+fn collect_garbage(state: &AppState) {
+    let store = state.api.store();
+    let result = store
+        .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
+        .and_then(|plan| store.gc_execute(&plan));
+    state.metrics.gc(result.as_ref().map_err(|_| ()));
+    match result {
+        Ok(r) => {
+            if r.bytes_freed > 0 {
+                state.log.info(&format!(
+                    "gc: {} segments deleted, {} rewritten, {} bytes freed",
+                    r.segments_deleted, r.segments_rewritten, r.bytes_freed
+                ));
             }
-            Err(e) => state.log.error(&format!("gc failed: {e}")),
+            for f in &r.failed {
+                state.log.error(&format!(
+                    "gc: segment {:012} left as it is: {}",
+                    f.segment, f.error
+                ));
+            }
+        }
+        Err(e) => state.log.error(&format!("gc failed: {e}")),
+    }
+}
+
+/// One step of background recompression; how long to wait before the
+/// next: as long as this one took (at most half of one core goes to it
+/// while there is work), or the idle pause when there was none.
+fn recompress_step(
+    state: &AppState,
+    level: i32,
+    memo: &mut crate::store::ColdMemo,
+) -> std::time::Duration {
+    let started = Instant::now();
+    let r = &state.recompress;
+    match state.api.store().recompress_step(level, r.after, memo) {
+        Ok(Some(step)) => {
+            state
+                .metrics
+                .recompressed(step.bytes_before, step.bytes_after);
+            state.log.info(&format!(
+                "recompress: segment {:012} rewritten at zstd {level}: {} records, {} -> {} bytes",
+                step.segment, step.records_rewritten, step.bytes_before, step.bytes_after
+            ));
+            started.elapsed().max(std::time::Duration::from_millis(200))
+        }
+        Ok(None) => r.idle,
+        Err(e) => {
+            state.log.error(&format!("recompress: {e}"));
+            r.idle
         }
     }
 }

@@ -71,7 +71,12 @@
 //!   `imgstore store recompress`; default level 9). v1 of the Debian tree,
 //!   stored at level 1 in 486.2 MB: level 3 464.5 MB (9.8 s), 6 439.3 MB
 //!   (23.5 s), 9 433.0 MB (31 s), 12 431.9 MB (99 s). 9 takes most of what
-//!   denser levels give for a third of 12's time.
+//!   denser levels give for a third of 12's time. The daemon does the same
+//!   in the background (`recompressLevel`, default 9), one cold segment a
+//!   step and at most half of a core; rewritten records are marked settled
+//!   so no record is compressed twice by it (`benches/recompress.rs`: the
+//!   same 486.2 -> 433.0 MB in 1.28x the operator's time, because copies
+//!   share segments with what is still to do).
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk

@@ -14,7 +14,8 @@ use imgstore::http::Logger;
 pub struct ServeArgs {
     /// IMGAPI-style JSON config (mode, datacenterName, adminUuid,
     /// imgapiUrlFromDatacenter, listen, dataDir, accounts, transfer,
-    /// gcIntervalSeconds, limits, reserveBytes, cloudapi).
+    /// gcIntervalSeconds, recompressLevel, recompressAfterSeconds, limits,
+    /// reserveBytes, cloudapi).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the config).

@@ -13,6 +13,12 @@ pub const RECORD_HEADER_LEN: usize = 56;
 pub const RECORD_MAGIC: [u8; 4] = *b"IMGC";
 /// Version of the record layout.
 pub const RECORD_VERSION: u8 = 1;
+/// Record flag (bytes 6..8, bit 0): the record was written by
+/// recompression at the store's cold level. A background pass copies such
+/// a record as it is instead of compressing it again.
+pub const RECORD_SETTLED: u16 = 1;
+/// Every record flag this version knows; any other bit is refused.
+const RECORD_FLAGS: u16 = RECORD_SETTLED;
 /// Largest chunk (uncompressed) and largest payload a record may hold.
 pub use crate::chunker::MAX_CHUNK_LEN;
 
@@ -59,6 +65,8 @@ pub struct RecordHeader {
     pub stored_len: u32,
     /// CRC32 (IEEE) of the payload.
     pub payload_crc: u32,
+    /// [`RECORD_SETTLED`]: recompressed already.
+    pub settled: bool,
 }
 
 impl RecordHeader {
@@ -85,7 +93,7 @@ pub enum FormatError {
     BadCodec(u8),
     #[error("bad lengths: raw {raw_len}, stored {stored_len}")]
     BadLength { raw_len: u32, stored_len: u32 },
-    #[error("nonzero reserved field")]
+    #[error("nonzero reserved field or unknown flag")]
     Reserved,
     #[error("payload does not decompress: {0}")]
     Decompress(String),
@@ -109,9 +117,20 @@ fn le_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Encodes a record header for `payload`.
+/// Encodes a record header for `payload` (no flags: as ingest writes it).
 pub fn encode_record_header(
     codec: Codec,
+    chunk_id: &ChunkId,
+    raw_len: u32,
+    payload: &[u8],
+) -> [u8; RECORD_HEADER_LEN] {
+    encode_record_header_flags(codec, 0, chunk_id, raw_len, payload)
+}
+
+/// Encodes a record header with `flags` ([`RECORD_SETTLED`]).
+pub fn encode_record_header_flags(
+    codec: Codec,
+    flags: u16,
     chunk_id: &ChunkId,
     raw_len: u32,
     payload: &[u8],
@@ -121,7 +140,7 @@ pub fn encode_record_header(
     h[0..4].copy_from_slice(&RECORD_MAGIC);
     h[4] = RECORD_VERSION;
     h[5] = codec.to_byte();
-    // 6..8 reserved, zero
+    h[6..8].copy_from_slice(&(flags & RECORD_FLAGS).to_le_bytes());
     h[8..40].copy_from_slice(chunk_id.as_bytes());
     h[40..44].copy_from_slice(&raw_len.to_le_bytes());
     h[44..48].copy_from_slice(&stored_len.to_le_bytes());
@@ -154,7 +173,11 @@ pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
     }
     let codec_byte = h.get(5).copied().unwrap_or_default();
     let codec = Codec::from_byte(codec_byte).ok_or(FormatError::BadCodec(codec_byte))?;
-    if h.get(6..8) != Some(&[0, 0][..]) {
+    let flags = u16::from_le_bytes([
+        h.get(6).copied().unwrap_or_default(),
+        h.get(7).copied().unwrap_or_default(),
+    ]);
+    if flags & !RECORD_FLAGS != 0 {
         return Err(FormatError::Reserved);
     }
     let mut id = [0u8; 32];
@@ -178,6 +201,7 @@ pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
         raw_len,
         stored_len,
         payload_crc: le_u32(h, 48),
+        settled: flags & RECORD_SETTLED != 0,
     })
 }
 
@@ -365,6 +389,37 @@ mod tests {
         let mut out = Vec::new();
         decode_and_verify(&h, payload, &mut dctx(), &mut out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out, chunk);
+    }
+
+    #[test]
+    fn the_settled_flag_round_trips_and_unknown_flags_are_refused() {
+        let chunk = b"settled chunk".to_vec();
+        let h = encode_record_header_flags(
+            Codec::Raw,
+            RECORD_SETTLED,
+            &ChunkId::of(&chunk),
+            chunk.len() as u32,
+            &chunk,
+        );
+        let r = [&h[..], &chunk[..]].concat();
+        let (d, _) = decode_record(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.settled);
+        let (plain, _) =
+            decode_record(&record(Codec::Raw, &chunk, &chunk)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!plain.settled);
+        // Any other flag bit, with a valid header CRC, is refused.
+        for bit in 1..16 {
+            let mut bad = h;
+            bad[6..8].copy_from_slice(&(1u16 << bit).to_le_bytes());
+            let crc = crc32fast::hash(&bad[0..52]);
+            bad[52..56].copy_from_slice(&crc.to_le_bytes());
+            let r = [&bad[..], &chunk[..]].concat();
+            assert_eq!(
+                decode_record(&r).err(),
+                Some(FormatError::Reserved),
+                "bit {bit}"
+            );
+        }
     }
 
     #[test]

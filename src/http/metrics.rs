@@ -10,6 +10,8 @@
 //! | `imgstore_store_*` | | files, references, logical, stored and index bytes, segments, reserve (read at scrape, without a chunk scan) |
 //! | `imgstore_gc_runs_total` | outcome | GC passes: ok, partial (a segment left as it was), failed |
 //! | `imgstore_gc_reclaimed_bytes_total` | | bytes GC freed |
+//! | `imgstore_recompressed_segments_total` | | cold segments the background pass rewrote |
+//! | `imgstore_recompress_saved_bytes_total` | | bytes those rewrites saved |
 //! | `imgstore_copy_jobs_total` | outcome | copies between datacenters that ended: succeeded, failed |
 //! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
 //!
@@ -56,6 +58,8 @@ pub struct Metrics {
     sent: Counter<u64, AtomicU64>,
     gc_runs: Family<Outcome, Counter>,
     gc_reclaimed: Counter,
+    recompressed: Counter,
+    recompress_saved: Counter,
     jobs: Family<Outcome, Counter>,
     job_bytes: Family<Outcome, Counter>,
     store: [(&'static str, ByteGauge); 8],
@@ -112,6 +116,18 @@ impl Metrics {
             "Bytes GC freed",
             gc_reclaimed.clone(),
         );
+        let recompressed = Counter::default();
+        registry.register(
+            "imgstore_recompressed_segments",
+            "Cold segments the background pass rewrote at the denser level",
+            recompressed.clone(),
+        );
+        let recompress_saved = Counter::default();
+        registry.register(
+            "imgstore_recompress_saved_bytes",
+            "Bytes the background pass's rewrites saved",
+            recompress_saved.clone(),
+        );
         let jobs = Family::<Outcome, Counter>::default();
         registry.register(
             "imgstore_copy_jobs",
@@ -153,6 +169,8 @@ impl Metrics {
             sent,
             gc_runs,
             gc_reclaimed,
+            recompressed,
+            recompress_saved,
             jobs,
             job_bytes,
             store,
@@ -195,6 +213,12 @@ impl Metrics {
         if let Ok(r) = result {
             self.gc_reclaimed.inc_by(r.bytes_freed);
         }
+    }
+
+    /// The background pass rewrote a segment of `before` bytes into `after`.
+    pub fn recompressed(&self, before: u64, after: u64) {
+        self.recompressed.inc();
+        self.recompress_saved.inc_by(before.saturating_sub(after));
     }
 
     /// A copy job ended.

@@ -46,6 +46,8 @@ pub struct AppState {
     pub started: Instant,
     /// How often the daemon collects garbage by itself.
     pub gc_interval: Option<std::time::Duration>,
+    /// Background recompression of cold segments.
+    pub recompress: Recompress,
     /// Connection and body limits.
     pub limits: server::Limits,
     /// Put slots for uploads.
@@ -54,6 +56,32 @@ pub struct AppState {
     pub sender: body::Sender,
     /// What `/metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Background recompression: sealed segments that have gone cold are
+/// rewritten at a denser zstd level than ingest's, one at a time, by the
+/// same thread that collects garbage.
+#[derive(Clone, Debug)]
+pub struct Recompress {
+    /// zstd level; None turns the pass off (`recompressLevel: 0`).
+    pub level: Option<i32>,
+    /// A segment sealed at least this long ago is cold.
+    pub after: std::time::Duration,
+    /// Pause between steps that found nothing to do.
+    pub idle: std::time::Duration,
+}
+
+/// When a sealed segment counts as cold.
+pub const DEFAULT_RECOMPRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Default for Recompress {
+    fn default() -> Self {
+        Recompress {
+            level: Some(crate::store::DEFAULT_RECOMPRESS_LEVEL),
+            after: DEFAULT_RECOMPRESS_AFTER,
+            idle: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl AppState {

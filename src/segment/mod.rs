@@ -199,6 +199,16 @@ impl SegmentSet {
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))
     }
 
+    /// How long ago segment `id` was last written (for a sealed segment:
+    /// since it was sealed; sealed segments are never written again).
+    pub fn age(&self, id: SegmentId) -> Result<std::time::Duration> {
+        let path = segment_path(&self.dir, id);
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Ok(modified.elapsed().unwrap_or_default())
+    }
+
     /// Flushes and fsyncs the active segment (used on close).
     pub fn sync_all(&self) -> Result<()> {
         let mut s = self.session();

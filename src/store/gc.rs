@@ -345,6 +345,9 @@ impl Found {
 /// Compresses records again at another level (cold segments, which are
 /// read often and written never, pay for a slower level once).
 pub(super) struct Recoder {
+    /// Copy settled records as they are (the background pass) instead of
+    /// compressing them again (an operator's explicit recompression).
+    keep_settled: bool,
     dctx: zstd::bulk::Decompressor<'static>,
     cctx: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
@@ -352,8 +355,9 @@ pub(super) struct Recoder {
 }
 
 impl Recoder {
-    pub(super) fn new(level: i32) -> Result<Self> {
+    pub(super) fn new(level: i32, keep_settled: bool) -> Result<Self> {
         Ok(Self {
+            keep_settled,
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
             cctx: zstd::bulk::Compressor::new(level)
@@ -364,17 +368,22 @@ impl Recoder {
     }
 
     /// The record as it will be written: header and payload, compressed
-    /// at the new level unless that saves less than 1/32 (then raw). The
-    /// chunk is checked against its id on the way, so a record rewritten
-    /// here is as verified as one received from another datacenter.
-    fn recode(
-        &mut self,
+    /// at the new level unless that saves less than 1/32 (then raw), and
+    /// marked settled. The chunk is checked against its id on the way, so
+    /// a record rewritten here is as verified as one received from another
+    /// datacenter. A settled record is copied as it is when the recoder
+    /// keeps them.
+    fn recode<'r>(
+        &'r mut self,
         seg: SegmentId,
         offset: u64,
         h: &format::RecordHeader,
-        rec: &[u8],
-    ) -> Result<([u8; format::RECORD_HEADER_LEN], &[u8])> {
-        let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+        rec: &'r [u8],
+    ) -> Result<(Vec<u8>, &'r [u8])> {
+        let (header, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
+        if self.keep_settled && h.settled {
+            return Ok((header.to_vec(), payload));
+        }
         self.raw.clear();
         format::decode_and_verify(h, payload, &mut self.dctx, &mut self.raw)
             .map_err(|e| Error::corrupt(seg, offset, format!("chunk {}: {e}", h.chunk_id)))?;
@@ -390,7 +399,52 @@ impl Recoder {
         } else {
             (format::Codec::Raw, self.raw.as_slice())
         };
-        let header = format::encode_record_header(codec, &h.chunk_id, h.raw_len, body);
-        Ok((header, body))
+        let header = format::encode_record_header_flags(
+            codec,
+            format::RECORD_SETTLED,
+            &h.chunk_id,
+            h.raw_len,
+            body,
+        );
+        Ok((header.to_vec(), body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ChunkId;
+
+    fn record(settled: bool, chunk: &[u8]) -> (format::RecordHeader, Vec<u8>) {
+        let flags = if settled { format::RECORD_SETTLED } else { 0 };
+        let h = format::encode_record_header_flags(
+            format::Codec::Raw,
+            flags,
+            &ChunkId::of(chunk),
+            chunk.len() as u32,
+            chunk,
+        );
+        let rec = [&h[..], chunk].concat();
+        (format::decode_record_header(&rec).unwrap(), rec)
+    }
+
+    #[test]
+    fn the_background_recoder_copies_settled_records_as_they_are() {
+        let chunk = b"abcabcabc".repeat(200);
+        let (h, rec) = record(true, &chunk);
+        assert!(h.settled);
+        let mut keep = Recoder::new(9, true).unwrap();
+        let (hdr, payload) = keep.recode(SegmentId(1), 48, &h, &rec).unwrap();
+        assert_eq!([&hdr[..], payload].concat(), rec, "copied as it is");
+        // An operator's recompression compresses it again, settled.
+        let mut all = Recoder::new(9, false).unwrap();
+        let (hdr, payload) = all.recode(SegmentId(1), 48, &h, &rec).unwrap();
+        let again = format::decode_record_header(&hdr).unwrap();
+        assert!(again.settled && again.codec == format::Codec::Zstd);
+        assert!(payload.len() < chunk.len());
+        // An unsettled record is compressed and settled by both.
+        let (h, rec) = record(false, &chunk);
+        let (hdr, _) = keep.recode(SegmentId(1), 48, &h, &rec).unwrap();
+        assert!(format::decode_record_header(&hdr).unwrap().settled);
     }
 }

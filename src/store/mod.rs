@@ -49,7 +49,7 @@ pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
 pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
-pub use recompress::{DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
+pub use recompress::{ColdMemo, ColdStep, DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
 pub use stats::{FileUsage, StoreSize, StoreStats};
 pub use table::{Table, json_decode, json_encode};
 pub use txn::Txn;

@@ -4,12 +4,32 @@
 //! checked against their chunk ids on the way), so it has compaction's
 //! crash safety: copies are durable before the index points at them, the
 //! old segment goes only after the flip, and readers are never blocked.
+//!
+//! Two ways in:
+//! - [`Store::recompress`] (`imgstore store recompress`): every segment,
+//!   every record, at the level asked for.
+//! - [`Store::recompress_step`] (the daemon, in the background): one
+//!   segment per step, the oldest that has gone cold (sealed at least a
+//!   given time ago) and whose records are mostly not settled yet. A
+//!   rewritten record is marked settled ([`format::RECORD_SETTLED`]); later
+//!   steps copy it as it is, so no record is compressed twice by them,
+//!   even though copies share the active segment with new uploads (a
+//!   segment that is mostly settled is left alone).
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::Store;
 use super::gc::{GcReport, Recoder};
 use crate::error::Result;
+use crate::format;
+use crate::id::SegmentId;
+
+/// Segments the background pass counts (reads whole) in one step at most,
+/// so that a step's reading stays bounded when many segments turn cold.
+const CENSUS_PER_STEP: usize = 8;
 
 /// The level cold segments are rewritten at when nothing else is said
 /// (see the crate docs for the measurement behind it).
@@ -37,7 +57,7 @@ impl Store {
     pub fn recompress(&self, level: i32) -> Result<RecompressReport> {
         let _one = crate::segment::lock(&self.inner.compacting);
         let before = self.stats()?;
-        let mut recoder = Recoder::new(level)?;
+        let mut recoder = Recoder::new(level, false)?;
         let mut gc = GcReport::default();
         let mut segments = 0;
         for seg in self.inner.segments.seal_active()? {
@@ -54,5 +74,100 @@ impl Store {
             live_stored_bytes_before: before.live_stored_bytes,
             live_stored_bytes_after: after.live_stored_bytes,
         })
+    }
+}
+
+/// What the background pass learnt of sealed segments: whether each is
+/// worth rewriting (a sealed segment never changes, so it is counted once).
+#[derive(Default)]
+pub struct ColdMemo {
+    worth: HashMap<SegmentId, bool>,
+}
+
+/// One segment rewritten by [`Store::recompress_step`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ColdStep {
+    pub segment: u64,
+    pub records_rewritten: u64,
+    /// The segment's file before; the bytes its live records take after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Store {
+    /// One step of background recompression at `level`: rewrites the
+    /// oldest segment that was last written at least `min_age` ago (the
+    /// active one is sealed for it when no write is under way, so a quiet
+    /// store's last data turns cold too) and whose record bytes are at
+    /// least half unsettled. None when no such segment is known yet
+    /// (counting at most [`CENSUS_PER_STEP`] new segments per step).
+    pub fn recompress_step(
+        &self,
+        level: i32,
+        min_age: Duration,
+        memo: &mut ColdMemo,
+    ) -> Result<Option<ColdStep>> {
+        let inner = &*self.inner;
+        let segments = inner.segments.list()?;
+        memo.worth.retain(|s, _| segments.contains(s));
+        let active = inner.segments.active_id();
+        let mut counted = 0;
+        let mut chosen = None;
+        for &seg in &segments {
+            if !inner.segments.is_quiet(seg) {
+                continue;
+            }
+            if inner.segments.age(seg)? < min_age {
+                // Newer segments are younger still.
+                break;
+            }
+            if Some(seg) == active && !inner.segments.seal_for_gc(seg)? {
+                continue;
+            }
+            let worth = match memo.worth.get(&seg) {
+                Some(w) => *w,
+                None if counted < CENSUS_PER_STEP => {
+                    counted += 1;
+                    let w = self.mostly_unsettled(seg)?;
+                    memo.worth.insert(seg, w);
+                    w
+                }
+                None => break,
+            };
+            if worth {
+                chosen = Some(seg);
+                break;
+            }
+        }
+        let Some(seg) = chosen else {
+            return Ok(None);
+        };
+        let _one = crate::segment::lock(&inner.compacting);
+        let bytes_before = inner.segments.file_len(seg)?;
+        let mut recoder = Recoder::new(level, true)?;
+        let mut gc = GcReport::default();
+        self.compact_segment(seg, Some(&mut recoder), &mut gc)?;
+        memo.worth.remove(&seg);
+        Ok(Some(ColdStep {
+            segment: seg.0,
+            records_rewritten: gc.records_copied,
+            bytes_before,
+            bytes_after: gc.bytes_copied,
+        }))
+    }
+
+    /// True when at least half of `seg`'s record bytes are not settled.
+    fn mostly_unsettled(&self, seg: SegmentId) -> Result<bool> {
+        let (mut all, mut unsettled) = (0u64, 0u64);
+        self.inner
+            .segments
+            .scan_segment(seg, &mut |_, h: &format::RecordHeader, _| {
+                all += h.record_len();
+                if !h.settled {
+                    unsettled += h.record_len();
+                }
+                Ok(())
+            })?;
+        Ok(unsettled > 0 && unsettled * 2 >= all)
     }
 }

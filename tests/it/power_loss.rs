@@ -1,5 +1,6 @@
 //! Power loss, not only kill -9: the store runs a workload of puts, links,
-//! unlinks, GC and a transfer from another store on the power-loss seam
+//! unlinks, GC, background recompression and a transfer from another store
+//! on the power-loss seam
 //! (`imgstore::io::PowerLossIo`); the power is cut after every possible
 //! number of segment operations in turn, the files become what the disk
 //! would hold (unsynced tails cut or partly kept, undurable creations and
@@ -75,6 +76,12 @@ fn workload(
     );
     step("receive c", received.is_ok());
     step("put d", store.put(&data["d"][..]).is_ok());
+    // Background recompression: cold segments rewritten, records settled.
+    let mut memo = imgstore::store::ColdMemo::default();
+    for _ in 0..2 {
+        let r = store.recompress_step(9, std::time::Duration::ZERO, &mut memo);
+        step("recompress", r.is_ok());
+    }
     step("unlink b", store.unlink(&ids["b"]).is_ok());
     let gc = store.gc_plan(0.0).and_then(|p| store.gc_execute(&p));
     step("gc", gc.is_ok());

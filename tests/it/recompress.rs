@@ -68,3 +68,132 @@ fn readers_and_writers_go_on_while_segments_are_recompressed() {
     }
     assert_clean(&store);
 }
+
+/// The daemon's background pass, step by step: cold segments rewritten
+/// denser and their records settled, so that further steps find nothing;
+/// new uploads make new work, and only that.
+#[test]
+fn background_steps_settle_cold_segments_once() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let files: Vec<(imgstore::FileId, Vec<u8>)> = (0..4u64)
+        .map(|i| {
+            let d = text(150_000, 40 + i);
+            (put(&store, &d), d)
+        })
+        .collect();
+    let before = store.size().unwrap().stored_bytes;
+    let mut memo = imgstore::store::ColdMemo::default();
+    // Nothing is an hour old yet.
+    assert!(
+        store
+            .recompress_step(9, Duration::from_secs(3600), &mut memo)
+            .unwrap()
+            .is_none()
+    );
+    let mut steps = Vec::new();
+    while let Some(step) = store.recompress_step(9, Duration::ZERO, &mut memo).unwrap() {
+        steps.push(step);
+        assert!(steps.len() < 500, "the pass does not converge");
+    }
+    assert!(!steps.is_empty());
+    let saved: u64 = steps
+        .iter()
+        .map(|s| s.bytes_before - s.bytes_after.min(s.bytes_before))
+        .sum();
+    let after = store.size().unwrap().stored_bytes;
+    assert!(after < before, "{before} -> {after} ({steps:?})");
+    assert!(saved > 0);
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    // Converged: the rewritten records are settled, and stay put.
+    assert!(
+        store
+            .recompress_step(9, Duration::ZERO, &mut imgstore::store::ColdMemo::default())
+            .unwrap()
+            .is_none()
+    );
+
+    // New data is new work; the old, settled data is not rewritten again.
+    let fresh = text(150_000, 99);
+    let fresh_id = put(&store, &fresh);
+    let mut more = 0;
+    while store
+        .recompress_step(9, Duration::ZERO, &mut memo)
+        .unwrap()
+        .is_some()
+    {
+        more += 1;
+        assert!(more < 500);
+    }
+    // The new data fits one segment; the settled ones are not touched.
+    assert!((1..=2).contains(&more), "{more} steps for new data");
+    assert_eq!(read_all(&store, &fresh_id), fresh);
+    drop(store);
+    let store = open_small(dir.path());
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+}
+
+/// The daemon recompresses by itself once data has gone cold, counts it in
+/// `/metrics`, and every byte reads back; `recompressLevel: 0` turns it
+/// off.
+#[test]
+fn the_daemon_recompresses_cold_data_in_the_background() {
+    use crate::daemon::{ALICE, Daemon};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), |c| {
+        c.gc_interval = None;
+        c.recompress.after = Duration::ZERO;
+        c.recompress.idle = Duration::from_millis(100);
+    });
+    let data = text(3_000_000, 77);
+    let uuid = d.image(ALICE, "cold", serde_json::json!({}), &data, true);
+    let start = Instant::now();
+    let metric = |name: &str| -> f64 {
+        let text = d.get("/metrics").text().unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    while metric("imgstore_recompressed_segments_total") < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing recompressed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric("imgstore_recompress_saved_bytes_total") > 0.0);
+    let got = d.get(&format!("/images/{uuid}/file")).bytes().unwrap();
+    assert_eq!(got.to_vec(), data);
+    let (s, v) = crate::daemon::sj(d.post("/state?action=verify", &serde_json::json!({})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+
+    // Off: nothing is rewritten.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    std::fs::write(&path, br#"{"recompressLevel": 0}"#).unwrap();
+    let c = imgstore::daemon::DaemonConfig::from_file(&path).unwrap();
+    assert!(c.recompress.level.is_none());
+    std::fs::write(&path, br#"{"recompressLevel": 23}"#).unwrap();
+    assert!(imgstore::daemon::DaemonConfig::from_file(&path).is_err());
+    std::fs::write(
+        &path,
+        br#"{"recompressLevel": 12, "recompressAfterSeconds": 60}"#,
+    )
+    .unwrap();
+    let c = imgstore::daemon::DaemonConfig::from_file(&path).unwrap();
+    assert_eq!(
+        (c.recompress.level, c.recompress.after),
+        (Some(12), Duration::from_secs(60))
+    );
+}

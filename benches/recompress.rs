@@ -1,0 +1,113 @@
+//! Recompression of cold segments: the same data put into two stores at
+//! ingest's level, then rewritten at a denser level by the operator's
+//! command (`Store::recompress`, every segment at once) in one and by the
+//! daemon's background pass (`Store::recompress_step`, one segment a step)
+//! in the other. Prints stored bytes before and after, the time each took,
+//! and that a second background pass finds nothing left to do.
+//!
+//!     cargo bench --profile dev --bench recompress
+//!
+//! `IMGSTORE_BENCH_DATA=FILE` (e.g. the peer dataset's v1.tar) and
+//! `IMGSTORE_BENCH_MB` pick the data; `IMGSTORE_RECOMPRESS_LEVEL` the level
+//! (default the store's).
+
+use std::time::{Duration, Instant};
+
+use imgstore::store::ColdMemo;
+use imgstore::{Store, StoreOptions};
+
+mod common;
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+fn main() {
+    let level: i32 = std::env::var("IMGSTORE_RECOMPRESS_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(imgstore::store::DEFAULT_RECOMPRESS_LEVEL);
+    // A named file is taken whole unless IMGSTORE_BENCH_MB says otherwise.
+    let len = match std::env::var("IMGSTORE_BENCH_DATA") {
+        Ok(f) if std::env::var("IMGSTORE_BENCH_MB").is_err() => std::fs::metadata(&f)
+            .map(|m| m.len() as usize)
+            .unwrap_or_else(|e| panic!("{f}: {e}")),
+        _ => common::bench_mb() << 20,
+    };
+    let (source, data) = common::compressible(len);
+    println!(
+        "data: {source}, {:.1} MB; recompression at zstd {level}",
+        mb(data.len() as u64)
+    );
+    let open = |dir: &std::path::Path| {
+        Store::open_with(dir, StoreOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let put = |store: &Store| {
+        store
+            .put(&data[..])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .file_id
+    };
+    let stored = |store: &Store| store.size().unwrap_or_else(|e| panic!("{e}")).stored_bytes;
+
+    let offline_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let offline = open(offline_dir.path());
+    let id = put(&offline);
+    let before = stored(&offline);
+    let t = Instant::now();
+    let r = offline.recompress(level).unwrap_or_else(|e| panic!("{e}"));
+    let offline_secs = t.elapsed().as_secs_f64();
+    println!(
+        "operator's recompress: {:.1} MB -> {:.1} MB ({:.1} %) in {offline_secs:.1} s, {:.0} MB/s of input",
+        mb(before),
+        mb(stored(&offline)),
+        100.0 * stored(&offline) as f64 / before as f64,
+        mb(data.len() as u64) / offline_secs
+    );
+    assert_eq!(r.level, level);
+    drop((offline, id));
+
+    let bg_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bg = open(bg_dir.path());
+    let id = put(&bg);
+    let before = stored(&bg);
+    let mut memo = ColdMemo::default();
+    let t = Instant::now();
+    let mut steps = 0;
+    while bg
+        .recompress_step(level, Duration::ZERO, &mut memo)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some()
+    {
+        steps += 1;
+    }
+    let bg_secs = t.elapsed().as_secs_f64();
+    println!(
+        "background pass: {:.1} MB -> {:.1} MB ({:.1} %) in {steps} steps, {bg_secs:.1} s ({:.2}x the operator's time)",
+        mb(before),
+        mb(stored(&bg)),
+        100.0 * stored(&bg) as f64 / before as f64,
+        bg_secs / offline_secs
+    );
+    let t = Instant::now();
+    let mut again = 0;
+    let mut fresh = ColdMemo::default();
+    while bg
+        .recompress_step(level, Duration::ZERO, &mut fresh)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some()
+    {
+        again += 1;
+    }
+    println!(
+        "second background pass (a restarted daemon): {again} steps, {:.1} s to look",
+        t.elapsed().as_secs_f64()
+    );
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(
+        &mut bg.open_file(&id).unwrap_or_else(|e| panic!("{e}")),
+        &mut back,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(back == data, "the file reads back the same");
+}
