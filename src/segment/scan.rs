@@ -166,6 +166,26 @@ impl SegmentSet {
         )
     }
 
+    /// The record headers of segment `id`, front to back, read without
+    /// their payloads (each header's own CRC is checked, no payload's):
+    /// one small read per record instead of the whole file, for a census
+    /// of what a segment holds. Stops quietly at the first header that
+    /// does not decode; a scan is what finds and reports damage.
+    pub fn walk_headers(&self, id: SegmentId, f: &mut dyn FnMut(&RecordHeader)) -> Result<()> {
+        let len = self.file_len(id)?;
+        let mut off = SEGMENT_HEADER_LEN as u64;
+        let mut buf = [0u8; RECORD_HEADER_LEN];
+        while off + RECORD_HEADER_LEN as u64 <= len {
+            self.read_at(id, off, &mut buf)?;
+            let Ok(h) = format::decode_record_header(&buf) else {
+                break;
+            };
+            f(&h);
+            off += h.record_len();
+        }
+        Ok(())
+    }
+
     /// [`scan`] over segment `id` as its file is now.
     pub fn scan_segment(&self, id: SegmentId, f: &mut OnRecord<'_>) -> Result<ScanEnd> {
         let len = self.file_len(id)?;

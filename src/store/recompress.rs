@@ -27,8 +27,8 @@ use crate::error::Result;
 use crate::format;
 use crate::id::SegmentId;
 
-/// Segments the background pass counts (reads whole) in one step at most,
-/// so that a step's reading stays bounded when many segments turn cold.
+/// Segments the background pass counts (their headers) in one step at
+/// most, so that a step's reading stays bounded when many turn cold.
 const CENSUS_PER_STEP: usize = 8;
 
 /// The level cold segments are rewritten at when nothing else is said
@@ -156,17 +156,17 @@ impl Store {
         }))
     }
 
-    /// True when at least half of `seg`'s record bytes are not settled.
+    /// True when at least half of `seg`'s record bytes are not settled
+    /// (from its headers alone: about one page read per record).
     fn mostly_unsettled(&self, seg: SegmentId) -> Result<bool> {
         let (mut all, mut unsettled) = (0u64, 0u64);
         self.inner
             .segments
-            .scan_segment(seg, &mut |_, h: &format::RecordHeader, _| {
+            .walk_headers(seg, &mut |h: &format::RecordHeader| {
                 all += h.record_len();
                 if !h.settled {
                     unsettled += h.record_len();
                 }
-                Ok(())
             })?;
         Ok(unsettled > 0 && unsettled * 2 >= all)
     }
