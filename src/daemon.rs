@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     pub reserve_bytes: u64,
     /// Background recompression of cold segments.
     pub recompress: Recompress,
+    /// Size past which a segment file is sealed (not a config key: the
+    /// engine's default suits every disk; tests make it small).
+    pub segment_bytes: u64,
     /// The CloudAPI face for the `triton` CLI (off when None).
     pub cloudapi: Option<crate::cloudapi::Config>,
 }
@@ -72,6 +75,7 @@ impl Default for DaemonConfig {
             limits: Limits::default(),
             reserve_bytes: DEFAULT_RESERVE_BYTES,
             recompress: Recompress::default(),
+            segment_bytes: StoreOptions::default().segment_bytes,
             cloudapi: None,
         }
     }
@@ -237,6 +241,7 @@ impl DaemonConfig {
             StoreOptions {
                 tables: imgapi::TABLES.to_vec(),
                 reserve_bytes: self.reserve_bytes,
+                segment_bytes: self.segment_bytes,
                 ..StoreOptions::default()
             },
         )?;

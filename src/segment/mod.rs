@@ -148,6 +148,11 @@ impl SegmentSet {
         list_segments(&self.dir)
     }
 
+    /// The size past which a segment is sealed.
+    pub fn max_segment_bytes(&self) -> u64 {
+        self.max_segment_bytes
+    }
+
     /// The active segment, if any.
     pub fn active_id(&self) -> Option<SegmentId> {
         lock(&self.writer).active.as_ref().map(|a| a.id)

@@ -97,10 +97,10 @@ pub struct ColdStep {
 impl Store {
     /// One step of background recompression at `level`: rewrites the
     /// oldest segment that was last written at least `min_age` ago (the
-    /// active one is sealed for it when no write is under way, so a quiet
-    /// store's last data turns cold too) and whose record bytes are at
-    /// least half unsettled. None when no such segment is known yet
-    /// (counting at most [`CENSUS_PER_STEP`] new segments per step).
+    /// active one is sealed for it when no write is under way and it is at
+    /// least a quarter full, so a quiet store's last data turns cold too)
+    /// and whose record bytes are at least half unsettled. None when no such segment is known yet
+    /// (counting the headers of at most eight new segments per step).
     pub fn recompress_step(
         &self,
         level: i32,
@@ -121,8 +121,14 @@ impl Store {
                 // Newer segments are younger still.
                 break;
             }
-            if Some(seg) == active && !inner.segments.seal_for_gc(seg)? {
-                continue;
+            if Some(seg) == active {
+                // A quiet store's last segment turns cold too, but only
+                // once it is a quarter full: sealing small ones every idle
+                // hour would leave a store of many small files.
+                let small = inner.segments.file_len(seg)? < inner.segments.max_segment_bytes() / 4;
+                if small || !inner.segments.seal_for_gc(seg)? {
+                    continue;
+                }
             }
             let worth = match memo.worth.get(&seg) {
                 Some(w) => *w,

@@ -152,6 +152,7 @@ fn the_daemon_recompresses_cold_data_in_the_background() {
         c.gc_interval = None;
         c.recompress.after = Duration::ZERO;
         c.recompress.idle = Duration::from_millis(100);
+        c.segment_bytes = 1 << 20;
     });
     let data = text(3_000_000, 77);
     let uuid = d.image(ALICE, "cold", serde_json::json!({}), &data, true);
