@@ -146,8 +146,10 @@ impl KeyRing {
     /// lines). A key that does not parse, or of an unsupported type, is an
     /// error naming it: a daemon must not start with a key it ignores.
     pub fn add(&mut self, login: &str, uuid: Uuid, keys: &[String]) -> Result<(), String> {
-        if login.is_empty() || login.contains('/') {
-            return Err(format!("login {login:?} is not a valid login"));
+        if !valid_login(login) {
+            return Err(format!(
+                "login {login:?} is not a valid login (a letter, then letters, digits, '_', '.', '@' or '-')"
+            ));
         }
         if self.accounts.insert(login.to_string(), uuid).is_some() {
             return Err(format!("login {login:?} is configured twice"));
@@ -213,14 +215,13 @@ impl KeyRing {
         check_date(headers, date_header, now)?;
 
         let (login, fingerprint) = parse_key_id(key_id)?;
-        let Some(principal) = self.account(login) else {
-            return fail(format!("unknown login {login:?}"));
-        };
-        let Some(key) = self
-            .keys
-            .get(&(login.to_string(), fingerprint.to_ascii_lowercase()))
-        else {
-            return fail(format!("{login} has no key {fingerprint}"));
+        // One answer for an unknown login and an unknown key: a caller
+        // without a key learns nothing about which logins exist.
+        let key = self
+            .account(login)
+            .and_then(|p| Some((p, self.keys.get(&(login.to_string(), fingerprint.clone()))?)));
+        let Some((principal, key)) = key else {
+            return fail(format!("no such key {key_id}"));
         };
         if !key.algorithms().contains(&algorithm.as_str()) {
             return fail(format!(
@@ -292,12 +293,24 @@ fn parse_authorization(raw: &str) -> Result<Vec<(String, String)>, AuthError> {
     Ok(pairs)
 }
 
-/// `/LOGIN/keys/FINGERPRINT` as (login, fingerprint). Sub-user keys
-/// (`/LOGIN/users/USER/keys/FP`) are not served here.
-fn parse_key_id(key_id: &str) -> Result<(&str, &str), AuthError> {
+/// A login as CloudAPI allows them: a letter, then letters, digits and
+/// `_ . @ -` (nothing a path would need to escape).
+fn valid_login(login: &str) -> bool {
+    let mut chars = login.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+}
+
+/// `/LOGIN/keys/FINGERPRINT` as (login, lower-case fingerprint without an
+/// `MD5:` prefix). Sub-user keys (`/LOGIN/users/USER/keys/FP`) are not
+/// served here.
+fn parse_key_id(key_id: &str) -> Result<(&str, String), AuthError> {
     let parts: Vec<&str> = key_id.split('/').collect();
     match parts.as_slice() {
-        ["", login, "keys", fp] if !login.is_empty() && !fp.is_empty() => Ok((login, fp)),
+        ["", login, "keys", fp] if !login.is_empty() && !fp.is_empty() => {
+            let fp = fp.strip_prefix("MD5:").unwrap_or(fp);
+            Ok((login, fp.to_ascii_lowercase()))
+        }
         ["", _, "users", _, "keys", _] => fail("sub-user keys are not supported"),
         _ => fail(format!(
             "keyId {key_id:?} is not of the form /LOGIN/keys/FINGERPRINT"
@@ -305,11 +318,10 @@ fn parse_key_id(key_id: &str) -> Result<(&str, &str), AuthError> {
     }
 }
 
-/// The signed date is within [`MAX_CLOCK_SKEW`] of `now`.
+/// The signed date is within [`MAX_CLOCK_SKEW`] of `now` (either way:
+/// a signature is good for at most twice that).
 fn check_date(headers: &HeaderMap, name: &str, now: SystemTime) -> Result<(), AuthError> {
-    let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
-        return fail(format!("missing {name} header"));
-    };
+    let value = single_value(headers, name)?;
     let Ok(date) = httpdate::parse_http_date(value) else {
         return fail(format!("{name} header {value:?} is not an HTTP date"));
     };
@@ -343,18 +355,20 @@ fn signing_string(
             ));
             continue;
         }
-        let values: Vec<&str> = headers
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .collect();
-        if values.is_empty() {
-            return fail(format!("signed header {name} is missing from the request"));
-        }
-        lines.push(format!("{name}: {}", values.join(", ")));
+        lines.push(format!("{name}: {}", single_value(headers, name)?.trim()));
     }
     Ok(lines.join("\n"))
+}
+
+/// The one value of a signed header: absent, repeated or not ASCII is
+/// refused, so that what the checks read is exactly what was signed.
+fn single_value<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
+    let mut all = headers.get_all(name).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return fail(format!("signed header {name} must appear exactly once"));
+    };
+    v.to_str()
+        .map_err(|_| AuthError(format!("signed header {name} is not ASCII")))
 }
 
 #[cfg(test)]
@@ -384,8 +398,18 @@ mod tests {
     fn key_ids() {
         assert_eq!(
             parse_key_id("/alice/keys/a1:b2").unwrap(),
-            ("alice", "a1:b2")
+            ("alice", "a1:b2".to_string())
         );
+        assert_eq!(
+            parse_key_id("/alice/keys/MD5:A1:B2").unwrap(),
+            ("alice", "a1:b2".to_string())
+        );
+        for ok in ["alice", "a.b@c-d_1"] {
+            assert!(valid_login(ok), "{ok}");
+        }
+        for bad in ["", "1abc", "a b", "a/b", "a%2f", "é"] {
+            assert!(!valid_login(bad), "{bad}");
+        }
         for bad in [
             "alice/keys/x",
             "/alice/keys/",
@@ -510,6 +534,10 @@ mod tests {
         h.insert("date", at(now - Duration::from_secs(310)));
         assert!(check_date(&h, "date", now).is_err());
         h.insert("date", "yesterday".parse().unwrap());
+        assert!(check_date(&h, "date", now).is_err());
+        // Two dates: which one was signed is ambiguous.
+        h.insert("date", at(now));
+        h.append("date", at(now));
         assert!(check_date(&h, "date", now).is_err());
         assert!(check_date(&HeaderMap::new(), "date", now).is_err());
     }
