@@ -56,8 +56,9 @@ pub struct DaemonConfig {
     pub reserve_bytes: u64,
     /// Background recompression of cold segments.
     pub recompress: Recompress,
-    /// Size past which a segment file is sealed (not a config key: the
-    /// engine's default suits every disk; tests make it small).
+    /// Size past which a segment file is sealed (`segmentBytes`; the
+    /// engine's default, 256 MiB, unless a test or an operator wants
+    /// smaller files).
     pub segment_bytes: u64,
     /// The CloudAPI face for the `triton` CLI (off when None).
     pub cloudapi: Option<crate::cloudapi::Config>,
@@ -99,6 +100,8 @@ struct ConfigFile {
     limits: Option<LimitsFile>,
     /// Bytes held back for GC on a full disk; 0 holds none.
     reserve_bytes: Option<u64>,
+    /// Size past which a segment file is sealed (1 MiB to 4 GiB).
+    segment_bytes: Option<u64>,
     /// zstd level cold segments are rewritten at; 0 turns it off.
     recompress_level: Option<i32>,
     /// Seconds after sealing that a segment is cold.
@@ -194,6 +197,14 @@ impl DaemonConfig {
                     "recompressLevel {l}: zstd levels are 1 to 22 (0 turns recompression off)"
                 )));
             }
+        }
+        if let Some(b) = f.segment_bytes {
+            if !(1 << 20..=4 << 30).contains(&b) {
+                return Err(bad(format!(
+                    "segmentBytes {b}: a segment file is 1 MiB to 4 GiB"
+                )));
+            }
+            c.segment_bytes = b;
         }
         if let Some(s) = f.recompress_after_seconds {
             c.recompress.after = std::time::Duration::from_secs(s);
@@ -366,7 +377,8 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
     let tick = std::time::Duration::from_millis(200);
     let mut memo = crate::store::ColdMemo::default();
     let mut since_gc = std::time::Duration::ZERO;
-    let mut next_recompress = state.recompress.idle.min(std::time::Duration::from_secs(5));
+    // The first step at the first tick: what is cold already need not wait.
+    let mut next_recompress = std::time::Duration::ZERO;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(tick);
         since_gc += tick;

@@ -15,7 +15,7 @@ pub struct ServeArgs {
     /// IMGAPI-style JSON config (mode, datacenterName, adminUuid,
     /// imgapiUrlFromDatacenter, listen, dataDir, accounts, transfer,
     /// gcIntervalSeconds, recompressLevel, recompressAfterSeconds, limits,
-    /// reserveBytes, cloudapi).
+    /// segmentBytes, reserveBytes, cloudapi).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the config).

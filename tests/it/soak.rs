@@ -1,6 +1,7 @@
 //! Soak: randomized kill -9 trials of two real daemons (datacenters west
 //! and east) under a mixed workload: create and upload images, activate,
-//! share and clone, delete, GC, and copy to east. Every answer the
+//! share and clone, delete, GC, and copy to east, while both recompress
+//! every sealed segment in the background. Every answer the
 //! workload got is recorded; each trial kills one daemon or both at a
 //! random moment of a random operation, restarts them on the same data,
 //! and checks every recorded answer still holds: images that were
@@ -112,6 +113,9 @@ impl Soak {
             let path = dir.path().join(format!("{name}.json"));
             let cfg = json!({"datacenterName": name, "listen": format!("127.0.0.1:{port}"),
                 "dataDir": dir.path().join(name), "gcIntervalSeconds": 0,
+                // Background recompression runs all the time: every sealed
+                // segment is cold at once, so kills land in its steps too.
+                "recompressAfterSeconds": 0, "segmentBytes": 1 << 20,
                 "imgapiUrlFromDatacenter": {other: other_url},
                 "transfer": {"attempts": 2, "timeoutSeconds": 5},
                 "limits": {"shutdownSeconds": 1}});
