@@ -379,10 +379,13 @@ impl Recoder {
         offset: u64,
         h: &format::RecordHeader,
         rec: &'r [u8],
-    ) -> Result<(Vec<u8>, &'r [u8])> {
+    ) -> Result<([u8; format::RECORD_HEADER_LEN], &'r [u8])> {
         let (header, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-        if self.keep_settled && h.settled {
-            return Ok((header.to_vec(), payload));
+        if self.keep_settled
+            && h.settled
+            && let Ok(header) = <[u8; format::RECORD_HEADER_LEN]>::try_from(header)
+        {
+            return Ok((header, payload));
         }
         self.raw.clear();
         format::decode_and_verify(h, payload, &mut self.dctx, &mut self.raw)
@@ -406,7 +409,7 @@ impl Recoder {
             h.raw_len,
             body,
         );
-        Ok((header.to_vec(), body))
+        Ok((header, body))
     }
 }
 

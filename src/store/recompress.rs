@@ -99,8 +99,9 @@ impl Store {
     /// oldest segment that was last written at least `min_age` ago (the
     /// active one is sealed for it when no write is under way and it is at
     /// least a quarter full, so a quiet store's last data turns cold too)
-    /// and whose record bytes are at least half unsettled. None when no such segment is known yet
-    /// (counting the headers of at most eight new segments per step).
+    /// and whose record bytes are at least half unsettled. None when no
+    /// such segment is known yet (counting the headers of at most eight
+    /// new segments per step).
     pub fn recompress_step(
         &self,
         level: i32,
@@ -108,13 +109,16 @@ impl Store {
         memo: &mut ColdMemo,
     ) -> Result<Option<ColdStep>> {
         let inner = &*self.inner;
+        // Ascending: oldest first, and a binary search finds a segment.
         let segments = inner.segments.list()?;
-        memo.worth.retain(|s, _| segments.contains(s));
+        memo.worth.retain(|s, _| segments.binary_search(s).is_ok());
         let active = inner.segments.active_id();
         let mut counted = 0;
         let mut chosen = None;
         for &seg in &segments {
-            if !inner.segments.is_quiet(seg) {
+            // Counted and not worth it: a sealed segment never changes, so
+            // it needs no further look (not even at its age).
+            if memo.worth.get(&seg) == Some(&false) || !inner.segments.is_quiet(seg) {
                 continue;
             }
             if inner.segments.age(seg)? < min_age {
