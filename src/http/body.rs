@@ -266,12 +266,16 @@ impl Sender {
                 // A larger block takes more of the budget if it is free;
                 // waiting for it while holding a share could deadlock two
                 // streams, so the overshoot (one block's excess) is allowed.
-                let need = (bytes.len() / 1024).min(total);
+                // A smaller one (an icon, a file's last block) gives the
+                // rest back at once.
+                let need = bytes.len().div_ceil(1024).clamp(1, total);
                 if need > permit.num_permits() {
                     let more = u32::try_from(need - permit.num_permits()).unwrap_or(u32::MAX);
                     if let Ok(p) = budget.try_acquire_many_owned(more) {
                         permit.merge(p);
                     }
+                } else {
+                    drop(permit.split(permit.num_permits() - need));
                 }
                 metrics.sent(bytes.len() as u64);
                 let block = Bytes::from_owner(Budgeted {

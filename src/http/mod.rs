@@ -23,7 +23,7 @@ pub mod log;
 pub mod metrics;
 pub mod remote;
 mod routes;
-pub(crate) use routes::{json_body, json_response};
+pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
 pub mod server;
 
 use std::sync::Arc;
@@ -99,6 +99,40 @@ impl AppState {
     }
 }
 
+/// One GC pass at `threshold` on the live store: plans, executes, counts
+/// it in the metrics and logs what it freed and what it left. What both
+/// the daemon's own upkeep and `POST /state?action=gc` run (blocking).
+pub fn collect_garbage(
+    api: &Imgapi,
+    metrics: &metrics::Metrics,
+    log: &Logger,
+    threshold: f64,
+) -> crate::Result<(crate::store::GcPlan, crate::store::GcReport)> {
+    let store = api.store();
+    let result = store
+        .gc_plan(threshold)
+        .and_then(|plan| store.gc_execute(&plan).map(|done| (plan, done)));
+    metrics.gc(result.as_ref().map(|(_, done)| done).map_err(|_| ()));
+    match &result {
+        Ok((_, r)) => {
+            if r.bytes_freed > 0 {
+                log.info(&format!(
+                    "gc: {} segments deleted, {} rewritten, {} bytes freed",
+                    r.segments_deleted, r.segments_rewritten, r.bytes_freed
+                ));
+            }
+            for f in &r.failed {
+                log.error(&format!(
+                    "gc: segment {:012} left as it is: {}",
+                    f.segment, f.error
+                ));
+            }
+        }
+        Err(e) => log.error(&format!("gc failed: {e}")),
+    }
+    result
+}
+
 /// Versions of the API this server speaks (restify's `Accept-Version`).
 const VERSIONS: [u32; 2] = [1, 2];
 
@@ -170,11 +204,12 @@ impl Exchange {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             method: req.method().clone(),
             url: req.uri().to_string(),
-            route: req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().replace('{', ":").replace('}', ""))
-                .unwrap_or_else(|| req.uri().path().to_string()),
+            // Labels of the metrics: a route, never a caller's raw path
+            // (each new label is a series kept for good).
+            route: req.extensions().get::<MatchedPath>().map_or_else(
+                || "(unmatched)".to_string(),
+                |p| p.as_str().replace('{', ":").replace('}', ""),
+            ),
         }
     }
 
@@ -193,12 +228,21 @@ impl Exchange {
             h.insert(HeaderName::from_static("x-response-time"), v);
         }
         let status = resp.status().as_u16();
-        state.metrics.request(
-            &self.route,
-            self.method.as_str(),
-            status,
-            elapsed.as_secs_f64(),
-        );
+        // Methods hyper accepts are any token: only the standard ones name
+        // a series.
+        let method = match self.method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::PATCH
+            | Method::OPTIONS => self.method.as_str(),
+            _ => "OTHER",
+        };
+        state
+            .metrics
+            .request(&self.route, method, status, elapsed.as_secs_f64());
         let err = resp.extensions().get::<ApiError>().cloned();
         // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
         let level = match status {

@@ -69,18 +69,16 @@ pub(super) async fn fetch(State(st): St, r: ImageReq, body: Bytes) -> HttpResult
     }
     // Records go out a group of ids at a time, each group read when the
     // client has taken the one before.
-    let mut groups = ids
-        .chunks(IDS_PER_BLOCK)
-        .map(<[_]>::to_vec)
-        .collect::<Vec<_>>();
-    groups.reverse();
+    let mut next = 0;
     let body = st.sender.body(move || {
-        let Some(group) = groups.pop() else {
+        let Some(group) = ids.get(next..).filter(|g| !g.is_empty()) else {
             return Ok(None);
         };
-        let mut block = Vec::new();
+        let group = group.get(..IDS_PER_BLOCK).unwrap_or(group);
+        next += group.len();
+        let mut block = Vec::with_capacity(crate::http::body::BLOCK);
         source
-            .fetch(&group, &mut |rec| {
+            .fetch(group, &mut |rec| {
                 block.extend_from_slice(rec);
                 Ok(())
             })
