@@ -384,7 +384,12 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
         since_gc += tick;
         if state.gc_interval.is_some_and(|every| since_gc >= every) {
             since_gc = std::time::Duration::ZERO;
-            collect_garbage(state);
+            let _ = crate::http::collect_garbage(
+                &state.api,
+                &state.metrics,
+                &state.log,
+                crate::store::gc::DEFAULT_THRESHOLD,
+            );
         }
         next_recompress = next_recompress.saturating_sub(tick);
         if let Some(level) = state.recompress.level
@@ -392,31 +397,6 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
         {
             next_recompress = recompress_step(state, level, &mut memo);
         }
-    }
-}
-
-fn collect_garbage(state: &AppState) {
-    let store = state.api.store();
-    let result = store
-        .gc_plan(crate::store::gc::DEFAULT_THRESHOLD)
-        .and_then(|plan| store.gc_execute(&plan));
-    state.metrics.gc(result.as_ref().map_err(|_| ()));
-    match result {
-        Ok(r) => {
-            if r.bytes_freed > 0 {
-                state.log.info(&format!(
-                    "gc: {} segments deleted, {} rewritten, {} bytes freed",
-                    r.segments_deleted, r.segments_rewritten, r.bytes_freed
-                ));
-            }
-            for f in &r.failed {
-                state.log.error(&format!(
-                    "gc: segment {:012} left as it is: {}",
-                    f.segment, f.error
-                ));
-            }
-        }
-        Err(e) => state.log.error(&format!("gc failed: {e}")),
     }
 }
 

@@ -60,16 +60,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let log = Logger::stdout("imgstore");
     if let Some(l) = args.cloudapi_listen {
-        let face = cfg.cloudapi.get_or_insert_with(Default::default);
-        face.listen = l;
-        if face.keys.is_empty() {
-            log.log(
-                40,
-                "the CloudAPI face has no users: every request will be refused \
-                 (add cloudapi.users to the config)",
-                serde_json::Map::new(),
-            );
-        }
+        cfg.cloudapi.get_or_insert_with(Default::default).listen = l;
+    }
+    if cfg.cloudapi.as_ref().is_some_and(|c| c.keys.is_empty()) {
+        log.log(
+            40,
+            "the CloudAPI face has no users: every request will be refused \
+             (add cloudapi.users to the config)",
+            serde_json::Map::new(),
+        );
     }
     let state = cfg.open(log.clone())?;
     let rt = cfg.runtime().context("starting the async runtime")?;

@@ -14,10 +14,9 @@ use uuid::Uuid;
 
 use super::action::ImageAction;
 use super::{Account, Face, St};
-use crate::http::error::{HttpError, HttpResult};
+use crate::http::error::HttpResult;
 use crate::http::extract::QueryPairs;
 use crate::http::{json_body, json_response};
-use crate::imgapi::jobs::Execution;
 use crate::imgapi::list::ListQuery;
 use crate::imgapi::{ApiError, Code, Image, ImageState, parse_uuid};
 use serde::Serialize;
@@ -270,13 +269,7 @@ pub(super) async fn action(
             )
             .into());
         }
-        Some((a, None)) => {
-            return Err(ApiError::new(
-                Code::InvalidArgument,
-                format!("action {a} is not a valid argument"),
-            )
-            .into());
-        }
+        Some((a, None)) => return Err(invalid_action(a).into()),
         None => {
             return Err(
                 ApiError::new(Code::MissingParameter, "action is a required argument").into(),
@@ -284,6 +277,15 @@ pub(super) async fn action(
         }
     };
     Ok(image_response(&img))
+}
+
+/// CloudAPI's answer to an `action` it does not know (restify's
+/// InvalidArgument).
+fn invalid_action(action: &str) -> ApiError {
+    ApiError::new(
+        Code::InvalidArgument,
+        format!("action {action} is not a valid argument"),
+    )
 }
 
 /// The fields UpdateImage takes from CloudAPI (others are ignored, as
@@ -325,13 +327,7 @@ pub(super) async fn create(
     let account = who.uuid;
     match query.get("action") {
         Some("import-from-datacenter") => {}
-        Some(a) => {
-            return Err(ApiError::new(
-                Code::InvalidArgument,
-                format!("action {a} is not a valid argument"),
-            )
-            .into());
-        }
+        Some(a) => return Err(invalid_action(a).into()),
         None => {
             return Err(ApiError::new(
                 Code::NotAvailable,
@@ -384,25 +380,8 @@ async fn import_and_wait(
         }
         tokio::time::sleep(JOB_POLL).await;
     };
-    if job.execution != Execution::Succeeded {
-        let error = job
-            .chain_results
-            .iter()
-            .rev()
-            .find_map(|c| c.error.as_ref());
-        let message = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("copy job {job_uuid} {}", job.execution.as_str()));
-        let code = error
-            .and_then(|e| e.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("InternalError");
-        let status = Code::parse(code).map_or(500, Code::status);
-        return Err(HttpError::from(ApiError::passthrough(
-            status, code, message,
-        )));
+    if let Some(e) = job.error() {
+        return Err(e.into());
     }
     face.app
         .run(move |api| api.get_visible(&uuid, Some(&account)))

@@ -49,7 +49,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::http::error::HttpError;
-use crate::http::{AppState, Exchange, as_imgapi_error, json_response, version_allows};
+use crate::http::{
+    AppState, Exchange, as_imgapi_error, json_response, method_not_allowed, not_found,
+    version_allows,
+};
 use crate::imgapi::{ApiError, Code};
 pub use auth::{KeyRing, Principal};
 
@@ -289,16 +292,4 @@ async fn account(Account(who): Account) -> Response {
 /// ListDatacenters.
 async fn datacenters(State(face): St, _: Account) -> Response {
     json_response(StatusCode::OK, &json!(face.config.datacenters))
-}
-
-async fn not_found(uri: axum::http::Uri) -> HttpError {
-    ApiError::no_such_path(uri.path()).into()
-}
-
-async fn method_not_allowed(req: Request) -> HttpError {
-    ApiError::new(
-        Code::MethodNotAllowedError,
-        format!("{} is not allowed", req.method()),
-    )
-    .into()
 }

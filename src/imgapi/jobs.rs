@@ -64,6 +64,29 @@ pub struct ChainResult {
     pub finished_at: String,
 }
 
+impl Job {
+    /// Why a job that did not succeed failed, as the error its failed step
+    /// recorded ([`failed_step`]); None for a job that succeeded or runs.
+    pub fn error(&self) -> Option<ApiError> {
+        if self.execution == Execution::Succeeded || !self.execution.is_final() {
+            return None;
+        }
+        let recorded = self
+            .chain_results
+            .iter()
+            .rev()
+            .find_map(|c| c.error.as_ref());
+        let text = |k: &str| recorded.and_then(|e| e.get(k)).and_then(Value::as_str);
+        let message = text("message").map_or_else(
+            || format!("copy job {} {}", self.uuid, self.execution.as_str()),
+            str::to_string,
+        );
+        // A code we know keeps its own status; another is a 500.
+        let code = text("name").unwrap_or(super::Code::InternalError.as_str());
+        Some(ApiError::passthrough(500, code, message))
+    }
+}
+
 /// WFAPI's name of the job, and of its steps.
 pub const JOB_NAME: &str = "import-remote-image";
 const STEP_ORIGIN: &str = "origin_import_images";

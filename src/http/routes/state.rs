@@ -77,18 +77,18 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
                         ApiError::invalid_param("threshold", "threshold must be between 0 and 1")
                     })?,
             };
-            let body = st
+            let (metrics, log) = (std::sync::Arc::clone(&st.metrics), st.log.clone());
+            let (plan, done) = st
                 .run(move |api| {
-                    let plan = api.store().gc_plan(threshold)?;
-                    let done = api.store().gc_execute(&plan);
-                    Ok((plan, done))
+                    Ok(crate::http::collect_garbage(
+                        api, &metrics, &log, threshold,
+                    )?)
                 })
                 .await?;
-            let (plan, done) = body;
-            st.metrics.gc(done.as_ref().map_err(|_| ()));
-            let body =
-                json!({"plan": plan, "done": done.map_err(crate::http::error::HttpError::from)?});
-            Ok(json_response(StatusCode::OK, &body))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"plan": plan, "done": done}),
+            ))
         }
         Some("verify") => {
             let body = st
