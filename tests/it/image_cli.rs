@@ -180,6 +180,14 @@ fn the_lifecycle_through_the_client() {
     ok(&a(&["enable", "web@2.0.0"]));
     let out = ok(&a(&["wait", "web@2.0.0"]));
     assert!(out.contains("already active"), "{out}");
+    // -j: the image, one JSON object, and no plain lines among it.
+    let out = ok(&a(&["wait", "-j", "web@2.0.0"]));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["state"], "active");
     let out = ok(&a(&["delete", "web@2.0.0"]));
     assert!(out.starts_with("Deleted image"), "{out}");
 }

@@ -344,14 +344,24 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
     for (i, name) in images.iter().enumerate() {
         let img = resolve(c, name)?;
         let (uuid, _) = names(&img);
+        // With -j, the image each wait leaves is the one line it prints,
+        // as every image command's -j does.
+        let reached = |img: &Value, line: String| {
+            if show == Show::Json {
+                say!("{img}");
+            } else {
+                say!("{line}");
+            }
+        };
         if want.contains(&img["state"].as_str().unwrap_or_default()) {
-            say!(
+            let line = format!(
                 "Image {uuid} already {}",
                 img["state"].as_str().unwrap_or("?")
             );
+            reached(&img, line);
             continue;
         }
-        if show != Show::Quiet {
+        if !matches!(show, Show::Quiet | Show::Json) {
             say!("Waiting for image {name} to enter state (states: {states})");
         }
         // A copy in progress into this datacenter: follow its bytes.
@@ -380,11 +390,12 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
             let img = c.get_image(&uuid).map_err(describe)?;
             let state = img["state"].as_str().unwrap_or_default().to_string();
             if want.contains(&state.as_str()) {
-                say!(
+                let line = format!(
                     "{}/{}: Image {uuid} moved to state {state}",
                     i + 1,
                     images.len()
                 );
+                reached(&img, line);
                 break;
             }
             if start.elapsed() > Duration::from_secs(24 * 3600) {
