@@ -268,13 +268,25 @@ fn copy_to_two_datacenters_with_plain_progress_lines() {
             data
         );
     }
-    // Copying again refreshes, and an unknown datacenter is an error.
-    ok(&cli(
+    // Copying again refreshes (the copy succeeds, the bytes stay), and an
+    // unknown datacenter is an error.
+    let out = ok(&cli(
         &west.url,
         Some(ALICE),
         Some(&profile),
         &["copy", "app", "--to", "east"],
     ));
+    assert!(
+        out.contains(&format!("Copied image {uuid}")) && out.contains("datacenter east"),
+        "{out}"
+    );
+    assert_eq!(
+        east.get(&format!("/images/{uuid}/file"))
+            .bytes()
+            .unwrap()
+            .to_vec(),
+        data
+    );
     let e = err(&cli(
         &west.url,
         Some(ALICE),

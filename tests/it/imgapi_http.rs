@@ -1109,5 +1109,8 @@ fn admin_import_upgrades_a_v1_dsmanifest() {
         "/images/febaa412-6417-11e0-bc56-535d219f2592?action=import",
         &bogus,
     );
-    assert!(r.status().is_client_error());
+    assert_eq!(
+        (r.status().as_u16(), sj(r).1["code"].clone()),
+        (422, json!("InvalidParameter"))
+    );
 }
