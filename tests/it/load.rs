@@ -20,6 +20,25 @@ fn threads() -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (a minute at most) until `done` holds: the daemon has taken what
+/// the clients sent, however slow the machine.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "waited for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Upload body bytes the daemon has read.
+fn received(d: &Daemon) -> f64 {
+    let s = crate::metrics::scrape(d);
+    crate::metrics::value(&s, "imgstore_http_received_bytes_total", &[]).unwrap_or(0.0)
+}
+
 fn addr(d: &Daemon) -> String {
     d.url.trim_start_matches("http://").to_string()
 }
@@ -84,7 +103,12 @@ fn stalled_uploads_hold_no_thread_and_the_api_keeps_answering() {
         .map(|_| stalled_put(&d, &target, 10 << 20, 1024))
         .collect();
     stalled.extend((0..4).map(|_| stalled_put(&d, &target, 10 << 20, 100 * 1024)));
-    std::thread::sleep(Duration::from_millis(500));
+    // The daemon has read what every stalled upload sent (and the first
+    // image's file).
+    let sent = 100_000 + 300 * 1024 + 4 * 100 * 1024;
+    wait_until("the stalled uploads' bytes", || {
+        received(&d) >= f64::from(sent)
+    });
     for _ in 0..5 {
         let (s, img) = sj(d.get(&format!("/images/{active}?account={ALICE}")));
         assert_eq!((s, img["state"].as_str()), (200, Some("active")));
@@ -170,7 +194,11 @@ fn readers_that_never_read_hold_no_thread_and_are_cut() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The stalled readers hold the whole send budget but a block.
+    let sender = &d.state.sender;
+    wait_until("the readers to take the send budget", || {
+        sender.in_flight() >= (8 << 20) - imgstore::http::body::BLOCK
+    });
     // The send budget is taken by readers that read nothing: metadata
     // still answers, and no thread waits on a reader.
     let (s, list) = sj(d.get(&format!("/images?account={BOB}")));
@@ -179,7 +207,6 @@ fn readers_that_never_read_hold_no_thread_and_are_cut() {
     assert!(grown < 40, "{grown} more threads for 100 stalled readers");
     // Each is cut after the idle timeout, a budget's worth at a time, and
     // gives its share of the budget back: in the end nothing is in flight.
-    let sender = &d.state.sender;
     let mut idle_checks = 0;
     for _ in 0..1200 {
         idle_checks = if sender.in_flight() == 0 {
@@ -234,7 +261,9 @@ fn shutdown_keeps_its_deadline_and_stores_no_cut_upload() {
         s.write_all(&piece).unwrap();
         s.write_all(b"\r\n").unwrap();
     }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the upload's first bytes", || {
+        received(&d) >= f64::from(300 * 1024)
+    });
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         d.stop();

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::bytes;
 use crate::daemon::*;
 
-fn scrape(d: &Daemon) -> Scrape {
+pub(crate) fn scrape(d: &Daemon) -> Scrape {
     let r = d.get("/metrics");
     assert_eq!(r.status(), 200);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
@@ -19,7 +19,7 @@ fn scrape(d: &Daemon) -> Scrape {
 }
 
 /// The value of the sample named `name` whose labels include `labels`.
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.samples
         .iter()
         .filter(|x| x.metric == name)

@@ -141,8 +141,8 @@ fn background_steps_settle_cold_segments_once() {
 }
 
 /// The daemon recompresses by itself once data has gone cold, counts it in
-/// `/metrics`, and every byte reads back; `recompressLevel: 0` turns it
-/// off.
+/// `/metrics`, and every byte reads back; its config keys parse and are
+/// bounded.
 #[test]
 fn the_daemon_recompresses_cold_data_in_the_background() {
     use crate::daemon::{ALICE, Daemon};
@@ -157,14 +157,8 @@ fn the_daemon_recompresses_cold_data_in_the_background() {
     let data = text(3_000_000, 77);
     let uuid = d.image(ALICE, "cold", serde_json::json!({}), &data, true);
     let start = Instant::now();
-    let metric = |name: &str| -> f64 {
-        let text = d.get("/metrics").text().unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let metric =
+        |name: &str| crate::metrics::value(&crate::metrics::scrape(&d), name, &[]).unwrap_or(0.0);
     while metric("imgstore_recompressed_segments_total") < 1.0 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -179,7 +173,8 @@ fn the_daemon_recompresses_cold_data_in_the_background() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["problems"], serde_json::json!([]), "{v}");
 
-    // Off: nothing is rewritten.
+    // The config keys: 0 turns the pass off, levels are zstd's, segment
+    // sizes are bounded.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.json");
     std::fs::write(&path, br#"{"recompressLevel": 0}"#).unwrap();
