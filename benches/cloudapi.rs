@@ -11,20 +11,12 @@
 //! `IMGSTORE_BENCH_ROUNDS=N` the requests of each kind (default 300);
 //! `IMGSTORE_BIN` the daemon binary (default: `imgstore` beside the bench).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use base64::Engine as _;
 use serde_json::json;
 
 mod common;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Signs a message.
 type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
@@ -82,20 +74,21 @@ fn authorization(key: &Key, path: &str, date: &str) -> String {
 }
 
 fn main() {
-    let n = env_or("IMGSTORE_BENCH_IMAGES", 1000);
-    let rounds = env_or("IMGSTORE_BENCH_ROUNDS", 300) as usize;
+    let n = common::env_num("IMGSTORE_BENCH_IMAGES", 1000u64);
+    // IMGAPI answers one page of at most 1,000; the comparison is of the
+    // same images.
+    assert!(
+        n <= imgstore::imgapi::list::MAX_LIMIT as u64,
+        "IMGSTORE_BENCH_IMAGES is at most {} (one IMGAPI page)",
+        imgstore::imgapi::list::MAX_LIMIT
+    );
+    let rounds = common::env_num("IMGSTORE_BENCH_ROUNDS", 300usize);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data");
     common::build_images(&data, n, 1);
     let account = common::account(0);
     let keys = keys();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let (port, face_port) = (free(), free());
+    let (port, face_port) = (common::free_port(), common::free_port());
     // Each key its own login; the listing is the same account's.
     let users: Vec<_> = keys
         .iter()
@@ -112,34 +105,23 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}")),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(common::daemon_binary())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", common::daemon_binary().display()));
     let imgapi = format!("http://127.0.0.1:{port}");
     let face = format!("http://127.0.0.1:{face_port}");
+    let mut child = common::spawn_daemon(
+        &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[format!("{face}/--ping"), format!("{imgapi}/ping")],
+    );
     let http = reqwest::blocking::Client::new();
-    let t = Instant::now();
-    while http.get(format!("{face}/--ping")).send().is_err()
-        || http.get(format!("{imgapi}/ping")).send().is_err()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 
     let imgapi_list = || {
         let t = Instant::now();
         let r = http
             .get(format!("{imgapi}/images?account={account}"))
             .send()
-            .and_then(|r| r.bytes())
             .unwrap_or_else(|e| panic!("{e}"));
-        (t.elapsed().as_secs_f64() * 1e3, r)
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().unwrap_or_else(|e| panic!("{e}"));
+        (t.elapsed().as_secs_f64() * 1e3, body)
     };
     let face_list = |key: &Key| {
         let path = format!("/{}/images", key.name);

@@ -69,6 +69,42 @@ pub fn text(len: usize) -> Vec<u8> {
     out
 }
 
+/// A number from the environment (`name`), or `default`.
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts the daemon binary (`imgstore ARGS`, stdout discarded) and waits,
+/// a minute at most, until every URL of `ping` answers.
+pub fn spawn_daemon<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> std::process::Child {
+    let child = std::process::Command::new(daemon_binary())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", daemon_binary().display()));
+    let http = reqwest::blocking::Client::new();
+    let t = std::time::Instant::now();
+    while ping.iter().any(|u| http.get(u).send().is_err()) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "the daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
 /// The daemon binary the process benches start: `IMGSTORE_BIN`, else
 /// `imgstore` beside the bench (target/debug/deps/NAME-HASH ->
 /// target/debug/imgstore).

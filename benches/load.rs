@@ -19,7 +19,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,13 +30,6 @@ mod common;
 
 const MIB: usize = 1 << 20;
 const ACCOUNT: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Bytes that compress about 2:1, different for each seed.
 fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -106,11 +99,7 @@ struct Daemon {
 impl Daemon {
     fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(18490);
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", common::free_port());
         let config = dir.path().join("config.json");
         let mut cfg = json!({"adminUuid": "00000000-0000-0000-0000-00000000ad01",
             "listen": addr, "dataDir": dir.path().join("data")});
@@ -121,20 +110,12 @@ impl Daemon {
             c.extend(extra);
         }
         std::fs::write(&config, cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(common::daemon_binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", common::daemon_binary().display()));
         let url = format!("http://{addr}");
+        let child = common::spawn_daemon(
+            &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+            &[format!("{url}/ping")],
+        );
         let http = reqwest::blocking::Client::new();
-        let t = Instant::now();
-        while http.get(format!("{url}/ping")).send().is_err() {
-            assert!(t.elapsed() < Duration::from_secs(60), "no daemon");
-            std::thread::sleep(Duration::from_millis(10));
-        }
         Daemon {
             child,
             url,
@@ -208,7 +189,7 @@ impl Drop for Daemon {
 }
 
 fn stalled_clients(d: &Daemon, served: &str) {
-    let n = env("IMGSTORE_BENCH_STALLED", 1000);
+    let n = common::env_num("IMGSTORE_BENCH_STALLED", 1000);
     let target = d.create("never-finished");
     let mut held = Vec::new();
     for _ in 0..n {
@@ -264,8 +245,8 @@ fn stalled_clients(d: &Daemon, served: &str) {
 }
 
 fn heavy(d: &Daemon, served: &str) {
-    let downloads = env("IMGSTORE_BENCH_DOWNLOADS", 200);
-    let uploads = env("IMGSTORE_BENCH_UPLOADS", 20);
+    let downloads = common::env_num("IMGSTORE_BENCH_DOWNLOADS", 200);
+    let uploads = common::env_num("IMGSTORE_BENCH_UPLOADS", 20);
     let size = 64 * MIB;
     let targets: Vec<String> = (0..uploads).map(|i| d.create(&format!("up-{i}"))).collect();
     let bodies: Vec<Arc<Vec<u8>>> = (0..uploads)
@@ -334,7 +315,7 @@ fn heavy(d: &Daemon, served: &str) {
 
 fn main() {
     println!("daemon: {}", common::daemon_binary().display());
-    if env("IMGSTORE_BENCH_STALLED", 1000) > 0 {
+    if common::env_num("IMGSTORE_BENCH_STALLED", 1000) > 0 {
         let d = Daemon::start();
         let served = d.image(64 * MIB, 1);
         stalled_clients(&d, &served);
