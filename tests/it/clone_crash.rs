@@ -1,7 +1,6 @@
 //! kill -9 of the daemon (the real binary) while it clones a deep chain,
 //! then a restart: every clone chain is whole or absent.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -9,49 +8,30 @@ use serde_json::{Value, json};
 use crate::common::bytes;
 use crate::daemon::{ALICE, BOB};
 
+/// The daemon and where it listens.
 struct Proc {
-    child: Child,
+    proc: crate::procs::Proc,
     url: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(dir: &std::path::Path) -> Proc {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::blocking::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("{url}/ping")).send().is_ok() {
-            return Proc { child, url };
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("daemon did not start");
+    let listen = format!("127.0.0.1:{}", crate::procs::free_port());
+    let url = format!("http://{listen}");
+    let proc = crate::procs::spawn(
+        &[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+        ],
+        &[format!("{url}/ping")],
+    );
+    Proc { proc, url }
 }
 
-fn kill9(mut p: Proc) {
-    p.child.kill().unwrap();
-    p.child.wait().unwrap();
+fn kill9(p: Proc) {
+    p.proc.kill();
 }
 
 #[test]

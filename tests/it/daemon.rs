@@ -150,33 +150,7 @@ impl Daemon {
         data: &[u8],
         activate: bool,
     ) -> String {
-        let mut body =
-            json!({"name": name, "version": "1.0.0", "type": "zone-dataset", "os": "smartos"});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-        let r = self.post(&format!("/images?account={owner}"), &body);
-        let status = r.status();
-        let img: Value = r.json().unwrap();
-        assert_eq!(status, 200, "{img}");
-        let uuid = img["uuid"].as_str().unwrap().to_string();
-        if !data.is_empty() {
-            let r = self.put_bytes(
-                &format!("/images/{uuid}/file?compression=none&account={owner}"),
-                data.to_vec(),
-            );
-            assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-        }
-        if activate {
-            let r = self.post(
-                &format!("/images/{uuid}?action=activate&account={owner}"),
-                &json!({}),
-            );
-            assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-        }
-        uuid
+        create_image(&self.client, &self.url, owner, name, extra, data, activate)
     }
 }
 
@@ -205,4 +179,52 @@ pub fn assert_err(r: Response, status: u16, code: &str) -> Value {
         "{body}"
     );
     body
+}
+
+/// Creates (as `owner`), uploads and (optionally) activates an image
+/// on the IMGAPI at `url`, any daemon's; returns its uuid.
+pub fn create_image(
+    http: &Client,
+    url: &str,
+    owner: &str,
+    name: &str,
+    extra: Value,
+    data: &[u8],
+    activate: bool,
+) -> String {
+    let mut body =
+        json!({"name": name, "version": "1.0.0", "type": "zone-dataset", "os": "smartos"});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let (status, img) = sj(http
+        .post(format!("{url}/images?account={owner}"))
+        .json(&body)
+        .send()
+        .unwrap());
+    assert_eq!(status, 200, "{img}");
+    let uuid = img["uuid"].as_str().unwrap().to_string();
+    if !data.is_empty() {
+        let r = http
+            .put(format!(
+                "{url}/images/{uuid}/file?compression=none&account={owner}"
+            ))
+            .body(data.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    }
+    if activate {
+        let r = http
+            .post(format!(
+                "{url}/images/{uuid}?action=activate&account={owner}"
+            ))
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    }
+    uuid
 }

@@ -31,23 +31,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `imgstore serve --config CONFIG` and waits until `url` answers.
-pub fn start(config: &std::path::Path, url: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
-        .args(["serve", "--config"])
-        .arg(config)
+/// Starts `imgstore ARGS` and waits, a minute at most (restarts after a
+/// kill -9 on a slow machine take a while), until every URL of `ping`
+/// answers.
+pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let proc = Proc { child };
     let http = reqwest::blocking::Client::new();
-    for _ in 0..400 {
-        if http.get(format!("{url}/ping")).send().is_ok() {
-            return Proc { child };
-        }
+    let start = std::time::Instant::now();
+    while ping.iter().any(|u| http.get(u).send().is_err()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the daemon did not answer {ping:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("daemon at {url} did not start");
+    proc
+}
+
+/// Starts `imgstore serve --config CONFIG` and waits until `url` answers.
+pub fn start(config: &std::path::Path, url: &str) -> Proc {
+    spawn(
+        &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[format!("{url}/ping")],
+    )
 }

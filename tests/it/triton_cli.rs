@@ -7,15 +7,15 @@
 //! requests itself (the failure cases).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use serde_json::{Value, json};
 
 use crate::daemon::{ADMIN, ALICE, BOB, CAROL};
-use crate::procs::{Proc, free_port};
+use crate::procs::{Proc, free_port, spawn};
 
 const DAVE: &str = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
 const ERIN: &str = "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee";
@@ -91,32 +91,25 @@ fn start_dc(dir: &Path, name: &str, config: &Value, cloudapi_port: u16, flag: bo
         .to_string();
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgstore"));
-    cmd.args(["serve", "--config"]).arg(&path);
-    if flag {
-        cmd.args(["--cloudapi-listen", &format!("127.0.0.1:{cloudapi_port}")]);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc { child };
     let (imgapi, cloudapi) = (
         format!("http://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{cloudapi_port}"),
     );
-    let http = reqwest::blocking::Client::new();
-    let start = Instant::now();
-    while http.get(format!("{cloudapi}/--ping")).send().is_err()
-        || http.get(format!("{imgapi}/ping")).send().is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{name} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(25));
+    let mut args = vec![
+        "serve".to_string(),
+        "--config".into(),
+        path.display().to_string(),
+    ];
+    if flag {
+        args.extend([
+            "--cloudapi-listen".into(),
+            format!("127.0.0.1:{cloudapi_port}"),
+        ]);
     }
+    let proc = spawn(
+        &args,
+        &[format!("{cloudapi}/--ping"), format!("{imgapi}/ping")],
+    );
     Dc {
         imgapi,
         cloudapi,
@@ -208,40 +201,25 @@ impl Triton {
     }
 }
 
-/// Creates an image through IMGAPI (as an operator when `account` is
-/// None) with `extra` fields and a file; activates it when asked.
+/// An image through IMGAPI with a file of [`IMAGE_BYTES`] (seeded by its
+/// name), activated when asked.
 fn imgapi_image(url: &str, owner: &str, name: &str, extra: Value, activate: bool) -> String {
-    let http = reqwest::blocking::Client::new();
-    let mut body = json!({"name": name, "version": "1.0", "os": "smartos",
-        "type": "zone-dataset", "owner": owner});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let r: Value = http
-        .post(format!("{url}/images"))
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let uuid = r["uuid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_string();
-    let put = http
-        .put(format!("{url}/images/{uuid}/file?compression=none"))
-        .body(crate::common::bytes(300_000, name.len() as u64))
-        .send()
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    if activate {
-        let a = http
-            .post(format!("{url}/images/{uuid}?action=activate"))
-            .send()
-            .unwrap();
-        assert_eq!(a.status(), 200);
-    }
-    uuid
+    crate::daemon::create_image(
+        &reqwest::blocking::Client::new(),
+        url,
+        owner,
+        name,
+        extra,
+        &image_file(name),
+        activate,
+    )
+}
+
+/// Bytes of the file of the image named `name`.
+const IMAGE_BYTES: usize = 300_000;
+
+fn image_file(name: &str) -> Vec<u8> {
+    crate::common::bytes(IMAGE_BYTES, name.len() as u64)
 }
 
 fn imgapi_get(url: &str, uuid: &str) -> (u16, Value) {
@@ -320,7 +298,7 @@ fn triton_cli_lists_shares_clones_copies_and_deletes() {
     let b = listed.iter().find(|i| i["name"] == "base").unwrap();
     assert_eq!(b["id"], base.as_str());
     assert!(b.get("uuid").is_none() && b.get("v").is_none());
-    assert_eq!(b["files"][0]["size"], 300_000);
+    assert_eq!(b["files"][0]["size"], IMAGE_BYTES);
     assert_eq!(
         triton.flags(&alice, &west),
         vec![
@@ -394,7 +372,7 @@ fn triton_cli_lists_shares_clones_copies_and_deletes() {
         .unwrap()
         .bytes()
         .unwrap();
-    assert_eq!(file.to_vec(), crate::common::bytes(300_000, 4));
+    assert_eq!(file.to_vec(), image_file("base"));
     let waited = triton.ok(&alice, &east, &["image", "wait", &base]);
     assert!(waited.contains("active"), "{waited}");
     // a datacenter that does not exist is refused by the CLI itself.
@@ -723,7 +701,7 @@ fn cloudapi_filters_translation_and_errors() {
         img["requirements"],
         json!({"min_memory": 1024, "min_ram": 1024})
     );
-    assert_eq!(img["files"][0]["size"], 300_000);
+    assert_eq!(img["files"][0]["size"], IMAGE_BYTES);
     assert!(img["files"][0].get("stor").is_none() && img.get("v").is_none());
     let (s, _) = send(&base, &sk, &Signed::new("HEAD", &path, &key_id));
     assert_eq!(s, 200);

@@ -60,28 +60,15 @@ fn pair() -> Pair {
 
 impl Pair {
     fn make_image(&self, size: usize) -> String {
-        let img: Value = self
-            .http
-            .post(format!("{}/images?account={ALICE}", self.src_url))
-            .json(&json!({"name": "big", "version": "1", "type": "other", "os": "other"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let u = img["uuid"].as_str().unwrap().to_string();
-        let r = self
-            .http
-            .put(format!("{}/images/{u}/file?compression=none", self.src_url))
-            .body(bytes(size, 42))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        self.http
-            .post(format!("{}/images/{u}?action=activate", self.src_url))
-            .json(&json!({}))
-            .send()
-            .unwrap();
-        u
+        crate::daemon::create_image(
+            &self.http,
+            &self.src_url,
+            ALICE,
+            "big",
+            json!({"version": "1", "type": "other", "os": "other"}),
+            &bytes(size, 42),
+            true,
+        )
     }
 
     fn import(&self, uuid: &str) -> String {
