@@ -23,6 +23,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::metrics::Metrics;
+use crate::imgapi::{ApiError, Code};
 
 /// Size of the blocks passed between the async and the blocking side.
 pub const BLOCK: usize = 1 << 20;
@@ -50,6 +51,14 @@ impl Uploads {
             idle,
             metrics,
         }
+    }
+
+    /// A put slot, for a put whose bytes do not come in a request body (a
+    /// pull from another IMGAPI); held until dropped.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.slots).acquire_owned().await.map_err(|_| {
+            ApiError::new(Code::ServiceUnavailableError, "the daemon is shutting down")
+        })
     }
 
     /// Waits for the body's first bytes, then for a put slot; the reader

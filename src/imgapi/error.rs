@@ -297,6 +297,13 @@ impl ApiError {
     pub fn no_such_path(path: &str) -> Self {
         Self::not_found(format!("{path} does not exist"))
     }
+    /// An upload whose body failed (cut, stalled, unreadable).
+    pub fn upload_failed(uuid: &uuid::Uuid, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::Download,
+            format!("upload of image {uuid} failed: {why}"),
+        )
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::InternalError, message)
     }

@@ -139,10 +139,7 @@ impl Imgapi {
                 return Err(ApiError::new(Code::Upload, "file exceeds the maximum size"));
             }
             Err(crate::error::Error::Io { context, source }) if context.contains("input") => {
-                return Err(ApiError::new(
-                    Code::Download,
-                    format!("upload of image {uuid} failed: {source}"),
-                ));
+                return Err(ApiError::upload_failed(uuid, source));
             }
             Err(e) => return Err(e.into()),
         };

@@ -24,6 +24,8 @@ pub(super) async fn put(
     let (uuid, account) = (r.uuid, r.account);
     if let Some(source) = r.query.string("source") {
         let guid = r.query.string("dataset_guid");
+        // A pull from another IMGAPI is a put too: it takes a put slot.
+        let _slot = st.uploads.slot().await?;
         let img = st
             .run(move |api| api.add_file_from_source(&uuid, account.as_ref(), &source, guid))
             .await?;
@@ -51,12 +53,7 @@ pub(super) async fn put(
         .uploads
         .admit(body.into_data_stream().map_err(std::io::Error::other))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                Code::Download,
-                format!("upload of image {uuid} failed: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::upload_failed(&uuid, e))?;
     let img = st
         .run(move |api| api.add_file(&uuid, account.as_ref(), &params, reader))
         .await?;
