@@ -317,26 +317,24 @@ pub async fn serve_faces(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cancel = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        cancel.cancel();
     });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            // An error means the sender is gone: stop as well.
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
     let face = cloudapi.map(|(listener, config)| {
         let face = Arc::new(crate::cloudapi::Face {
             app: Arc::clone(&state),
             config,
         });
-        tokio::spawn(crate::cloudapi::serve(listener, face, stopped()))
+        tokio::spawn(crate::cloudapi::serve(
+            listener,
+            face,
+            stop.clone().cancelled_owned(),
+        ))
     });
-    let served = serve_imgapi(listener, state, stopped()).await;
+    let served = serve_imgapi(listener, state, stop.cancelled_owned()).await;
     if let Some(face) = face {
         face.await
             .map_err(|e| std::io::Error::other(format!("the CloudAPI face failed: {e}")))??;
