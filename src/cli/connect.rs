@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use imgstore::http::client::{Client, ClientError};
 use serde_json::Value;
@@ -47,6 +47,56 @@ pub struct Profile {
     pub datacenters: BTreeMap<String, String>,
 }
 
+/// The datacenters a target list names, checked against the profile's:
+/// `all` is every one but `except` (the one the client talks to), else a
+/// comma-separated list. Each comes with its URL. A name the profile
+/// lacks is an error that lists the profile's (`then` says what did not
+/// happen).
+pub fn pick_datacenters(
+    dcs: &BTreeMap<String, String>,
+    list: &str,
+    except: Option<&str>,
+    then: &str,
+) -> Result<Vec<(String, String)>> {
+    let names: Vec<String> = if list == "all" {
+        dcs.keys()
+            .filter(|n| Some(n.as_str()) != except)
+            .cloned()
+            .collect()
+    } else {
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| !dcs.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        bail!("{}{then}", not_in_profile(dcs, &unknown.join(", ")));
+    }
+    Ok(names
+        .into_iter()
+        .filter_map(|n| dcs.get(&n).map(|u| (n.clone(), u.clone())))
+        .collect())
+}
+
+/// "datacenter X is not in the profile (it lists: ...)".
+fn not_in_profile(dcs: &BTreeMap<String, String>, what: &str) -> String {
+    let known: Vec<&str> = dcs.keys().map(String::as_str).collect();
+    format!(
+        "error: datacenter {what} is not in the profile (it lists: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 impl ConnArgs {
     /// The client these arguments (and the profile) describe, and the
     /// profile.
@@ -61,17 +111,11 @@ impl ConnArgs {
     /// profile's, or the local default.
     fn target_url(&self, p: &Profile) -> Result<String> {
         if let Some(dc) = &self.dc {
-            return p.datacenters.get(dc).cloned().ok_or_else(|| {
-                let known: Vec<&str> = p.datacenters.keys().map(String::as_str).collect();
-                anyhow!(
-                    "error: datacenter {dc:?} is not in the profile (it lists: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )
-            });
+            return p
+                .datacenters
+                .get(dc)
+                .cloned()
+                .ok_or_else(|| anyhow!(not_in_profile(&p.datacenters, &format!("{dc:?}"))));
         }
         Ok(self
             .url

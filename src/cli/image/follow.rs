@@ -16,6 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::{client, describe, names, resolve};
+use crate::cli::connect::pick_datacenters;
 
 /// One target of a copy, or one job being waited for.
 struct Tracked {
@@ -128,31 +129,11 @@ pub(super) fn copy(
                 c.base()
             )
         })?;
-    let targets: Vec<String> = if to == "all" {
-        dcs.keys().filter(|n| **n != current).cloned().collect()
-    } else {
-        to.split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect()
-    };
+    let targets = pick_datacenters(dcs, to, Some(&current), "; nothing copied")?;
     if targets.is_empty() {
         bail!("error: no datacenter to copy to (the profile lists none besides {current})");
     }
-    let unknown: Vec<&str> = targets
-        .iter()
-        .filter(|t| !dcs.contains_key(*t))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        let known: Vec<&str> = dcs.keys().map(String::as_str).collect();
-        bail!(
-            "error: datacenter {} not in the profile (it lists: {}); nothing copied",
-            unknown.join(", "),
-            known.join(", ")
-        );
-    }
-    if targets.contains(&current) {
+    if targets.iter().any(|(n, _)| *n == current) {
         bail!(
             "error: {image} is in datacenter {current} already (the one at {}); nothing copied",
             c.base()
@@ -160,7 +141,7 @@ pub(super) fn copy(
     }
     let (uuid, label) = names(&super::resolve_among(c, image, super::Among::Active)?);
     if dry_run {
-        for dc in &targets {
+        for (dc, _) in &targets {
             say!("Would copy image {uuid} ({label}) from {current} to datacenter {dc}");
         }
         return Ok(());
@@ -169,8 +150,7 @@ pub(super) fn copy(
     let tty = show == Show::Bars;
     let mut tracked = Vec::new();
     let mut failed: Vec<String> = Vec::new();
-    for dc in &targets {
-        let url = dcs.get(dc).map(String::as_str).unwrap_or_default();
+    for (dc, url) in &targets {
         let started = client(url, Some(account))
             .and_then(|t| t.import_from_datacenter(&uuid, &current).map_err(describe));
         let started = match started {

@@ -20,7 +20,7 @@ use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
 use serde_json::{Map, Value, json};
 
-use super::connect::ConnArgs;
+use super::connect::{ConnArgs, pick_datacenters};
 pub(crate) use super::connect::{client, describe};
 
 /// What `imgstore image --help` says after the commands.
@@ -502,17 +502,9 @@ fn import(
     let targets: Vec<(String, Client)> = match to {
         None => vec![(c.base().to_string(), c.clone())],
         Some(list) => {
-            let names: Vec<String> = if list == "all" {
-                dcs.keys().cloned().collect()
-            } else {
-                list.split(',').map(|s| s.trim().to_string()).collect()
-            };
             let mut out = Vec::new();
-            for n in names {
-                let url = dcs.get(&n).ok_or_else(|| {
-                    anyhow!("error: datacenter {n:?} is not in the profile; nothing imported")
-                })?;
-                out.push((n, client(url, c.account())?));
+            for (n, url) in pick_datacenters(dcs, list, None, "; nothing imported")? {
+                out.push((n, client(&url, c.account())?));
             }
             out
         }
