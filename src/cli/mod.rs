@@ -18,6 +18,21 @@ pub mod ops;
 pub mod serve_cmd;
 pub mod store_cmd;
 
+/// A command's answer: `value` as one line of JSON (`-j`/`--json`), or
+/// the line `text` makes for a person.
+pub(crate) fn emit<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        say!("{}", serde_json::to_string(value)?);
+    } else {
+        say!("{}", text());
+    }
+    Ok(())
+}
+
 /// Writes one line of output; see [`say!`].
 pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;

@@ -7,6 +7,7 @@
 //!   `image_share_trusted_accounts`;
 //! * `imgstore datacenters`: the profile's datacenters, each asked its name.
 
+use super::emit;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
@@ -76,15 +77,6 @@ pub struct DatacentersArgs {
     pub json: bool,
 }
 
-fn show(json_out: bool, v: &Value, text: impl FnOnce() -> String) -> Result<()> {
-    if json_out {
-        say!("{}", serde_json::to_string(v)?);
-    } else {
-        say!("{}", text());
-    }
-    Ok(())
-}
-
 fn operator(c: &Client) -> Result<()> {
     if let Some(a) = c.account() {
         bail!("error: admin commands are for operators: run them without an account (have {a})");
@@ -111,7 +103,7 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
         AdminCommand::Stats => {
             let v = c.state().map_err(describe)?;
             let s = &v["store"];
-            show(args.json, &v, || {
+            emit(args.json, &v, || {
                 let n = |k: &str| s[k].as_u64().unwrap_or(0);
                 format!(
                     "datacenter {}, up {} s: {} files, {} chunks, {} segments; {} bytes logical, {} stored ({} live)",
@@ -134,7 +126,7 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
                 .map_err(describe)?;
             let done = &v["done"];
             let failed = done["failed"].as_array().map_or(0, Vec::len);
-            show(args.json, &v, || {
+            emit(args.json, &v, || {
                 format!(
                     "gc: {} segments deleted, {} rewritten, {} bytes freed{}",
                     done["segments_deleted"],
@@ -155,7 +147,7 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
                 .as_array()
                 .map(|p| p.iter().filter(|p| p["repaired"] != true).collect())
                 .unwrap_or_default();
-            show(args.json, &v, || {
+            emit(args.json, &v, || {
                 let mut s = format!(
                     "{} files, {} chunks, {} records checked: {}",
                     v["files"],
@@ -223,7 +215,7 @@ fn run_account(args: &AccountArgs) -> Result<()> {
     let current = c.settings(&me).map_err(describe)?;
     let (accounts, add) = match &args.command {
         AccountCommand::Settings => {
-            return show(args.json, &current, || trusts_line(&me, &current));
+            return emit(args.json, &current, || trusts_line(&me, &current));
         }
         AccountCommand::Trust { accounts } => (accounts, true),
         AccountCommand::Untrust { accounts } => (accounts, false),
@@ -245,7 +237,7 @@ fn run_account(args: &AccountArgs) -> Result<()> {
     }
     let body = json!({ "image_share_trusted_accounts": list });
     let after = c.put_settings(&me, &body).map_err(describe)?;
-    show(args.json, &after, || trusts_line(&me, &after))
+    emit(args.json, &after, || trusts_line(&me, &after))
 }
 
 /// `imgstore datacenters`: each of the profile's datacenters, the name it

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
+use super::emit;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -122,17 +123,6 @@ fn open(args: &StoreArgs, create: bool) -> Result<Store> {
     Ok(Store::open_with(&args.data_dir, opts)?)
 }
 
-fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut out, value)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{}", text())?;
-    }
-    Ok(())
-}
-
 fn parse_id(s: &str) -> Result<FileId> {
     s.parse::<FileId>()
         .with_context(|| format!("{s:?} is not a file id"))
@@ -168,7 +158,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
             let store = open(&args, false)?;
             let r = store.recompress(*level)?;
             store.close()?;
-            print(json, &r, || {
+            emit(json, &r, || {
                 format!(
                     "recompressed {} segments ({} records) at zstd {}: stored bytes {} -> {} (live {} -> {})",
                     r.segments,
@@ -189,7 +179,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
         StoreCommand::Stats { file_id: Some(f) } => {
             let store = open(&args, false)?;
             let u = store.file_usage(&parse_id(f)?)?;
-            print(json, &u, || {
+            emit(json, &u, || {
                 format!(
                     "{}  {} bytes, {} refs, {} chunks: {} bytes unique ({} stored), {} bytes shared ({} stored)",
                     u.file_id,
@@ -207,7 +197,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
         StoreCommand::Stats { file_id: None } => {
             let store = open(&args, false)?;
             let s = store.stats()?;
-            print(json, &s, || {
+            emit(json, &s, || {
                 format!(
                     "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}",
                     s.files,
@@ -235,7 +225,7 @@ fn put(args: &StoreArgs, file: &std::path::Path) -> Result<i32> {
     };
     let r = store.put(input)?;
     store.close()?;
-    print(args.json, &r, || {
+    emit(args.json, &r, || {
         format!(
             "{}  {} bytes  sha1 {}  {} chunks ({} new, {} bytes stored){}",
             r.file_id,
@@ -284,7 +274,7 @@ fn refs(args: &StoreArgs, file_id: &str, add: bool) -> Result<i32> {
         store.unlink(&id)?
     };
     store.close()?;
-    print(args.json, &RefsOut { file_id: id, refs }, || {
+    emit(args.json, &RefsOut { file_id: id, refs }, || {
         format!("{id}  {refs} references")
     })?;
     Ok(0)
@@ -306,7 +296,7 @@ fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
         plan: &plan,
         done: done.clone(),
     };
-    print(args.json, &out, || {
+    emit(args.json, &out, || {
         let mut s = format!(
             "plan: {} segments, {} bytes reclaimable, {} bytes of garbage below the threshold",
             plan.segments.len(),
@@ -349,7 +339,7 @@ fn verify(args: &StoreArgs, repair: bool) -> Result<i32> {
     }
     store.close()?;
     let clean = report.is_clean();
-    print(args.json, &report, || {
+    emit(args.json, &report, || {
         let mut s = format!(
             "{} files, {} chunks, {} segments, {} records checked, {} bytes verified: {}",
             report.files,

@@ -5,7 +5,7 @@
 //! nothing but the result (`-q`).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::{client, describe, names, resolve};
 use crate::cli::connect::pick_datacenters;
+use crate::cli::emit;
 
 /// One target of a copy, or one job being waited for.
 struct Tracked {
@@ -291,7 +292,6 @@ fn follow(tracked: &mut [Tracked], show: Show) {
                     Show::Json => say!("{}", status_json(&t.dc, &t.job, &j)),
                     _ => say!("{}", progress_line(&t.dc, &j)),
                 }
-                let _ = std::io::stdout().flush();
             }
             if ended {
                 t.done = true;
@@ -326,19 +326,13 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         let (uuid, _) = names(&img);
         // With -j, the image each wait leaves is the one line it prints,
         // as every image command's -j does.
-        let reached = |img: &Value, line: String| {
-            if show == Show::Json {
-                say!("{img}");
-            } else {
-                say!("{line}");
-            }
-        };
+        let reached = |img: &Value, line: String| emit(show == Show::Json, img, || line);
         if want.contains(&img["state"].as_str().unwrap_or_default()) {
             let line = format!(
                 "Image {uuid} already {}",
                 img["state"].as_str().unwrap_or("?")
             );
-            reached(&img, line);
+            reached(&img, line)?;
             continue;
         }
         if !matches!(show, Show::Quiet | Show::Json) {
@@ -375,7 +369,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
                     i + 1,
                     images.len()
                 );
-                reached(&img, line);
+                reached(&img, line)?;
                 break;
             }
             if start.elapsed() > Duration::from_secs(24 * 3600) {

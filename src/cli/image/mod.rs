@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::connect::{ConnArgs, pick_datacenters};
 pub(crate) use super::connect::{client, describe};
+use super::emit;
 
 /// What `imgstore image --help` says after the commands.
 const IMAGE_HELP: &str = "\
@@ -314,13 +315,7 @@ fn execute(args: ImageArgs) -> Result<()> {
     let account = c.account().map(str::to_string);
     let json = args.json;
     // One line for a person, or the image as JSON.
-    let tell = |img: &Value, text: String| {
-        if json {
-            say!("{img}");
-        } else {
-            say!("{text}");
-        }
-    };
+    let tell = |img: &Value, text: String| emit(json, img, || text);
     match &args.command {
         ImageCommand::List {
             long,
@@ -392,7 +387,7 @@ fn execute(args: ImageArgs) -> Result<()> {
                 name,
                 version
             );
-            tell(&img, text);
+            tell(&img, text)?;
             Ok(())
         }
         ImageCommand::Upload {
@@ -412,7 +407,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             let img = c
                 .image_action(&uuid, action, &json!({}))
                 .map_err(describe)?;
-            tell(&img, format!("{done} image {uuid} ({label})"));
+            tell(&img, format!("{done} image {uuid} ({label})"))?;
             Ok(())
         }
         ImageCommand::Update {
@@ -423,7 +418,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             let img = c
                 .image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
                 .map_err(describe)?;
-            tell(&img, format!("Updated image {uuid}"));
+            tell(&img, format!("Updated image {uuid}"))?;
             Ok(())
         }
         ImageCommand::Delete { images, force } => delete(&c, images, *force, json),
@@ -450,18 +445,13 @@ fn execute(args: ImageArgs) -> Result<()> {
             }
             let clone = c.clone_image(&uuid).map_err(describe)?;
             let (new, label) = names(&clone);
-            tell(&clone, format!("Cloned image {image} to {new} ({label})"));
+            tell(&clone, format!("Cloned image {image} to {new} ({label})"))?;
             Ok(())
         }
         ImageCommand::Lineage { image } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
-            if json {
-                say!("{}", serde_json::to_string_pretty(&lineage)?);
-            } else {
-                say!("{}", view::lineage(&lineage));
-            }
-            Ok(())
+            emit(json, &lineage, || view::lineage(&lineage))
         }
         ImageCommand::Copy {
             image,
@@ -563,11 +553,9 @@ fn delete(c: &Client, images: &[String], force: bool, json: bool) -> Result<()> 
     }
     for (uuid, label) in &targets {
         c.delete_image(uuid).map_err(describe)?;
-        if json {
-            say!("{}", json!({"uuid": uuid, "deleted": true}));
-        } else {
-            say!("Deleted image {uuid} ({label})");
-        }
+        emit(json, &json!({"uuid": uuid, "deleted": true}), || {
+            format!("Deleted image {uuid} ({label})")
+        })?;
     }
     Ok(())
 }
@@ -583,15 +571,13 @@ fn upload(
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata()?.len();
     let img = c.add_file(&uuid, compression, f, len).map_err(describe)?;
-    if json {
-        say!("{img}");
-        return Ok(());
-    }
-    say!(
-        "Uploaded {} bytes to image {uuid} (sha1 {})",
-        len,
-        img["files"][0]["sha1"].as_str().unwrap_or("?")
-    );
+    emit(json, &img, || {
+        format!(
+            "Uploaded {} bytes to image {uuid} (sha1 {})",
+            len,
+            img["files"][0]["sha1"].as_str().unwrap_or("?")
+        )
+    })?;
     Ok(())
 }
 
@@ -622,12 +608,8 @@ fn share(
         return Ok(());
     }
     let changed = c.change_acl(&uuid, add, &[account]).map_err(describe)?;
-    if json {
-        say!("{changed}");
-    } else if add {
-        say!("Shared image {image} with account {account}");
-    } else {
-        say!("Unshared image {image} with account {account}");
-    }
-    Ok(())
+    let done = if add { "Shared" } else { "Unshared" };
+    emit(json, &changed, || {
+        format!("{done} image {image} with account {account}")
+    })
 }
