@@ -201,12 +201,15 @@ pub(super) async fn list(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// The image of a path `id` the caller may see; anything else, a uuid or
-/// not, is "not found", as CloudAPI answers.
+/// The uuid of a path `id`; anything else is "not found", as CloudAPI
+/// answers.
+fn image_id(id: &str) -> HttpResult<Uuid> {
+    parse_uuid(id).ok_or_else(|| ApiError::not_found(format!("{id} not found")).into())
+}
+
+/// The image of a path `id` the caller may see.
 async fn visible(face: &Face, id: &str, account: Uuid) -> HttpResult<Image> {
-    let Some(uuid) = parse_uuid(id) else {
-        return Err(ApiError::not_found(format!("{id} not found")).into());
-    };
+    let uuid = image_id(id)?;
     face.app
         .run(move |api| api.get_visible(&uuid, Some(&account)))
         .await
@@ -229,8 +232,9 @@ pub(super) async fn delete(
     Path((_, id)): Path<(String, String)>,
     Account(who): Account,
 ) -> HttpResult<Response> {
-    let account = who.uuid;
-    let uuid = visible(&face, &id, account).await?.uuid;
+    // DeleteImage's rule answers "not found" for an image the caller
+    // cannot see, as it does for one that does not exist.
+    let (account, uuid) = (who.uuid, image_id(&id)?);
     face.app
         .run(move |api| api.delete(&uuid, Some(&account)))
         .await?;
@@ -247,9 +251,10 @@ pub(super) async fn action(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let account = who.uuid;
+    let (account, uuid) = (who.uuid, image_id(&id)?);
     let action = query.string("action");
-    let uuid = visible(&face, &id, account).await?.uuid;
+    // UpdateImage's and CloneImage's rules look the image up as the caller
+    // (not found, not the owner, not shared) themselves.
     let img = match action.as_deref().map(|a| (a, ImageAction::parse(a))) {
         Some((_, Some(ImageAction::Update))) => {
             let patch = update_fields(&face, &json_body(&headers, &body)?)?;
@@ -262,18 +267,19 @@ pub(super) async fn action(
                 .run(move |api| api.clone_image(&uuid, Some(&account)))
                 .await?
         }
-        Some((_, Some(ImageAction::Export))) => {
-            return Err(ApiError::new(
-                Code::NotAvailable,
-                "ExportImage writes to Manta, which this image store does not have",
-            )
+        other => {
+            // As upstream, an image the caller cannot see is "not found"
+            // before its action is looked at.
+            visible(&face, &id, account).await?;
+            return Err(match other {
+                Some((_, Some(ImageAction::Export))) => ApiError::new(
+                    Code::NotAvailable,
+                    "ExportImage writes to Manta, which this image store does not have",
+                ),
+                Some((a, _)) => invalid_action(a),
+                None => ApiError::new(Code::MissingParameter, "action is a required argument"),
+            }
             .into());
-        }
-        Some((a, None)) => return Err(invalid_action(a).into()),
-        None => {
-            return Err(
-                ApiError::new(Code::MissingParameter, "action is a required argument").into(),
-            );
         }
     };
     Ok(image_response(&img))
