@@ -141,6 +141,13 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The file of image `uuid` as an operator downloads it (200 asserted).
+    pub fn file(&self, uuid: &str) -> Vec<u8> {
+        let r = self.get(&format!("/images/{uuid}/file"));
+        assert_eq!(r.status(), 200, "downloading the file of {uuid}");
+        r.bytes().unwrap().to_vec()
+    }
+
     /// Creates, uploads and (optionally) activates an image; returns its uuid.
     pub fn image(
         &self,

@@ -260,13 +260,7 @@ fn copy_to_two_datacenters_with_plain_progress_lines() {
             "{out}"
         );
         let d = if dc == "east" { &east } else { &north };
-        assert_eq!(
-            d.get(&format!("/images/{uuid}/file"))
-                .bytes()
-                .unwrap()
-                .to_vec(),
-            data
-        );
+        assert_eq!(d.file(&uuid), data);
     }
     // Copying again refreshes (the copy succeeds, the bytes stay), and an
     // unknown datacenter is an error.
@@ -280,13 +274,7 @@ fn copy_to_two_datacenters_with_plain_progress_lines() {
         out.contains(&format!("Copied image {uuid}")) && out.contains("datacenter east"),
         "{out}"
     );
-    assert_eq!(
-        east.get(&format!("/images/{uuid}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(east.file(&uuid), data);
     let e = err(&cli(
         &west.url,
         Some(ALICE),
@@ -464,13 +452,7 @@ fn copy_checks_every_target_first_and_goes_on_past_a_failed_one() {
     assert!(out.contains("to datacenter east"), "{out}");
     assert!(e.contains("1 of 2") && e.contains("down: "), "{e}");
     assert!(e.contains("127.0.0.1:9"), "{e}");
-    assert_eq!(
-        east.get(&format!("/images/{uuid}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(east.file(&uuid), data);
 }
 
 #[test]

@@ -777,11 +777,7 @@ fn admin_import_with_and_without_source() {
             .status(),
         200
     );
-    let got = d2
-        .get(&format!("/images/{uuid}/file"))
-        .bytes()
-        .unwrap()
-        .to_vec();
+    let got = d2.file(uuid);
     assert_eq!(got, bytes(100_000, 4));
     // A missing remote image passes the remote 404 through; a dead source is 503.
     assert_err(

@@ -152,13 +152,7 @@ fn import_from_another_imgapi_into_several_datacenters_and_list_them() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     for d in [&east, &north] {
-        assert_eq!(
-            d.get(&format!("/images/{uuid}/file"))
-                .bytes()
-                .unwrap()
-                .to_vec(),
-            data
-        );
+        assert_eq!(d.file(&uuid), data);
     }
     // datacenters: who answers, and exit 1 for the one that does not.
     let o = run(&east.url, None, &["datacenters", "--profile", p]);

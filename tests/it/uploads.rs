@@ -70,11 +70,7 @@ fn a_body_longer_than_content_length_is_cut_at_the_length() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let (_, img) = sj(d.get(&format!("/images/{uuid}")));
     assert_eq!(img["files"][0]["size"], 4000);
-    let got = d
-        .get(&format!("/images/{uuid}/file"))
-        .bytes()
-        .unwrap()
-        .to_vec();
+    let got = d.file(&uuid);
     assert_eq!(got, data[..4000].to_vec());
 }
 
@@ -104,11 +100,7 @@ fn two_concurrent_uploads_leave_exactly_one_file() {
     }
     let (_, img) = sj(d.get(&format!("/images/{uuid}")));
     let sha = img["files"][0]["sha1"].as_str().unwrap().to_string();
-    let got = d
-        .get(&format!("/images/{uuid}/file"))
-        .bytes()
-        .unwrap()
-        .to_vec();
+    let got = d.file(&uuid);
     assert_eq!(hex::encode(<sha1::Sha1 as sha1::Digest>::digest(&got)), sha);
     let stats = d.state.api.store().stats().unwrap();
     assert_eq!(stats.files, 1, "the losing upload's file was released");
@@ -136,13 +128,7 @@ fn a_restart_mid_upload_keeps_everything_acknowledged() {
         (kept, pending)
     };
     let d = Daemon::start(dir.path());
-    assert_eq!(
-        d.get(&format!("/images/{kept}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        bytes(300_000, 1)
-    );
+    assert_eq!(d.file(&kept), bytes(300_000, 1));
     let (_, img) = sj(d.get(&format!("/images/{pending}")));
     assert_eq!(img["files"], json!([]));
     assert!(d.state.api.store().verify(false).unwrap().is_clean());

@@ -530,13 +530,7 @@ fn a_lying_source_fails_the_job_cleanly_and_an_honest_retry_resumes() {
         .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
     let (job, _) = import(&dst, &uuid, ALICE);
     assert_eq!(job["execution"], "succeeded", "{job}");
-    assert_eq!(
-        dst.get(&format!("/images/{uuid}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(dst.file(&uuid), data);
 }
 
 #[test]
@@ -566,13 +560,7 @@ fn dropped_connections_are_retried_and_the_copy_completes() {
         let (job, _) = import(&dst, &uuid, ALICE);
         assert_eq!(job["execution"], "succeeded", "{job}");
     }
-    assert_eq!(
-        dst.get(&format!("/images/{uuid}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(dst.file(&uuid), data);
     assert!(dst.state.api.store().verify(false).unwrap().is_clean());
 }
 
@@ -592,13 +580,7 @@ fn a_stalled_source_times_out_and_the_copy_resumes_later() {
         .store(proxy::HONEST, std::sync::atomic::Ordering::SeqCst);
     let (job, _) = import(&dst, &uuid, ALICE);
     assert_eq!(job["execution"], "succeeded", "{job}");
-    assert_eq!(
-        dst.get(&format!("/images/{uuid}/file"))
-            .bytes()
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(dst.file(&uuid), data);
 }
 
 #[test]
