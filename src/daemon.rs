@@ -29,6 +29,9 @@ pub enum StartError {
     /// The store did not open.
     #[error(transparent)]
     Store(#[from] crate::Error),
+    /// The `"storage"` object is wrong or its backend unreachable.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// Default data directory and listen address: `imgstore serve` needs no
@@ -62,6 +65,134 @@ pub struct DaemonConfig {
     pub segment_bytes: u64,
     /// The CloudAPI face for the `triton` CLI (off when None).
     pub cloudapi: Option<crate::cloudapi::Config>,
+    /// Where sealed segments go (`"storage"`; None: the local disk only).
+    pub storage: Option<Storage>,
+}
+
+/// The `"storage"` object: a remote tier for sealed segments.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Storage {
+    /// `"s3"`, or `"local"` (objects as files under `path`, for a second
+    /// disk or a mounted filesystem).
+    #[serde(rename = "type")]
+    pub kind: StorageKind,
+    /// For `"local"`: the directory.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Object name prefix (`dc1/`); each store adds its own id under it,
+    /// so daemons and datacenters can share a bucket.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Local bytes kept as copies of remote segments (default 10 GiB).
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// `"local"` (the default): acknowledged writes are on the local disk,
+    /// and reach the bucket within `sealAfterSeconds` plus an upload.
+    #[serde(default)]
+    pub durability: Durability,
+    /// How long a compacted segment's object outlives it (default 3600).
+    #[serde(default = "default_delete_grace")]
+    pub delete_grace_seconds: u64,
+    /// How long a quiet active segment waits before it is sealed and
+    /// uploaded (default 60).
+    #[serde(default = "default_seal_after")]
+    pub seal_after_seconds: u64,
+    /// Seconds one S3 request may take (default 60).
+    #[serde(default)]
+    pub request_timeout_seconds: Option<u64>,
+    /// Retries of a failed S3 request, with backoff (default 5).
+    #[serde(default)]
+    pub retries: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    S3,
+    Local,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Local,
+    Remote,
+}
+
+fn default_cache_bytes() -> u64 {
+    10 << 30
+}
+
+fn default_delete_grace() -> u64 {
+    3600
+}
+
+fn default_seal_after() -> u64 {
+    60
+}
+
+impl Storage {
+    /// Checks the object and connects its backend.
+    pub fn tier_options(&self) -> Result<crate::store::TierOptions, String> {
+        use crate::store::backend::{LocalDir, ObjectBackend, ObjectStoreBackend, S3Config};
+        if !self.prefix.is_empty() {
+            let p = self
+                .prefix
+                .strip_suffix('/')
+                .ok_or_else(|| format!("storage.prefix {:?} must end in '/'", self.prefix))?;
+            crate::store::backend::check_name(p).map_err(|_| {
+                format!(
+                    "storage.prefix {:?} is not a plain object path",
+                    self.prefix
+                )
+            })?;
+        }
+        let backend: std::sync::Arc<dyn ObjectBackend> = match self.kind {
+            StorageKind::Local => {
+                let path = self
+                    .path
+                    .as_ref()
+                    .ok_or("storage.type \"local\" needs storage.path")?;
+                std::sync::Arc::new(LocalDir::new(path).map_err(|e| e.to_string())?)
+            }
+            StorageKind::S3 => {
+                let (Some(endpoint), Some(bucket)) = (&self.endpoint, &self.bucket) else {
+                    return Err(
+                        "storage.type \"s3\" needs storage.endpoint and storage.bucket".into(),
+                    );
+                };
+                let c = S3Config {
+                    endpoint: endpoint.clone(),
+                    bucket: bucket.clone(),
+                    region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    access_key_id: self.access_key_id.clone(),
+                    secret_access_key: self.secret_access_key.clone(),
+                    request_timeout_seconds: self.request_timeout_seconds.unwrap_or(60),
+                    retries: self.retries.unwrap_or(5),
+                };
+                std::sync::Arc::new(ObjectStoreBackend::s3(&c).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(crate::store::TierOptions {
+            backend,
+            prefix: self.prefix.clone(),
+            cache_bytes: self.cache_bytes,
+            delete_grace: std::time::Duration::from_secs(self.delete_grace_seconds),
+            seal_after: std::time::Duration::from_secs(self.seal_after_seconds),
+        })
+    }
 }
 
 impl Default for DaemonConfig {
@@ -78,6 +209,7 @@ impl Default for DaemonConfig {
             recompress: Recompress::default(),
             segment_bytes: StoreOptions::default().segment_bytes,
             cloudapi: None,
+            storage: None,
         }
     }
 }
@@ -108,6 +240,8 @@ struct ConfigFile {
     recompress_after_seconds: Option<u64>,
     /// The CloudAPI face: listen, datacenters, users and their keys.
     cloudapi: Option<crate::cloudapi::ConfigFile>,
+    /// A remote tier for sealed segments.
+    storage: Option<Storage>,
 }
 
 /// Limits under load (all optional; see [`Limits`]).
@@ -216,6 +350,16 @@ impl DaemonConfig {
             let base = path.parent().unwrap_or(Path::new("."));
             c.cloudapi = Some(face.load(base).map_err(bad)?);
         }
+        if let Some(st) = f.storage {
+            if st.durability == Durability::Remote {
+                return Err(bad(
+                    "storage.durability \"remote\" (activation waits for the \
+                     bucket; restore from it) is not built yet; use \"local\""
+                        .into(),
+                ));
+            }
+            c.storage = Some(st);
+        }
         if let Some(t) = f.transfer {
             if let Some(b) = t.batch_bytes {
                 c.transfer.batch_bytes = b.max(64 * 1024);
@@ -245,17 +389,25 @@ impl DaemonConfig {
             .build()
     }
 
+    /// How the daemon (and the admin commands given its config) open the
+    /// store: its tables, reserve, segment size and remote tier.
+    pub fn store_options(&self) -> Result<StoreOptions, StartError> {
+        let tier = match &self.storage {
+            None => None,
+            Some(st) => Some(st.tier_options().map_err(StartError::Storage)?),
+        };
+        Ok(StoreOptions {
+            tables: imgapi::TABLES.to_vec(),
+            reserve_bytes: self.reserve_bytes,
+            segment_bytes: self.segment_bytes,
+            tier,
+            ..StoreOptions::default()
+        })
+    }
+
     /// Opens the store and builds the shared state.
     pub fn open(&self, log: Logger) -> Result<Arc<AppState>, StartError> {
-        let store = Store::open_with(
-            &self.data_dir,
-            StoreOptions {
-                tables: imgapi::TABLES.to_vec(),
-                reserve_bytes: self.reserve_bytes,
-                segment_bytes: self.segment_bytes,
-                ..StoreOptions::default()
-            },
-        )?;
+        let store = Store::open_with(&self.data_dir, self.store_options()?)?;
         let job_log = log.clone();
         let metrics = Arc::new(Metrics::new());
         let job_metrics = Arc::clone(&metrics);
@@ -352,7 +504,10 @@ async fn serve_imgapi(
         state.log.error(&format!("resuming copy jobs: {e}"));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let background = (state.gc_interval.is_some() || state.recompress.level.is_some()).then(|| {
+    let upkeep = state.gc_interval.is_some()
+        || state.recompress.level.is_some()
+        || state.api.store().has_tier();
+    let background = upkeep.then(|| {
         let (st, stop) = (Arc::clone(&state), Arc::clone(&stop));
         std::thread::spawn(move || background(&st, &stop))
     });
@@ -369,14 +524,16 @@ async fn serve_imgapi(
 /// The daemon's own upkeep, on one thread so that its passes never
 /// compete with each other: online GC (space that deletes and failed
 /// uploads left behind comes back without an operator; the admin command
-/// cannot open a store in use) every `gc_interval`, and background
-/// recompression, one cold segment per step.
+/// cannot open a store in use) every `gc_interval`, background
+/// recompression, one cold segment per step, and the remote tier's
+/// uploads, evictions and deletions.
 fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
     let tick = std::time::Duration::from_millis(200);
     let mut memo = crate::store::ColdMemo::default();
     let mut since_gc = std::time::Duration::ZERO;
     // The first step at the first tick: what is cold already need not wait.
     let mut next_recompress = std::time::Duration::ZERO;
+    let mut next_tier = std::time::Duration::ZERO;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(tick);
         since_gc += tick;
@@ -389,11 +546,45 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
                 crate::store::gc::DEFAULT_THRESHOLD,
             );
         }
+        next_tier = next_tier.saturating_sub(tick);
+        if next_tier.is_zero() && state.api.store().has_tier() {
+            next_tier = tier_step(state);
+        }
         next_recompress = next_recompress.saturating_sub(tick);
         if let Some(level) = state.recompress.level
             && next_recompress.is_zero()
         {
             next_recompress = recompress_step(state, level, &mut memo);
+        }
+    }
+}
+
+/// One step of the remote tier (uploads, eviction, deletions); how long
+/// to wait before the next: 2 s, or 10 s after a failure (the client has
+/// retried with backoff already).
+fn tier_step(state: &AppState) -> std::time::Duration {
+    match state.api.store().tier_step() {
+        Ok(r) => {
+            state.metrics.tier_step(&r);
+            for (seg, len) in &r.uploaded {
+                state
+                    .log
+                    .info(&format!("tier: segment {seg} uploaded ({len} bytes)"));
+            }
+            if !r.evicted.is_empty() || !r.deleted.is_empty() {
+                state.log.info(&format!(
+                    "tier: {} cached copies evicted ({} bytes), {} retired objects deleted",
+                    r.evicted.len(),
+                    r.evicted.iter().map(|e| e.1).sum::<u64>(),
+                    r.deleted.len()
+                ));
+            }
+            std::time::Duration::from_secs(2)
+        }
+        Err(e) => {
+            state.metrics.tier_failed();
+            state.log.error(&format!("tier: {e}"));
+            std::time::Duration::from_secs(10)
         }
     }
 }

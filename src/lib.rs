@@ -116,6 +116,10 @@ pub mod transfer;
 pub use chunker::{CHUNKER_VERSION, ChunkerParams, MAX_CHUNK_LEN};
 pub use error::{Error, Result};
 pub use id::{ChunkId, FileId, SegmentId};
+/// Where sealed segments go: the object backend seam (local directory, S3,
+/// in-memory) and its conformance suite.
+#[cfg(any(feature = "index", feature = "fuzzing"))]
+pub use segment::backend;
 /// The I/O seam every write and fsync of chunk data passes through: the
 /// real file system, and a wrapper that fails chosen operations (tests).
 #[cfg(any(feature = "index", feature = "fuzzing"))]

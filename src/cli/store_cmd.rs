@@ -14,14 +14,15 @@ use imgstore::{FileId, Store, StoreOptions};
 
 #[derive(Args, Debug)]
 pub struct StoreArgs {
-    /// The data directory.
-    #[arg(
-        long,
-        global = true,
-        default_value = "./imgstore-data",
-        value_name = "DIR"
-    )]
-    pub data_dir: PathBuf,
+    /// The data directory (default: the config's `dataDir`, else
+    /// ./imgstore-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The daemon's config file: its `dataDir`, `segmentBytes` and
+    /// `"storage"` (a store whose segments are in a bucket opens only with
+    /// it).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -111,16 +112,40 @@ fn command_name(c: &StoreCommand) -> &'static str {
     }
 }
 
+impl StoreArgs {
+    /// The daemon config named by `--config`, if any.
+    fn daemon_config(&self) -> Result<Option<imgstore::daemon::DaemonConfig>> {
+        self.config
+            .as_deref()
+            .map(imgstore::daemon::DaemonConfig::from_file)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// `--data-dir`, else the config's, else the default.
+    fn data_dir(&self) -> Result<PathBuf> {
+        Ok(match (&self.data_dir, self.daemon_config()?) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => c.data_dir,
+            (None, None) => imgstore::daemon::DEFAULT_DATA_DIR.into(),
+        })
+    }
+}
+
 fn open(args: &StoreArgs, create: bool) -> Result<Store> {
+    let dir = args.data_dir()?;
     // Keep the space reserve the daemon made (its size is its config's).
-    let reserve =
-        std::fs::metadata(args.data_dir.join("segments").join("reserve")).map_or(0, |m| m.len());
+    let reserve = std::fs::metadata(dir.join("segments").join("reserve")).map_or(0, |m| m.len());
+    let base = match args.daemon_config()? {
+        Some(c) => c.store_options()?,
+        None => StoreOptions::default(),
+    };
     let opts = StoreOptions {
         create,
         reserve_bytes: reserve,
-        ..StoreOptions::default()
+        ..base
     };
-    Ok(Store::open_with(&args.data_dir, opts)?)
+    Ok(Store::open_with(&dir, opts)?)
 }
 
 fn parse_id(s: &str) -> Result<FileId> {
@@ -173,7 +198,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
             Ok(0)
         }
         StoreCommand::Soak { seed, log, ops } => {
-            soak(&args.data_dir, *seed, log, *ops)?;
+            soak(&args.data_dir()?, *seed, log, *ops)?;
             Ok(0)
         }
         StoreCommand::Stats { file_id: Some(f) } => {
@@ -198,8 +223,19 @@ fn execute(args: StoreArgs) -> Result<i32> {
             let store = open(&args, false)?;
             let s = store.stats()?;
             emit(json, &s, || {
+                let tier = s.tier.map_or(String::new(), |t| {
+                    format!(
+                        "\nlocal bytes {} ({} segments not uploaded yet), cached bytes {}, remote bytes {} ({} segments), {} retired objects waiting",
+                        t.local_bytes,
+                        t.local_segments,
+                        t.cached_bytes,
+                        t.remote_bytes,
+                        t.remote_segments,
+                        t.retired_segments
+                    )
+                });
                 format!(
-                    "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}",
+                    "files {} (references {})\nlogical bytes {}\nunique uncompressed bytes {}\nstored bytes {} (live {}, garbage {}) in {} segments\nindex bytes {}{tier}",
                     s.files,
                     s.file_references,
                     s.logical_bytes,

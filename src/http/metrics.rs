@@ -12,6 +12,10 @@
 //! | `imgstore_gc_reclaimed_bytes_total` | | bytes GC freed |
 //! | `imgstore_recompressed_segments_total` | | cold segments the background pass rewrote |
 //! | `imgstore_recompress_saved_bytes_total` | | bytes those rewrites saved |
+//! | `imgstore_tier_uploaded_bytes_total` | | sealed segment bytes uploaded to the remote tier and confirmed |
+//! | `imgstore_tier_evicted_bytes_total` | | local copies of remote segments dropped from the cache |
+//! | `imgstore_tier_deleted_objects_total` | | objects of compacted segments deleted after their grace period |
+//! | `imgstore_tier_errors_total` | | remote tier steps that failed (retried at the next step) |
 //! | `imgstore_copy_jobs_total` | outcome | copies between datacenters that ended: succeeded, failed |
 //! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
 //!
@@ -60,6 +64,8 @@ pub struct Metrics {
     gc_reclaimed: Counter,
     recompressed: Counter,
     recompress_saved: Counter,
+    /// Uploaded bytes, evicted bytes, deleted objects, failed steps.
+    tier: [Counter; 4],
     jobs: Family<Outcome, Counter>,
     job_bytes: Family<Outcome, Counter>,
     store: [(&'static str, ByteGauge); 8],
@@ -128,6 +134,29 @@ impl Metrics {
             "Bytes the background pass's rewrites saved",
             recompress_saved.clone(),
         );
+        let tier = [
+            (
+                "imgstore_tier_uploaded_bytes",
+                "Sealed segment bytes uploaded to the remote tier and confirmed",
+            ),
+            (
+                "imgstore_tier_evicted_bytes",
+                "Bytes of local copies of remote segments dropped from the cache",
+            ),
+            (
+                "imgstore_tier_deleted_objects",
+                "Objects of compacted segments deleted after their grace period",
+            ),
+            (
+                "imgstore_tier_errors",
+                "Remote tier steps that failed (retried at the next step)",
+            ),
+        ]
+        .map(|(name, help)| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        });
         let jobs = Family::<Outcome, Counter>::default();
         registry.register(
             "imgstore_copy_jobs",
@@ -171,6 +200,7 @@ impl Metrics {
             gc_reclaimed,
             recompressed,
             recompress_saved,
+            tier,
             jobs,
             job_bytes,
             store,
@@ -219,6 +249,19 @@ impl Metrics {
     pub fn recompressed(&self, before: u64, after: u64) {
         self.recompressed.inc();
         self.recompress_saved.inc_by(before.saturating_sub(after));
+    }
+
+    /// One step of the remote tier.
+    pub fn tier_step(&self, r: &crate::store::TierReport) {
+        let [uploaded, evicted, deleted, _] = &self.tier;
+        uploaded.inc_by(r.uploaded.iter().map(|u| u.1).sum());
+        evicted.inc_by(r.evicted.iter().map(|e| e.1).sum());
+        deleted.inc_by(r.deleted.len() as u64);
+    }
+
+    /// A step of the remote tier failed.
+    pub fn tier_failed(&self) {
+        self.tier[3].inc();
     }
 
     /// A copy job ended.

@@ -50,6 +50,7 @@ pub type PartialId = [u8; 16];
 pub const BLOCK_ENTRIES: usize = 1024;
 
 const V1: u8 = 1;
+const V2: u8 = 2;
 
 /// Where a chunk is stored and how many file references it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,23 @@ pub struct SegmentEntry {
     /// End of the furthest record ever indexed in this segment: a bad record
     /// before it is corruption, after it a torn tail.
     pub indexed_end: u64,
+    /// Where the segment's bytes are (the remote tier).
+    pub tier: SegmentTier,
+}
+
+/// Where a segment's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SegmentTier {
+    /// Only in the local file.
+    #[default]
+    Local,
+    /// Uploaded and confirmed: the object holds `len` bytes; a local file,
+    /// if any, is cache.
+    Remote { len: u64 },
+    /// Compacted away while remote: its object is deleted once
+    /// `delete_after` (seconds since the Unix epoch) has passed, so a
+    /// reader holding an old location never finds it gone.
+    Retired { len: u64, delete_after: u64 },
 }
 
 /// One chunk reference in a file's chunk list.
@@ -187,20 +205,48 @@ impl FileRecord {
 }
 
 impl SegmentEntry {
+    /// Version 1 for local segments (what stores without a remote tier
+    /// have always written); version 2 adds the tier.
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(17);
-        v.push(V1);
+        let mut v = Vec::with_capacity(34);
+        v.push(if self.tier == SegmentTier::Local {
+            V1
+        } else {
+            V2
+        });
         v.extend_from_slice(&self.live_bytes.to_le_bytes());
         v.extend_from_slice(&self.indexed_end.to_le_bytes());
+        let (tag, len, after) = match self.tier {
+            SegmentTier::Local => return v,
+            SegmentTier::Remote { len } => (1u8, len, 0),
+            SegmentTier::Retired { len, delete_after } => (2, len, delete_after),
+        };
+        v.push(tag);
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&after.to_le_bytes());
         v
     }
     fn decode(b: &[u8]) -> Option<Self> {
         let mut c = Cursor { buf: b };
-        (c.u8()? == V1).then_some(())?;
-        let s = SegmentEntry {
+        let version = c.u8()?;
+        (version == V1 || version == V2).then_some(())?;
+        let mut s = SegmentEntry {
             live_bytes: c.u64()?,
             indexed_end: c.u64()?,
+            tier: SegmentTier::Local,
         };
+        if version == V2 {
+            let (tag, len, after) = (c.u8()?, c.u64()?, c.u64()?);
+            s.tier = match tag {
+                0 => SegmentTier::Local,
+                1 => SegmentTier::Remote { len },
+                2 => SegmentTier::Retired {
+                    len,
+                    delete_after: after,
+                },
+                _ => return None,
+            };
+        }
         c.buf.is_empty().then_some(s)
     }
 }

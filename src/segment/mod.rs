@@ -13,11 +13,13 @@
 //! session whose records were lost to a failed write or fsync gets an error
 //! from `sync`, never a false acknowledgement.
 
+pub mod backend;
 pub mod io;
 mod read;
 mod recover;
 mod reserve;
 pub mod scan;
+mod tier;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use crate::id::SegmentId;
 use io::{SegmentFile, SegmentIo};
 use read::Readers;
 pub use recover::TailReport;
+pub use tier::TierSetup;
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,8 +126,10 @@ pub struct SegmentSet {
     reserve_bytes: u64,
     reserve_lock: Mutex<()>,
     writer: Mutex<Writer>,
-    /// Read handles of sealed segments (mmapped).
+    /// Read handles of sealed segments.
     readers: RwLock<Readers>,
+    /// Where sealed segments go once uploaded ([`tier`]).
+    tier: Option<tier::Tier>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,9 +148,15 @@ impl SegmentSet {
         }
     }
 
-    /// Ids of every segment file, ascending.
+    /// Ids of every segment, local or remote, ascending.
     pub fn list(&self) -> Result<Vec<SegmentId>> {
-        list_segments(&self.dir)
+        let mut ids = list_segments(&self.dir)?;
+        if self.tier.is_some() {
+            ids.extend(self.remote_segments().into_keys());
+            ids.sort();
+            ids.dedup();
+        }
+        Ok(ids)
     }
 
     /// The size past which a segment is sealed.
@@ -199,18 +210,26 @@ impl SegmentSet {
     /// Current file length of a segment.
     pub fn file_len(&self, id: SegmentId) -> Result<u64> {
         let path = segment_path(&self.dir, id);
-        std::fs::metadata(&path)
-            .map(|m| m.len())
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) => match self.remote_len(id) {
+                Some(len) if e.kind() == std::io::ErrorKind::NotFound => Ok(len),
+                _ => Err(Error::io(format!("reading {}", path.display()), e)),
+            },
+        }
     }
 
     /// How long ago segment `id` was last written (for a sealed segment:
     /// since it was sealed; sealed segments are never written again).
     pub fn age(&self, id: SegmentId) -> Result<std::time::Duration> {
         let path = segment_path(&self.dir, id);
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.is_remote(id) => {
+                return Ok(Self::remote_age());
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
         Ok(modified.elapsed().unwrap_or_default())
     }
 

@@ -37,15 +37,8 @@ pub(super) enum Handle {
     Sealed(File),
     /// The active segment: read through the writer's own file.
     Active(Arc<dyn SegmentFile>),
-}
-
-impl Handle {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        match self {
-            Handle::Sealed(f) => f.read_exact_at(buf, offset),
-            Handle::Active(f) => f.file().read_exact_at(buf, offset),
-        }
-    }
+    /// A remote segment with no local copy: range requests.
+    Remote,
 }
 
 impl SegmentSet {
@@ -63,7 +56,22 @@ impl SegmentSet {
     /// corruption at that place.
     pub fn read_at(&self, id: SegmentId, offset: u64, buf: &mut [u8]) -> Result<()> {
         let handle = self.handle(id)?;
-        handle.read_exact_at(buf, offset).map_err(|e| {
+        let res = match &*handle {
+            Handle::Sealed(f) => f.read_exact_at(buf, offset),
+            Handle::Active(f) => f.file().read_exact_at(buf, offset),
+            Handle::Remote => {
+                let Some(t) = &self.tier else {
+                    return Err(Error::Internal(format!(
+                        "segment {id} is remote without a tier"
+                    )));
+                };
+                return t
+                    .backend
+                    .read_at(&t.name(id), offset, buf)
+                    .map_err(|e| t.error(id, offset, e));
+            }
+        };
+        res.map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::corrupt(
                     id,
@@ -101,12 +109,22 @@ impl SegmentSet {
         }
         let path = segment_path(&self.dir, id);
         let f = File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+            if e.kind() == std::io::ErrorKind::NotFound && self.is_remote(id) {
+                // Not cached either: a remote handle is only a name, and
+                // a later read finds the local copy once one exists.
+                return None;
+            }
+            Some(if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Inconsistent(format!("segment file {} is missing", path.display()))
             } else {
                 Error::io(format!("opening {}", path.display()), e)
-            }
-        })?;
+            })
+        });
+        let f = match f {
+            Ok(f) => f,
+            Err(None) => return Ok(Arc::new(Handle::Remote)),
+            Err(Some(e)) => return Err(e),
+        };
         let h = Arc::new(Handle::Sealed(f));
         let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
         if !readers.removed.contains(&id) {
@@ -128,8 +146,21 @@ impl SegmentSet {
         Ok(h)
     }
 
-    /// Removes a segment file that nothing references any more.
+    /// When each open segment was last read (a clock value).
+    pub(super) fn last_used(&self) -> HashMap<SegmentId, u64> {
+        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        readers
+            .map
+            .iter()
+            .map(|(id, (_, used))| (*id, used.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Removes a segment that nothing references any more: its local file,
+    /// and its place in the remote tier (the store has recorded the
+    /// object's deletion, which waits out a grace period).
     pub fn remove(&self, id: SegmentId) -> Result<()> {
+        self.forget_remote(id);
         {
             let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
             readers.map.remove(&id);

@@ -188,6 +188,7 @@ impl SegmentSet {
                 pins: HashMap::new(),
             }),
             readers: RwLock::new(Readers::default()),
+            tier: None,
         };
         Ok((set, report))
     }

@@ -320,7 +320,12 @@ impl Store {
         }
         segs.entries.remove(&records.seg);
         segs.write(&mut b)?;
-        b.delete_segment(records.seg)?;
+        // A remote segment's object outlives it by the grace period
+        // (`store/tier.rs`); a local one's entry just goes.
+        match self.retired_entry(records.seg) {
+            Some(retired) => b.put_segment(records.seg, &retired)?,
+            None => b.delete_segment(records.seg)?,
+        }
         b.commit()?;
         Ok((copied_here, copied_bytes))
     }

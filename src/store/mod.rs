@@ -25,6 +25,7 @@ mod readahead;
 mod recompress;
 mod stats;
 mod table;
+mod tier;
 mod txn;
 mod verify;
 
@@ -44,6 +45,9 @@ use crate::segment::io::{FsIo, SegmentIo};
 use crate::segment::{SegmentSet, lock};
 
 pub use crate::index::{ChunkRef, FileRecord, PartialId};
+/// The remote tier's backends (local directory, S3, in-memory), for the
+/// layers above that configure one.
+pub use crate::segment::backend;
 pub use crate::segment::{Location, TailReport};
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
 pub use put::{PutResult, StagedPut};
@@ -52,6 +56,7 @@ pub use readahead::READAHEAD_BUDGET;
 pub use recompress::{ColdMemo, ColdStep, DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
 pub use stats::{FileUsage, StoreSize, StoreStats};
 pub use table::{Table, json_decode, json_encode};
+pub use tier::{TierOptions, TierReport, TierSizes};
 pub use txn::Txn;
 pub use verify::{Problem, VerifyReport};
 
@@ -81,6 +86,9 @@ pub struct StoreOptions {
     /// Disk space held back for compaction on a full disk (0: none; see
     /// `segment/reserve.rs`). A daemon keeps 64 MiB.
     pub reserve_bytes: u64,
+    /// A remote tier for sealed segments (`store/tier.rs`); none keeps
+    /// every segment on the local disk.
+    pub tier: Option<TierOptions>,
 }
 
 impl Default for StoreOptions {
@@ -94,6 +102,7 @@ impl Default for StoreOptions {
             io: Box::new(FsIo),
             read_threads: 0,
             reserve_bytes: 0,
+            tier: None,
         }
     }
 }
@@ -155,6 +164,8 @@ struct Inner {
     pins: Mutex<HashMap<ChunkId, u32>>,
     /// Workers that read ahead for every reader.
     reads: readahead::ReadPool,
+    /// The remote tier's policy, when there is one.
+    tier: Option<tier::TierPolicy>,
     tail: Option<TailReport>,
     _lock: File,
 }
@@ -198,7 +209,7 @@ impl Store {
         let chunker = params.chunker();
         chunker.validate()?;
 
-        let (segments, tail) = SegmentSet::open(
+        let (mut segments, tail) = SegmentSet::open(
             &dir.join("segments"),
             opts.io,
             store_id,
@@ -206,6 +217,46 @@ impl Store {
             opts.reserve_bytes,
             |id| Ok(index.segment(id)?.map_or(0, |e| e.indexed_end)),
         )?;
+        let tier = match opts.tier {
+            None => {
+                let remote = index
+                    .segments()?
+                    .into_iter()
+                    .any(|(_, e)| e.tier != crate::index::SegmentTier::Local);
+                if remote {
+                    return Err(Error::InvalidInput(format!(
+                        "the segments of {} are in a remote tier: open it with its \
+                         \"storage\" configuration",
+                        dir.display()
+                    )));
+                }
+                None
+            }
+            Some(t) => {
+                let mut remote = std::collections::BTreeMap::new();
+                let mut retired = Vec::new();
+                for (id, e) in index.segments()? {
+                    match e.tier {
+                        crate::index::SegmentTier::Local => {}
+                        crate::index::SegmentTier::Remote { len } => {
+                            remote.insert(id, len);
+                        }
+                        crate::index::SegmentTier::Retired { .. } => retired.push(id),
+                    }
+                }
+                segments.attach_tier(crate::segment::TierSetup {
+                    backend: t.backend,
+                    prefix: t.prefix,
+                    remote,
+                    retired,
+                })?;
+                Some(tier::TierPolicy {
+                    cache_bytes: t.cache_bytes,
+                    delete_grace: t.delete_grace,
+                    seal_after: t.seal_after,
+                })
+            }
+        };
         // Best effort: a store on a full disk still opens, and GC or the
         // next open fills the reserve once there is room.
         let _ = segments.fill_reserve();
@@ -224,6 +275,7 @@ impl Store {
                     0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                     n => n,
                 }),
+                tier,
                 tail,
                 _lock: lock_file,
             }),

@@ -121,6 +121,12 @@ impl Store {
             if memo.worth.get(&seg) == Some(&false) || !inner.segments.is_quiet(seg) {
                 continue;
             }
+            // A remote segment is rewritten only while a local copy is
+            // cached: a census by range requests (one per record) and a
+            // second upload would cost more than the bytes it saves.
+            if inner.segments.has_tier() && !inner.segments.is_local(seg) {
+                continue;
+            }
             if inner.segments.age(seg)? < min_age {
                 // Newer segments are younger still.
                 break;

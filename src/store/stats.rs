@@ -35,6 +35,9 @@ pub struct StoreStats {
     pub segments: u64,
     /// The index on disk: table files, write-ahead log, manifest.
     pub index_bytes: u64,
+    /// Local, cached and remote bytes, with a remote tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<super::TierSizes>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -112,6 +115,7 @@ impl Store {
             stored_bytes: size.stored_bytes,
             segments: size.segments,
             index_bytes: size.index_bytes,
+            tier: self.has_tier().then(|| self.tier_sizes()).transpose()?,
             ..StoreStats::default()
         };
         self.inner.index.for_each_chunk(|_, e| {

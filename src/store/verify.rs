@@ -385,6 +385,7 @@ impl Verify<'_> {
                     SegmentEntry {
                         live_bytes: want.live_bytes,
                         indexed_end: want.indexed_end.max(s.indexed_end),
+                        tier: s.tier,
                     },
                 );
             }

@@ -1,0 +1,172 @@
+//! Objects as files under one directory.
+//!
+//! A put copies into a temporary file beside the target, fsyncs it, renames
+//! it over the name and fsyncs the directory: a crash leaves the old object
+//! or the new one, never a torn one. Temporary files (`*.part-*`) are never
+//! listed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{BackendError, BackendResult, ObjectBackend, ObjectInfo, check_name, check_prefix};
+
+const PART: &str = ".part-";
+
+/// Objects stored as files under `root`.
+pub struct LocalDir {
+    root: PathBuf,
+    /// Makes temporary names unique within this process.
+    counter: AtomicU64,
+}
+
+impl LocalDir {
+    /// Objects under `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> BackendResult<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)
+            .map_err(|e| BackendError::failed(format!("creating {}", root.display()), e))?;
+        Ok(LocalDir {
+            root,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    fn path(&self, name: &str) -> BackendResult<PathBuf> {
+        check_name(name)?;
+        if name.contains(PART) {
+            return Err(BackendError::BadName(name.to_owned()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    fn write_with(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> BackendResult<()> {
+        let target = self.path(name)?;
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        let what = format!("writing {}", target.display());
+        fs::create_dir_all(&parent).map_err(|e| BackendError::failed(&what, e))?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = PathBuf::from(format!(
+            "{}{PART}{}-{n}",
+            target.display(),
+            std::process::id()
+        ));
+        let res = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            fill(&mut f)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)?;
+            File::open(&parent)?.sync_all()
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res.map_err(|e| BackendError::failed(what, e))
+    }
+}
+
+impl ObjectBackend for LocalDir {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put_file(&self, name: &str, path: &Path) -> BackendResult<()> {
+        self.write_with(name, |f| {
+            let mut src = File::open(path)?;
+            std::io::copy(&mut src, f)?;
+            Ok(())
+        })
+    }
+
+    fn put_bytes(&self, name: &str, bytes: &[u8]) -> BackendResult<()> {
+        self.write_with(name, |f| f.write_all(bytes))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> BackendResult<()> {
+        let path = self.path(name)?;
+        let f = File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => BackendError::NotFound(name.to_owned()),
+            _ => BackendError::failed(format!("opening {}", path.display()), e),
+        })?;
+        f.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => BackendError::Short {
+                name: name.to_owned(),
+                wanted_end: offset + buf.len() as u64,
+                len: f.metadata().map_or(0, |m| m.len()),
+            },
+            _ => BackendError::failed(format!("reading {}", path.display()), e),
+        })
+    }
+
+    fn len(&self, name: &str) -> BackendResult<Option<u64>> {
+        let path = self.path(name)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::failed(
+                format!("reading {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        check_prefix(prefix)?;
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.join(prefix)];
+        while let Some(dir) = dirs.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(BackendError::failed(
+                        format!("listing {}", dir.display()),
+                        e,
+                    ));
+                }
+            };
+            for entry in rd {
+                let entry = entry
+                    .map_err(|e| BackendError::failed(format!("listing {}", dir.display()), e))?;
+                let path = entry.path();
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| BackendError::failed(format!("reading {}", path.display()), e))?;
+                if meta.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let name = rel.to_string_lossy().into_owned();
+                if !name.contains(PART) && check_name(&name).is_ok() {
+                    out.push(ObjectInfo {
+                        name,
+                        len: meta.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> BackendResult<()> {
+        let path = self.path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::failed(
+                format!("deleting {}", path.display()),
+                e,
+            )),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The backend seam for sealed segments: where a segment goes once it is
+//! sealed, written once and then only read.
+//!
+//! A sealed segment is an immutable object: it is written whole, read by
+//! byte ranges, listed and deleted, and nothing else. [`ObjectBackend`] is
+//! exactly that, synchronous like the rest of the engine, so the readers
+//! (`store/read.rs` batches adjacent records into one read of up to a few
+//! MiB, and the read-ahead pool runs them on every core) issue one range
+//! request per batch whatever sits behind it.
+//!
+//! Backends:
+//! - [`LocalDir`]: objects are files under a directory (fsynced, renamed
+//!   into place). Useful for a second disk or a mounted filesystem, and as
+//!   the reference the conformance suite compares against.
+//! - [`ObjectStoreBackend`]: any store Apache Arrow's `object_store` speaks;
+//!   here S3 ([`S3Config`]) and its in-memory store for tests. The crate
+//!   brings range reads, multipart uploads, retries with exponential
+//!   backoff and timeouts, and it is maintained by the Arrow project for
+//!   the same job (immutable files on object stores).
+//!
+//! Nothing here relies on conditional writes (`If-None-Match`): Garage
+//! ignores them. An object is only ever written under a name that belongs
+//! to one segment of one store, so a retried upload rewrites the same bytes
+//! under the same name.
+//!
+//! [`conformance::run`] is the contract every backend must pass; the tests
+//! run it against the in-memory store, [`LocalDir`] and a real SeaweedFS.
+
+pub mod conformance;
+mod local;
+#[cfg(feature = "index")]
+mod objects;
+
+use std::path::Path;
+
+pub use local::LocalDir;
+#[cfg(feature = "index")]
+pub use objects::{ObjectStoreBackend, S3Config};
+
+/// Why a backend call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The object does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The object is shorter than the range asked for.
+    #[error("{name} ends before byte {wanted_end} (it holds {len} bytes)")]
+    Short {
+        name: String,
+        wanted_end: u64,
+        len: u64,
+    },
+    /// A name that is not a plain relative object name.
+    #[error("object name {0:?} is not allowed")]
+    BadName(String),
+    /// Anything else (network, server errors after the retries, local I/O).
+    #[error("{what}: {cause}")]
+    Failed { what: String, cause: String },
+}
+
+impl BackendError {
+    pub(crate) fn failed(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        BackendError::Failed {
+            what: what.into(),
+            cause: cause.to_string(),
+        }
+    }
+}
+
+pub type BackendResult<T> = std::result::Result<T, BackendError>;
+
+/// One stored object, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub len: u64,
+}
+
+/// Immutable objects: written whole, read by range, listed, deleted.
+///
+/// Names are `/`-separated relative paths of printable ASCII without `..`
+/// or empty parts ([`check_name`]). Every method may be called from many
+/// threads at once.
+pub trait ObjectBackend: Send + Sync {
+    /// Where the objects live, for messages (`s3://bucket/prefix`, a path).
+    fn describe(&self) -> String;
+
+    /// Stores the whole of local file `path` as object `name`, replacing an
+    /// object of that name. Returns only once the object is durable in the
+    /// backend and holds exactly the file's bytes.
+    fn put_file(&self, name: &str, path: &Path) -> BackendResult<()>;
+
+    /// Stores `bytes` as object `name` (small objects).
+    fn put_bytes(&self, name: &str, bytes: &[u8]) -> BackendResult<()>;
+
+    /// Fills `buf` from object `name` at `offset`. A range past the end is
+    /// [`BackendError::Short`], never a short buffer.
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> BackendResult<()>;
+
+    /// The object's length, or `None` when it does not exist.
+    fn len(&self, name: &str) -> BackendResult<Option<u64>>;
+
+    /// Every object whose name starts with `prefix` (a whole path part, as
+    /// `dir/`), sorted by name.
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
+
+    /// Deletes object `name`; deleting a missing object succeeds.
+    fn delete(&self, name: &str) -> BackendResult<()>;
+}
+
+/// Checks that `name` is a plain relative object name.
+pub fn check_name(name: &str) -> BackendResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'%')
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::BadName(name.to_owned()))
+    }
+}
+
+/// Checks a listing prefix: empty, or a name ending in `/`.
+pub(crate) fn check_prefix(prefix: &str) -> BackendResult<()> {
+    match prefix.strip_suffix('/') {
+        _ if prefix.is_empty() => Ok(()),
+        Some(p) => check_name(p),
+        None => Err(BackendError::BadName(prefix.to_owned())),
+    }
+}

@@ -1,0 +1,267 @@
+//! The remote tier: sealed segments uploaded to an [`ObjectBackend`], their
+//! local files kept as a cache.
+//!
+//! The segment layer knows which segments are remote (the store tells it at
+//! open, from the index, and after each confirmed upload) and reads them
+//! where they are: a local file when there is one, else range requests to
+//! the backend. It never decides anything: uploading, marking, evicting and
+//! deleting objects are the store's steps (`store/tier.rs`), which keep the
+//! index in step.
+//!
+//! Object names are `{prefix}{store id}/segments/{segment id}.seg`: the
+//! store id is random per data directory, so daemons and datacenters can
+//! share one bucket, and a segment id is never reused while its object may
+//! still exist (`attach_tier` moves the next id past every known one).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::backend::{BackendError, ObjectBackend};
+use super::{SegmentSet, lock, segment_path};
+use crate::error::{Error, Result};
+use crate::id::SegmentId;
+
+/// What a remote segment's missing local file reports as its age: it is as
+/// cold as a segment can be.
+const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+pub(super) struct Tier {
+    pub(super) backend: Arc<dyn ObjectBackend>,
+    /// `{prefix}{store id}/`.
+    base: String,
+    /// Remote segments and their lengths.
+    remote: RwLock<BTreeMap<SegmentId, u64>>,
+}
+
+impl Tier {
+    pub(super) fn name(&self, id: SegmentId) -> String {
+        format!("{}segments/{id}.seg", self.base)
+    }
+
+    fn remote(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SegmentId, u64>> {
+        self.remote.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remote_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<SegmentId, u64>> {
+        self.remote.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Maps a backend failure on segment `id` to the engine's errors: a
+    /// missing object is an inconsistency, a short one corruption, both
+    /// naming the segment and the object.
+    pub(super) fn error(&self, id: SegmentId, offset: u64, e: BackendError) -> Error {
+        let name = self.name(id);
+        match e {
+            BackendError::NotFound(_) => Error::Inconsistent(format!(
+                "segment {id} is remote but its object {name} is missing from {}",
+                self.backend.describe()
+            )),
+            BackendError::Short {
+                wanted_end, len, ..
+            } => Error::corrupt(
+                id,
+                offset,
+                format!("object {name} holds {len} bytes, the read needs {wanted_end}"),
+            ),
+            e => Error::io(
+                format!("reading segment {id} from {}", self.backend.describe()),
+                std::io::Error::other(e.to_string()),
+            ),
+        }
+    }
+}
+
+/// The remote tier of one store, as the store sets it up at open.
+pub struct TierSetup {
+    pub backend: Arc<dyn ObjectBackend>,
+    /// Object name prefix shared by every store in the bucket (`dc1/`).
+    pub prefix: String,
+    /// Segments the index marks remote, and their lengths.
+    pub remote: BTreeMap<SegmentId, u64>,
+    /// Segments compacted away whose objects wait out their grace
+    /// period: a local file of one is what a crash left before its
+    /// removal, and is removed now.
+    pub retired: Vec<SegmentId>,
+}
+
+impl SegmentSet {
+    /// Puts sealed segments behind a remote tier. A last segment reopened
+    /// as active that is already remote is sealed again (it must never be
+    /// appended to), and new segment ids start past every id the index
+    /// knows, so no object name is ever reused while its object may exist.
+    pub fn attach_tier(&mut self, t: TierSetup) -> Result<()> {
+        let base = format!("{}{}/", t.prefix, hex::encode(self.store_id));
+        {
+            let mut w = lock(&self.writer);
+            if w.active
+                .as_ref()
+                .is_some_and(|a| t.remote.contains_key(&a.id) || t.retired.contains(&a.id))
+            {
+                w.active = None;
+            }
+            let highest = t.remote.keys().chain(&t.retired).max();
+            if let Some(h) = highest {
+                w.next_id = w.next_id.max(h.0 + 1);
+            }
+        }
+        for &id in &t.retired {
+            let path = segment_path(&self.dir, id);
+            match self.io.remove(&path) {
+                Ok(()) => self
+                    .io
+                    .sync_dir(&self.dir)
+                    .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+            }
+        }
+        self.tier = Some(Tier {
+            backend: t.backend,
+            base,
+            remote: RwLock::new(t.remote),
+        });
+        Ok(())
+    }
+
+    /// Ids of the segments with a local file, ascending.
+    pub fn local_ids(&self) -> Result<Vec<SegmentId>> {
+        super::list_segments(&self.dir)
+    }
+
+    /// True when sealed segments go to a remote tier.
+    pub fn has_tier(&self) -> bool {
+        self.tier.is_some()
+    }
+
+    /// Remote segments and their lengths.
+    pub fn remote_segments(&self) -> BTreeMap<SegmentId, u64> {
+        self.tier
+            .as_ref()
+            .map(|t| t.remote().clone())
+            .unwrap_or_default()
+    }
+
+    /// True when segment `id` is in the remote tier.
+    pub fn is_remote(&self, id: SegmentId) -> bool {
+        self.tier
+            .as_ref()
+            .is_some_and(|t| t.remote().contains_key(&id))
+    }
+
+    /// True when segment `id` has a local file (the active segment, one not
+    /// uploaded yet, or a cached copy of a remote one).
+    pub fn is_local(&self, id: SegmentId) -> bool {
+        segment_path(&self.dir, id).exists()
+    }
+
+    /// The length of remote segment `id`'s object.
+    pub fn remote_len(&self, id: SegmentId) -> Option<u64> {
+        self.tier
+            .as_ref()
+            .and_then(|t| t.remote().get(&id).copied())
+    }
+
+    pub(super) fn remote_age() -> Duration {
+        REMOTE_AGE
+    }
+
+    /// Uploads sealed segment `id` under its object name and confirms the
+    /// object holds exactly the file's bytes; returns the length. Marks
+    /// nothing: the store records the upload in the index, then calls
+    /// [`SegmentSet::mark_remote`].
+    pub fn upload(&self, id: SegmentId) -> Result<u64> {
+        let Some(t) = &self.tier else {
+            return Err(Error::InvalidInput("this store has no remote tier".into()));
+        };
+        if self.active_id() == Some(id) {
+            return Err(Error::Internal(format!(
+                "segment {id} is active and cannot be uploaded"
+            )));
+        }
+        let path = segment_path(&self.dir, id);
+        let len = self.file_len(id)?;
+        t.backend.put_file(&t.name(id), &path).map_err(|e| {
+            Error::io(
+                format!("uploading segment {id} to {}", t.backend.describe()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(len)
+    }
+
+    /// Records that segment `id` is remote with `len` bytes (after the
+    /// index says so).
+    pub fn mark_remote(&self, id: SegmentId, len: u64) {
+        if let Some(t) = &self.tier {
+            t.remote_mut().insert(id, len);
+        }
+    }
+
+    /// Drops the local copy of remote segment `id`; reads go to the
+    /// backend from now on. Returns the bytes freed.
+    pub fn evict(&self, id: SegmentId) -> Result<u64> {
+        if !self.is_remote(id) {
+            return Err(Error::Internal(format!(
+                "segment {id} is not remote: its local file is its only copy"
+            )));
+        }
+        let path = segment_path(&self.dir, id);
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        self.forget_reader(id);
+        match self.io.remove(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+        self.io
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?;
+        Ok(len)
+    }
+
+    /// Local copies of remote segments: id, bytes, and when each was last
+    /// read (a clock value; higher is more recent, 0 never since open).
+    pub fn cached(&self) -> Result<Vec<(SegmentId, u64, u64)>> {
+        let remote = self.remote_segments();
+        let used = self.last_used();
+        let mut out = Vec::new();
+        for id in self.local_ids()? {
+            if remote.contains_key(&id) {
+                let len = std::fs::metadata(segment_path(&self.dir, id)).map_or(0, |m| m.len());
+                out.push((id, len, used.get(&id).copied().unwrap_or(0)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the object of a segment that is no longer remote (retired
+    /// by compaction, its grace period over).
+    pub fn delete_object(&self, id: SegmentId) -> Result<()> {
+        let Some(t) = &self.tier else {
+            return Ok(());
+        };
+        if t.remote().contains_key(&id) {
+            return Err(Error::Internal(format!(
+                "segment {id} is still remote; its object must stay"
+            )));
+        }
+        t.backend.delete(&t.name(id)).map_err(|e| {
+            Error::io(
+                format!("deleting segment {id}'s object"),
+                std::io::Error::other(e.to_string()),
+            )
+        })
+    }
+
+    /// Forgets that `id` is remote (compaction retired it).
+    pub(super) fn forget_remote(&self, id: SegmentId) {
+        if let Some(t) = &self.tier {
+            t.remote_mut().remove(&id);
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The remote tier's steps: upload sealed segments, evict cached copies,
+//! delete retired objects. Each step is a plan the index records before
+//! anything is removed, so a crash between any two actions either repeats
+//! an action (re-uploads the same bytes under the same name, deletes an
+//! object already gone) or finds it done; never loses a byte.
+//!
+//! Order of one segment's life with a tier:
+//! 1. sealed locally (fsynced, as without a tier);
+//! 2. uploaded under its one object name, and the object's length
+//!    confirmed against the file ([`crate::segment::SegmentSet::upload`]);
+//! 3. marked `Remote` in the index (synced WAL), then in memory;
+//! 4. its local file is cache from here on: evicted least-recently-read
+//!    once cached copies pass `cache_bytes`;
+//! 5. compaction (GC or recompression) copies its live records into the
+//!    active segment and, in the same index batch that moves them, marks
+//!    it `Retired` with a deadline `delete_grace` ahead;
+//! 6. after the deadline its object is deleted, then its index entry.
+//!
+//! A step never runs while compaction does (the compaction lock), so a
+//! segment is never uploaded and retired at once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::Store;
+use crate::error::Result;
+use crate::id::SegmentId;
+use crate::index::{SegmentEntry, SegmentTier};
+use crate::segment::backend::ObjectBackend;
+use crate::segment::lock;
+
+/// How a store uses its remote tier.
+pub struct TierOptions {
+    pub backend: Arc<dyn ObjectBackend>,
+    /// Object name prefix shared by the stores in the bucket (`dc1/`).
+    pub prefix: String,
+    /// Local bytes kept as copies of remote segments.
+    pub cache_bytes: u64,
+    /// How long a retired segment's object outlives it.
+    pub delete_grace: Duration,
+    /// How long the active segment may sit quiet with data in it before it
+    /// is sealed for upload (the bound on what only the local disk holds
+    /// on an idle store).
+    pub seal_after: Duration,
+}
+
+/// The policy part of [`TierOptions`], kept by the store.
+pub(super) struct TierPolicy {
+    pub cache_bytes: u64,
+    pub delete_grace: Duration,
+    pub seal_after: Duration,
+}
+
+/// What one [`Store::tier_step`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TierReport {
+    /// Segments uploaded and marked remote, with their lengths.
+    pub uploaded: Vec<(SegmentId, u64)>,
+    /// Local copies dropped, with the bytes freed.
+    pub evicted: Vec<(SegmentId, u64)>,
+    /// Retired segments whose objects were deleted.
+    pub deleted: Vec<SegmentId>,
+}
+
+/// Where the store's segment bytes are.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TierSizes {
+    /// Bytes of segments only on the local disk (not uploaded yet).
+    pub local_bytes: u64,
+    /// Bytes of local copies of remote segments.
+    pub cached_bytes: u64,
+    /// Bytes of remote segments.
+    pub remote_bytes: u64,
+    /// Segments waiting for upload, the active one included.
+    pub local_segments: u64,
+    pub remote_segments: u64,
+    /// Retired objects waiting out their grace period.
+    pub retired_segments: u64,
+}
+
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// True when this store has a remote tier.
+    pub fn has_tier(&self) -> bool {
+        self.inner.tier.is_some()
+    }
+
+    /// Uploads every sealed segment not yet remote, evicts cached copies
+    /// past the cache size, deletes retired objects whose grace is over.
+    /// Stops at the first failure (the next step retries it), after
+    /// recording what it finished.
+    pub fn tier_step(&self) -> Result<TierReport> {
+        let mut report = TierReport::default();
+        if self.inner.tier.is_none() {
+            return Ok(report);
+        }
+        while let Some(up) = self.upload_one()? {
+            report.uploaded.push(up);
+        }
+        report.evicted = self.evict()?;
+        report.deleted = self.delete_retired(unix_now())?;
+        Ok(report)
+    }
+
+    /// Uploads the oldest sealed segment that is not remote yet, sealing a
+    /// quiet active segment first once it has sat for `seal_after`.
+    pub fn upload_one(&self) -> Result<Option<(SegmentId, u64)>> {
+        let inner = &*self.inner;
+        let Some(policy) = &inner.tier else {
+            return Ok(None);
+        };
+        let _compacting = lock(&inner.compacting);
+        let segs = &inner.segments;
+        let mut pending = segs.local_ids()?;
+        pending.retain(|id| !segs.is_remote(*id));
+        let active = segs.active_id();
+        if pending.iter().all(|id| Some(*id) == active)
+            && let Some(a) = active
+            && segs.file_len(a)? > crate::format::SEGMENT_HEADER_LEN as u64
+            && segs.age(a)? >= policy.seal_after
+        {
+            segs.seal_for_gc(a)?;
+        }
+        let active = segs.active_id();
+        let Some(id) = pending.into_iter().find(|id| Some(*id) != active) else {
+            return Ok(None);
+        };
+        let len = segs.upload(id)?;
+        {
+            let _commit = lock(&inner.commit);
+            let mut e = inner.index.segment(id)?.unwrap_or_default();
+            e.tier = SegmentTier::Remote { len };
+            let mut b = inner.index.batch();
+            b.put_segment(id, &e)?;
+            b.commit()?;
+        }
+        segs.mark_remote(id, len);
+        Ok(Some((id, len)))
+    }
+
+    /// Drops local copies of remote segments, least recently read first,
+    /// until they hold at most `cache_bytes`.
+    pub fn evict(&self) -> Result<Vec<(SegmentId, u64)>> {
+        let inner = &*self.inner;
+        let Some(policy) = &inner.tier else {
+            return Ok(Vec::new());
+        };
+        let _compacting = lock(&inner.compacting);
+        let mut cached = inner.segments.cached()?;
+        let mut total: u64 = cached.iter().map(|c| c.1).sum();
+        // Least recently read first; never read since open counts as
+        // oldest, and among equals the older segment goes first.
+        cached.sort_by_key(|&(id, _, used)| (used, id));
+        let mut out = Vec::new();
+        for (id, len, _) in cached {
+            if total <= policy.cache_bytes {
+                break;
+            }
+            let freed = inner.segments.evict(id)?;
+            total = total.saturating_sub(len);
+            out.push((id, freed));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the objects of retired segments whose deadline is before
+    /// `now` (seconds since the epoch), then their index entries.
+    pub fn delete_retired(&self, now: u64) -> Result<Vec<SegmentId>> {
+        let inner = &*self.inner;
+        if inner.tier.is_none() {
+            return Ok(Vec::new());
+        }
+        let _compacting = lock(&inner.compacting);
+        let mut out = Vec::new();
+        for (id, e) in inner.index.segments()? {
+            let SegmentTier::Retired { delete_after, .. } = e.tier else {
+                continue;
+            };
+            if delete_after > now {
+                continue;
+            }
+            inner.segments.delete_object(id)?;
+            let _commit = lock(&inner.commit);
+            let mut b = inner.index.batch();
+            b.delete_segment(id)?;
+            b.commit()?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// Where the segment bytes are.
+    pub fn tier_sizes(&self) -> Result<TierSizes> {
+        let inner = &*self.inner;
+        let mut s = TierSizes::default();
+        let remote = inner.segments.remote_segments();
+        for id in inner.segments.local_ids()? {
+            if !remote.contains_key(&id) {
+                s.local_segments += 1;
+                s.local_bytes += inner.segments.file_len(id)?;
+            }
+        }
+        s.cached_bytes = inner.segments.cached()?.iter().map(|c| c.1).sum();
+        s.remote_segments = remote.len() as u64;
+        s.remote_bytes = remote.values().sum();
+        for (_, e) in inner.index.segments()? {
+            if matches!(e.tier, SegmentTier::Retired { .. }) {
+                s.retired_segments += 1;
+            }
+        }
+        Ok(s)
+    }
+
+    /// The index entry that replaces a compacted segment's: deleted when
+    /// it was local, `Retired` when its object must outlive it.
+    pub(super) fn retired_entry(&self, seg: SegmentId) -> Option<SegmentEntry> {
+        let policy = self.inner.tier.as_ref()?;
+        let len = self.inner.segments.remote_len(seg)?;
+        Some(SegmentEntry {
+            live_bytes: 0,
+            indexed_end: 0,
+            tier: SegmentTier::Retired {
+                len,
+                delete_after: unix_now() + policy.delete_grace.as_secs(),
+            },
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! The object-store tier: the backend contract on every backend, and a
+//! store whose sealed segments live in a bucket (upload, eviction, reads by
+//! range request, GC with a grace period, a missing object, reopening).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgstore::backend::{LocalDir, ObjectBackend, ObjectStoreBackend, conformance};
+use imgstore::store::TierOptions;
+use imgstore::{Store, StoreOptions};
+
+use crate::common::*;
+use crate::seaweed::Seaweed;
+
+/// Larger than one multipart part (8 MiB), so multipart uploads run.
+const LARGE: usize = (8 << 20) + 4096 + 17;
+
+#[test]
+fn the_in_memory_store_meets_the_backend_contract() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = ObjectStoreBackend::memory().unwrap();
+    conformance::run(&b, "conformance/", LARGE, scratch.path()).unwrap();
+}
+
+#[test]
+fn a_local_directory_meets_the_backend_contract() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let b = LocalDir::new(root.path()).unwrap();
+    conformance::run(&b, "conformance/", LARGE, scratch.path()).unwrap();
+}
+
+#[test]
+fn seaweedfs_meets_the_backend_contract() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sw = Seaweed::start("contract");
+    let b = ObjectStoreBackend::s3(&sw.config("contract")).unwrap();
+    conformance::run(&b, "conformance/", LARGE, scratch.path()).unwrap();
+    // Wrong credentials are a clear error, not a hang or a success.
+    let mut wrong = sw.config("contract");
+    wrong.secret_access_key = Some("not-the-secret".into());
+    let wrong = ObjectStoreBackend::s3(&wrong).unwrap();
+    let err = wrong.put_bytes("x", b"1").unwrap_err().to_string();
+    assert!(err.contains("uploading x"), "{err}");
+    let mut buf = [0u8; 1];
+    assert!(wrong.read_at("conformance/missing", 0, &mut buf).is_err());
+}
+
+fn tiered(backend: Arc<dyn ObjectBackend>, cache_bytes: u64, grace: Duration) -> StoreOptions {
+    StoreOptions {
+        tier: Some(TierOptions {
+            backend,
+            prefix: "dc1/".into(),
+            cache_bytes,
+            delete_grace: grace,
+            seal_after: Duration::ZERO,
+        }),
+        ..small_options()
+    }
+}
+
+fn open_tiered(dir: &std::path::Path, opts: StoreOptions) -> Store {
+    Store::open_with(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// Every segment uploaded and every local copy evicted, then every byte
+/// read back by range requests, verified, and again after reopening.
+fn round_trip(backend: Arc<dyn ObjectBackend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    let files: Vec<_> = (0..4u64)
+        .map(|i| {
+            let d = text(150_000 + i as usize * 10_000, 40 + i);
+            (put(&store, &d), d)
+        })
+        .collect();
+    let step = store.tier_step().unwrap();
+    assert!(step.uploaded.len() > 3, "{step:?}");
+    assert_eq!(step.evicted.len(), step.uploaded.len(), "{step:?}");
+    let sizes = store.tier_sizes().unwrap();
+    assert_eq!(sizes.local_segments, 0, "{sizes:?}");
+    assert_eq!(sizes.cached_bytes, 0, "{sizes:?}");
+    assert!(sizes.remote_bytes > 0, "{sizes:?}");
+    let objects = backend.list("dc1/").unwrap();
+    assert_eq!(objects.len() as u64, sizes.remote_segments, "{objects:?}");
+    // No segment file is left on the local disk.
+    let local: Vec<_> = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.ends_with(".seg").then_some(n)
+        })
+        .collect();
+    assert!(local.is_empty(), "{local:?}");
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    // New writes after the upload go to a new segment and upload in turn.
+    let more = text(90_000, 99);
+    let more_id = put(&store, &more);
+    assert!(!store.tier_step().unwrap().uploaded.is_empty());
+    drop(store);
+
+    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_eq!(read_all(&store, &more_id), more);
+    assert_clean(&store);
+    drop(store);
+    // Without its storage configuration the store does not open: its
+    // bytes are elsewhere.
+    let err = Store::open_with(dir.path(), small_options()).err().unwrap();
+    assert!(err.to_string().contains("remote tier"), "{err}");
+}
+
+#[test]
+fn a_store_on_the_in_memory_backend_reads_every_byte_back_from_it() {
+    round_trip(Arc::new(ObjectStoreBackend::memory().unwrap()));
+}
+
+#[test]
+fn a_store_on_seaweedfs_reads_every_byte_back_from_it() {
+    let sw = Seaweed::start("images");
+    round_trip(Arc::new(
+        ObjectStoreBackend::s3(&sw.config("images")).unwrap(),
+    ));
+}
+
+#[test]
+fn the_cache_keeps_the_most_recently_read_segments_within_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let store = open_tiered(dir.path(), tiered(backend, 200_000, Duration::ZERO));
+    let a = text(300_000, 1);
+    let a_id = put(&store, &a);
+    store.tier_step().unwrap();
+    let sizes = store.tier_sizes().unwrap();
+    assert!(sizes.cached_bytes <= 200_000, "{sizes:?}");
+    assert!(sizes.cached_bytes > 0, "{sizes:?}");
+    assert_eq!(read_all(&store, &a_id), a);
+    assert_clean(&store);
+}
+
+#[test]
+fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 0, Duration::from_secs(3600)),
+    );
+    let keep = text(200_000, 5);
+    let gone = bytes(200_000, 6);
+    let keep_id = put(&store, &keep);
+    let gone_id = put(&store, &gone);
+    store.tier_step().unwrap();
+    let before = backend.list("dc1/").unwrap().len();
+    store.unlink(&gone_id).unwrap();
+    let r = store.gc().unwrap();
+    assert!(r.segments_deleted + r.segments_rewritten > 0, "{r:?}");
+    // Retired, not deleted: a reader holding an old location still finds
+    // its object for the whole grace period.
+    assert_eq!(store.tier_step().unwrap().deleted, vec![]);
+    assert!(store.tier_sizes().unwrap().retired_segments > 0);
+    assert!(backend.list("dc1/").unwrap().len() >= before);
+    assert_eq!(read_all(&store, &keep_id), keep);
+    assert_clean(&store);
+    // Reopened, the retired ones are still waiting, and their ids are
+    // never reused for new segments.
+    drop(store);
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 0, Duration::from_secs(3600)),
+    );
+    let retired = store.tier_sizes().unwrap().retired_segments;
+    assert!(retired > 0);
+    put(&store, &text(100_000, 7));
+    store.tier_step().unwrap();
+    // Past the deadline the objects go, then their entries.
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 7200;
+    let deleted = store.delete_retired(far).unwrap();
+    assert_eq!(deleted.len() as u64, retired);
+    assert_eq!(store.tier_sizes().unwrap().retired_segments, 0);
+    let names: Vec<_> = backend
+        .list("dc1/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(
+        names.len() as u64,
+        store.tier_sizes().unwrap().remote_segments,
+        "{names:?}"
+    );
+    assert_eq!(read_all(&store, &keep_id), keep);
+    assert_clean(&store);
+}
+
+#[test]
+fn a_missing_object_is_an_error_naming_the_segment_never_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    let d = text(100_000, 8);
+    let id = put(&store, &d);
+    store.tier_step().unwrap();
+    for o in backend.list("dc1/").unwrap() {
+        backend.delete(&o.name).unwrap();
+    }
+    let mut out = Vec::new();
+    let err = std::io::Read::read_to_end(&mut store.open_file(&id).unwrap(), &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("segment") && err.contains("missing"), "{err}");
+    let report = store.verify(false).unwrap();
+    assert!(!report.is_clean());
+}
+
+/// The value of counter `name` on the daemon at `url`.
+fn counter(http: &reqwest::blocking::Client, url: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    s.samples
+        .iter()
+        .find(|x| x.metric == name)
+        .map_or(0.0, |x| match x.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("segments")).map_or(0, |rd| {
+        rd.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count()
+    })
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The real daemon with its segments in a real SeaweedFS: images upload,
+/// the local copies go, downloads come back by range requests; ingest goes
+/// on while the bucket is down and the segments upload once it is back;
+/// the admin commands open the store through the same config.
+#[test]
+fn the_daemon_keeps_its_segments_in_seaweedfs_and_rides_out_an_outage() {
+    let mut sw = Seaweed::start("images");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", crate::procs::free_port());
+    let url = format!("http://{listen}");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&serde_json::json!({
+            "listen": listen,
+            "dataDir": data,
+            "segmentBytes": 1 << 20,
+            "gcIntervalSeconds": 0,
+            "recompressLevel": 0,
+            "storage": {
+                "type": "s3",
+                "endpoint": sw.endpoint(),
+                "bucket": "images",
+                "prefix": "dc1/",
+                "region": "us-east-1",
+                "accessKeyId": crate::seaweed::KEY,
+                "secretAccessKey": crate::seaweed::SECRET,
+                "cacheBytes": 0,
+                "sealAfterSeconds": 0,
+                "durability": "local",
+                "requestTimeoutSeconds": 5,
+                "retries": 1
+            }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let daemon = crate::procs::start(&config, &url);
+    let image = |name: &str, data: &[u8]| {
+        let extra = serde_json::json!({});
+        crate::daemon::create_image(&http, &url, crate::daemon::ALICE, name, extra, data, true)
+    };
+    let a = bytes(3 << 20, 71);
+    let a_uuid = image("on-s3", &a);
+    wait_for("every segment uploaded and evicted", || {
+        counter(&http, &url, "imgstore_tier_uploaded_bytes_total") >= (3 << 20) as f64
+            && segment_files(&data) == 0
+    });
+    let get = |uuid: &str| {
+        http.get(format!(
+            "{url}/images/{uuid}/file?account={}",
+            crate::daemon::ALICE
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec()
+    };
+    assert!(
+        get(&a_uuid) == a,
+        "the file read back from the bucket differs"
+    );
+
+    // The bucket goes away: uploads still succeed (locally) and the tier
+    // counts its failed steps; nothing is evicted that is not uploaded.
+    sw.kill();
+    let b = bytes(2 << 20, 72);
+    let b_uuid = image("during-outage", &b);
+    wait_for("a failed tier step", || {
+        counter(&http, &url, "imgstore_tier_errors_total") >= 1.0
+    });
+    assert!(get(&b_uuid) == b);
+    assert!(
+        segment_files(&data) > 0,
+        "local segments wait for the bucket"
+    );
+    // Back: what waited uploads, and the cache empties again.
+    sw.restart();
+    wait_for("the waiting segments uploaded", || {
+        segment_files(&data) == 0
+    });
+    assert!(get(&a_uuid) == a && get(&b_uuid) == b);
+    daemon.kill();
+
+    // The admin commands open the store through the daemon's config...
+    let admin = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .arg("store")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = admin(&[
+        "stats".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        stats["tier"]["remote_bytes"].as_u64().unwrap() >= 5 << 20,
+        "{stats}"
+    );
+    assert_eq!(stats["tier"]["local_segments"], 0, "{stats}");
+    let out = admin(&["verify".as_ref(), "--config".as_ref(), config.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // ...and refuse it without: its bytes are in the bucket.
+    let out = admin(&["stats".as_ref(), "--data-dir".as_ref(), data.as_ref()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("remote tier"));
+}
