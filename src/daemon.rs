@@ -560,8 +560,9 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
 }
 
 /// One step of the remote tier (uploads, eviction, deletions); how long
-/// to wait before the next: 2 s, or 10 s after a failure (the client has
-/// retried with backoff already).
+/// to wait before the next: 2 s when it found nothing to do, at once
+/// after work (what else waits is drained quickly), 10 s after a failure
+/// (the client has retried with backoff already).
 fn tier_step(state: &AppState) -> std::time::Duration {
     match state.api.store().tier_step() {
         Ok(r) => {
@@ -579,7 +580,11 @@ fn tier_step(state: &AppState) -> std::time::Duration {
                     r.deleted.len()
                 ));
             }
-            std::time::Duration::from_secs(2)
+            if r == crate::store::TierReport::default() {
+                std::time::Duration::from_secs(2)
+            } else {
+                std::time::Duration::ZERO
+            }
         }
         Err(e) => {
             state.metrics.tier_failed();

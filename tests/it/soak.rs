@@ -1,7 +1,10 @@
 //! Soak: randomized kill -9 trials of two real daemons (datacenters west
 //! and east) under a mixed workload: create and upload images, activate,
 //! share and clone, delete, GC, and copy to east, while both recompress
-//! every sealed segment in the background. Every answer the
+//! every sealed segment in the background and keep their sealed segments
+//! in a remote tier (west in a real SeaweedFS, east in a directory; a tiny
+//! cache, so reads go remote and kills land in uploads, evictions and
+//! object deletions). Every answer the
 //! workload got is recorded; each trial kills one daemon or both at a
 //! random moment of a random operation, restarts them on the same data,
 //! and checks every recorded answer still holds: images that were
@@ -98,6 +101,8 @@ struct Soak {
     http: reqwest::blocking::Client,
     rng: Rng,
     next_seed: u64,
+    /// West's bucket (east keeps its segments in `objects` of `_dir`).
+    bucket: crate::seaweed::Seaweed,
     _dir: tempfile::TempDir,
 }
 
@@ -109,9 +114,30 @@ impl Soak {
             format!("http://127.0.0.1:{wp}"),
             format!("http://127.0.0.1:{ep}"),
         );
+        // Both keep their sealed segments in a remote tier, west in a real
+        // SeaweedFS, east in a directory, with a cache of 1 MiB and a grace
+        // of 5 s: kills land in uploads, evictions, reads by range request,
+        // compaction of remote segments and deletions of their objects.
+        let bucket = crate::seaweed::Seaweed::start("soak");
+        let storage = |name: &str| {
+            let common = json!({"cacheBytes": 1 << 20, "sealAfterSeconds": 0,
+                "deleteGraceSeconds": 5, "prefix": format!("{name}/")});
+            let mut st = match name {
+                "west" => json!({"type": "s3", "endpoint": bucket.endpoint(), "bucket": "soak",
+                    "accessKeyId": crate::seaweed::KEY,
+                    "secretAccessKey": crate::seaweed::SECRET,
+                    "requestTimeoutSeconds": 10, "retries": 2}),
+                _ => json!({"type": "local", "path": dir.path().join("objects")}),
+            };
+            if let (Some(st), Some(c)) = (st.as_object_mut(), common.as_object()) {
+                st.extend(c.clone());
+            }
+            st
+        };
         let write = |name: &str, port: u16, other: &str, other_url: &str| {
             let path = dir.path().join(format!("{name}.json"));
             let cfg = json!({"datacenterName": name, "listen": format!("127.0.0.1:{port}"),
+                "storage": storage(name),
                 "dataDir": dir.path().join(name), "gcIntervalSeconds": 0,
                 // Background recompression runs all the time: every sealed
                 // segment is cold at once, so kills land in its steps too.
@@ -138,6 +164,7 @@ impl Soak {
                 .unwrap(),
             rng: Rng(seed),
             next_seed: 1,
+            bucket,
             _dir: dir,
         }
     }
@@ -471,6 +498,18 @@ fn soak_kill_9_trials_under_a_mixed_workload() {
         s.check(trial, seed, true);
         s.check(trial, seed, false);
     }
+    // The tiers did their part: both hold segments remotely.
+    use imgstore::backend::ObjectBackend as _;
+    let west_objects = imgstore::backend::ObjectStoreBackend::s3(&s.bucket.config("soak"))
+        .and_then(|b| b.list("west/"))
+        .unwrap()
+        .len();
+    let east_objects = imgstore::backend::LocalDir::new(s._dir.path().join("objects"))
+        .and_then(|b| b.list("east/"))
+        .unwrap()
+        .len();
+    eprintln!("soak: west's bucket holds {west_objects} segments, east's {east_objects}");
+    assert!(west_objects > 0 && east_objects > 0);
     let count = |dc: &Dc, f: fn(&Known) -> bool| dc.known.values().filter(|k| f(k)).count();
     eprintln!(
         "soak: {trials} trials, {ops} operations; west holds {} acknowledged images ({} deleted, {} cut unanswered by a kill), east {} copies",
