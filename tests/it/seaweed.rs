@@ -106,6 +106,7 @@ impl Seaweed {
     }
 
     /// The server's process id (the benchmark reads its CPU time).
+    #[allow(dead_code)] // the tests do not need it
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
