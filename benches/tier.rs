@@ -122,14 +122,17 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let done = AtomicBool::new(false);
     let (weed_cpu0, own_cpu0) = (cpu_secs(sw.pid()), cpu_secs(std::process::id()));
-    let (tier_put, all_uploaded, tier_id) = std::thread::scope(|s| {
+    let (tier_put, all_uploaded, tier_id, peak_local) = std::thread::scope(|s| {
         let uploader = s.spawn(|| {
+            let mut peak = 0;
             while !done.load(Ordering::SeqCst) {
+                peak = peak.max(dir_bytes(&tier_dir.path().join("segments")));
                 let r = tiered.tier_step().unwrap_or_else(|e| panic!("tier: {e}"));
                 if r.uploaded.is_empty() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            peak
         });
         let t = Instant::now();
         let id = tiered
@@ -138,9 +141,9 @@ fn main() {
             .file_id;
         let put = t.elapsed().as_secs_f64();
         done.store(true, Ordering::SeqCst);
-        let _ = uploader.join();
+        let peak = uploader.join().unwrap_or(0);
         tiered.tier_step().unwrap_or_else(|e| panic!("tier: {e}"));
-        (put, t.elapsed().as_secs_f64(), id)
+        (put, t.elapsed().as_secs_f64(), id, peak)
     });
     let weed_cpu = cpu_secs(sw.pid()) - weed_cpu0;
     let own_cpu = cpu_secs(std::process::id()) - own_cpu0;
@@ -167,7 +170,8 @@ fn main() {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     );
     println!(
-        "local disk after upload: {:.1} MB of segment files (cache {:.1} MB, remote {:.1} MB, not uploaded {:.1} MB)",
+        "local disk: at most {:.1} MB of segment files during the put; after upload {:.1} MB (cache {:.1} MB, remote {:.1} MB, not uploaded {:.1} MB)",
+        mb(peak_local),
         mb(on_disk),
         mb(sizes.cached_bytes),
         mb(sizes.remote_bytes),
@@ -181,6 +185,20 @@ fn main() {
     assert_eq!(dir_bytes(&tier_dir.path().join("segments")), 0);
     let (cold_secs, got) = read_secs(&cold, &tier_id);
     assert_eq!(got, n);
+    drop(cold);
+    // Cold again, with a cache: the same read keeps what it fetched.
+    let filling = Store::open_with(
+        tier_dir.path(),
+        options(cache_bytes.max(segment_bytes), true),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (fill_secs, _) = read_secs(&filling, &tier_id);
+    let step = filling.tier_step().unwrap_or_else(|e| panic!("tier: {e}"));
+    let cached = filling
+        .tier_sizes()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cached_bytes;
+    let (warm_secs, _) = read_secs(&filling, &tier_id);
     let (local_secs, _) = read_secs(&local, &local_id);
     println!(
         "read, local store:     {:6.2} s  {:7.1} MB/s",
@@ -188,9 +206,22 @@ fn main() {
         mb(n) / local_secs
     );
     println!(
-        "read, cold from S3:    {:6.2} s  {:7.1} MB/s  = {:.2}x local",
+        "read, cold from S3:    {:6.2} s  {:7.1} MB/s  = {:.2}x local (no cache)",
         cold_secs,
         mb(n) / cold_secs,
         local_secs / cold_secs
+    );
+    println!(
+        "read, cold, filling the cache: {:6.2} s  {:7.1} MB/s; then {:.1} MB cached ({} fills completed by the tier step, {} evicted)",
+        fill_secs,
+        mb(n) / fill_secs,
+        mb(cached),
+        step.filled.len(),
+        step.evicted.len()
+    );
+    println!(
+        "read again, cache warm: {:6.2} s  {:7.1} MB/s",
+        warm_secs,
+        mb(n) / warm_secs
     );
 }

@@ -65,10 +65,11 @@ impl SegmentSet {
                         "segment {id} is remote without a tier"
                     )));
                 };
-                return t
-                    .backend
+                t.backend
                     .read_at(&t.name(id), offset, buf)
-                    .map_err(|e| t.error(id, offset, e));
+                    .map_err(|e| t.error(id, offset, e))?;
+                self.keep_remote_read(id, offset, buf);
+                return Ok(());
             }
         };
         res.map_err(|e| {

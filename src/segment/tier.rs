@@ -13,8 +13,10 @@
 //! share one bucket, and a segment id is never reused while its object may
 //! still exist (`attach_tier` moves the next id past every known one).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::backend::{BackendError, ObjectBackend};
@@ -26,12 +28,67 @@ use crate::id::SegmentId;
 /// cold as a segment can be.
 const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// Remote segments being filled into the cache at once; a read of another
+/// drops the fill least recently added to.
+const FILLS: usize = 8;
+
+/// Suffix of a cache file being filled (never listed as a segment).
+const FILL_SUFFIX: &str = ".fill";
+
 pub(super) struct Tier {
     pub(super) backend: Arc<dyn ObjectBackend>,
     /// `{prefix}{store id}/`.
     base: String,
     /// Remote segments and their lengths.
     remote: RwLock<BTreeMap<SegmentId, u64>>,
+    /// Segments no larger than this are kept in the cache as they are read.
+    cache_bytes: u64,
+    /// Cache files being filled by remote reads ([`Fill`]).
+    fills: Mutex<Fills>,
+}
+
+/// The cache files that remote reads are filling.
+#[derive(Default)]
+struct Fills {
+    by_segment: HashMap<SegmentId, Fill>,
+    /// Bumped per new fill, to drop the oldest.
+    clock: u64,
+}
+
+/// A segment's cache file while reads fill it: every byte a range request
+/// brought is written at its offset; once every byte is there (a file read
+/// end to end covers its segments), the file is checked like a scan checks
+/// any segment and renamed into place, and later reads are local.
+struct Fill {
+    file: Box<dyn super::io::SegmentFile>,
+    path: PathBuf,
+    len: u64,
+    /// Covered ranges, start to end, merged.
+    covered: BTreeMap<u64, u64>,
+    born: u64,
+}
+
+impl Fill {
+    fn add(&mut self, start: u64, end: u64) {
+        let (mut start, mut end) = (start, end);
+        // Merge with every range that touches [start, end).
+        let touching: Vec<(u64, u64)> = self
+            .covered
+            .range(..=end)
+            .filter(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            self.covered.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.covered.insert(start, end);
+    }
+
+    fn complete(&self) -> bool {
+        self.covered.get(&0) == Some(&self.len)
+    }
 }
 
 impl Tier {
@@ -83,6 +140,8 @@ pub struct TierSetup {
     /// period: a local file of one is what a crash left before its
     /// removal, and is removed now.
     pub retired: Vec<SegmentId>,
+    /// The cache size: a remote segment no larger is kept as it is read.
+    pub cache_bytes: u64,
 }
 
 impl SegmentSet {
@@ -105,6 +164,14 @@ impl SegmentSet {
                 w.next_id = w.next_id.max(h.0 + 1);
             }
         }
+        // Cache files a crash left half filled: what they cover is unknown.
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(FILL_SUFFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         for &id in &t.retired {
             let path = segment_path(&self.dir, id);
             match self.io.remove(&path) {
@@ -120,8 +187,179 @@ impl SegmentSet {
             backend: t.backend,
             base,
             remote: RwLock::new(t.remote),
+            cache_bytes: t.cache_bytes,
+            fills: Mutex::new(Fills::default()),
         });
         Ok(())
+    }
+
+    /// Keeps what a range request of remote segment `id` brought in its
+    /// cache file. Best effort: a full disk or any other failure drops the
+    /// fill and the reads go on from the bucket.
+    pub(super) fn keep_remote_read(&self, id: SegmentId, offset: u64, buf: &[u8]) {
+        let Some(t) = &self.tier else {
+            return;
+        };
+        let Some(len) = t.remote().get(&id).copied() else {
+            return;
+        };
+        if buf.is_empty() || len > t.cache_bytes {
+            return;
+        }
+        let mut fills = lock(&t.fills);
+        if !fills.by_segment.contains_key(&id) {
+            if self.is_local(id) {
+                return;
+            }
+            if fills.by_segment.len() >= FILLS {
+                let oldest = fills
+                    .by_segment
+                    .iter()
+                    .min_by_key(|(_, f)| f.born)
+                    .map(|(k, _)| *k);
+                if let Some(f) = oldest.and_then(|k| fills.by_segment.remove(&k)) {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+            }
+            let path = self.dir.join(format!("{id}.seg{FILL_SUFFIX}"));
+            let _ = std::fs::remove_file(&path);
+            // The segment header is known without a request: only the
+            // records need to come from the bucket.
+            let header = crate::format::encode_segment_header(&crate::format::SegmentHeader {
+                segment_id: id.0,
+                store_id: self.store_id,
+            });
+            let file = self.io.create(&path).and_then(|f| {
+                f.set_len(len)?;
+                f.write_all_at(&header, 0)?;
+                Ok(f)
+            });
+            let Ok(file) = file else {
+                let _ = std::fs::remove_file(&path);
+                return;
+            };
+            fills.clock += 1;
+            let born = fills.clock;
+            fills.by_segment.insert(
+                id,
+                Fill {
+                    file,
+                    path,
+                    len,
+                    covered: BTreeMap::from([(0, header.len() as u64)]),
+                    born,
+                },
+            );
+        }
+        let Some(fill) = fills.by_segment.get_mut(&id) else {
+            return;
+        };
+        if fill.file.write_all_at(buf, offset).is_err() {
+            if let Some(f) = fills.by_segment.remove(&id) {
+                let _ = std::fs::remove_file(&f.path);
+            }
+            return;
+        }
+        fill.add(offset, offset + buf.len() as u64);
+        if !fill.complete() {
+            return;
+        }
+        let Some(fill) = fills.by_segment.remove(&id) else {
+            return;
+        };
+        drop(fills);
+        // Synced before it takes the segment's name: after a crash a
+        // cached copy is whole or absent, never a torn file that opening
+        // would take for a torn tail.
+        if self.check_fill(id, &fill).is_ok() && fill.file.sync().is_ok() {
+            let _ = std::fs::rename(&fill.path, segment_path(&self.dir, id));
+        }
+        let _ = std::fs::remove_file(&fill.path);
+    }
+
+    /// A filled cache file is the segment it claims to be, every record
+    /// whole and checked, before reads trust it.
+    fn check_fill(&self, id: SegmentId, fill: &Fill) -> Result<()> {
+        use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        fill.file
+            .file()
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("reading a cache fill", e))?;
+        let h = format::decode_segment_header(&head)
+            .map_err(|e| Error::corrupt(id, 0, e.to_string()))?;
+        if h.segment_id != id.0 || h.store_id != self.store_id {
+            return Err(Error::corrupt(id, 0, "the object is another segment"));
+        }
+        let end = super::scan::scan(
+            fill.len,
+            &|off, buf| fill.file.file().read_exact_at(buf, off),
+            &mut |_, _, _| Ok(()),
+        )?;
+        match end {
+            ScanEnd::Clean => Ok(()),
+            ScanEnd::Invalid { offset, error } => {
+                Err(Error::corrupt(id, offset, error.to_string()))
+            }
+        }
+    }
+
+    /// Completes the cache fills that reads left at least `min_covered`
+    /// (a fraction) covered: reads of files skip the garbage records of a
+    /// segment, so a segment read end to end may still miss a few ranges.
+    /// Fetches the gaps; returns the segments completed.
+    pub fn finish_fills(&self, min_covered: f64) -> Result<Vec<SegmentId>> {
+        let Some(t) = &self.tier else {
+            return Ok(Vec::new());
+        };
+        let todo: Vec<(SegmentId, Vec<(u64, u64)>)> = {
+            let fills = lock(&t.fills);
+            fills
+                .by_segment
+                .iter()
+                .filter(|(_, f)| {
+                    let covered: u64 = f.covered.iter().map(|(s, e)| e - s).sum();
+                    covered as f64 >= min_covered * f.len as f64
+                })
+                .map(|(id, f)| {
+                    let mut gaps = Vec::new();
+                    let mut at = 0;
+                    for (&s, &e) in &f.covered {
+                        if s > at {
+                            gaps.push((at, s));
+                        }
+                        at = e;
+                    }
+                    if at < f.len {
+                        gaps.push((at, f.len));
+                    }
+                    (*id, gaps)
+                })
+                .collect()
+        };
+        let mut done = Vec::new();
+        for (id, gaps) in todo {
+            for (start, end) in gaps {
+                let mut buf = vec![0u8; (end - start) as usize];
+                t.backend
+                    .read_at(&t.name(id), start, &mut buf)
+                    .map_err(|e| t.error(id, start, e))?;
+                self.keep_remote_read(id, start, &buf);
+            }
+            if self.is_local(id) {
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Drops a fill in progress (the segment was removed).
+    fn drop_fill(&self, id: SegmentId) {
+        if let Some(t) = &self.tier
+            && let Some(f) = lock(&t.fills).by_segment.remove(&id)
+        {
+            let _ = std::fs::remove_file(&f.path);
+        }
     }
 
     /// Ids of the segments with a local file, ascending.
@@ -263,5 +501,6 @@ impl SegmentSet {
         if let Some(t) = &self.tier {
             t.remote_mut().remove(&id);
         }
+        self.drop_fill(id);
     }
 }

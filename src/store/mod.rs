@@ -249,6 +249,7 @@ impl Store {
                     prefix: t.prefix,
                     remote,
                     retired,
+                    cache_bytes: t.cache_bytes,
                 })?;
                 Some(tier::TierPolicy {
                     cache_bytes: t.cache_bytes,

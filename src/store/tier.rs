@@ -31,6 +31,10 @@ use crate::index::{SegmentEntry, SegmentTier};
 use crate::segment::backend::ObjectBackend;
 use crate::segment::lock;
 
+/// A cache fill that reads left at least this much covered is completed
+/// by fetching its gaps (garbage records no file read touches).
+const FILL_COMPLETE_AT: f64 = 0.75;
+
 /// How a store uses its remote tier.
 pub struct TierOptions {
     pub backend: Arc<dyn ObjectBackend>,
@@ -58,6 +62,8 @@ pub(super) struct TierPolicy {
 pub struct TierReport {
     /// Segments uploaded and marked remote, with their lengths.
     pub uploaded: Vec<(SegmentId, u64)>,
+    /// Cache fills that reads left nearly complete, completed.
+    pub filled: Vec<SegmentId>,
     /// Local copies dropped, with the bytes freed.
     pub evicted: Vec<(SegmentId, u64)>,
     /// Retired segments whose objects were deleted.
@@ -104,6 +110,7 @@ impl Store {
         while let Some(up) = self.upload_one()? {
             report.uploaded.push(up);
         }
+        report.filled = self.inner.segments.finish_fills(FILL_COMPLETE_AT)?;
         report.evicted = self.evict()?;
         report.deleted = self.delete_retired(unix_now())?;
         Ok(report)

@@ -384,3 +384,101 @@ fn the_daemon_keeps_its_segments_in_seaweedfs_and_rides_out_an_outage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("remote tier"));
 }
+
+#[test]
+fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let d = text(300_000, 9);
+    let id = {
+        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+        let id = put(&store, &d);
+        store.tier_step().unwrap();
+        id
+    };
+    // Reopened with room in the cache: nothing local, then a read of the
+    // whole file brings every segment it touched into the cache.
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 10 << 20, Duration::ZERO),
+    );
+    assert_eq!(store.tier_sizes().unwrap().cached_bytes, 0);
+    assert_eq!(read_all(&store, &id), d);
+    let sizes = store.tier_sizes().unwrap();
+    assert!(sizes.cached_bytes > 0, "{sizes:?}");
+    // The bucket's copies can go now: the cached ones answer.
+    let objects = backend.list("dc1/").unwrap();
+    for o in &objects {
+        backend.delete(&o.name).unwrap();
+    }
+    assert_eq!(read_all(&store, &id), d);
+    for o in &objects {
+        assert!(o.len > 0);
+    }
+    drop(store);
+
+    // A disk with no room for the cache: the fill fails, the read does not.
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let id = {
+        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+        let id = put(&store, &d);
+        store.tier_step().unwrap();
+        id
+    };
+    let faults = imgstore::io::FaultyIo::new();
+    let store = open_tiered(
+        dir.path(),
+        StoreOptions {
+            io: Box::new(faults.clone()),
+            ..tiered(backend.clone(), 10 << 20, Duration::ZERO)
+        },
+    );
+    faults.fail_writes_after(0, imgstore::io::ENOSPC);
+    assert_eq!(read_all(&store, &id), d);
+    assert_eq!(store.tier_sizes().unwrap().cached_bytes, 0);
+    let fills = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".fill")
+        })
+        .count();
+    assert_eq!(fills, 0, "a failed fill leaves no file behind");
+    // Room again: the next read fills the cache.
+    faults.heal();
+    assert_eq!(read_all(&store, &id), d);
+    assert!(store.tier_sizes().unwrap().cached_bytes > 0);
+}
+
+#[test]
+fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let a = text(300_000, 11);
+    let a_id = {
+        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+        // A small file first, then garbage: no read of `a` touches its
+        // records, so the first segment is never covered by reads alone.
+        let b = put(&store, &bytes(4_000, 12));
+        let a_id = put(&store, &a);
+        store.unlink(&b).unwrap();
+        store.tier_step().unwrap();
+        a_id
+    };
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 10 << 20, Duration::ZERO),
+    );
+    assert_eq!(read_all(&store, &a_id), a);
+    let before = store.tier_sizes().unwrap();
+    assert!(before.cached_bytes < before.remote_bytes, "{before:?}");
+    let step = store.tier_step().unwrap();
+    assert!(!step.filled.is_empty(), "{step:?}");
+    let after = store.tier_sizes().unwrap();
+    assert_eq!(after.cached_bytes, after.remote_bytes, "{after:?}");
+    assert_clean(&store);
+}
