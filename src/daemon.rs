@@ -534,6 +534,7 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
     // The first step at the first tick: what is cold already need not wait.
     let mut next_recompress = std::time::Duration::ZERO;
     let mut next_tier = std::time::Duration::ZERO;
+    let mut swept = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(tick);
         since_gc += tick;
@@ -548,6 +549,20 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
         }
         next_tier = next_tier.saturating_sub(tick);
         if next_tier.is_zero() && state.api.store().has_tier() {
+            if !swept {
+                // Once per start: objects a crash orphaned.
+                match state.api.store().sweep_orphans() {
+                    Ok(gone) => {
+                        swept = true;
+                        for name in gone {
+                            state
+                                .log
+                                .info(&format!("tier: orphan object {name} deleted"));
+                        }
+                    }
+                    Err(e) => state.log.error(&format!("tier: sweeping orphans: {e}")),
+                }
+            }
             next_tier = tier_step(state);
         }
         next_recompress = next_recompress.saturating_sub(tick);

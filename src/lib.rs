@@ -16,9 +16,9 @@
 //! | [`error`] | the engine's semantic error type; causes travel as sources |
 //! | `chunker` | content-defined chunk boundaries (FastCDC-style gear hash); [`ChunkerParams`] |
 //! | [`format`](mod@format) | the on-disk and on-wire record, chunk lists; pure codecs, fuzzed; `FORMAT.md` |
-//! | `segment` | segment files: append, seal, mmap reads, torn-tail recovery, every fsync of chunk data; the I/O seam ([`io`]) |
+//! | `segment` | segment files: append, seal, positioned reads, torn-tail recovery, every fsync of chunk data; the I/O seam ([`io`]); sealed segments behind the object backend seam ([`backend`]: local directory, S3, in-memory) with a local cache |
 //! | `index` | RocksDB: chunks, files, chunk lists, segment accounting; the only `rocksdb` importer |
-//! | [`store`] | the engine's one door: put, read, link/unlink, transactions generic over the caller's error, typed [`Table`]s for the layers above, gc, verify, stats |
+//! | [`store`] | the engine's one door: put, read, link/unlink, transactions generic over the caller's error, typed [`Table`]s for the layers above, gc, verify, stats, the remote tier's steps (upload, evict, delete after a grace period) |
 //! | [`transfer`] | both ends of the chunk-diff copy between stores: serving, receiving (diff, verified batches, resume), byte progress |
 //! | [`imgapi`] | IMGAPI rules over the store: typed codes and states, manifests, visibility, ACLs, files, icons, clones, copies and their jobs |
 //! | [`http`] | routes by resource, extractors, the one error mapping, the blocking bridge, bunyan logs, the one IMGAPI client |

@@ -372,6 +372,14 @@ impl SegmentSet {
         self.tier.is_some()
     }
 
+    /// The name prefix of every segment object of this store, and the
+    /// backend (with a tier).
+    pub fn segment_objects(&self) -> Option<(String, &Arc<dyn ObjectBackend>)> {
+        self.tier
+            .as_ref()
+            .map(|t| (format!("{}segments/", t.base), &t.backend))
+    }
+
     /// Remote segments and their lengths.
     pub fn remote_segments(&self) -> BTreeMap<SegmentId, u64> {
         self.tier

@@ -203,6 +203,56 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes segment objects of this store that the index knows nothing
+    /// of: an upload whose mark a crash cut, of a segment GC then removed
+    /// while it was still local. Objects of segments that are local (an
+    /// upload to repeat), remote or retired stay. Runs under the compaction
+    /// lock, so no upload is between its put and its mark. Returns the
+    /// names deleted.
+    pub fn sweep_orphans(&self) -> Result<Vec<String>> {
+        let inner = &*self.inner;
+        let Some((prefix, backend)) = inner.segments.segment_objects() else {
+            return Ok(Vec::new());
+        };
+        let _compacting = lock(&inner.compacting);
+        let mut known: std::collections::HashSet<SegmentId> =
+            inner.segments.local_ids()?.into_iter().collect();
+        for (id, e) in inner.index.segments()? {
+            if e.tier != SegmentTier::Local {
+                known.insert(id);
+            }
+        }
+        let listed = backend.list(&prefix).map_err(|e| {
+            crate::Error::io(
+                format!("listing {prefix}"),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let mut deleted = Vec::new();
+        for o in listed {
+            let id = o
+                .name
+                .strip_prefix(&prefix)
+                .and_then(|n| n.strip_suffix(".seg"))
+                .filter(|n| n.len() == 12)
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(SegmentId);
+            let Some(id) = id else {
+                continue; // not a name this store writes: not ours to judge
+            };
+            if !known.contains(&id) {
+                backend.delete(&o.name).map_err(|e| {
+                    crate::Error::io(
+                        format!("deleting {}", o.name),
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+                deleted.push(o.name);
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Where the segment bytes are.
     pub fn tier_sizes(&self) -> Result<TierSizes> {
         let inner = &*self.inner;
