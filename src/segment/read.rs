@@ -143,6 +143,11 @@ impl SegmentSet {
             readers
                 .map
                 .insert(id, (Arc::clone(&h), AtomicU64::new(now)));
+            // A cached copy of a remote segment evicted between the open
+            // and here: keep no handle that pins an unlinked file.
+            if self.is_remote(id) && !path.exists() {
+                readers.map.remove(&id);
+            }
         }
         Ok(h)
     }

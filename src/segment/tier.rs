@@ -32,8 +32,9 @@ const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// drops the fill least recently added to.
 const FILLS: usize = 8;
 
-/// Suffix of a cache file being filled (never listed as a segment).
-const FILL_SUFFIX: &str = ".fill";
+/// Marks a cache file being filled, `NNN.seg.fill-K` (never listed as a
+/// segment).
+const FILL_SUFFIX: &str = ".seg.fill";
 
 pub(super) struct Tier {
     pub(super) backend: Arc<dyn ObjectBackend>,
@@ -167,7 +168,7 @@ impl SegmentSet {
         // Cache files a crash left half filled: what they cover is unknown.
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().ends_with(FILL_SUFFIX) {
+                if e.file_name().to_string_lossy().contains(FILL_SUFFIX) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -207,6 +208,12 @@ impl SegmentSet {
             return;
         }
         let mut fills = lock(&t.fills);
+        // Checked again under the fills lock: `forget_remote` takes the
+        // segment off the remote list before it takes this lock, so a
+        // segment retired meanwhile is seen here and gets no fill.
+        if !t.remote().contains_key(&id) {
+            return;
+        }
         if !fills.by_segment.contains_key(&id) {
             if self.is_local(id) {
                 return;
@@ -221,8 +228,11 @@ impl SegmentSet {
                     let _ = std::fs::remove_file(&f.path);
                 }
             }
-            let path = self.dir.join(format!("{id}.seg{FILL_SUFFIX}"));
-            let _ = std::fs::remove_file(&path);
+            fills.clock += 1;
+            let born = fills.clock;
+            // A name of its own: a fill being checked outside the lock
+            // must never find its path taken by a newer fill.
+            let path = self.dir.join(format!("{id}{FILL_SUFFIX}-{born}"));
             // The segment header is known without a request: only the
             // records need to come from the bucket.
             let header = crate::format::encode_segment_header(&crate::format::SegmentHeader {
@@ -238,8 +248,6 @@ impl SegmentSet {
                 let _ = std::fs::remove_file(&path);
                 return;
             };
-            fills.clock += 1;
-            let born = fills.clock;
             fills.by_segment.insert(
                 id,
                 Fill {
@@ -268,11 +276,17 @@ impl SegmentSet {
             return;
         };
         drop(fills);
-        // Synced before it takes the segment's name: after a crash a
-        // cached copy is whole or absent, never a torn file that opening
-        // would take for a torn tail.
+        // Checked (every record) and synced outside the lock, then named
+        // under it: after a crash a cached copy is whole or absent, never a
+        // torn file that opening would take for a torn tail; and a segment
+        // retired meanwhile (`forget_remote` then `remove`, which takes
+        // this lock in between) never gets its file back.
         if self.check_fill(id, &fill).is_ok() && fill.file.sync().is_ok() {
-            let _ = std::fs::rename(&fill.path, segment_path(&self.dir, id));
+            let fills = lock(&t.fills);
+            if t.remote().contains_key(&id) && !self.is_local(id) {
+                let _ = std::fs::rename(&fill.path, segment_path(&self.dir, id));
+            }
+            drop(fills);
         }
         let _ = std::fs::remove_file(&fill.path);
     }
@@ -339,12 +353,22 @@ impl SegmentSet {
         };
         let mut done = Vec::new();
         for (id, gaps) in todo {
+            let mut ok = t.remote().contains_key(&id);
             for (start, end) in gaps {
+                if !ok {
+                    break;
+                }
                 let mut buf = vec![0u8; (end - start) as usize];
-                t.backend
-                    .read_at(&t.name(id), start, &mut buf)
-                    .map_err(|e| t.error(id, start, e))?;
-                self.keep_remote_read(id, start, &buf);
+                ok = t.backend.read_at(&t.name(id), start, &mut buf).is_ok();
+                if ok {
+                    self.keep_remote_read(id, start, &buf);
+                }
+            }
+            // Best effort, like every fill: one that cannot complete (its
+            // segment retired, the bucket unreachable) is dropped, never
+            // allowed to stop the step's evictions and deletions.
+            if !ok {
+                self.drop_fill(id);
             }
             if self.is_local(id) {
                 done.push(id);
@@ -367,9 +391,13 @@ impl SegmentSet {
         super::list_segments(&self.dir)
     }
 
-    /// True when sealed segments go to a remote tier.
-    pub fn has_tier(&self) -> bool {
-        self.tier.is_some()
+    /// True when `id` is a failed segment not yet cut back to its durable
+    /// length: its file may hold a garbage tail.
+    pub fn is_broken(&self, id: SegmentId) -> bool {
+        lock(&self.writer)
+            .broken
+            .as_ref()
+            .is_some_and(|b| b.id == id)
     }
 
     /// The name prefix of every segment object of this store, and the
@@ -464,6 +492,11 @@ impl SegmentSet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
         }
+        // A reader that opened the file before the unlink may have cached
+        // its handle since: dropped, so the space goes back (the reader's
+        // own copy of the handle finishes its read of the same bytes, and
+        // `handle` checks the path after caching).
+        self.forget_reader(id);
         self.io
             .sync_dir(&self.dir)
             .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?;

@@ -121,10 +121,11 @@ impl Store {
             if memo.worth.get(&seg) == Some(&false) || !inner.segments.is_quiet(seg) {
                 continue;
             }
-            // A remote segment is rewritten only while a local copy is
-            // cached: a census by range requests (one per record) and a
-            // second upload would cost more than the bytes it saves.
-            if inner.segments.has_tier() && !inner.segments.is_local(seg) {
+            // Remote segments are not rewritten: a census by range
+            // requests (one per record), a second upload and the old
+            // object's deletion cost more than the bytes it saves, and a
+            // cached copy's file time says when it was fetched, not sealed.
+            if inner.segments.is_remote(seg) {
                 continue;
             }
             if inner.segments.age(seg)? < min_age {

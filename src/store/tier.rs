@@ -136,7 +136,22 @@ impl Store {
             segs.seal_for_gc(a)?;
         }
         let active = segs.active_id();
-        let Some(id) = pending.into_iter().find(|id| Some(*id) != active) else {
+        let mut next = None;
+        for id in pending {
+            if Some(id) == active || segs.is_broken(id) {
+                continue;
+            }
+            // A retired segment's local file is what a failed removal
+            // left: its records live elsewhere; it must not come back.
+            let tier = inner.index.segment(id)?.map(|e| e.tier);
+            if matches!(tier, Some(SegmentTier::Retired { .. })) {
+                segs.remove(id)?;
+                continue;
+            }
+            next = Some(id);
+            break;
+        }
+        let Some(id) = next else {
             return Ok(None);
         };
         let len = segs.upload(id)?;

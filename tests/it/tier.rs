@@ -520,3 +520,51 @@ fn objects_the_index_does_not_know_are_swept_and_known_ones_stay() {
     assert_eq!(read_all(&store, &keep_id), keep);
     assert_clean(&store);
 }
+
+#[test]
+fn a_fill_in_progress_never_outlives_its_segment_nor_blocks_the_tier_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let keep = text(200_000, 31);
+    let (keep_id, gone_id) = {
+        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+        let gone_id = put(&store, &bytes(200_000, 32));
+        let keep_id = put(&store, &keep);
+        store.tier_step().unwrap();
+        (keep_id, gone_id)
+    };
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 10 << 20, Duration::ZERO),
+    );
+    // Part of a file: its segments' fills start and stay partial.
+    let mut part = Vec::new();
+    std::io::Read::read_to_end(
+        &mut store.open_range(&gone_id, 0, 120_000).unwrap(),
+        &mut part,
+    )
+    .unwrap();
+    assert_eq!(part.len(), 120_000);
+    let fills = || {
+        std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".fill")
+            })
+            .count()
+    };
+    assert!(fills() > 0);
+    // Its segments retired and (no grace) their objects deleted: the fills
+    // go with them and every later step succeeds.
+    store.unlink(&gone_id).unwrap();
+    store.gc().unwrap();
+    store.tier_step().unwrap();
+    store.tier_step().unwrap();
+    assert_eq!(fills(), 0);
+    assert_eq!(read_all(&store, &keep_id), keep);
+    assert_clean(&store);
+}

@@ -50,7 +50,18 @@ impl LocalDir {
         let target = self.path(name)?;
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         let what = format!("writing {}", target.display());
-        fs::create_dir_all(&parent).map_err(|e| BackendError::failed(&what, e))?;
+        if !parent.exists() {
+            fs::create_dir_all(&parent).map_err(|e| BackendError::failed(&what, e))?;
+            // New directories are entries of their parents: durable too.
+            for dir in parent.ancestors().skip(1) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| BackendError::failed(&what, e))?;
+                if dir == self.root {
+                    break;
+                }
+            }
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = PathBuf::from(format!(
             "{}{PART}{}-{n}",
