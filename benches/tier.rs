@@ -99,6 +99,7 @@ fn main() {
             cache_bytes: cache,
             delete_grace: Duration::from_secs(3600),
             seal_after: Duration::ZERO,
+            remote_durability: false,
         }),
         ..StoreOptions::default()
     };

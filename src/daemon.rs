@@ -98,9 +98,16 @@ pub struct Storage {
     #[serde(default = "default_cache_bytes")]
     pub cache_bytes: u64,
     /// `"local"` (the default): acknowledged writes are on the local disk,
-    /// and reach the bucket within `sealAfterSeconds` plus an upload.
+    /// segments reach the bucket within `sealAfterSeconds` plus an upload
+    /// and the index every `indexPushSeconds`. `"remote"`: an activation
+    /// returns only once the image's segments and index are in the bucket.
     #[serde(default)]
     pub durability: Durability,
+    /// How often the index is backed up to the bucket (default 300; 0
+    /// never, which leaves nothing to restore from without remote
+    /// durability).
+    #[serde(default = "default_index_push")]
+    pub index_push_seconds: u64,
     /// How long a compacted segment's object outlives it (default 3600).
     #[serde(default = "default_delete_grace")]
     pub delete_grace_seconds: u64,
@@ -141,6 +148,10 @@ fn default_delete_grace() -> u64 {
 
 fn default_seal_after() -> u64 {
     60
+}
+
+fn default_index_push() -> u64 {
+    300
 }
 
 impl Storage {
@@ -191,6 +202,7 @@ impl Storage {
             cache_bytes: self.cache_bytes,
             delete_grace: std::time::Duration::from_secs(self.delete_grace_seconds),
             seal_after: std::time::Duration::from_secs(self.seal_after_seconds),
+            remote_durability: self.durability == Durability::Remote,
         })
     }
 }
@@ -351,13 +363,6 @@ impl DaemonConfig {
             c.cloudapi = Some(face.load(base).map_err(bad)?);
         }
         if let Some(st) = f.storage {
-            if st.durability == Durability::Remote {
-                return Err(bad(
-                    "storage.durability \"remote\" (activation waits for the \
-                     bucket; restore from it) is not built yet; use \"local\""
-                        .into(),
-                ));
-            }
             c.storage = Some(st);
         }
         if let Some(t) = f.transfer {
@@ -435,6 +440,11 @@ impl DaemonConfig {
         Ok(Arc::new(AppState {
             gc_interval: self.gc_interval,
             recompress: self.recompress.clone(),
+            index_push: self
+                .storage
+                .as_ref()
+                .filter(|st| st.index_push_seconds > 0)
+                .map(|st| std::time::Duration::from_secs(st.index_push_seconds)),
             limits: self.limits.clone(),
             uploads: Uploads::new(
                 self.limits.max_uploads,
@@ -535,6 +545,8 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
     let mut next_recompress = std::time::Duration::ZERO;
     let mut next_tier = std::time::Duration::ZERO;
     let mut swept = false;
+    let push_every = state.index_push;
+    let mut since_push = std::time::Duration::ZERO;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(tick);
         since_gc += tick;
@@ -546,6 +558,21 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
                 &state.log,
                 crate::store::gc::DEFAULT_THRESHOLD,
             );
+        }
+        since_push += tick;
+        if push_every.is_some_and(|every| since_push >= every) {
+            since_push = std::time::Duration::ZERO;
+            match state.api.store().push_index() {
+                Ok(p) if p.uploaded > 0 => state.log.info(&format!(
+                    "tier: index pushed ({} files, {} bytes; {} stale objects deleted)",
+                    p.uploaded, p.uploaded_bytes, p.deleted
+                )),
+                Ok(_) => {}
+                Err(e) => {
+                    state.metrics.tier_failed();
+                    state.log.error(&format!("tier: pushing the index: {e}"));
+                }
+            }
         }
         next_tier = next_tier.saturating_sub(tick);
         if next_tier.is_zero() && state.api.store().has_tier() {

@@ -71,6 +71,15 @@ pub enum StoreCommand {
               value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
     },
+    /// Build a new data directory (`--data-dir`, which must be empty or
+    /// missing) from the bucket of the config's `storage` alone: the index
+    /// backup and the store's marker; segments stay in the bucket and are
+    /// read from it.
+    Restore {
+        /// The store to restore, when several share the prefix.
+        #[arg(long, value_name = "HEX")]
+        store_id: Option<String>,
+    },
     /// A random workload of puts, links, unlinks and GC that logs every
     /// operation before and after it; for crash testing a disk with kill -9.
     /// Never point it at a store holding data you care about.
@@ -108,6 +117,7 @@ fn command_name(c: &StoreCommand) -> &'static str {
         StoreCommand::Verify { .. } => "verify",
         StoreCommand::Stats { .. } => "stats",
         StoreCommand::Recompress { .. } => "recompress",
+        StoreCommand::Restore { .. } => "restore",
         StoreCommand::Soak { .. } => "soak",
     }
 }
@@ -193,6 +203,28 @@ fn execute(args: StoreArgs) -> Result<i32> {
                     r.stored_bytes_after,
                     r.live_stored_bytes_before,
                     r.live_stored_bytes_after
+                )
+            })?;
+            Ok(0)
+        }
+        StoreCommand::Restore { store_id } => {
+            let Some(config) = args.daemon_config()? else {
+                bail!("restore reads the bucket from the daemon's config: give --config FILE");
+            };
+            let Some(storage) = &config.storage else {
+                bail!("the config has no \"storage\" object: there is no bucket to restore from");
+            };
+            let tier = storage.tier_options().map_err(anyhow::Error::msg)?;
+            let dir = args.data_dir()?;
+            let r =
+                imgstore::store::restore(&tier.backend, &tier.prefix, store_id.as_deref(), &dir)?;
+            emit(json, &r, || {
+                format!(
+                    "restored store {} into {}: {} index files ({} bytes); segments are read from the bucket",
+                    r.store_id,
+                    r.data_dir.display(),
+                    r.index_files,
+                    r.index_bytes
                 )
             })?;
             Ok(0)

@@ -48,6 +48,8 @@ pub struct AppState {
     pub gc_interval: Option<std::time::Duration>,
     /// Background recompression of cold segments.
     pub recompress: Recompress,
+    /// How often the index is backed up to the remote tier's bucket.
+    pub index_push: Option<std::time::Duration>,
     /// Connection and body limits.
     pub limits: server::Limits,
     /// Put slots for uploads.

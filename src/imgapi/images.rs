@@ -147,6 +147,25 @@ impl Imgapi {
 
     /// ActivateImage.
     pub fn activate(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+        // With remote durability the image's chunks reach the bucket before
+        // it is activated, and its chunk lists and manifest after: the
+        // answer comes only once a rebuild from the bucket would have it.
+        let remote = self.store.remote_durability();
+        if remote {
+            self.store.upload_all()?;
+        }
+        let image = self.activate_here(uuid, account)?;
+        if remote {
+            self.store.push_index().map_err(|e| {
+                ApiError::internal(format!(
+                    "image {uuid} is activated here but its record did not reach the bucket: {e}"
+                ))
+            })?;
+        }
+        Ok(image)
+    }
+
+    fn activate_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
         self.mutate(uuid, account, |_, img| {
             if img.activated {
                 return Err(ApiError::new(

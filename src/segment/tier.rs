@@ -141,6 +141,9 @@ pub struct TierSetup {
     /// period: a local file of one is what a crash left before its
     /// removal, and is removed now.
     pub retired: Vec<SegmentId>,
+    /// The highest segment id the index has an entry for (a restored
+    /// index names segments whose files are gone: their ids stay taken).
+    pub highest: Option<SegmentId>,
     /// The cache size: a remote segment no larger is kept as it is read.
     pub cache_bytes: u64,
 }
@@ -160,7 +163,7 @@ impl SegmentSet {
             {
                 w.active = None;
             }
-            let highest = t.remote.keys().chain(&t.retired).max();
+            let highest = t.remote.keys().chain(&t.retired).chain(&t.highest).max();
             if let Some(h) = highest {
                 w.next_id = w.next_id.max(h.0 + 1);
             }
@@ -389,6 +392,20 @@ impl SegmentSet {
     /// Ids of the segments with a local file, ascending.
     pub fn local_ids(&self) -> Result<Vec<SegmentId>> {
         super::list_segments(&self.dir)
+    }
+
+    /// Seals the active segment if it holds any record, even while puts
+    /// are writing to it (their later appends go to the next segment), so
+    /// that it can be uploaded.
+    pub fn seal_now(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        if w.active
+            .as_ref()
+            .is_some_and(|a| a.len() > crate::format::SEGMENT_HEADER_LEN as u64)
+        {
+            self.seal(&mut w)?;
+        }
+        Ok(())
     }
 
     /// True when `id` is a failed segment not yet cut back to its durable

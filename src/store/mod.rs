@@ -23,6 +23,7 @@ mod put;
 mod read;
 mod readahead;
 mod recompress;
+mod restore;
 mod stats;
 mod table;
 mod tier;
@@ -54,6 +55,7 @@ pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
 pub use recompress::{ColdMemo, ColdStep, DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
+pub use restore::{IndexPush, RestoreReport, restore};
 pub use stats::{FileUsage, StoreSize, StoreStats};
 pub use table::{Table, json_decode, json_encode};
 pub use tier::{TierOptions, TierReport, TierSizes};
@@ -235,7 +237,9 @@ impl Store {
             Some(t) => {
                 let mut remote = std::collections::BTreeMap::new();
                 let mut retired = Vec::new();
+                let mut highest = None;
                 for (id, e) in index.segments()? {
+                    highest = highest.max(Some(id));
                     match e.tier {
                         crate::index::SegmentTier::Local => {}
                         crate::index::SegmentTier::Remote { len } => {
@@ -249,12 +253,15 @@ impl Store {
                     prefix: t.prefix,
                     remote,
                     retired,
+                    highest,
                     cache_bytes: t.cache_bytes,
                 })?;
                 Some(tier::TierPolicy {
                     cache_bytes: t.cache_bytes,
                     delete_grace: t.delete_grace,
                     seal_after: t.seal_after,
+                    remote_durability: t.remote_durability,
+                    pushed: Mutex::new(None),
                 })
             }
         };

@@ -48,6 +48,9 @@ pub struct TierOptions {
     /// is sealed for upload (the bound on what only the local disk holds
     /// on an idle store).
     pub seal_after: Duration,
+    /// Activations wait until the image is in the bucket, segments and
+    /// index (`durability: "remote"`; `store/restore.rs`).
+    pub remote_durability: bool,
 }
 
 /// The policy part of [`TierOptions`], kept by the store.
@@ -55,6 +58,10 @@ pub(super) struct TierPolicy {
     pub cache_bytes: u64,
     pub delete_grace: Duration,
     pub seal_after: Duration,
+    pub remote_durability: bool,
+    /// Index backup files known to be in the bucket (listed at the first
+    /// push), and the lock that makes pushes one at a time.
+    pub pushed: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
 }
 
 /// What one [`Store::tier_step`] did.

@@ -54,6 +54,7 @@ fn tiered(backend: Arc<dyn ObjectBackend>, cache_bytes: u64, grace: Duration) ->
             cache_bytes,
             delete_grace: grace,
             seal_after: Duration::ZERO,
+            remote_durability: false,
         }),
         ..small_options()
     }
@@ -567,4 +568,165 @@ fn a_fill_in_progress_never_outlives_its_segment_nor_blocks_the_tier_step() {
     assert_eq!(fills(), 0);
     assert_eq!(read_all(&store, &keep_id), keep);
     assert_clean(&store);
+}
+
+#[test]
+fn a_store_is_rebuilt_from_its_bucket_alone() {
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let a = text(250_000, 41);
+    let b = bytes(120_000, 42);
+    let (a_id, b_id) = {
+        let store = open_tiered(
+            dir.path(),
+            tiered(backend.clone(), 10 << 20, Duration::ZERO),
+        );
+        let a_id = put(&store, &a);
+        store.upload_all().unwrap();
+        let first = store.push_index().unwrap();
+        assert!(first.uploaded > 0, "{first:?}");
+        let b_id = put(&store, &b);
+        store.link(&b_id).unwrap();
+        store.upload_all().unwrap();
+        // Pushes after the first send only what is new; old backups go.
+        for _ in 0..3 {
+            store.push_index().unwrap();
+        }
+        let metas = backend
+            .list("dc1/")
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.name.contains("/index/meta/"))
+            .count();
+        assert_eq!(metas, 2, "two backups are kept");
+        (a_id, b_id)
+    };
+    // The disk is lost.
+    drop(dir);
+    let new = tempfile::tempdir().unwrap();
+    let dest = new.path().join("restored");
+    let r = imgstore::store::restore(&backend, "dc1/", None, &dest).unwrap();
+    assert!(r.index_files > 0 && r.index_bytes > 0, "{r:?}");
+    let store = open_tiered(&dest, tiered(backend.clone(), 10 << 20, Duration::ZERO));
+    assert_eq!(read_all(&store, &a_id), a);
+    assert_eq!(read_all(&store, &b_id), b);
+    assert_eq!(store.stat(&b_id).unwrap().refs, 2);
+    assert_clean(&store);
+    // It goes on as a store: new data, uploads, another push.
+    let c = put(&store, &text(50_000, 43));
+    store.upload_all().unwrap();
+    store.push_index().unwrap();
+    assert_eq!(read_all(&store, &c).len(), 50_000);
+    drop(store);
+    // Restoring into a directory that holds something is refused; so is
+    // a prefix with nothing in it.
+    let err = imgstore::store::restore(&backend, "dc1/", None, &dest).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    let err = imgstore::store::restore(&backend, "dc9/", None, &new.path().join("x")).unwrap_err();
+    assert!(err.to_string().contains("no store"), "{err}");
+}
+
+/// `durability: "remote"`: an activated image survives the loss of the
+/// data directory. The real daemon on SeaweedFS, kill -9, the directory
+/// deleted, `imgstore store restore`, a daemon on the new directory serves
+/// the image byte for byte, with its manifest and ACL.
+#[test]
+fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
+    let sw = Seaweed::start("images");
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", crate::procs::free_port());
+    let url = format!("http://{listen}");
+    let write_config = |data: &std::path::Path| {
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            serde_json::to_vec(&serde_json::json!({
+                "listen": listen,
+                "dataDir": data,
+                "segmentBytes": 1 << 20,
+                "storage": {
+                    "type": "s3",
+                    "endpoint": sw.endpoint(),
+                    "bucket": "images",
+                    "prefix": "dc1/",
+                    "accessKeyId": crate::seaweed::KEY,
+                    "secretAccessKey": crate::seaweed::SECRET,
+                    "cacheBytes": 1u64 << 30,
+                    // Only the activation itself may put the image in the
+                    // bucket: no timed seal, no timed push.
+                    "sealAfterSeconds": 86400,
+                    "indexPushSeconds": 0,
+                    "durability": "remote"
+                }
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        config
+    };
+    let data = dir.path().join("data");
+    let config = write_config(&data);
+    let http = reqwest::blocking::Client::new();
+    let daemon = crate::procs::start(&config, &url);
+    let file = bytes(3 << 20, 51);
+    let extra = serde_json::json!({"acl": [crate::daemon::BOB], "description": "kept"});
+    let uuid = crate::daemon::create_image(
+        &http,
+        &url,
+        crate::daemon::ALICE,
+        "durable",
+        extra,
+        &file,
+        true,
+    );
+    let manifest = |as_who: &str| {
+        let r = http
+            .get(format!("{url}/images/{uuid}?account={as_who}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().unwrap()
+    };
+    let before = manifest(crate::daemon::ALICE);
+    assert_eq!(before["state"], "active");
+    // The disk is lost the moment the activation answered.
+    daemon.kill();
+    std::fs::remove_dir_all(&data).unwrap();
+
+    let restored = dir.path().join("restored");
+    let config = write_config(&restored);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args(["store", "restore", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["index_files"].as_u64().unwrap() > 0, "{report}");
+
+    let _daemon = crate::procs::start(&config, &url);
+    assert_eq!(manifest(crate::daemon::ALICE), before);
+    assert_eq!(manifest(crate::daemon::BOB)["uuid"], before["uuid"]);
+    let got = http
+        .get(format!(
+            "{url}/images/{uuid}/file?account={}",
+            crate::daemon::ALICE
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(got.as_ref() == file.as_slice(), "the restored file differs");
+    let verify = http
+        .post(format!("{url}/state?action=verify"))
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
+    assert_eq!(verify["files"], 1, "{verify}");
 }

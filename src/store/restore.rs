@@ -1,0 +1,322 @@
+//! The index in the bucket, and a store rebuilt from the bucket alone.
+//!
+//! Segments reach the bucket by the tier's steps (`store/tier.rs`); the
+//! index (chunk locations, files and their chunk lists, segment accounting,
+//! and the layers' tables: images, ACLs, settings, jobs) reaches it as
+//! RocksDB backups. [`Store::push_index`] takes a backup with RocksDB's
+//! backup engine into `index-backup/` beside the index (table files are
+//! immutable and shared between backups, so each push copies only what is
+//! new) and mirrors that directory to `{prefix}{store id}/index/`: new files
+//! first, each backup's `meta/N` (the file that makes it a backup) last,
+//! then objects of purged backups deleted, their `meta/N` first. The data
+//! directory's marker (its store id) goes to `{prefix}{store id}/IMGSTORE`.
+//!
+//! With remote durability ([`TierOptions::remote_durability`]), an image's
+//! activation first seals and uploads every segment (so its chunks are in
+//! the bucket), then commits, then pushes the index (so its chunk lists and
+//! manifest are): it returns only when the image can be restored.
+//!
+//! [`restore`] builds a new data directory from the bucket: the marker, the
+//! newest index backup restored as the index, and no segment files (every
+//! segment the backup knows as remote is read from the bucket and cached
+//! as it is read).
+//!
+//! [`TierOptions::remote_durability`]: super::TierOptions
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{MARKER, Store};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::segment::backend::ObjectBackend;
+use crate::segment::lock;
+
+/// Backups kept (locally and in the bucket); the newest is restored.
+const KEEP_BACKUPS: usize = 2;
+/// Where the backups are staged, beside the index.
+const STAGING: &str = "index-backup";
+/// Objects are fetched in pieces of this size.
+const FETCH_BYTES: u64 = 8 << 20;
+
+fn backend_err(what: String) -> impl FnOnce(crate::segment::backend::BackendError) -> Error {
+    move |e| Error::io(what, std::io::Error::other(e.to_string()))
+}
+
+/// What one [`Store::push_index`] did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct IndexPush {
+    /// Files uploaded, and their bytes.
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
+    /// Objects of purged backups deleted.
+    pub deleted: u64,
+}
+
+/// What [`restore`] did.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub store_id: String,
+    pub data_dir: PathBuf,
+    /// Index backup files fetched, and their bytes.
+    pub index_files: u64,
+    pub index_bytes: u64,
+}
+
+/// Every file under `dir`, as `/`-separated paths relative to it.
+fn files_under(dir: &Path) -> Result<BTreeMap<String, (PathBuf, u64)>> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let rel = rel.to_string_lossy().into_owned();
+                // The engine's own temporaries are never part of a backup.
+                if !rel.ends_with(".tmp") {
+                    out.insert(rel, (path, meta.len()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A backup's `meta/N` makes it one: uploaded last, deleted first.
+fn is_meta(rel: &str) -> bool {
+    rel.starts_with("meta/")
+}
+
+impl Store {
+    /// True when activations wait for the bucket (`durability: "remote"`).
+    pub fn remote_durability(&self) -> bool {
+        self.inner
+            .tier
+            .as_ref()
+            .is_some_and(|t| t.remote_durability)
+    }
+
+    /// Seals the active segment (also while puts are writing to it: their
+    /// records are bytes like any other, and a session's later appends go
+    /// to the next segment) and uploads every sealed segment, so every
+    /// record committed before the call is in the bucket.
+    pub fn upload_all(&self) -> Result<u64> {
+        if self.inner.tier.is_none() {
+            return Ok(0);
+        }
+        self.inner.segments.seal_now()?;
+        let mut n = 0;
+        while self.upload_one()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Backs the index up and mirrors the backups to the bucket (module
+    /// docs). One push at a time; a failed push is repeated whole by the
+    /// next (what it uploaded is found there by name and length).
+    pub fn push_index(&self) -> Result<IndexPush> {
+        let inner = &*self.inner;
+        let (Some(policy), Some((_, backend))) = (&inner.tier, inner.segments.segment_objects())
+        else {
+            return Ok(IndexPush::default());
+        };
+        let mut pushed = lock(&policy.pushed);
+        let base = self.object_base()?;
+        let prefix = format!("{base}index/");
+        let staging = inner.dir.join(STAGING);
+        inner.index.backup_to(&staging, KEEP_BACKUPS)?;
+        let local = files_under(&staging)?;
+        let remote = match pushed.as_mut() {
+            Some(r) => r,
+            None => {
+                let listed = backend
+                    .list(&prefix)
+                    .map_err(backend_err(format!("listing {prefix}")))?;
+                pushed.insert(
+                    listed
+                        .into_iter()
+                        .filter_map(|o| Some((o.name.strip_prefix(&prefix)?.to_owned(), o.len)))
+                        .collect(),
+                )
+            }
+        };
+        let mut report = IndexPush::default();
+        let order = local
+            .iter()
+            .filter(|(rel, _)| !is_meta(rel))
+            .chain(local.iter().filter(|(rel, _)| is_meta(rel)));
+        for (rel, (path, len)) in order {
+            if remote.get(rel) == Some(len) && !is_meta(rel) {
+                continue;
+            }
+            let name = format!("{prefix}{rel}");
+            backend
+                .put_file(&name, path)
+                .map_err(backend_err(format!("uploading {name}")))?;
+            remote.insert(rel.clone(), *len);
+            report.uploaded += 1;
+            report.uploaded_bytes += len;
+        }
+        let stale: Vec<String> = remote
+            .keys()
+            .filter(|rel| !local.contains_key(*rel))
+            .cloned()
+            .collect();
+        let order = stale
+            .iter()
+            .filter(|rel| is_meta(rel))
+            .chain(stale.iter().filter(|rel| !is_meta(rel)));
+        for rel in order {
+            let name = format!("{prefix}{rel}");
+            backend
+                .delete(&name)
+                .map_err(backend_err(format!("deleting {name}")))?;
+            remote.remove(rel);
+            report.deleted += 1;
+        }
+        let marker = inner.dir.join(MARKER);
+        backend
+            .put_file(&format!("{base}{MARKER}"), &marker)
+            .map_err(backend_err(format!("uploading {base}{MARKER}")))?;
+        Ok(report)
+    }
+
+    /// `{prefix}{store id}/`.
+    fn object_base(&self) -> Result<String> {
+        let (prefix, _) = self
+            .inner
+            .segments
+            .segment_objects()
+            .ok_or_else(|| Error::InvalidInput("this store has no remote tier".into()))?;
+        Ok(prefix
+            .strip_suffix("segments/")
+            .unwrap_or(&prefix)
+            .to_owned())
+    }
+}
+
+/// Builds a new data directory at `dest` from the bucket alone: the store
+/// under `prefix` (its id; needed only when several stores share the
+/// prefix). Open it with the same tier to serve what the bucket holds.
+pub fn restore(
+    backend: &Arc<dyn ObjectBackend>,
+    prefix: &str,
+    store_id: Option<&str>,
+    dest: &Path,
+) -> Result<RestoreReport> {
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| Error::io(format!("reading {}", dest.display()), e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::InvalidInput(format!(
+            "{} is not empty: restore builds a new data directory",
+            dest.display()
+        )));
+    }
+    let listed = backend
+        .list(prefix)
+        .map_err(backend_err(format!("listing {prefix}")))?;
+    let ids: Vec<String> = listed
+        .iter()
+        .filter_map(|o| {
+            let id = o
+                .name
+                .strip_prefix(prefix)?
+                .strip_suffix(&format!("/{MARKER}"))?;
+            (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+        })
+        .collect();
+    let id = match (store_id, ids.as_slice()) {
+        (Some(want), _) if ids.iter().any(|i| i == want) => want.to_owned(),
+        (Some(want), _) => {
+            return Err(Error::InvalidInput(format!(
+                "no store {want} under {prefix:?} in {} (found: {ids:?})",
+                backend.describe()
+            )));
+        }
+        (None, [one]) => one.clone(),
+        (None, []) => {
+            return Err(Error::InvalidInput(format!(
+                "no store under {prefix:?} in {}: nothing was ever pushed there",
+                backend.describe()
+            )));
+        }
+        (None, many) => {
+            return Err(Error::InvalidInput(format!(
+                "several stores under {prefix:?}: name one with --store-id ({many:?})"
+            )));
+        }
+    };
+    let base = format!("{prefix}{id}/");
+    let index_prefix = format!("{base}index/");
+    let staging = dest.join(STAGING);
+    let mut report = RestoreReport {
+        store_id: id.clone(),
+        data_dir: dest.to_path_buf(),
+        index_files: 0,
+        index_bytes: 0,
+    };
+    for o in listed.iter().filter(|o| o.name.starts_with(&index_prefix)) {
+        let rel = o.name.strip_prefix(&index_prefix).unwrap_or(&o.name);
+        let path = staging.join(rel);
+        fetch(backend.as_ref(), &o.name, o.len, &path)?;
+        report.index_files += 1;
+        report.index_bytes += o.len;
+    }
+    if report.index_files == 0 {
+        return Err(Error::InvalidInput(format!(
+            "store {id} has no index backup in {}",
+            backend.describe()
+        )));
+    }
+    Index::restore_from(&staging, &dest.join("index"))?;
+    let marker = format!("{base}{MARKER}");
+    let len = backend
+        .len(&marker)
+        .map_err(backend_err(format!("reading {marker}")))?
+        .unwrap_or(0);
+    fetch(backend.as_ref(), &marker, len, &dest.join(MARKER))?;
+    std::fs::create_dir_all(dest.join("segments"))
+        .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+    std::fs::File::open(dest)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))?;
+    Ok(report)
+}
+
+/// Object `name` of `len` bytes into a new file at `path`, fsynced.
+fn fetch(backend: &dyn ObjectBackend, name: &str, len: u64, path: &Path) -> Result<()> {
+    use std::io::Write as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let mut at = 0;
+    while at < len {
+        let mut buf = vec![0u8; (len - at).min(FETCH_BYTES) as usize];
+        backend
+            .read_at(name, at, &mut buf)
+            .map_err(backend_err(format!("fetching {name}")))?;
+        f.write_all(&buf)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        at += buf.len() as u64;
+    }
+    f.sync_all()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
