@@ -331,7 +331,10 @@ impl Imgapi {
                 t.put::<Images>(uuid, &img)?;
             }
             Ok(())
-        })
+        })?;
+        // An attempt that fails here is repeated; the parts above are then
+        // found done.
+        self.in_bucket(uuid)
     }
 
     /// The source's manifest as a local, unactivated image that remembers

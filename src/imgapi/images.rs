@@ -147,22 +147,28 @@ impl Imgapi {
 
     /// ActivateImage.
     pub fn activate(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
-        // With remote durability the image's chunks reach the bucket before
-        // it is activated, and its chunk lists and manifest after: the
-        // answer comes only once a rebuild from the bucket would have it.
-        let remote = self.store.remote_durability();
-        if remote {
-            self.store.upload_all()?;
-        }
         let image = self.activate_here(uuid, account)?;
-        if remote {
-            self.store.push_index().map_err(|e| {
+        self.in_bucket(uuid)?;
+        Ok(image)
+    }
+
+    /// With remote durability (`durability: "remote"`): every segment
+    /// uploaded, then the index pushed, so that a rebuild from the bucket
+    /// has what was just committed (an activation, a clone, a copy). The
+    /// answer waits for it.
+    pub(super) fn in_bucket(&self, uuid: &Uuid) -> ApiResult<()> {
+        if !self.store.remote_durability() {
+            return Ok(());
+        }
+        self.store
+            .upload_all()
+            .and_then(|_| self.store.push_index())
+            .map_err(|e| {
                 ApiError::internal(format!(
-                    "image {uuid} is activated here but its record did not reach the bucket: {e}"
+                    "image {uuid} is committed here but did not reach the bucket: {e}"
                 ))
             })?;
-        }
-        Ok(image)
+        Ok(())
     }
 
     fn activate_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {

@@ -56,6 +56,12 @@ impl Imgapi {
     /// CloneImage: clones `uuid` and its non-operator origin chain into
     /// `account`. Returns the final clone (the one for `uuid`).
     pub fn clone_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+        let clone = self.clone_here(uuid, account)?;
+        self.in_bucket(&clone.uuid)?;
+        Ok(clone)
+    }
+
+    fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
         if self.config().mode != Mode::Dc {
             return Err(ApiError::no_such_path(&format!("/images/{uuid}/clone")));
         }

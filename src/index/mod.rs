@@ -96,10 +96,12 @@ pub enum SegmentTier {
     /// Uploaded and confirmed: the object holds `len` bytes; a local file,
     /// if any, is cache.
     Remote { len: u64 },
-    /// Compacted away while remote: its object is deleted once
-    /// `delete_after` (seconds since the Unix epoch) has passed, so a
-    /// reader holding an old location never finds it gone.
-    Retired { len: u64, delete_after: u64 },
+    /// Compacted away while remote at `retired_at` (seconds since the
+    /// Unix epoch): its object is deleted once a grace period has passed
+    /// (a reader holding an old location never finds it gone) and an index
+    /// backup newer than the retirement is in the bucket (a restore never
+    /// looks for it).
+    Retired { len: u64, retired_at: u64 },
 }
 
 /// One chunk reference in a file's chunk list.
@@ -219,7 +221,7 @@ impl SegmentEntry {
         let (tag, len, after) = match self.tier {
             SegmentTier::Local => return v,
             SegmentTier::Remote { len } => (1u8, len, 0),
-            SegmentTier::Retired { len, delete_after } => (2, len, delete_after),
+            SegmentTier::Retired { len, retired_at } => (2, len, retired_at),
         };
         v.push(tag);
         v.extend_from_slice(&len.to_le_bytes());
@@ -242,7 +244,7 @@ impl SegmentEntry {
                 1 => SegmentTier::Remote { len },
                 2 => SegmentTier::Retired {
                     len,
-                    delete_after: after,
+                    retired_at: after,
                 },
                 _ => return None,
             };

@@ -262,6 +262,12 @@ impl Store {
                     seal_after: t.seal_after,
                     remote_durability: t.remote_durability,
                     pushed: Mutex::new(None),
+                    last_push: Mutex::new(
+                        index
+                            .get_meta(restore::META_LAST_PUSH)?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                            .map(u64::from_le_bytes),
+                    ),
                 })
             }
         };

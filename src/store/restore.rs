@@ -39,6 +39,8 @@ use crate::segment::lock;
 const KEEP_BACKUPS: usize = 2;
 /// Where the backups are staged, beside the index.
 const STAGING: &str = "index-backup";
+/// Meta key: when the newest pushed backup was taken (u64 LE, seconds).
+pub(super) const META_LAST_PUSH: &str = "last_index_push";
 /// Objects are fetched in pieces of this size.
 const FETCH_BYTES: u64 = 8 << 20;
 
@@ -136,6 +138,9 @@ impl Store {
         let base = self.object_base()?;
         let prefix = format!("{base}index/");
         let staging = inner.dir.join(STAGING);
+        // Taken before the backup: a segment retired before this second is
+        // absent from it (see `delete_retired`).
+        let taken_at = super::tier::unix_now();
         inner.index.backup_to(&staging, KEEP_BACKUPS)?;
         let local = files_under(&staging)?;
         let remote = match pushed.as_mut() {
@@ -190,6 +195,13 @@ impl Store {
         backend
             .put_file(&format!("{base}{MARKER}"), &marker)
             .map_err(backend_err(format!("uploading {base}{MARKER}")))?;
+        {
+            let _commit = lock(&inner.commit);
+            let mut b = inner.index.batch();
+            b.put_meta(META_LAST_PUSH, &taken_at.to_le_bytes())?;
+            b.commit()?;
+        }
+        *lock(&policy.last_push) = Some(taken_at);
         Ok(report)
     }
 

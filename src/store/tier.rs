@@ -62,6 +62,9 @@ pub(super) struct TierPolicy {
     /// Index backup files known to be in the bucket (listed at the first
     /// push), and the lock that makes pushes one at a time.
     pub pushed: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
+    /// When the newest index backup in the bucket was taken (seconds since
+    /// the epoch; kept in the index's meta), if one ever was.
+    pub last_push: std::sync::Mutex<Option<u64>>,
 }
 
 /// What one [`Store::tier_step`] did.
@@ -199,20 +202,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes the objects of retired segments whose deadline is before
-    /// `now` (seconds since the epoch), then their index entries.
+    /// Deletes the objects of retired segments whose grace period ended
+    /// before `now` (seconds since the epoch), then their index entries.
+    /// Once an index backup was ever pushed, only segments retired before
+    /// the last push go: the newest backup in the bucket must never name
+    /// a segment whose object is gone.
     pub fn delete_retired(&self, now: u64) -> Result<Vec<SegmentId>> {
         let inner = &*self.inner;
-        if inner.tier.is_none() {
+        let Some(policy) = &inner.tier else {
             return Ok(Vec::new());
-        }
+        };
         let _compacting = lock(&inner.compacting);
+        let last_push = *lock(&policy.last_push);
         let mut out = Vec::new();
         for (id, e) in inner.index.segments()? {
-            let SegmentTier::Retired { delete_after, .. } = e.tier else {
+            let SegmentTier::Retired { retired_at, .. } = e.tier else {
                 continue;
             };
-            if delete_after > now {
+            if retired_at + policy.delete_grace.as_secs() > now
+                || last_push.is_some_and(|pushed| retired_at >= pushed)
+            {
                 continue;
             }
             inner.segments.delete_object(id)?;
@@ -300,14 +309,14 @@ impl Store {
     /// The index entry that replaces a compacted segment's: deleted when
     /// it was local, `Retired` when its object must outlive it.
     pub(super) fn retired_entry(&self, seg: SegmentId) -> Option<SegmentEntry> {
-        let policy = self.inner.tier.as_ref()?;
+        self.inner.tier.as_ref()?;
         let len = self.inner.segments.remote_len(seg)?;
         Some(SegmentEntry {
             live_bytes: 0,
             indexed_end: 0,
             tier: SegmentTier::Retired {
                 len,
-                delete_after: unix_now() + policy.delete_grace.as_secs(),
+                retired_at: unix_now(),
             },
         })
     }

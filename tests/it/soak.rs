@@ -123,10 +123,12 @@ impl Soak {
             let common = json!({"cacheBytes": 1 << 20, "sealAfterSeconds": 0,
                 "deleteGraceSeconds": 5, "prefix": format!("{name}/")});
             let mut st = match name {
+                // West answers an activation only once the image is in
+                // the bucket: the end of the run rebuilds west from it.
                 "west" => json!({"type": "s3", "endpoint": bucket.endpoint(), "bucket": "soak",
                     "accessKeyId": crate::seaweed::KEY,
                     "secretAccessKey": crate::seaweed::SECRET,
-                    "requestTimeoutSeconds": 10, "retries": 2}),
+                    "requestTimeoutSeconds": 10, "retries": 2, "durability": "remote"}),
                 _ => json!({"type": "local", "path": dir.path().join("objects")}),
             };
             if let (Some(st), Some(c)) = (st.as_object_mut(), common.as_object()) {
@@ -379,6 +381,56 @@ impl Soak {
         }
     }
 
+    /// West's disk is lost (kill -9, its data dir left behind): a new data
+    /// dir restored from the bucket alone must serve every image whose
+    /// activation was acknowledged and not deleted since, byte for byte.
+    /// Returns how many it checked.
+    fn rebuild_west_from_its_bucket(&mut self, seed: u64) -> usize {
+        self.west.kill();
+        let mut cfg: Value =
+            serde_json::from_slice(&std::fs::read(&self.west.config).unwrap()).unwrap();
+        cfg["dataDir"] = json!(self._dir.path().join("west-restored"));
+        let config = self._dir.path().join("west-restored.json");
+        std::fs::write(&config, cfg.to_string()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .args(["store", "restore", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "soak (IMGSTORE_SOAK_SEED={seed}): restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _west = start(&config, &self.west.url);
+        let mut checked = 0;
+        for (uuid, known) in &self.west.known {
+            let Known::Present {
+                file: Some((sha1, fseed, len)),
+                active: true,
+                ..
+            } = known
+            else {
+                continue;
+            };
+            let r = self
+                .http
+                .get(format!("{}/images/{uuid}/file", self.west.url))
+                .send()
+                .unwrap();
+            let status = r.status();
+            let data = r.bytes().unwrap_or_default();
+            assert!(
+                data.len() == *len && sha1_hex(&data) == *sha1 && data == content(*fseed, *len),
+                "soak (IMGSTORE_SOAK_SEED={seed}): activated image {uuid} is not whole after a restore from the bucket: {status}, {} of {len} bytes: {}",
+                data.len(),
+                String::from_utf8_lossy(data.get(..300.min(data.len())).unwrap_or_default())
+            );
+            checked += 1;
+        }
+        checked
+    }
+
     /// Checks every recorded answer against a restarted datacenter.
     fn check(&mut self, trial: u64, seed: u64, west: bool) {
         let dc = if west { &self.west } else { &self.east };
@@ -510,6 +562,8 @@ fn soak_kill_9_trials_under_a_mixed_workload() {
         .len();
     eprintln!("soak: west's bucket holds {west_objects} segments, east's {east_objects}");
     assert!(west_objects > 0 && east_objects > 0);
+    let restored = s.rebuild_west_from_its_bucket(seed);
+    eprintln!("soak: west rebuilt from its bucket alone serves all {restored} activated images");
     let count = |dc: &Dc, f: fn(&Known) -> bool| dc.known.values().filter(|k| f(k)).count();
     eprintln!(
         "soak: {trials} trials, {ops} operations; west holds {} acknowledged images ({} deleted, {} cut unanswered by a kill), east {} copies",

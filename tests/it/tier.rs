@@ -730,3 +730,41 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
     assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
     assert_eq!(verify["files"], 1, "{verify}");
 }
+
+#[test]
+fn an_object_the_newest_pushed_index_names_is_never_deleted() {
+    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    let keep = text(150_000, 61);
+    let keep_id = put(&store, &keep);
+    let gone = put(&store, &bytes(150_000, 62));
+    store.upload_all().unwrap();
+    store.push_index().unwrap();
+    store.unlink(&gone).unwrap();
+    store.gc().unwrap();
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 7200;
+    // The grace period is over, but the backup in the bucket still names
+    // the retired segments: their objects stay.
+    assert_eq!(store.delete_retired(far).unwrap(), vec![]);
+    assert!(store.tier_sizes().unwrap().retired_segments > 0);
+    // A backup taken after the retirement (a second later: retirements
+    // and backups are timed in seconds) lets them go.
+    std::thread::sleep(Duration::from_millis(1100));
+    store.upload_all().unwrap();
+    store.push_index().unwrap();
+    assert!(!store.delete_retired(far).unwrap().is_empty());
+    assert_eq!(store.tier_sizes().unwrap().retired_segments, 0);
+    drop(store);
+    // And the restore of that backup has every byte.
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().join("r");
+    imgstore::store::restore(&backend, "dc1/", None, &dest).unwrap();
+    let store = open_tiered(&dest, tiered(backend.clone(), 0, Duration::ZERO));
+    assert_eq!(read_all(&store, &keep_id), keep);
+    assert_clean(&store);
+}
