@@ -8,7 +8,11 @@
 //! - local disk used once every segment is uploaded, against `cacheBytes`;
 //! - a cold read: every local copy evicted, the file read back by range
 //!   requests through the prefetching reader, against a read of the local
-//!   store.
+//!   store;
+//! - what an activation with `durability: "remote"` waits for, for a 1 GiB
+//!   image (`Store::upload_all` then `Store::push_index`): with the
+//!   uploader running beside the put (the daemon's steady state) and with
+//!   every segment still to upload.
 //!
 //!     cargo bench --profile dev --bench tier
 //!
@@ -99,7 +103,7 @@ fn main() {
             cache_bytes: cache,
             delete_grace: Duration::from_secs(3600),
             seal_after: Duration::ZERO,
-            remote_durability: false,
+            remote_durability: true,
         }),
         ..StoreOptions::default()
     };
@@ -225,4 +229,52 @@ fn main() {
         warm_secs,
         mb(n) / warm_secs
     );
+    drop(filling);
+
+    // Activation with remote durability, for a 1 GiB image.
+    let image = &data[..data.len().min(1 << 30)];
+    for background in [true, false] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open_with(dir.path(), options(cache_bytes, true))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let uploader = background.then(|| {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        let r = store.tier_step().unwrap_or_else(|e| panic!("tier: {e}"));
+                        if r.uploaded.is_empty() {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                })
+            });
+            store.put(image).unwrap_or_else(|e| panic!("{e}"));
+            done.store(true, Ordering::SeqCst);
+            if let Some(u) = uploader {
+                let _ = u.join();
+            }
+        });
+        let pending = store
+            .tier_sizes()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .local_bytes;
+        let t = Instant::now();
+        let uploaded = store.upload_all().unwrap_or_else(|e| panic!("{e}"));
+        let push = store.push_index().unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "activation, remote durability, {:.0} MB image, uploader {}: {:.2} s ({} segments, {:.1} MB, uploaded then; index push {} files, {:.1} MB)",
+            mb(image.len() as u64),
+            if background {
+                "running beside the put"
+            } else {
+                "off"
+            },
+            t.elapsed().as_secs_f64(),
+            uploaded,
+            mb(pending),
+            push.uploaded,
+            mb(push.uploaded_bytes)
+        );
+    }
 }
