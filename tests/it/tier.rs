@@ -60,6 +60,31 @@ fn tiered(backend: Arc<dyn ObjectBackend>, cache_bytes: u64, grace: Duration) ->
     }
 }
 
+fn memory() -> Arc<dyn ObjectBackend> {
+    Arc::new(ObjectStoreBackend::memory().unwrap())
+}
+
+fn two_hours_from_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 7200
+}
+
+/// `data` put into a tiered store in `dir`, uploaded, its local copies
+/// evicted; the store closed.
+fn uploaded(
+    dir: &std::path::Path,
+    backend: &Arc<dyn ObjectBackend>,
+    data: &[u8],
+) -> imgstore::FileId {
+    let store = open_tiered(dir, tiered(backend.clone(), 0, Duration::ZERO));
+    let id = put(&store, data);
+    store.tier_step().unwrap();
+    id
+}
+
 fn open_tiered(dir: &std::path::Path, opts: StoreOptions) -> Store {
     Store::open_with(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
 }
@@ -118,7 +143,7 @@ fn round_trip(backend: Arc<dyn ObjectBackend>) {
 
 #[test]
 fn a_store_on_the_in_memory_backend_reads_every_byte_back_from_it() {
-    round_trip(Arc::new(ObjectStoreBackend::memory().unwrap()));
+    round_trip(memory());
 }
 
 #[test]
@@ -132,7 +157,7 @@ fn a_store_on_seaweedfs_reads_every_byte_back_from_it() {
 #[test]
 fn the_cache_keeps_the_most_recently_read_segments_within_its_size() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let store = open_tiered(dir.path(), tiered(backend, 200_000, Duration::ZERO));
     let a = text(300_000, 1);
     let a_id = put(&store, &a);
@@ -147,7 +172,7 @@ fn the_cache_keeps_the_most_recently_read_segments_within_its_size() {
 #[test]
 fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let store = open_tiered(
         dir.path(),
         tiered(backend.clone(), 0, Duration::from_secs(3600)),
@@ -180,11 +205,7 @@ fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
     put(&store, &text(100_000, 7));
     store.tier_step().unwrap();
     // Past the deadline the objects go, then their entries.
-    let far = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 7200;
+    let far = two_hours_from_now();
     let deleted = store.delete_retired(far).unwrap();
     assert_eq!(deleted.len() as u64, retired);
     assert_eq!(store.tier_sizes().unwrap().retired_segments, 0);
@@ -206,7 +227,7 @@ fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
 #[test]
 fn a_missing_object_is_an_error_naming_the_segment_never_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
     let d = text(100_000, 8);
     let id = put(&store, &d);
@@ -389,14 +410,9 @@ fn the_daemon_keeps_its_segments_in_seaweedfs_and_rides_out_an_outage() {
 #[test]
 fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let d = text(300_000, 9);
-    let id = {
-        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
-        let id = put(&store, &d);
-        store.tier_step().unwrap();
-        id
-    };
+    let id = uploaded(dir.path(), &backend, &d);
     // Reopened with room in the cache: nothing local, then a read of the
     // whole file brings every segment it touched into the cache.
     let store = open_tiered(
@@ -420,13 +436,8 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
 
     // A disk with no room for the cache: the fill fails, the read does not.
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
-    let id = {
-        let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
-        let id = put(&store, &d);
-        store.tier_step().unwrap();
-        id
-    };
+    let backend = memory();
+    let id = uploaded(dir.path(), &backend, &d);
     let faults = imgstore::io::FaultyIo::new();
     let store = open_tiered(
         dir.path(),
@@ -458,7 +469,7 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
 #[test]
 fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let a = text(300_000, 11);
     let a_id = {
         let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
@@ -487,7 +498,7 @@ fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
 #[test]
 fn objects_the_index_does_not_know_are_swept_and_known_ones_stay() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let store = open_tiered(
         dir.path(),
         tiered(backend.clone(), 0, Duration::from_secs(3600)),
@@ -525,7 +536,7 @@ fn objects_the_index_does_not_know_are_swept_and_known_ones_stay() {
 #[test]
 fn a_fill_in_progress_never_outlives_its_segment_nor_blocks_the_tier_step() {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let keep = text(200_000, 31);
     let (keep_id, gone_id) = {
         let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
@@ -572,7 +583,7 @@ fn a_fill_in_progress_never_outlives_its_segment_nor_blocks_the_tier_step() {
 
 #[test]
 fn a_store_is_rebuilt_from_its_bucket_alone() {
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let dir = tempfile::tempdir().unwrap();
     let a = text(250_000, 41);
     let b = bytes(120_000, 42);
@@ -733,7 +744,7 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
 
 #[test]
 fn an_object_the_newest_pushed_index_names_is_never_deleted() {
-    let backend: Arc<dyn ObjectBackend> = Arc::new(ObjectStoreBackend::memory().unwrap());
+    let backend = memory();
     let dir = tempfile::tempdir().unwrap();
     let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
     let keep = text(150_000, 61);
@@ -743,11 +754,7 @@ fn an_object_the_newest_pushed_index_names_is_never_deleted() {
     store.push_index().unwrap();
     store.unlink(&gone).unwrap();
     store.gc().unwrap();
-    let far = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 7200;
+    let far = two_hours_from_now();
     // The grace period is over, but the backup in the bucket still names
     // the retired segments: their objects stay.
     assert_eq!(store.delete_retired(far).unwrap(), vec![]);
