@@ -60,6 +60,11 @@ pub enum StoreCommand {
         /// Fix refcounts and segment accounting.
         #[arg(long)]
         repair: bool,
+        /// Read the records of only this share (0 to 1) of the remote
+        /// segments with no local copy, picked at random; the others are
+        /// checked by their objects' length. Local data is always read.
+        #[arg(long, value_name = "SHARE", default_value_t = 1.0)]
+        sample: f64,
     },
     /// Usage figures for the store, or for one file.
     Stats { file_id: Option<String> },
@@ -188,7 +193,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
         StoreCommand::Link { file_id } => refs(&args, file_id, true),
         StoreCommand::Unlink { file_id } => refs(&args, file_id, false),
         StoreCommand::Gc { dry_run, threshold } => gc(&args, *dry_run, *threshold),
-        StoreCommand::Verify { repair } => verify(&args, *repair),
+        StoreCommand::Verify { repair, sample } => verify(&args, *repair, *sample),
         StoreCommand::Recompress { level } => {
             let store = open(&args, false)?;
             let r = store.recompress(*level)?;
@@ -396,9 +401,12 @@ fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
 }
 
 /// Exit status 1 when something is wrong.
-fn verify(args: &StoreArgs, repair: bool) -> Result<i32> {
+fn verify(args: &StoreArgs, repair: bool, sample: f64) -> Result<i32> {
+    if !(0.0..=1.0).contains(&sample) {
+        bail!("--sample {sample}: a share is 0 to 1");
+    }
     let store = open(args, false)?;
-    let mut report = store.verify(repair)?;
+    let mut report = store.verify_sampled(repair, sample)?;
     // A daemon's data dir: every reference must belong to an image.
     if imgstore::imgapi::audit::is_imgapi_store(&store).unwrap_or(false) {
         report
@@ -421,6 +429,12 @@ fn verify(args: &StoreArgs, repair: bool) -> Result<i32> {
                 "PROBLEMS"
             }
         );
+        if report.remote_segments_not_read > 0 {
+            s.push_str(&format!(
+                "\n  {} remote segments checked by their objects' length only (--sample)",
+                report.remote_segments_not_read
+            ));
+        }
         for p in &report.problems {
             s.push_str(&format!(
                 "\n  {}: {}{}",

@@ -408,6 +408,15 @@ impl SegmentSet {
         Ok(())
     }
 
+    /// The length of remote segment `id`'s object as the backend has it
+    /// now (None: it is missing).
+    pub fn remote_object_len(&self, id: SegmentId) -> Result<Option<u64>> {
+        let Some(t) = &self.tier else {
+            return Ok(None);
+        };
+        t.backend.len(&t.name(id)).map_err(|e| t.error(id, 0, e))
+    }
+
     /// True when `id` is a failed segment not yet cut back to its durable
     /// length: its file may hold a garbage tail.
     pub fn is_broken(&self, id: SegmentId) -> bool {

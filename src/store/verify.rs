@@ -37,10 +37,18 @@ pub struct VerifyReport {
     pub segments: u64,
     pub records_checked: u64,
     pub bytes_checked: u64,
+    /// Remote segments left out of a sampled verify: their objects'
+    /// existence and length were checked, not their records.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub remote_segments_not_read: u64,
     pub problems: Vec<Problem>,
     /// Files that hold a damaged or missing chunk: what the damage costs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged_files: Vec<crate::id::FileId>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl VerifyReport {
@@ -76,12 +84,26 @@ struct Verify<'a> {
     /// Chunks whose data is damaged or gone.
     damaged: HashSet<ChunkId>,
     fixes: Batch<'a>,
+    /// The share of remote segments without a local copy whose records
+    /// are read (1: all), and the seed that picks them.
+    sample: (f64, u64),
 }
 
 impl Store {
     /// Checks the whole store; with `repair`, fixes what can be fixed.
     /// Holds the commit lock throughout, so writers wait.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
+        self.verify_sampled(repair, 1.0)
+    }
+
+    /// [`Store::verify`] that reads the records of only a `share` (0 to 1)
+    /// of the remote segments with no local copy, picked at random; of the
+    /// others it checks that the object exists with its recorded length
+    /// (one HEAD each). Everything local is checked whole.
+    pub fn verify_sampled(&self, repair: bool, share: f64) -> Result<VerifyReport> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         let _c = lock(&self.inner.commit);
         let mut v = Verify {
             store: self,
@@ -93,6 +115,7 @@ impl Store {
             live: HashMap::new(),
             damaged: HashSet::new(),
             fixes: self.inner.index.batch(),
+            sample: (share.clamp(0.0, 1.0), seed),
         };
         v.expected_refcounts()?;
         v.chunk_entries(repair)?;
@@ -218,6 +241,45 @@ impl Verify<'_> {
         Ok(())
     }
 
+    /// True when a sampled verify leaves remote segment `seg` unread: its
+    /// object is checked by length, and the records the index wants there
+    /// count as found.
+    fn left_out(&mut self, seg: SegmentId) -> Result<bool> {
+        let inner = &*self.store.inner;
+        let (share, seed) = self.sample;
+        if share >= 1.0 || !inner.segments.is_remote(seg) || inner.segments.is_local(seg) {
+            return Ok(false);
+        }
+        // splitmix64 of the id and the seed: a fresh sample each run.
+        let mut z = seg.0 ^ seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        if (z % 1_000_000) as f64 / 1_000_000.0 < share {
+            return Ok(false);
+        }
+        self.report.remote_segments_not_read += 1;
+        match inner.segments.remote_object_len(seg)? {
+            Some(len) if Some(len) == inner.segments.remote_len(seg) => {}
+            got => self.report.problem(
+                "missing_object",
+                format!(
+                    "segment {seg}: its object holds {got:?} bytes, the index says {:?}",
+                    inner.segments.remote_len(seg)
+                ),
+                false,
+            ),
+        }
+        let wanted: Vec<(SegmentId, u64)> = self
+            .wanted_at
+            .keys()
+            .filter(|(s, _)| *s == seg)
+            .copied()
+            .collect();
+        self.found.extend(wanted);
+        Ok(true)
+    }
+
     /// Step 3: every record of every segment: CRCs, and for indexed chunks
     /// the decompressed bytes against their id.
     fn segment_records(&mut self) -> Result<()> {
@@ -227,6 +289,9 @@ impl Verify<'_> {
         let mut out = Vec::new();
         for seg in inner.segments.list()? {
             self.report.segments += 1;
+            if self.left_out(seg)? {
+                continue;
+            }
             let mut head = [0u8; SEGMENT_HEADER_LEN];
             if let Err(e) = inner.segments.read_at(seg, 0, &mut head) {
                 self.report

@@ -775,3 +775,31 @@ fn an_object_the_newest_pushed_index_names_is_never_deleted() {
     assert_eq!(read_all(&store, &keep_id), keep);
     assert_clean(&store);
 }
+
+#[test]
+fn a_sampled_verify_reads_a_share_of_the_remote_segments_and_heads_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = memory();
+    let d = text(400_000, 71);
+    let id = uploaded(dir.path(), &backend, &d);
+    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    assert_eq!(read_all(&store, &id), d);
+    let none = store.verify_sampled(false, 0.0).unwrap();
+    assert!(none.is_clean(), "{:?}", none.problems);
+    assert_eq!(none.remote_segments_not_read, none.segments);
+    assert_eq!(none.records_checked, 0);
+    let all = store.verify_sampled(false, 1.0).unwrap();
+    assert!(all.is_clean(), "{:?}", all.problems);
+    assert_eq!(all.remote_segments_not_read, 0);
+    assert!(all.bytes_checked >= d.len() as u64);
+    // An object gone: even a verify that reads nothing remote finds it.
+    let victim = backend.list("dc1/").unwrap().remove(0);
+    backend.delete(&victim.name).unwrap();
+    let none = store.verify_sampled(false, 0.0).unwrap();
+    assert!(
+        none.problems.iter().any(|p| p.kind == "missing_object"),
+        "{:?}",
+        none.problems
+    );
+    assert!(!store.verify(false).unwrap().is_clean());
+}
