@@ -803,3 +803,53 @@ fn a_sampled_verify_reads_a_share_of_the_remote_segments_and_heads_the_rest() {
     );
     assert!(!store.verify(false).unwrap().is_clean());
 }
+
+/// The contract against any S3 server, by hand (Garage, MinIO, AWS), on
+/// an empty bucket:
+///
+///     IMGSTORE_S3_ENDPOINT=http://127.0.0.1:3900 IMGSTORE_S3_BUCKET=b \
+///     IMGSTORE_S3_REGION=garage AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+///     cargo nextest run --run-ignored only tier::any_s3_server
+#[test]
+#[ignore = "needs a server: IMGSTORE_S3_ENDPOINT, IMGSTORE_S3_BUCKET, credentials"]
+fn any_s3_server_meets_the_backend_contract() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+    let config = imgstore::backend::S3Config {
+        endpoint: var("IMGSTORE_S3_ENDPOINT"),
+        bucket: var("IMGSTORE_S3_BUCKET"),
+        region: std::env::var("IMGSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        access_key_id: None,
+        secret_access_key: None,
+        request_timeout_seconds: 30,
+        retries: 2,
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let b = ObjectStoreBackend::s3(&config).unwrap();
+    conformance::run(&b, "imgstore-conformance/", LARGE, scratch.path()).unwrap();
+    // And a store on it, end to end.
+    round_trip(Arc::new(b));
+}
+
+#[test]
+fn a_local_directory_removes_what_a_crash_left_mid_put_and_nothing_else() {
+    let root = tempfile::tempdir().unwrap();
+    let b = LocalDir::new(root.path()).unwrap();
+    b.put_bytes("dc1/x/kept.seg", b"kept").unwrap();
+    let sub = root.path().join("dc1/x");
+    let old = sub.join("gone.seg.part-1-1");
+    let young = sub.join("busy.seg.part-2-1");
+    std::fs::write(&old, b"torn").unwrap();
+    std::fs::write(&young, b"in progress").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    drop(b);
+    let b = LocalDir::new(root.path()).unwrap();
+    assert!(!old.exists(), "a put a crash cut an hour ago is gone");
+    assert!(young.exists(), "a put that may be in progress stays");
+    assert_eq!(b.list("dc1/").unwrap().len(), 1);
+}

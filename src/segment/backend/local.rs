@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{BackendError, BackendResult, ObjectBackend, ObjectInfo, check_name, check_prefix};
 
 const PART: &str = ".part-";
+/// A temporary file this old is what a crash left, not a put in progress.
+const STALE_PART: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Objects stored as files under `root`.
 pub struct LocalDir {
@@ -23,11 +25,35 @@ pub struct LocalDir {
 }
 
 impl LocalDir {
-    /// Objects under `root`, created if missing.
+    /// Objects under `root`, created if missing. Temporary files of puts
+    /// that a crash cut, older than an hour (a put in progress elsewhere
+    /// is younger), are removed.
     pub fn new(root: impl Into<PathBuf>) -> BackendResult<Self> {
         let root = root.into();
         fs::create_dir_all(&root)
             .map_err(|e| BackendError::failed(format!("creating {}", root.display()), e))?;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(meta) = e.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    dirs.push(e.path());
+                } else if e.file_name().to_string_lossy().contains(PART)
+                    && meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| m.elapsed().ok())
+                        .is_some_and(|age| age > STALE_PART)
+                {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(LocalDir {
             root,
             counter: AtomicU64::new(0),
