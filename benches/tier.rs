@@ -104,6 +104,7 @@ fn main() {
             delete_grace: Duration::from_secs(3600),
             seal_after: Duration::ZERO,
             remote_durability: true,
+            local_limit_bytes: 0,
         }),
         ..StoreOptions::default()
     };

@@ -108,6 +108,11 @@ pub struct Storage {
     /// durability).
     #[serde(default = "default_index_push")]
     pub index_push_seconds: u64,
+    /// Uploads are refused (503 `StorageIsDown`) while segments waiting
+    /// for the bucket hold this many bytes (default 0: only the disk
+    /// limits them).
+    #[serde(default)]
+    pub local_limit_bytes: u64,
     /// How long a compacted segment's object outlives it (default 3600).
     #[serde(default = "default_delete_grace")]
     pub delete_grace_seconds: u64,
@@ -203,6 +208,7 @@ impl Storage {
             delete_grace: std::time::Duration::from_secs(self.delete_grace_seconds),
             seal_after: std::time::Duration::from_secs(self.seal_after_seconds),
             remote_durability: self.durability == Durability::Remote,
+            local_limit_bytes: self.local_limit_bytes,
         })
     }
 }

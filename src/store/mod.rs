@@ -261,6 +261,7 @@ impl Store {
                     delete_grace: t.delete_grace,
                     seal_after: t.seal_after,
                     remote_durability: t.remote_durability,
+                    local_limit_bytes: t.local_limit_bytes,
                     pushed: Mutex::new(None),
                     last_push: Mutex::new(
                         index

@@ -51,6 +51,10 @@ pub struct TierOptions {
     /// Activations wait until the image is in the bucket, segments and
     /// index (`durability: "remote"`; `store/restore.rs`).
     pub remote_durability: bool,
+    /// Puts are refused while segments not yet uploaded hold this many
+    /// bytes or more (the bucket is unreachable or slower than ingest);
+    /// 0: no limit but the disk.
+    pub local_limit_bytes: u64,
 }
 
 /// The policy part of [`TierOptions`], kept by the store.
@@ -59,6 +63,7 @@ pub(super) struct TierPolicy {
     pub delete_grace: Duration,
     pub seal_after: Duration,
     pub remote_durability: bool,
+    pub local_limit_bytes: u64,
     /// Index backup files known to be in the bucket (listed at the first
     /// push), and the lock that makes pushes one at a time.
     pub pushed: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
@@ -282,6 +287,27 @@ impl Store {
             }
         }
         Ok(deleted)
+    }
+
+    /// Refuses a put while segments waiting for the bucket hold
+    /// `local_limit_bytes` or more: a clear error the client can retry,
+    /// instead of a disk that fills while the bucket is away.
+    pub(super) fn check_local_room(&self) -> Result<()> {
+        let Some(policy) = &self.inner.tier else {
+            return Ok(());
+        };
+        if policy.local_limit_bytes == 0 {
+            return Ok(());
+        }
+        let waiting = self.tier_sizes()?.local_bytes;
+        if waiting >= policy.local_limit_bytes {
+            return Err(crate::Error::WritesFailed(format!(
+                "{waiting} bytes of segments wait for the bucket (localLimitBytes {}): \
+                 new uploads resume once they are uploaded",
+                policy.local_limit_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Where the segment bytes are.

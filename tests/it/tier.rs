@@ -55,6 +55,7 @@ fn tiered(backend: Arc<dyn ObjectBackend>, cache_bytes: u64, grace: Duration) ->
             delete_grace: grace,
             seal_after: Duration::ZERO,
             remote_durability: false,
+            local_limit_bytes: 0,
         }),
         ..small_options()
     }
@@ -852,4 +853,97 @@ fn a_local_directory_removes_what_a_crash_left_mid_put_and_nothing_else() {
     assert!(!old.exists(), "a put a crash cut an hour ago is gone");
     assert!(young.exists(), "a put that may be in progress stays");
     assert_eq!(b.list("dc1/").unwrap().len(), 1);
+}
+
+/// A backend that can be cut off, as a bucket behind a broken link.
+struct Cut {
+    inner: Arc<dyn ObjectBackend>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Cut {
+    fn check(&self) -> imgstore::backend::BackendResult<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(imgstore::backend::BackendError::Failed {
+                what: "the bucket".into(),
+                cause: "connection refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ObjectBackend for Cut {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn put_file(&self, name: &str, path: &std::path::Path) -> imgstore::backend::BackendResult<()> {
+        self.check()?;
+        self.inner.put_file(name, path)
+    }
+    fn put_bytes(&self, name: &str, bytes: &[u8]) -> imgstore::backend::BackendResult<()> {
+        self.check()?;
+        self.inner.put_bytes(name, bytes)
+    }
+    fn read_at(
+        &self,
+        name: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> imgstore::backend::BackendResult<()> {
+        self.check()?;
+        self.inner.read_at(name, offset, buf)
+    }
+    fn len(&self, name: &str) -> imgstore::backend::BackendResult<Option<u64>> {
+        self.check()?;
+        self.inner.len(name)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> imgstore::backend::BackendResult<Vec<imgstore::backend::ObjectInfo>> {
+        self.check()?;
+        self.inner.list(prefix)
+    }
+    fn delete(&self, name: &str) -> imgstore::backend::BackendResult<()> {
+        self.check()?;
+        self.inner.delete(name)
+    }
+}
+
+#[test]
+fn ingest_stops_with_a_clear_error_at_the_local_limit_while_the_bucket_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = Arc::new(Cut {
+        inner: memory(),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let backend: Arc<dyn ObjectBackend> = cut.clone();
+    let store = open_tiered(
+        dir.path(),
+        StoreOptions {
+            tier: Some(TierOptions {
+                local_limit_bytes: 150_000,
+                ..tiered(backend, 0, Duration::ZERO).tier.unwrap()
+            }),
+            ..small_options()
+        },
+    );
+    // Below the limit, puts go on; the steps fail and nothing is evicted.
+    let a = bytes(200_000, 81);
+    let a_id = put(&store, &a);
+    assert!(store.tier_step().is_err());
+    // At the limit: refused, clearly, and nothing acknowledged is lost.
+    let err = store.put(&bytes(10_000, 82)[..]).err().unwrap().to_string();
+    assert!(err.contains("wait for the bucket"), "{err}");
+    assert_eq!(read_all(&store, &a_id), a);
+    // The bucket is back: what waited uploads, and puts go on.
+    cut.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.tier_step().unwrap();
+    assert_eq!(store.tier_sizes().unwrap().local_bytes, 0);
+    let b = bytes(10_000, 83);
+    let b_id = put(&store, &b);
+    assert_eq!(read_all(&store, &b_id), b);
+    assert_eq!(read_all(&store, &a_id), a);
+    assert_clean(&store);
 }
