@@ -31,7 +31,7 @@ use crate::id::SegmentId;
 use io::{SegmentFile, SegmentIo};
 use read::Readers;
 pub use recover::TailReport;
-pub use tier::TierSetup;
+pub use tier::{SEGMENT_OBJECTS, TierSetup};
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,6 +28,9 @@ use crate::id::SegmentId;
 /// cold as a segment can be.
 const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// Where segment objects are under a store's object base.
+pub const SEGMENT_OBJECTS: &str = "segments/";
+
 /// Remote segments being filled into the cache at once; a read of another
 /// drops the fill least recently added to.
 const FILLS: usize = 8;
@@ -94,7 +97,7 @@ impl Fill {
 
 impl Tier {
     pub(super) fn name(&self, id: SegmentId) -> String {
-        format!("{}segments/{id}.seg", self.base)
+        format!("{}{SEGMENT_OBJECTS}{id}.seg", self.base)
     }
 
     fn remote(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SegmentId, u64>> {
@@ -122,10 +125,10 @@ impl Tier {
                 offset,
                 format!("object {name} holds {len} bytes, the read needs {wanted_end}"),
             ),
-            e => Error::io(
-                format!("reading segment {id} from {}", self.backend.describe()),
-                std::io::Error::other(e.to_string()),
-            ),
+            e => e.into_error(format!(
+                "reading segment {id} from {}",
+                self.backend.describe()
+            )),
         }
     }
 }
@@ -426,12 +429,11 @@ impl SegmentSet {
             .is_some_and(|b| b.id == id)
     }
 
-    /// The name prefix of every segment object of this store, and the
-    /// backend (with a tier).
-    pub fn segment_objects(&self) -> Option<(String, &Arc<dyn ObjectBackend>)> {
-        self.tier
-            .as_ref()
-            .map(|t| (format!("{}segments/", t.base), &t.backend))
+    /// This store's object name prefix, `{prefix}{store id}/`, and the
+    /// backend (with a tier). Segment objects are under
+    /// [`SEGMENT_OBJECTS`] in it.
+    pub fn object_base(&self) -> Option<(&str, &Arc<dyn ObjectBackend>)> {
+        self.tier.as_ref().map(|t| (t.base.as_str(), &t.backend))
     }
 
     /// Remote segments and their lengths.
@@ -482,10 +484,10 @@ impl SegmentSet {
         let path = segment_path(&self.dir, id);
         let len = self.file_len(id)?;
         t.backend.put_file(&t.name(id), &path).map_err(|e| {
-            Error::io(
-                format!("uploading segment {id} to {}", t.backend.describe()),
-                std::io::Error::other(e.to_string()),
-            )
+            e.into_error(format!(
+                "uploading segment {id} to {}",
+                t.backend.describe()
+            ))
         })?;
         Ok(len)
     }
@@ -555,12 +557,9 @@ impl SegmentSet {
                 "segment {id} is still remote; its object must stay"
             )));
         }
-        t.backend.delete(&t.name(id)).map_err(|e| {
-            Error::io(
-                format!("deleting segment {id}'s object"),
-                std::io::Error::other(e.to_string()),
-            )
-        })
+        t.backend
+            .delete(&t.name(id))
+            .map_err(|e| e.into_error(format!("deleting segment {id}'s object")))
     }
 
     /// Forgets that `id` is remote (compaction retired it).

@@ -44,10 +44,6 @@ pub(super) const META_LAST_PUSH: &str = "last_index_push";
 /// Objects are fetched in pieces of this size.
 const FETCH_BYTES: u64 = 8 << 20;
 
-fn backend_err(what: String) -> impl FnOnce(crate::segment::backend::BackendError) -> Error {
-    move |e| Error::io(what, std::io::Error::other(e.to_string()))
-}
-
 /// What one [`Store::push_index`] did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct IndexPush {
@@ -130,12 +126,11 @@ impl Store {
     /// next (what it uploaded is found there by name and length).
     pub fn push_index(&self) -> Result<IndexPush> {
         let inner = &*self.inner;
-        let (Some(policy), Some((_, backend))) = (&inner.tier, inner.segments.segment_objects())
+        let (Some(policy), Some((base, backend))) = (&inner.tier, inner.segments.object_base())
         else {
             return Ok(IndexPush::default());
         };
         let mut pushed = lock(&policy.pushed);
-        let base = self.object_base()?;
         let prefix = format!("{base}index/");
         let staging = inner.dir.join(STAGING);
         // Taken before the backup: a segment retired before this second is
@@ -148,7 +143,7 @@ impl Store {
             None => {
                 let listed = backend
                     .list(&prefix)
-                    .map_err(backend_err(format!("listing {prefix}")))?;
+                    .map_err(|e| e.into_error(format!("listing {prefix}")))?;
                 pushed.insert(
                     listed
                         .into_iter()
@@ -169,7 +164,7 @@ impl Store {
             let name = format!("{prefix}{rel}");
             backend
                 .put_file(&name, path)
-                .map_err(backend_err(format!("uploading {name}")))?;
+                .map_err(|e| e.into_error(format!("uploading {name}")))?;
             remote.insert(rel.clone(), *len);
             report.uploaded += 1;
             report.uploaded_bytes += len;
@@ -187,14 +182,14 @@ impl Store {
             let name = format!("{prefix}{rel}");
             backend
                 .delete(&name)
-                .map_err(backend_err(format!("deleting {name}")))?;
+                .map_err(|e| e.into_error(format!("deleting {name}")))?;
             remote.remove(rel);
             report.deleted += 1;
         }
         let marker = inner.dir.join(MARKER);
         backend
             .put_file(&format!("{base}{MARKER}"), &marker)
-            .map_err(backend_err(format!("uploading {base}{MARKER}")))?;
+            .map_err(|e| e.into_error(format!("uploading {base}{MARKER}")))?;
         {
             let _commit = lock(&inner.commit);
             let mut b = inner.index.batch();
@@ -203,19 +198,6 @@ impl Store {
         }
         *lock(&policy.last_push) = Some(taken_at);
         Ok(report)
-    }
-
-    /// `{prefix}{store id}/`.
-    fn object_base(&self) -> Result<String> {
-        let (prefix, _) = self
-            .inner
-            .segments
-            .segment_objects()
-            .ok_or_else(|| Error::InvalidInput("this store has no remote tier".into()))?;
-        Ok(prefix
-            .strip_suffix("segments/")
-            .unwrap_or(&prefix)
-            .to_owned())
     }
 }
 
@@ -241,7 +223,7 @@ pub fn restore(
     }
     let listed = backend
         .list(prefix)
-        .map_err(backend_err(format!("listing {prefix}")))?;
+        .map_err(|e| e.into_error(format!("listing {prefix}")))?;
     let ids: Vec<String> = listed
         .iter()
         .filter_map(|o| {
@@ -299,7 +281,7 @@ pub fn restore(
     let marker = format!("{base}{MARKER}");
     let len = backend
         .len(&marker)
-        .map_err(backend_err(format!("reading {marker}")))?
+        .map_err(|e| e.into_error(format!("reading {marker}")))?
         .unwrap_or(0);
     fetch(backend.as_ref(), &marker, len, &dest.join(MARKER))?;
     std::fs::create_dir_all(dest.join("segments"))
@@ -324,7 +306,7 @@ fn fetch(backend: &dyn ObjectBackend, name: &str, len: u64, path: &Path) -> Resu
         let mut buf = vec![0u8; (len - at).min(FETCH_BYTES) as usize];
         backend
             .read_at(name, at, &mut buf)
-            .map_err(backend_err(format!("fetching {name}")))?;
+            .map_err(|e| e.into_error(format!("fetching {name}")))?;
         f.write_all(&buf)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         at += buf.len() as u64;

@@ -247,9 +247,10 @@ impl Store {
     /// names deleted.
     pub fn sweep_orphans(&self) -> Result<Vec<String>> {
         let inner = &*self.inner;
-        let Some((prefix, backend)) = inner.segments.segment_objects() else {
+        let Some((base, backend)) = inner.segments.object_base() else {
             return Ok(Vec::new());
         };
+        let prefix = format!("{base}{}", crate::segment::SEGMENT_OBJECTS);
         let _compacting = lock(&inner.compacting);
         let mut known: std::collections::HashSet<SegmentId> =
             inner.segments.local_ids()?.into_iter().collect();
@@ -258,12 +259,9 @@ impl Store {
                 known.insert(id);
             }
         }
-        let listed = backend.list(&prefix).map_err(|e| {
-            crate::Error::io(
-                format!("listing {prefix}"),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        let listed = backend
+            .list(&prefix)
+            .map_err(|e| e.into_error(format!("listing {prefix}")))?;
         let mut deleted = Vec::new();
         for o in listed {
             let id = o
@@ -277,12 +275,9 @@ impl Store {
                 continue; // not a name this store writes: not ours to judge
             };
             if !known.contains(&id) {
-                backend.delete(&o.name).map_err(|e| {
-                    crate::Error::io(
-                        format!("deleting {}", o.name),
-                        std::io::Error::other(e.to_string()),
-                    )
-                })?;
+                backend
+                    .delete(&o.name)
+                    .map_err(|e| e.into_error(format!("deleting {}", o.name)))?;
                 deleted.push(o.name);
             }
         }
@@ -299,7 +294,9 @@ impl Store {
         if policy.local_limit_bytes == 0 {
             return Ok(());
         }
-        let waiting = self.tier_sizes()?.local_bytes;
+        // Every put asks: the directory and the remote set only, not the
+        // whole of `tier_sizes`.
+        let (_, waiting) = self.waiting()?;
         if waiting >= policy.local_limit_bytes {
             return Err(crate::Error::WritesFailed(format!(
                 "{waiting} bytes of segments wait for the bucket (localLimitBytes {}): \
@@ -310,17 +307,26 @@ impl Store {
         Ok(())
     }
 
+    /// Segments only on the local disk (not uploaded yet, the active one
+    /// included): how many, and their bytes.
+    fn waiting(&self) -> Result<(u64, u64)> {
+        let segs = &self.inner.segments;
+        let (mut n, mut bytes) = (0, 0);
+        for id in segs.local_ids()? {
+            if !segs.is_remote(id) {
+                n += 1;
+                bytes += segs.file_len(id)?;
+            }
+        }
+        Ok((n, bytes))
+    }
+
     /// Where the segment bytes are.
     pub fn tier_sizes(&self) -> Result<TierSizes> {
         let inner = &*self.inner;
         let mut s = TierSizes::default();
         let remote = inner.segments.remote_segments();
-        for id in inner.segments.local_ids()? {
-            if !remote.contains_key(&id) {
-                s.local_segments += 1;
-                s.local_bytes += inner.segments.file_len(id)?;
-            }
-        }
+        (s.local_segments, s.local_bytes) = self.waiting()?;
         s.cached_bytes = inner.segments.cached()?.iter().map(|c| c.1).sum();
         s.remote_segments = remote.len() as u64;
         s.remote_bytes = remote.values().sum();

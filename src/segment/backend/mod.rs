@@ -59,6 +59,12 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The engine's error for a failed `what` (an I/O error whose source
+    /// is this one).
+    pub(crate) fn into_error(self, what: impl Into<String>) -> crate::Error {
+        crate::Error::io(what, std::io::Error::other(self))
+    }
+
     pub(crate) fn failed(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
         BackendError::Failed {
             what: what.into(),
