@@ -86,6 +86,14 @@ fn uploaded(
     id
 }
 
+/// A new data dir on a new in-memory bucket: cache and grace as given.
+fn fresh(cache: u64, grace: Duration) -> (tempfile::TempDir, Arc<dyn ObjectBackend>, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = memory();
+    let store = open_tiered(dir.path(), tiered(backend.clone(), cache, grace));
+    (dir, backend, store)
+}
+
 fn open_tiered(dir: &std::path::Path, opts: StoreOptions) -> Store {
     Store::open_with(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
 }
@@ -157,9 +165,7 @@ fn a_store_on_seaweedfs_reads_every_byte_back_from_it() {
 
 #[test]
 fn the_cache_keeps_the_most_recently_read_segments_within_its_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = memory();
-    let store = open_tiered(dir.path(), tiered(backend, 200_000, Duration::ZERO));
+    let (_dir, _backend, store) = fresh(200_000, Duration::ZERO);
     let a = text(300_000, 1);
     let a_id = put(&store, &a);
     store.tier_step().unwrap();
@@ -172,12 +178,7 @@ fn the_cache_keeps_the_most_recently_read_segments_within_its_size() {
 
 #[test]
 fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = memory();
-    let store = open_tiered(
-        dir.path(),
-        tiered(backend.clone(), 0, Duration::from_secs(3600)),
-    );
+    let (dir, backend, store) = fresh(0, Duration::from_secs(3600));
     let keep = text(200_000, 5);
     let gone = bytes(200_000, 6);
     let keep_id = put(&store, &keep);
@@ -227,9 +228,7 @@ fn gc_of_remote_segments_deletes_their_objects_only_after_the_grace_period() {
 
 #[test]
 fn a_missing_object_is_an_error_naming_the_segment_never_wrong_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = memory();
-    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    let (_dir, backend, store) = fresh(0, Duration::ZERO);
     let d = text(100_000, 8);
     let id = put(&store, &d);
     store.tier_step().unwrap();
@@ -498,12 +497,7 @@ fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
 
 #[test]
 fn objects_the_index_does_not_know_are_swept_and_known_ones_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = memory();
-    let store = open_tiered(
-        dir.path(),
-        tiered(backend.clone(), 0, Duration::from_secs(3600)),
-    );
+    let (_dir, backend, store) = fresh(0, Duration::from_secs(3600));
     let keep = text(150_000, 21);
     let keep_id = put(&store, &keep);
     let gone = put(&store, &bytes(150_000, 22));
