@@ -304,6 +304,7 @@ impl LimitsFile {
 struct TransferFile {
     batch_bytes: Option<u64>,
     parallel: Option<usize>,
+    window_bytes: Option<u64>,
     attempts: Option<u32>,
     timeout_seconds: Option<u64>,
     verify_md5: Option<bool>,
@@ -377,6 +378,9 @@ impl DaemonConfig {
             }
             if let Some(p) = t.parallel {
                 c.transfer.parallel = p.clamp(1, 16);
+            }
+            if let Some(w) = t.window_bytes {
+                c.transfer.window_bytes = w.max(1 << 20);
             }
             if let Some(a) = t.attempts {
                 c.transfer.attempts = a.max(1);

@@ -18,6 +18,7 @@ pub fn opts() -> ReceiveOptions {
     ReceiveOptions {
         batch_bytes: 64 * 1024,
         parallel: 2,
+        window_bytes: 32 << 20,
         attempts: 2,
         retry_delay: Duration::from_millis(5),
         verify_md5: true,
@@ -97,6 +98,27 @@ impl<S: ChunkSource> ChunkSource for Slow<S> {
     fn fetch(&self, ids: &[ChunkId], out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
         self.0.fetch(ids, out)
+    }
+}
+
+/// Counts fetches in flight, and the most there ever were.
+pub struct Overlap<S> {
+    inner: S,
+    now: AtomicU32,
+    most: AtomicU32,
+}
+impl<S: ChunkSource> ChunkSource for Overlap<S> {
+    fn chunk_list(&self) -> Result<ChunkList> {
+        self.inner.chunk_list()
+    }
+    fn fetch(&self, ids: &[ChunkId], out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        // Long enough that fetchers the window let through would overlap.
+        std::thread::sleep(Duration::from_millis(10));
+        let r = self.inner.fetch(ids, out);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 }
 
@@ -248,6 +270,33 @@ fn only_missing_chunks_travel_in_an_incremental_copy() {
     assert!(r.bytes_local > 790_000, "{r:?}");
     assert!(r.bytes_fetched < 60_000, "{r:?}");
     assert_eq!(read_all(&dst, &id2), v2);
+    assert_clean(&dst);
+}
+
+#[test]
+fn fetched_chunks_wait_for_the_assembler_only_within_the_window() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let data = bytes(1_500_000, 3);
+    let (src, id) = source_with(src_dir.path(), &data);
+    let source = Overlap {
+        inner: LocalSource::new(src.clone(), id).unwrap(),
+        now: AtomicU32::new(0),
+        most: AtomicU32::new(0),
+    };
+    // A window smaller than any batch: only the batch the assembler needs
+    // may be fetched, however many fetchers there are.
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst = store(dst_dir.path());
+    let narrow = ReceiveOptions {
+        parallel: 4,
+        window_bytes: 1,
+        ..opts()
+    };
+    let p = Progress::default();
+    receive_file(&dst, &source, &P, &Expect::default(), &p, &narrow).unwrap();
+    assert!(p.report().chunks_fetched > 8, "{:?}", p.report());
+    assert_eq!(source.most.load(Ordering::SeqCst), 1);
+    assert_eq!(read_all(&dst, &id), data);
     assert_clean(&dst);
 }
 

@@ -41,7 +41,7 @@ fn pair() -> Pair {
         json!({"datacenterName": "east", "listen": format!("127.0.0.1:{dp}"),
                "dataDir": dir.path().join("east"),
                "imgapiUrlFromDatacenter": {"west": src_url},
-               "transfer": {"batchBytes": BATCH, "parallel": PARALLEL, "attempts": 2, "timeoutSeconds": 5}})
+               "transfer": {"batchBytes": BATCH, "parallel": PARALLEL, "windowBytes": 1048576, "attempts": 2, "timeoutSeconds": 5}})
         .to_string(),
     )
     .unwrap();
