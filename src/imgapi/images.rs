@@ -219,7 +219,7 @@ impl Imgapi {
             }
         };
         check_update_keys(&patch, account.is_some())?;
-        self.mutate(uuid, account, |_, img| {
+        let image = self.mutate(uuid, account, |_, img| {
             refuse_immutable_changes(&patch, img)?;
             let mut m = img.editable_map();
             for (k, v) in patch.iter().filter(|(k, _)| *k != "state") {
@@ -238,7 +238,13 @@ impl Imgapi {
                 img.published_at = Some(time::iso8601(time::now_ms()));
             }
             Ok(())
-        })
+        })?;
+        // An operator's `state` is a way to an active image too, so it
+        // waits for the bucket as ActivateImage does.
+        if image.activated && patch.contains_key("state") {
+            self.in_bucket(uuid)?;
+        }
+        Ok(image)
     }
 
     /// AddImageAcl / RemoveImageAcl.

@@ -695,6 +695,24 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
     };
     let before = manifest(crate::daemon::ALICE);
     assert_eq!(before["state"], "active");
+    // The other way to an active image: an operator's UpdateImage with
+    // `state`, on an image uploaded and never activated.
+    let forced_file = bytes(2 << 20, 52);
+    let forced = crate::daemon::create_image(
+        &http,
+        &url,
+        crate::daemon::ALICE,
+        "forced",
+        serde_json::json!({}),
+        &forced_file,
+        false,
+    );
+    let r = http
+        .post(format!("{url}/images/{forced}?action=update"))
+        .json(&serde_json::json!({"state": "active"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
     // The disk is lost the moment the activation answered.
     daemon.kill();
     std::fs::remove_dir_all(&data).unwrap();
@@ -727,6 +745,19 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
         .bytes()
         .unwrap();
     assert!(got.as_ref() == file.as_slice(), "the restored file differs");
+    let got = http
+        .get(format!(
+            "{url}/images/{forced}/file?account={}",
+            crate::daemon::ALICE
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        got.as_ref() == forced_file.as_slice(),
+        "the restored file of the image an operator activated differs"
+    );
     let verify = http
         .post(format!("{url}/state?action=verify"))
         .send()
@@ -734,7 +765,7 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
         .json::<serde_json::Value>()
         .unwrap();
     assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
-    assert_eq!(verify["files"], 1, "{verify}");
+    assert_eq!(verify["files"], 2, "{verify}");
 }
 
 #[test]
