@@ -145,6 +145,20 @@ impl FileHasher {
     }
 }
 
+/// SHA-1 of a stream (IMGAPI's `files[].sha1`), for a caller that runs it
+/// on its own thread.
+#[derive(Default)]
+pub struct Sha1Hasher(Sha1);
+
+impl Sha1Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    pub fn finish(self) -> [u8; 20] {
+        self.0.finalize().into()
+    }
+}
+
 /// MD5 of a stream (IMGAPI's Content-MD5).
 #[derive(Default)]
 pub struct Md5Hasher(Md5);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{ChunkSource, MAX_IDS_PER_FETCH, Progress};
 use crate::error::{Error, Result};
 use crate::format::{self, ChunkList, RecordHeader};
-use crate::id::{ChunkId, FileDigests, FileHasher, FileId, Md5Hasher};
+use crate::id::{ChunkId, FileDigests, FileId, Md5Hasher, Sha1Hasher};
 use crate::store::{ChunkRef, PartialId};
 use crate::store::{PutResult, Store, Txn};
 
@@ -446,11 +446,24 @@ fn fetcher(
     }
 }
 
-/// Walks the list in order and hashes the file (SHA-1 and BLAKE3 here, MD5
-/// on another thread when asked). Fetched chunks come from the fetchers;
-/// chunks the store had before the copy come from a reader over just
-/// those, read ahead on the store's read pool and hashed where they lie;
-/// a fetched chunk the list repeats is kept until its last use.
+/// A piece of the file on its way to a hashing thread: a shared buffer
+/// (a fetched chunk, or a block of chunks read from the store) and the
+/// bytes of it that come next in the file.
+type Piece = (Arc<Vec<u8>>, std::ops::Range<usize>);
+
+/// Takes the next piece of the file: the bytes `range` of a shared buffer.
+type HashPiece<'a> = dyn FnMut(&Arc<Vec<u8>>, std::ops::Range<usize>) -> Result<()> + 'a;
+
+/// Pieces queued per hashing thread. A piece pins its buffer, so this
+/// bounds what the hashers hold: a few read blocks or fetched chunks.
+const PIECES_QUEUED: usize = 32;
+
+/// Walks the list in order and hashes the file: BLAKE3 here, SHA-1 on a
+/// thread of its own (and MD5 on another when asked), each fed the same
+/// shared buffers, so the slowest digest sets the pace rather than their
+/// sum. Fetched chunks come from the fetchers; chunks the store had before
+/// the copy come from a reader over just those, read ahead on the store's
+/// read pool; a fetched chunk the list repeats is kept until its last use.
 fn assemble(
     store: &Store,
     list: &ChunkList,
@@ -471,30 +484,48 @@ fn assemble(
             });
         }
     }
-    let mut here = store.open_chunks(present)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let mut here = Present {
+        reader: store.open_chunks(present)?,
+        block: Arc::new(Vec::new()),
+        at: 0,
+    };
+    let (sha1_tx, sha1_rx) = std::sync::mpsc::sync_channel::<Piece>(PIECES_QUEUED);
+    let (md5_tx, md5_rx) = std::sync::mpsc::sync_channel::<Piece>(PIECES_QUEUED);
     std::thread::scope(|s| {
-        let md5 = s.spawn(move || {
-            let mut m = Md5Hasher::default();
-            for block in rx {
-                m.update(&block);
+        let sha1 = s.spawn(move || {
+            let mut h = Sha1Hasher::default();
+            for (buf, r) in sha1_rx {
+                h.update(buf.get(r).unwrap_or_default());
             }
-            m.finish()
+            h.finish()
         });
-        let mut h = FileHasher::new();
-        let mut hash = |bytes: &[u8]| -> Result<()> {
-            h.update(bytes);
+        let md5 = s.spawn(move || {
+            let mut h = Md5Hasher::default();
+            for (buf, r) in md5_rx {
+                h.update(buf.get(r).unwrap_or_default());
+            }
+            h.finish()
+        });
+        let mut blake3 = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut hash = |buf: &Arc<Vec<u8>>, r: std::ops::Range<usize>| -> Result<()> {
+            let bytes = buf.get(r.clone()).unwrap_or_default();
+            blake3.update(bytes);
+            size += bytes.len() as u64;
             if verify_md5 {
-                tx.send(bytes.to_vec())
+                md5_tx
+                    .send((Arc::clone(buf), r.clone()))
                     .map_err(|_| Error::Internal("md5 thread stopped".into()))?;
             }
-            Ok(())
+            sha1_tx
+                .send((Arc::clone(buf), r))
+                .map_err(|_| Error::Internal("sha1 thread stopped".into()))
         };
         let mut repeats: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::new();
         let res = (|| {
             for e in &list.entries {
                 let Some(&b) = batch_of.get(&e.id) else {
-                    hash_present(&mut here, e, &mut hash)?;
+                    here.take(e, &mut hash)?;
                     continue;
                 };
                 let bytes = match repeats.get(&e.id) {
@@ -517,21 +548,24 @@ fn assemble(
                         repeats.insert(e.id, Arc::clone(&bytes));
                     }
                 }
-                hash(&bytes)?;
+                hash(&bytes, 0..bytes.len())?;
             }
             Ok(())
         })();
-        drop(tx);
+        drop(sha1_tx);
+        drop(md5_tx);
+        let sha1 = sha1
+            .join()
+            .map_err(|_| Error::Internal("sha1 thread panicked".into()))?;
         let md5 = md5
             .join()
             .map_err(|_| Error::Internal("md5 thread panicked".into()))?;
         res?;
-        let (size, sha1, blake3) = h.finish();
         Ok(FileDigests {
             size,
             sha1,
             md5: if verify_md5 { md5 } else { list.md5 },
-            blake3,
+            blake3: *blake3.finalize().as_bytes(),
         })
     })
 }
@@ -564,35 +598,37 @@ fn wait_fetched(shared: &Assembly, b: usize, id: &ChunkId) -> Result<Arc<Vec<u8>
     }
 }
 
-/// Hashes the next chunk the store had before the copy where its reader
-/// holds it (no copy).
-fn hash_present(
-    here: &mut crate::store::FileReader,
-    e: &format::ListEntry,
-    hash: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
-    use std::io::BufRead;
-    let mut need = e.raw_len as usize;
-    while need > 0 {
-        let buf = here.fill_buf().map_err(|err| match err.into_inner() {
-            Some(inner) => match inner.downcast::<Error>() {
-                Ok(engine) => *engine,
-                Err(other) => Error::Internal(format!("reading chunk {}: {other}", e.id)),
-            },
-            None => Error::Internal(format!("reading chunk {}", e.id)),
-        })?;
-        if buf.is_empty() {
-            return Err(Error::Inconsistent(format!(
-                "chunk {} ends early in the store",
-                e.id
-            )));
+/// The chunks the store had before the copy, in list order: whole blocks
+/// from the read-ahead reader (no copy), shared with the hashing threads.
+struct Present {
+    reader: crate::store::FileReader,
+    block: Arc<Vec<u8>>,
+    /// Next unused byte of `block`.
+    at: usize,
+}
+
+impl Present {
+    /// Hands the next chunk's bytes, `e.raw_len` of them, to `hash`.
+    fn take(&mut self, e: &format::ListEntry, hash: &mut HashPiece<'_>) -> Result<()> {
+        let mut need = e.raw_len as usize;
+        while need > 0 {
+            if self.at >= self.block.len() {
+                let Some(block) = self.reader.next_block()? else {
+                    return Err(Error::Inconsistent(format!(
+                        "chunk {} ends early in the store",
+                        e.id
+                    )));
+                };
+                self.block = Arc::new(block);
+                self.at = 0;
+            }
+            let n = need.min(self.block.len() - self.at);
+            hash(&self.block, self.at..self.at + n)?;
+            self.at += n;
+            need -= n;
         }
-        let n = buf.len().min(need);
-        hash(buf.get(..n).unwrap_or_default())?;
-        here.consume(n);
-        need -= n;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
