@@ -606,7 +606,7 @@ fn background(state: &AppState, stop: &std::sync::atomic::AtomicBool) {
         if let Some(level) = state.recompress.level
             && next_recompress.is_zero()
         {
-            next_recompress = recompress_step(state, level, &mut memo);
+            next_recompress = recompress_step(state, level, &mut memo, stop);
         }
     }
 }
@@ -653,10 +653,15 @@ fn recompress_step(
     state: &AppState,
     level: i32,
     memo: &mut crate::store::ColdMemo,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> std::time::Duration {
     let started = Instant::now();
     let r = &state.recompress;
-    match state.api.store().recompress_step(level, r.after, memo) {
+    match state
+        .api
+        .store()
+        .recompress_step_until(level, r.after, memo, stop)
+    {
         Ok(Some(step)) => {
             state
                 .metrics
@@ -668,6 +673,10 @@ fn recompress_step(
             started.elapsed().max(std::time::Duration::from_millis(200))
         }
         Ok(None) => r.idle,
+        Err(e @ crate::Error::Stopped(_)) => {
+            state.log.info(&format!("recompress: {e} (shutting down)"));
+            r.idle
+        }
         Err(e) => {
             state.log.error(&format!("recompress: {e}"));
             r.idle

@@ -57,6 +57,12 @@ pub enum Error {
         detail: String,
     },
 
+    /// A long background task gave way to a shutdown (`what` it was
+    /// doing). It left nothing half done: what it wrote so far is garbage
+    /// that GC reclaims, and the next run starts it again.
+    #[error("stopped: {0}")]
+    Stopped(String),
+
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process{}", path.display(), holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Locked {

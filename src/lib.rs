@@ -68,15 +68,21 @@
 //!   less but puts 10 % slower (285 vs 316 MB/s on the same data); both stay
 //!   within 1.15x of what borg (zstd 3, 2 MiB chunks) stores.
 //! * Cold segments can be rewritten at a denser level (`Store::recompress`,
-//!   `imgstore store recompress`; default level 9). v1 of the Debian tree,
-//!   stored at level 1 in 486.2 MB: level 3 464.5 MB (9.8 s), 6 439.3 MB
-//!   (23.5 s), 9 433.0 MB (31 s), 12 431.9 MB (99 s). 9 takes most of what
-//!   denser levels give for a third of 12's time. The daemon does the same
-//!   in the background (`recompressLevel`, default 9), one cold segment a
-//!   step and at most half of a core; rewritten records are marked settled
-//!   so no record is compressed twice by it (`benches/recompress.rs`: the
-//!   same 486.2 -> 433.0 MB in 1.28x the operator's time, because copies
-//!   share segments with what is still to do).
+//!   `imgstore store recompress`; default level 14). A quarter of v1 of the
+//!   Debian tree (370 MB, stored at level 1 in 128.8 MB), rewritten at
+//!   level 9: 113.8 MB (7.3 s); 12: 113.3 (20.0 s); 13: 112.0 (27.5 s);
+//!   14: 107.1 (36.0 s); 15: 106.8 (41.2 s); 16: 105.7 (58.6 s); 19: 105.4
+//!   (117 s). 14 is where zstd's denser match finders start, and takes
+//!   most of what the denser levels give. All of v1: 486.2 MB at level 1,
+//!   433.0 at level 9, 408.9 at level 14 in 147 s (10 MB/s of input on one
+//!   core), against 428.8 MB for borg 1.2 with zstd,3 and 2 MiB chunks in
+//!   the same session. Decompression is as fast at every level, so reads
+//!   do not pay for it. The daemon does the same in the background
+//!   (`recompressLevel`, default 14), one cold segment a step and at most
+//!   half of a core; rewritten records are marked settled so no record is
+//!   compressed twice by it (`benches/recompress.rs`: the same 486.2 ->
+//!   408.9 MB in 1.13x the operator's time, because copies share segments
+//!   with what is still to do).
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk

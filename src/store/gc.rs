@@ -10,6 +10,8 @@
 //! segment, fsynced, the index flipped in one batch, and only then the old
 //! file removed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 
 use super::{SegmentDeltas, Store};
@@ -188,7 +190,7 @@ impl Store {
     pub(super) fn compact_segment(
         &self,
         seg: SegmentId,
-        recode: Option<&mut Recoder>,
+        recode: Option<&mut Recoder<'_>>,
         report: &mut GcReport,
     ) -> Result<()> {
         let mut recode = recode;
@@ -349,20 +351,28 @@ impl Found {
 
 /// Compresses records again at another level (cold segments, which are
 /// read often and written never, pay for a slower level once).
-pub(super) struct Recoder {
+pub(super) struct Recoder<'s> {
     /// Copy settled records as they are (the background pass) instead of
     /// compressing them again (an operator's explicit recompression).
     keep_settled: bool,
+    /// Once set, the next record ends the rewrite with `Error::Stopped`
+    /// (a daemon shutting down does not wait for a whole segment).
+    stop: Option<&'s AtomicBool>,
     dctx: zstd::bulk::Decompressor<'static>,
     cctx: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
     out: Vec<u8>,
 }
 
-impl Recoder {
-    pub(super) fn new(level: i32, keep_settled: bool) -> Result<Self> {
+impl<'s> Recoder<'s> {
+    pub(super) fn new(
+        level: i32,
+        keep_settled: bool,
+        stop: Option<&'s AtomicBool>,
+    ) -> Result<Self> {
         Ok(Self {
             keep_settled,
+            stop,
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
             cctx: zstd::bulk::Compressor::new(level)
@@ -385,6 +395,9 @@ impl Recoder {
         h: &format::RecordHeader,
         rec: &'r [u8],
     ) -> Result<([u8; format::RECORD_HEADER_LEN], &'r [u8])> {
+        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(Error::Stopped(format!("rewriting segment {seg}")));
+        }
         let (header, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
         if self.keep_settled
             && h.settled
@@ -441,11 +454,11 @@ mod tests {
         let chunk = b"abcabcabc".repeat(200);
         let (h, rec) = record(true, &chunk);
         assert!(h.settled);
-        let mut keep = Recoder::new(9, true).unwrap();
+        let mut keep = Recoder::new(9, true, None).unwrap();
         let (hdr, payload) = keep.recode(SegmentId(1), 48, &h, &rec).unwrap();
         assert_eq!([&hdr[..], payload].concat(), rec, "copied as it is");
         // An operator's recompression compresses it again, settled.
-        let mut all = Recoder::new(9, false).unwrap();
+        let mut all = Recoder::new(9, false, None).unwrap();
         let (hdr, payload) = all.recode(SegmentId(1), 48, &h, &rec).unwrap();
         let again = format::decode_record_header(&hdr).unwrap();
         assert!(again.settled && again.codec == format::Codec::Zstd);

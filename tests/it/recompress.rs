@@ -69,6 +69,72 @@ fn readers_and_writers_go_on_while_segments_are_recompressed() {
     assert_clean(&store);
 }
 
+/// A step gives way to a shutdown: set before the step or while it runs,
+/// the flag ends it with `Stopped`, and the segment it was rewriting is
+/// as it was (copies made so far are garbage); the next steps finish the
+/// job with every byte kept.
+#[test]
+fn a_stopped_step_leaves_its_segment_whole_and_the_next_one_finishes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let files: Vec<(imgstore::FileId, Vec<u8>)> = (0..6u64)
+        .map(|i| {
+            let d = text(300_000, 60 + i);
+            (put(&store, &d), d)
+        })
+        .collect();
+    let mut memo = imgstore::store::ColdMemo::default();
+    let stop = AtomicBool::new(true);
+    let before = store.size().unwrap().stored_bytes;
+    match store.recompress_step_until(9, Duration::ZERO, &mut memo, &stop) {
+        Err(imgstore::Error::Stopped(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.size().unwrap().stored_bytes, before);
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    // Stopped from another thread while steps run: wherever it lands,
+    // nothing is lost.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(5));
+            stop.store(true, Ordering::SeqCst);
+        });
+        loop {
+            match store.recompress_step_until(9, Duration::ZERO, &mut memo, &stop) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(imgstore::Error::Stopped(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    let mut steps = 0;
+    while store
+        .recompress_step(9, Duration::ZERO, &mut memo)
+        .unwrap()
+        .is_some()
+    {
+        steps += 1;
+        assert!(steps < 500, "the pass does not converge");
+    }
+    assert!(store.size().unwrap().stored_bytes < before);
+    drop(store);
+    let store = open_small(dir.path());
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+}
+
 /// The daemon's background pass, step by step: cold segments rewritten
 /// denser and their records settled, so that further steps find nothing;
 /// new uploads make new work, and only that.
