@@ -57,9 +57,9 @@ pub enum Error {
         detail: String,
     },
 
-    /// A long background task gave way to a shutdown (`what` it was
-    /// doing). It left nothing half done: what it wrote so far is garbage
-    /// that GC reclaims, and the next run starts it again.
+    /// A long background task gave way to a shutdown; the message says
+    /// what it was doing. It left nothing half done: what it wrote so far
+    /// is garbage that GC reclaims, and the next run starts it again.
     #[error("stopped: {0}")]
     Stopped(String),
 
