@@ -61,6 +61,8 @@ wait_job() { # port job -> final job json in $work/job.json
   done
 }
 wire() { cut -d' ' -f2 "$work/counts"; }
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 cfg west $W "$work/west" east "http://127.0.0.1:$E"
 pids+=("$(start "$work/west.json" $W)")
@@ -71,15 +73,15 @@ size1=$(stat -c %s "$V1"); size2=$(stat -c %s "$V2")
 # (1) Full copy, direct.
 cfg east $E "$work/east1" west "http://127.0.0.1:$W"
 e=$(start "$work/east.json" $E); pids+=("$e")
-t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now)
+c0=$(cpu_s "$e"); t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now); c1=$(cpu_s "$e")
 full_ms=$(( (t1 - t0) / 1000000 ))
 full_rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
-echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json")"
+echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json"); destination CPU $(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.2f", b-a}') s"
 # The update (V2) into the east that now holds V1, direct: its time against
 # the full copy's, and the destination's peak RSS over both.
-t0=$(now); j=$(import $E "$u2"); wait_job $E "$j"; t1=$(now)
+c0=$(cpu_s "$e"); t0=$(now); j=$(import $E "$u2"); wait_job $E "$j"; t1=$(now); c1=$(cpu_s "$e")
 upd_ms=$(( (t1 - t0) / 1000000 ))
-echo "update copy: $(js 'd["execution"]' < "$work/job.json"), $size2 bytes in ${upd_ms} ms = $(awk -v a=$upd_ms -v b=$full_ms 'BEGIN{printf "%.2f", a/b}') x the full copy's time; destination peak RSS $(awk '/VmHWM/{printf "%.0f MiB", $2/1024}' /proc/$e/status)"
+echo "update copy: $(js 'd["execution"]' < "$work/job.json"), $size2 bytes in ${upd_ms} ms = $(awk -v a=$upd_ms -v b=$full_ms 'BEGIN{printf "%.2f", a/b}') x the full copy's time; destination CPU $(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.2f", b-a}') s (the floor on 2 cores is half of it); destination peak RSS $(awk '/VmHWM/{printf "%.0f MiB", $2/1024}' /proc/$e/status)"
 kill9 "$e"
 
 # (2) Update onto v1, through the counting relay.
