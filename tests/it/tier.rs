@@ -735,27 +735,22 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
     let _daemon = crate::procs::start(&config, &url);
     assert_eq!(manifest(crate::daemon::ALICE), before);
     assert_eq!(manifest(crate::daemon::BOB)["uuid"], before["uuid"]);
-    let got = http
-        .get(format!(
-            "{url}/images/{uuid}/file?account={}",
+    let file_of = |image: &str| {
+        http.get(format!(
+            "{url}/images/{image}/file?account={}",
             crate::daemon::ALICE
         ))
         .send()
         .unwrap()
         .bytes()
-        .unwrap();
-    assert!(got.as_ref() == file.as_slice(), "the restored file differs");
-    let got = http
-        .get(format!(
-            "{url}/images/{forced}/file?account={}",
-            crate::daemon::ALICE
-        ))
-        .send()
         .unwrap()
-        .bytes()
-        .unwrap();
+    };
     assert!(
-        got.as_ref() == forced_file.as_slice(),
+        file_of(&uuid).as_ref() == file.as_slice(),
+        "the restored file differs"
+    );
+    assert!(
+        file_of(&forced).as_ref() == forced_file.as_slice(),
         "the restored file of the image an operator activated differs"
     );
     let verify = http
@@ -770,9 +765,7 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
 
 #[test]
 fn an_object_the_newest_pushed_index_names_is_never_deleted() {
-    let backend = memory();
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_tiered(dir.path(), tiered(backend.clone(), 0, Duration::ZERO));
+    let (_dir, backend, store) = fresh(0, Duration::ZERO);
     let keep = text(150_000, 61);
     let keep_id = put(&store, &keep);
     let gone = put(&store, &bytes(150_000, 62));
