@@ -62,6 +62,9 @@ pub struct RestoreReport {
     /// Index backup files fetched, and their bytes.
     pub index_files: u64,
     pub index_bytes: u64,
+    /// Segments the backup named as local that were uploaded after it,
+    /// now read from the bucket.
+    pub segments_found_in_bucket: u64,
 }
 
 /// Every file under `dir`, as `/`-separated paths relative to it.
@@ -263,6 +266,7 @@ pub fn restore(
         data_dir: dest.to_path_buf(),
         index_files: 0,
         index_bytes: 0,
+        segments_found_in_bucket: 0,
     };
     for o in listed.iter().filter(|o| o.name.starts_with(&index_prefix)) {
         let rel = o.name.strip_prefix(&index_prefix).unwrap_or(&o.name);
@@ -278,6 +282,7 @@ pub fn restore(
         )));
     }
     Index::restore_from(&staging, &dest.join("index"))?;
+    report.segments_found_in_bucket = remote_if_uploaded(&dest.join("index"), &base, &listed)?;
     let marker = format!("{base}{MARKER}");
     let len = backend
         .len(&marker)
@@ -290,6 +295,34 @@ pub fn restore(
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))?;
     Ok(report)
+}
+
+/// Marks remote the segments the restored index names as local whose
+/// object is in the bucket: with `"durability": "local"` a backup can be
+/// pushed while a segment (the active one, say) is still local, and that
+/// segment be sealed and uploaded afterwards. Its object is then its only
+/// copy, and the rebuilt store reads it from there. Returns how many.
+fn remote_if_uploaded(
+    index: &Path,
+    base: &str,
+    listed: &[crate::segment::backend::ObjectInfo],
+) -> Result<u64> {
+    use crate::index::SegmentTier;
+    let objects: std::collections::HashMap<&str, u64> =
+        listed.iter().map(|o| (o.name.as_str(), o.len)).collect();
+    let index = Index::open(index, &[])?;
+    let mut b = index.batch();
+    let mut marked = 0;
+    for (seg, mut e) in index.segments()? {
+        let object = format!("{base}{}{seg}.seg", crate::segment::SEGMENT_OBJECTS);
+        if let (SegmentTier::Local, Some(&len)) = (e.tier, objects.get(object.as_str())) {
+            e.tier = SegmentTier::Remote { len };
+            b.put_segment(seg, &e)?;
+            marked += 1;
+        }
+    }
+    b.commit()?;
+    Ok(marked)
 }
 
 /// Object `name` of `len` bytes into a new file at `path`, fsynced.

@@ -252,13 +252,12 @@ impl Store {
         };
         let prefix = format!("{base}{}", crate::segment::SEGMENT_OBJECTS);
         let _compacting = lock(&inner.compacting);
+        // Every segment the index has an entry for, whatever its tier: a
+        // local entry without a local file is a segment uploaded after the
+        // backup a restore came from, and its object is its only copy.
         let mut known: std::collections::HashSet<SegmentId> =
             inner.segments.local_ids()?.into_iter().collect();
-        for (id, e) in inner.index.segments()? {
-            if e.tier != SegmentTier::Local {
-                known.insert(id);
-            }
-        }
+        known.extend(inner.index.segments()?.into_iter().map(|(id, _)| id));
         let listed = backend
             .list(&prefix)
             .map_err(|e| e.into_error(format!("listing {prefix}")))?;

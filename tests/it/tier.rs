@@ -763,6 +763,32 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
     assert_eq!(verify["files"], 2, "{verify}");
 }
 
+/// With local durability a backup may be pushed while a segment is still
+/// local, and that segment be uploaded afterwards: the rebuilt store
+/// reads it from the bucket, and its first orphan sweep leaves it alone.
+#[test]
+fn a_segment_uploaded_after_the_last_push_is_read_from_the_bucket_after_a_rebuild() {
+    let (_dir, backend, store) = fresh(10 << 20, Duration::ZERO);
+    let a = text(200_000, 81);
+    let a_id = put(&store, &a);
+    store.upload_all().unwrap();
+    // b lands in the new active segment, local when the index is pushed.
+    let b = bytes(150_000, 82);
+    let b_id = put(&store, &b);
+    store.push_index().unwrap();
+    store.upload_all().unwrap();
+    drop(store);
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().join("r");
+    let r = imgstore::store::restore(&backend, "dc1/", None, &dest).unwrap();
+    assert!(r.segments_found_in_bucket > 0, "{r:?}");
+    let store = open_tiered(&dest, tiered(backend.clone(), 10 << 20, Duration::ZERO));
+    assert_eq!(store.sweep_orphans().unwrap(), Vec::<String>::new());
+    assert_eq!(read_all(&store, &a_id), a);
+    assert_eq!(read_all(&store, &b_id), b);
+    assert_clean(&store);
+}
+
 #[test]
 fn an_object_the_newest_pushed_index_names_is_never_deleted() {
     let (_dir, backend, store) = fresh(0, Duration::ZERO);
