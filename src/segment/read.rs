@@ -96,7 +96,12 @@ impl SegmentSet {
                 return Ok(Arc::clone(h));
             }
         }
-        let active = {
+        // A remote segment is never the active one: its reads skip the
+        // writer's lock (an uncached remote segment comes here per read).
+        let remote = self.is_remote(id);
+        let active = if remote {
+            None
+        } else {
             let w = lock(&self.writer);
             w.active
                 .as_ref()
@@ -110,7 +115,7 @@ impl SegmentSet {
         }
         let path = segment_path(&self.dir, id);
         let f = File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound && self.is_remote(id) {
+            if e.kind() == std::io::ErrorKind::NotFound && remote {
                 // Not cached either: a remote handle is only a name, and
                 // a later read finds the local copy once one exists.
                 return None;

@@ -31,8 +31,9 @@ const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Where segment objects are under a store's object base.
 pub const SEGMENT_OBJECTS: &str = "segments/";
 
-/// Remote segments being filled into the cache at once; a read of another
-/// drops the fill least recently added to.
+/// Remote segments being filled into the cache at once (complete ones
+/// waiting for the tier step included); a read of another drops the
+/// oldest incomplete fill.
 const FILLS: usize = 8;
 
 /// Marks a cache file being filled, `NNN.seg.fill-K` (never listed as a
@@ -61,10 +62,12 @@ struct Fills {
 
 /// A segment's cache file while reads fill it: every byte a range request
 /// brought is written at its offset; once every byte is there (a file read
-/// end to end covers its segments), the file is checked like a scan checks
-/// any segment and renamed into place, and later reads are local.
+/// end to end covers its segments), the next tier step checks the file
+/// like a scan checks any segment and renames it into place, and later
+/// reads are local.
 struct Fill {
-    file: Box<dyn super::io::SegmentFile>,
+    /// Shared with the reads writing to it outside the fills lock.
+    file: Arc<dyn super::io::SegmentFile>,
     path: PathBuf,
     len: u64,
     /// Covered ranges, start to end, merged.
@@ -203,6 +206,13 @@ impl SegmentSet {
     /// Keeps what a range request of remote segment `id` brought in its
     /// cache file. Best effort: a full disk or any other failure drops the
     /// fill and the reads go on from the bucket.
+    ///
+    /// The read pays for one positioned write and nothing else: the write
+    /// happens outside the fills lock (parallel read-ahead workers write
+    /// side by side), and a fill that is complete is checked, synced and
+    /// put in place by the tier step ([`finish_fills`](Self::finish_fills)),
+    /// not by the read that completed it (a whole segment's check and
+    /// fsync stalled that read for a second).
     pub(super) fn keep_remote_read(&self, id: SegmentId, offset: u64, buf: &[u8]) {
         let Some(t) = &self.tier else {
             return;
@@ -213,88 +223,111 @@ impl SegmentSet {
         if buf.is_empty() || len > t.cache_bytes {
             return;
         }
-        let mut fills = lock(&t.fills);
-        // Checked again under the fills lock: `forget_remote` takes the
-        // segment off the remote list before it takes this lock, so a
-        // segment retired meanwhile is seen here and gets no fill.
-        if !t.remote().contains_key(&id) {
-            return;
-        }
-        if !fills.by_segment.contains_key(&id) {
-            if self.is_local(id) {
+        let (file, born) = {
+            let mut fills = lock(&t.fills);
+            // Checked again under the fills lock: `forget_remote` takes the
+            // segment off the remote list before it takes this lock, so a
+            // segment retired meanwhile is seen here and gets no fill.
+            if !t.remote().contains_key(&id) {
                 return;
             }
-            if fills.by_segment.len() >= FILLS {
-                let oldest = fills
-                    .by_segment
-                    .iter()
-                    .min_by_key(|(_, f)| f.born)
-                    .map(|(k, _)| *k);
-                if let Some(f) = oldest.and_then(|k| fills.by_segment.remove(&k)) {
-                    let _ = std::fs::remove_file(&f.path);
-                }
+            if !fills.by_segment.contains_key(&id) && !self.start_fill(&mut fills, id, len) {
+                return;
             }
-            fills.clock += 1;
-            let born = fills.clock;
-            // A name of its own: a fill being checked outside the lock
-            // must never find its path taken by a newer fill.
-            let path = self.dir.join(format!("{id}{FILL_SUFFIX}-{born}"));
-            // The segment header is known without a request: only the
-            // records need to come from the bucket.
-            let header = crate::format::encode_segment_header(&crate::format::SegmentHeader {
-                segment_id: id.0,
-                store_id: self.store_id,
-            });
-            let file = self.io.create(&path).and_then(|f| {
-                f.set_len(len)?;
-                f.write_all_at(&header, 0)?;
-                Ok(f)
-            });
-            let Ok(file) = file else {
-                let _ = std::fs::remove_file(&path);
+            let Some(fill) = fills.by_segment.get(&id) else {
                 return;
             };
-            fills.by_segment.insert(
-                id,
-                Fill {
-                    file,
-                    path,
-                    len,
-                    covered: BTreeMap::from([(0, header.len() as u64)]),
-                    born,
-                },
-            );
-        }
-        let Some(fill) = fills.by_segment.get_mut(&id) else {
+            if fill.complete() {
+                return; // waiting for the tier step
+            }
+            (Arc::clone(&fill.file), fill.born)
+        };
+        let written = file.write_all_at(buf, offset).is_ok();
+        let mut fills = lock(&t.fills);
+        // Dropped (or dropped and started again) while this wrote: the
+        // bytes went to a file nobody will read.
+        let Some(fill) = fills.by_segment.get_mut(&id).filter(|f| f.born == born) else {
             return;
         };
-        if fill.file.write_all_at(buf, offset).is_err() {
-            if let Some(f) = fills.by_segment.remove(&id) {
+        if written {
+            fill.add(offset, offset + buf.len() as u64);
+        } else if let Some(f) = fills.by_segment.remove(&id) {
+            let _ = std::fs::remove_file(&f.path);
+        }
+    }
+
+    /// Starts segment `id`'s cache file (under the fills lock), dropping
+    /// the oldest fill when [`FILLS`] are in progress. False when there
+    /// is a local file already or the cache file cannot be made.
+    fn start_fill(&self, fills: &mut Fills, id: SegmentId, len: u64) -> bool {
+        if self.is_local(id) {
+            return false;
+        }
+        if fills.by_segment.len() >= FILLS {
+            // The oldest incomplete one; a complete one (waiting for the
+            // tier step) only when every fill is complete.
+            let oldest = fills
+                .by_segment
+                .iter()
+                .min_by_key(|(_, f)| (f.complete(), f.born))
+                .map(|(k, _)| *k);
+            if let Some(f) = oldest.and_then(|k| fills.by_segment.remove(&k)) {
                 let _ = std::fs::remove_file(&f.path);
             }
-            return;
         }
-        fill.add(offset, offset + buf.len() as u64);
-        if !fill.complete() {
-            return;
-        }
-        let Some(fill) = fills.by_segment.remove(&id) else {
-            return;
+        fills.clock += 1;
+        let born = fills.clock;
+        // A name of its own: a fill being checked outside the lock must
+        // never find its path taken by a newer fill.
+        let path = self.dir.join(format!("{id}{FILL_SUFFIX}-{born}"));
+        // The segment header is known without a request: only the records
+        // need to come from the bucket.
+        let header = crate::format::encode_segment_header(&crate::format::SegmentHeader {
+            segment_id: id.0,
+            store_id: self.store_id,
+        });
+        let file = self.io.create(&path).and_then(|f| {
+            f.set_len(len)?;
+            f.write_all_at(&header, 0)?;
+            Ok(f)
+        });
+        let Ok(file) = file else {
+            let _ = std::fs::remove_file(&path);
+            return false;
         };
-        drop(fills);
-        // Checked (every record) and synced outside the lock, then named
-        // under it: after a crash a cached copy is whole or absent, never a
-        // torn file that opening would take for a torn tail; and a segment
-        // retired meanwhile (`forget_remote` then `remove`, which takes
-        // this lock in between) never gets its file back.
+        fills.by_segment.insert(
+            id,
+            Fill {
+                file: Arc::from(file),
+                path,
+                len,
+                covered: BTreeMap::from([(0, header.len() as u64)]),
+                born,
+            },
+        );
+        true
+    }
+
+    /// Puts a complete fill in place as segment `id`'s local file, once it
+    /// is checked (every record) and synced, both outside the fills lock;
+    /// the rename happens under it. After a crash a cached copy is whole
+    /// or absent, never a torn file that opening would take for a torn
+    /// tail; and a segment retired meanwhile (`forget_remote` then
+    /// `remove`, which takes this lock in between) never gets its file
+    /// back. True when the file is in place.
+    fn settle_fill(&self, t: &Tier, id: SegmentId, fill: Fill) -> bool {
+        let mut placed = false;
         if self.check_fill(id, &fill).is_ok() && fill.file.sync().is_ok() {
             let fills = lock(&t.fills);
             if t.remote().contains_key(&id) && !self.is_local(id) {
-                let _ = std::fs::rename(&fill.path, segment_path(&self.dir, id));
+                placed = std::fs::rename(&fill.path, segment_path(&self.dir, id)).is_ok();
             }
             drop(fills);
         }
-        let _ = std::fs::remove_file(&fill.path);
+        if !placed {
+            let _ = std::fs::remove_file(&fill.path);
+        }
+        placed
     }
 
     /// A filled cache file is the segment it claims to be, every record
@@ -325,9 +358,10 @@ impl SegmentSet {
     }
 
     /// Completes the cache fills that reads left at least `min_covered`
-    /// (a fraction) covered: reads of files skip the garbage records of a
-    /// segment, so a segment read end to end may still miss a few ranges.
-    /// Fetches the gaps; returns the segments completed.
+    /// (a fraction) covered (reads of files skip the garbage records of a
+    /// segment, so a segment read end to end may still miss a few ranges:
+    /// this fetches the gaps), and puts every complete fill in place.
+    /// Returns the segments cached by this call.
     pub fn finish_fills(&self, min_covered: f64) -> Result<Vec<SegmentId>> {
         let Some(t) = &self.tier else {
             return Ok(Vec::new());
@@ -376,7 +410,21 @@ impl SegmentSet {
             if !ok {
                 self.drop_fill(id);
             }
-            if self.is_local(id) {
+        }
+        let complete: Vec<(SegmentId, Fill)> = {
+            let mut fills = lock(&t.fills);
+            let ids: Vec<SegmentId> = fills
+                .by_segment
+                .iter()
+                .filter(|(_, f)| f.complete())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| fills.by_segment.remove(&id).map(|f| (id, f)))
+                .collect()
+        };
+        for (id, fill) in complete {
+            if self.settle_fill(t, id, fill) {
                 done.push(id);
             }
         }

@@ -77,7 +77,8 @@ pub(super) struct TierPolicy {
 pub struct TierReport {
     /// Segments uploaded and marked remote, with their lengths.
     pub uploaded: Vec<(SegmentId, u64)>,
-    /// Cache fills that reads left nearly complete, completed.
+    /// Cache fills put in place (checked and synced): those reads
+    /// completed, and those they left nearly complete, completed here.
     pub filled: Vec<SegmentId>,
     /// Local copies dropped, with the bytes freed.
     pub evicted: Vec<(SegmentId, u64)>,

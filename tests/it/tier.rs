@@ -414,13 +414,17 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
     let d = text(300_000, 9);
     let id = uploaded(dir.path(), &backend, &d);
     // Reopened with room in the cache: nothing local, then a read of the
-    // whole file brings every segment it touched into the cache.
+    // whole file brings every segment it touched into the cache. The read
+    // only writes the bytes; the tier step checks, syncs and places them.
     let store = open_tiered(
         dir.path(),
         tiered(backend.clone(), 10 << 20, Duration::ZERO),
     );
     assert_eq!(store.tier_sizes().unwrap().cached_bytes, 0);
     assert_eq!(read_all(&store, &id), d);
+    assert_eq!(store.tier_sizes().unwrap().cached_bytes, 0);
+    let step = store.tier_step().unwrap();
+    assert!(!step.filled.is_empty(), "{step:?}");
     let sizes = store.tier_sizes().unwrap();
     assert!(sizes.cached_bytes > 0, "{sizes:?}");
     // The bucket's copies can go now: the cached ones answer.
@@ -448,6 +452,7 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
     );
     faults.fail_writes_after(0, imgstore::io::ENOSPC);
     assert_eq!(read_all(&store, &id), d);
+    store.tier_step().unwrap();
     assert_eq!(store.tier_sizes().unwrap().cached_bytes, 0);
     let fills = std::fs::read_dir(dir.path().join("segments"))
         .unwrap()
@@ -463,6 +468,7 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
     // Room again: the next read fills the cache.
     faults.heal();
     assert_eq!(read_all(&store, &id), d);
+    store.tier_step().unwrap();
     assert!(store.tier_sizes().unwrap().cached_bytes > 0);
 }
 
