@@ -192,11 +192,16 @@ impl Storage {
                 let c = S3Config {
                     endpoint: endpoint.clone(),
                     bucket: bucket.clone(),
-                    region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    region: self
+                        .region
+                        .clone()
+                        .unwrap_or_else(|| S3Config::DEFAULT_REGION.into()),
                     access_key_id: self.access_key_id.clone(),
                     secret_access_key: self.secret_access_key.clone(),
-                    request_timeout_seconds: self.request_timeout_seconds.unwrap_or(60),
-                    retries: self.retries.unwrap_or(5),
+                    request_timeout_seconds: self
+                        .request_timeout_seconds
+                        .unwrap_or(S3Config::DEFAULT_REQUEST_TIMEOUT_SECONDS),
+                    retries: self.retries.unwrap_or(S3Config::DEFAULT_RETRIES),
                 };
                 std::sync::Arc::new(ObjectStoreBackend::s3(&c).map_err(|e| e.to_string())?)
             }

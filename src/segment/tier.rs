@@ -505,6 +505,13 @@ impl SegmentSet {
         segment_path(&self.dir, id).exists()
     }
 
+    /// The cache size: cached copies of remote segments past it are
+    /// evicted, and a remote segment larger is never cached (0 without a
+    /// tier).
+    pub fn cache_bytes(&self) -> u64 {
+        self.tier.as_ref().map_or(0, |t| t.cache_bytes)
+    }
+
     /// The length of remote segment `id`'s object.
     pub fn remote_len(&self, id: SegmentId) -> Option<u64> {
         self.tier

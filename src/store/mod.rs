@@ -257,7 +257,6 @@ impl Store {
                     cache_bytes: t.cache_bytes,
                 })?;
                 Some(tier::TierPolicy {
-                    cache_bytes: t.cache_bytes,
                     delete_grace: t.delete_grace,
                     seal_after: t.seal_after,
                     remote_durability: t.remote_durability,

@@ -283,11 +283,14 @@ pub fn restore(
     }
     Index::restore_from(&staging, &dest.join("index"))?;
     report.segments_found_in_bucket = remote_if_uploaded(&dest.join("index"), &base, &listed)?;
+    // The listing found the store by its marker, so the marker is listed
+    // (an object that went since then fails the fetch).
     let marker = format!("{base}{MARKER}");
-    let len = backend
-        .len(&marker)
-        .map_err(|e| e.into_error(format!("reading {marker}")))?
-        .unwrap_or(0);
+    let len = listed
+        .iter()
+        .find(|o| o.name == marker)
+        .map(|o| o.len)
+        .ok_or_else(|| Error::Internal(format!("{marker} was listed and is gone")))?;
     fetch(backend.as_ref(), &marker, len, &dest.join(MARKER))?;
     std::fs::create_dir_all(dest.join("segments"))
         .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;

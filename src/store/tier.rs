@@ -59,7 +59,6 @@ pub struct TierOptions {
 
 /// The policy part of [`TierOptions`], kept by the store.
 pub(super) struct TierPolicy {
-    pub cache_bytes: u64,
     pub delete_grace: Duration,
     pub seal_after: Duration,
     pub remote_durability: bool,
@@ -187,10 +186,11 @@ impl Store {
     /// until they hold at most `cache_bytes`.
     pub fn evict(&self) -> Result<Vec<(SegmentId, u64)>> {
         let inner = &*self.inner;
-        let Some(policy) = &inner.tier else {
+        if inner.tier.is_none() {
             return Ok(Vec::new());
-        };
+        }
         let _compacting = lock(&inner.compacting);
+        let cache_bytes = inner.segments.cache_bytes();
         let mut cached = inner.segments.cached()?;
         let mut total: u64 = cached.iter().map(|c| c.1).sum();
         // Least recently read first; never read since open counts as
@@ -198,7 +198,7 @@ impl Store {
         cached.sort_by_key(|&(id, _, used)| (used, id));
         let mut out = Vec::new();
         for (id, len, _) in cached {
-            if total <= policy.cache_bytes {
+            if total <= cache_bytes {
                 break;
             }
             let freed = inner.segments.evict(id)?;

@@ -119,7 +119,7 @@ impl Seaweed {
         S3Config {
             endpoint: self.endpoint(),
             bucket: bucket.into(),
-            region: "us-east-1".into(),
+            region: S3Config::DEFAULT_REGION.into(),
             access_key_id: Some(KEY.into()),
             secret_access_key: Some(SECRET.into()),
             request_timeout_seconds: 30,

@@ -868,7 +868,8 @@ fn any_s3_server_meets_the_backend_contract() {
     let config = imgstore::backend::S3Config {
         endpoint: var("IMGSTORE_S3_ENDPOINT"),
         bucket: var("IMGSTORE_S3_BUCKET"),
-        region: std::env::var("IMGSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        region: std::env::var("IMGSTORE_S3_REGION")
+            .unwrap_or_else(|_| imgstore::backend::S3Config::DEFAULT_REGION.into()),
         access_key_id: None,
         secret_access_key: None,
         request_timeout_seconds: 30,

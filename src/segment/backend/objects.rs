@@ -21,7 +21,6 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
     WriteMultipart,
 };
-use serde::Deserialize;
 
 use super::{BackendError, BackendResult, ObjectBackend, ObjectInfo, check_name, check_prefix};
 
@@ -32,40 +31,33 @@ const PART_BYTES: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// How to reach an S3 bucket (the connection part of the daemon's
-/// `"storage"` object; names as in that object).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+/// `"storage"` object, which maps its keys here and takes the defaults
+/// below for the ones it leaves out).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Config {
     /// `http://host:port` or `https://host`.
     pub endpoint: String,
     pub bucket: String,
-    #[serde(default = "default_region")]
     pub region: String,
     /// Falls back to `AWS_ACCESS_KEY_ID`.
-    #[serde(default)]
     pub access_key_id: Option<String>,
     /// Falls back to `AWS_SECRET_ACCESS_KEY`.
-    #[serde(default)]
     pub secret_access_key: Option<String>,
     /// Seconds one request may take before it is retried.
-    #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
     /// Retries of a failed request (5xx, timeouts, broken connections),
     /// with exponential backoff from 100 ms up to 15 s.
-    #[serde(default = "default_retries")]
     pub retries: usize,
 }
 
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-fn default_request_timeout() -> u64 {
-    60
-}
-
-fn default_retries() -> usize {
-    5
+impl S3Config {
+    /// The region a bucket is in when the config names none (what
+    /// SeaweedFS, MinIO and Garage accept by default).
+    pub const DEFAULT_REGION: &str = "us-east-1";
+    /// Seconds one request may take when the config does not say.
+    pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 60;
+    /// Retries of a failed request when the config does not say.
+    pub const DEFAULT_RETRIES: usize = 5;
 }
 
 /// An `object_store` store behind [`ObjectBackend`].
