@@ -7,7 +7,7 @@
 //! Wrong refcounts and segment accounting can be repaired; a missing or
 //! damaged chunk that a file needs cannot, and is reported with its place.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -76,7 +76,7 @@ struct Verify<'a> {
     /// Every chunk entry of the index.
     entries: Vec<(ChunkId, ChunkEntry)>,
     /// Where the index says each chunk's record is.
-    wanted_at: HashMap<(SegmentId, u64), (ChunkId, u32)>,
+    wanted_at: BTreeMap<(SegmentId, u64), (ChunkId, u32)>,
     /// Records found valid where the index wants them.
     found: HashSet<(SegmentId, u64)>,
     /// Segment accounting computed from the entries.
@@ -110,7 +110,7 @@ impl Store {
             report: VerifyReport::default(),
             expected: HashMap::new(),
             entries: Vec::new(),
-            wanted_at: HashMap::new(),
+            wanted_at: BTreeMap::new(),
             found: HashSet::new(),
             live: HashMap::new(),
             damaged: HashSet::new(),
@@ -270,12 +270,12 @@ impl Verify<'_> {
                 false,
             ),
         }
-        let wanted: Vec<(SegmentId, u64)> = self
+        // The records the index wants in this segment: one range of the
+        // ordered map (not a pass over every chunk per segment left out).
+        let wanted = self
             .wanted_at
-            .keys()
-            .filter(|(s, _)| *s == seg)
-            .copied()
-            .collect();
+            .range((seg, 0)..=(seg, u64::MAX))
+            .map(|(k, _)| *k);
         self.found.extend(wanted);
         Ok(true)
     }
