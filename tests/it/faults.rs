@@ -38,6 +38,23 @@ fn a_full_disk_fails_the_put_cleanly_and_keeps_acknowledged_data() {
 }
 
 #[test]
+fn a_put_that_fails_with_many_blocks_in_flight_returns_its_error() {
+    // 24 MiB: more blocks than the put lets be in flight between its
+    // stages, all of them held up when the writer fails at once.
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultyIo::new();
+    let store = open_small_with_io(dir.path(), Box::new(faults.clone()));
+    faults.fail_writes_after(10_000, ENOSPC);
+    let err = store.put(&bytes(24 << 20, 5)[..]).unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    faults.heal();
+    let later = bytes(300_000, 6);
+    let later_id = put(&store, &later);
+    assert_eq!(read_all(&store, &later_id), later);
+    assert_clean(&store);
+}
+
+#[test]
 fn a_failing_fsync_is_an_error_never_an_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FaultyIo::new();

@@ -65,6 +65,38 @@ fn shared_chunks_are_stored_once_across_files() {
 }
 
 #[test]
+fn chunks_repeated_across_the_file_are_stored_once_and_read_back_in_place() {
+    // 48 copies of one random stretch (the small store's chunks are about
+    // 1 KiB): the same chunks recur in every 1 MiB block the put cuts, which
+    // the namers take in parallel, so any of them may claim a chunk first,
+    // and the writer must still put the list together in file order.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let stretch = bytes(96 * 1024, 7);
+    let mut data = Vec::new();
+    for i in 0..48u8 {
+        data.extend_from_slice(&stretch);
+        data.extend_from_slice(&[i; 3]); // a seam of its own per copy
+    }
+    let r = store.put(&data[..]).unwrap();
+    assert_eq!(r.file_id, FileId(*blake3::hash(&data).as_bytes()));
+    assert!(
+        r.new_stored_bytes < 3 * stretch.len() as u64,
+        "{} bytes stored for {} distinct",
+        r.new_stored_bytes,
+        stretch.len()
+    );
+    assert!(r.chunk_count > 10 * r.new_chunks, "{r:?}");
+    assert_eq!(read_all(&store, &r.file_id), data);
+    assert_clean(&store);
+    // A second put of the same bytes finds every chunk stored.
+    let again = store.put(&data[..]).unwrap();
+    assert!(again.existed);
+    assert_eq!(again.new_stored_bytes, 0);
+    assert_clean(&store);
+}
+
+#[test]
 fn range_reads_return_exactly_the_requested_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_small(dir.path());
