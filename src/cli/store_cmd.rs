@@ -42,6 +42,17 @@ pub enum StoreCommand {
         #[arg(long)]
         length: Option<u64>,
     },
+    /// Copy a stored file from another data directory, moving only the
+    /// chunks this one lacks. Every chunk and the whole file are verified,
+    /// as in a copy between datacenters; run again after an interruption,
+    /// it fetches only what the first run did not store. Creates the store
+    /// if needed; the file gets one reference here.
+    Copy {
+        /// The data directory to copy from (not in use by a daemon).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        file_id: String,
+    },
     /// Add a reference to a stored file.
     Link { file_id: String },
     /// Drop a reference; the file goes with its last one.
@@ -116,6 +127,7 @@ fn command_name(c: &StoreCommand) -> &'static str {
     match c {
         StoreCommand::Put { .. } => "put",
         StoreCommand::Cat { .. } => "cat",
+        StoreCommand::Copy { .. } => "copy",
         StoreCommand::Link { .. } => "link",
         StoreCommand::Unlink { .. } => "unlink",
         StoreCommand::Gc { .. } => "gc",
@@ -190,6 +202,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
             offset,
             length,
         } => cat(&args, file_id, *offset, *length),
+        StoreCommand::Copy { from, file_id } => copy(&args, from, file_id),
         StoreCommand::Link { file_id } => refs(&args, file_id, true),
         StoreCommand::Unlink { file_id } => refs(&args, file_id, false),
         StoreCommand::Gc { dry_run, threshold } => gc(&args, *dry_run, *threshold),
@@ -338,6 +351,62 @@ fn cat(args: &StoreArgs, file_id: &str, offset: u64, length: Option<u64>) -> Res
 }
 
 /// `link` (`add`) or `unlink`.
+#[derive(Serialize)]
+struct CopyOut {
+    #[serde(flatten)]
+    put: imgstore::store::PutResult,
+    progress: imgstore::transfer::ProgressReport,
+}
+
+fn copy(args: &StoreArgs, from: &std::path::Path, file_id: &str) -> Result<i32> {
+    use imgstore::transfer::{Expect, LocalSource, Progress, ReceiveOptions, receive_file};
+    let id = parse_id(file_id)?;
+    let opts = StoreOptions {
+        create: false,
+        ..StoreOptions::default()
+    };
+    let src =
+        Store::open_with(from, opts).with_context(|| format!("opening {}", from.display()))?;
+    let dst = open(args, true)?;
+    let source = LocalSource::new(src.clone(), id)?;
+    // Named by the file: a run after an interrupted one finds the chunks
+    // the first stored under this name and does not fetch them again.
+    let mut partial = [0u8; 16];
+    let name = blake3::Hasher::new()
+        .update(b"imgstore store copy\0")
+        .update(&id.0)
+        .finalize();
+    partial.copy_from_slice(name.as_bytes().get(..16).unwrap_or_default());
+    let progress = Progress::default();
+    let put = receive_file(
+        &dst,
+        &source,
+        &partial,
+        &Expect::default(),
+        &progress,
+        &ReceiveOptions::default(),
+    )?;
+    dst.close()?;
+    src.close()?;
+    let out = CopyOut {
+        put,
+        progress: progress.report(),
+    };
+    emit(args.json, &out, || {
+        let p = &out.progress;
+        format!(
+            "{}  {} bytes: {} chunks fetched ({} bytes, {} record bytes), {} here already",
+            out.put.file_id,
+            out.put.size,
+            p.chunks_fetched,
+            p.bytes_fetched,
+            p.wire_bytes,
+            p.chunks_local
+        )
+    })?;
+    Ok(0)
+}
+
 fn refs(args: &StoreArgs, file_id: &str, add: bool) -> Result<i32> {
     let id = parse_id(file_id)?;
     let store = open(args, false)?;

@@ -57,6 +57,53 @@ fn put_cat_link_unlink_gc_verify_stats_work_end_to_end() {
 }
 
 #[test]
+fn copy_moves_only_the_chunks_the_destination_lacks_and_verifies_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (west, east) = (tmp.path().join("west"), tmp.path().join("east"));
+    let v1 = crate::common::bytes(3 << 20, 41);
+    let mut v2 = v1.clone();
+    v2.splice(1 << 20..1 << 20, crate::common::bytes(200_000, 42));
+    let mut ids = Vec::new();
+    for (name, data) in [("v1", &v1), ("v2", &v2)] {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, data).unwrap();
+        let put = json(&imgstore(&west, &["put", file.to_str().unwrap(), "--json"]));
+        ids.push(put["file_id"].as_str().unwrap().to_string());
+    }
+    let from = west.to_str().unwrap();
+    // The first copy into an empty store moves every chunk ...
+    let first = json(&imgstore(
+        &east,
+        &["copy", "--from", from, &ids[0], "--json"],
+    ));
+    assert_eq!(first["file_id"], ids[0].as_str());
+    assert_eq!(first["progress"]["bytes_fetched"], 3 << 20);
+    // ... the update only the new ones, and reads back whole.
+    let second = json(&imgstore(
+        &east,
+        &["copy", "--from", from, &ids[1], "--json"],
+    ));
+    let fetched = second["progress"]["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        (200_000..800_000).contains(&fetched),
+        "fetched {fetched} of {}",
+        v2.len()
+    );
+    assert!(second["progress"]["chunks_local"].as_u64().unwrap() > 0);
+    assert_eq!(imgstore(&east, &["cat", &ids[1]]).stdout, v2);
+    assert!(imgstore(&east, &["verify"]).status.success());
+    // A file the source does not hold is a clear error, and nothing lands.
+    let missing = "0".repeat(64);
+    let out = imgstore(&east, &["copy", "--from", from, &missing]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&missing),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn verify_exits_non_zero_on_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
