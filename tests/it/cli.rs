@@ -104,6 +104,71 @@ fn copy_moves_only_the_chunks_the_destination_lacks_and_verifies_them() {
 }
 
 #[test]
+fn a_copy_killed_midway_fetches_only_the_rest_when_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (west, east) = (tmp.path().join("west"), tmp.path().join("east"));
+    let total = 64usize << 20;
+    let file = tmp.path().join("image");
+    std::fs::write(&file, crate::common::bytes(total, 51)).unwrap();
+    let put = json(&imgstore(&west, &["put", file.to_str().unwrap(), "--json"]));
+    let id = put["file_id"].as_str().unwrap().to_string();
+    let stored = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("segments"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args([
+            "store",
+            "copy",
+            "--from",
+            west.to_str().unwrap(),
+            &id,
+            "--data-dir",
+        ])
+        .arg(&east)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once half of the file is in east's segments.
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the copy finished before it could be killed"
+        );
+        if stored(&east) > (total / 2) as u64 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let again = json(&imgstore(
+        &east,
+        &["copy", "--from", west.to_str().unwrap(), &id, "--json"],
+    ));
+    let fetched = again["progress"]["bytes_fetched"].as_u64().unwrap();
+    // What the first run made durable is not fetched again: at most the
+    // batches in flight at the kill (a few MiB) travel twice.
+    assert!(
+        fetched < (total - total / 4) as u64,
+        "the second run fetched {fetched} of {total} bytes"
+    );
+    assert_eq!(
+        again["progress"]["bytes_fetched"].as_u64().unwrap()
+            + again["progress"]["bytes_local"].as_u64().unwrap(),
+        total as u64
+    );
+    assert_eq!(imgstore(&east, &["cat", &id]).stdout.len(), total);
+    assert!(imgstore(&east, &["verify"]).status.success());
+}
+
+#[test]
 fn verify_exits_non_zero_on_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
