@@ -31,9 +31,9 @@ const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Where segment objects are under a store's object base.
 pub const SEGMENT_OBJECTS: &str = "segments/";
 
-/// Remote segments being filled into the cache at once (complete ones
-/// waiting for the tier step included); a read of another drops the
-/// oldest incomplete fill.
+/// Remote segments being filled into the cache at once; a read of another
+/// drops the oldest of them. Complete fills waiting for the tier step do
+/// not count.
 const FILLS: usize = 8;
 
 /// Marks a cache file being filled, `NNN.seg.fill-K` (never listed as a
@@ -263,13 +263,14 @@ impl SegmentSet {
         if self.is_local(id) {
             return false;
         }
-        if fills.by_segment.len() >= FILLS {
-            // The oldest incomplete one; a complete one (waiting for the
-            // tier step) only when every fill is complete.
+        // Complete fills (waiting for the tier step) do not count: they
+        // are cache like any placed copy, evicted past `cache_bytes`.
+        if fills.by_segment.values().filter(|f| !f.complete()).count() >= FILLS {
             let oldest = fills
                 .by_segment
                 .iter()
-                .min_by_key(|(_, f)| (f.complete(), f.born))
+                .filter(|(_, f)| !f.complete())
+                .min_by_key(|(_, f)| f.born)
                 .map(|(k, _)| *k);
             if let Some(f) = oldest.and_then(|k| fills.by_segment.remove(&k)) {
                 let _ = std::fs::remove_file(&f.path);
@@ -308,22 +309,34 @@ impl SegmentSet {
         true
     }
 
-    /// Puts a complete fill in place as segment `id`'s local file, once it
-    /// is checked (every record) and synced, both outside the fills lock;
-    /// the rename happens under it. After a crash a cached copy is whole
-    /// or absent, never a torn file that opening would take for a torn
-    /// tail; and a segment retired meanwhile (`forget_remote` then
-    /// `remove`, which takes this lock in between) never gets its file
-    /// back. True when the file is in place.
-    fn settle_fill(&self, t: &Tier, id: SegmentId, fill: Fill) -> bool {
-        let mut placed = false;
-        if self.check_fill(id, &fill).is_ok() && fill.file.sync().is_ok() {
-            let fills = lock(&t.fills);
-            if t.remote().contains_key(&id) && !self.is_local(id) {
-                placed = std::fs::rename(&fill.path, segment_path(&self.dir, id)).is_ok();
-            }
-            drop(fills);
+    /// Puts complete fill `born` in place as segment `id`'s local file,
+    /// once it is checked (every record) and synced, both outside the
+    /// fills lock; it leaves the map and is renamed under the lock. After
+    /// a crash a cached copy is whole or absent, never a torn file that
+    /// opening would take for a torn tail; and a segment retired meanwhile
+    /// (`forget_remote` then `remove`, which takes this lock in between)
+    /// never gets its file back. True when the file is in place.
+    fn settle_fill(
+        &self,
+        t: &Tier,
+        id: SegmentId,
+        born: u64,
+        file: &dyn super::io::SegmentFile,
+        len: u64,
+    ) -> bool {
+        let sound = self.check_fill(id, file, len).is_ok() && file.sync().is_ok();
+        let mut fills = lock(&t.fills);
+        if fills.by_segment.get(&id).is_none_or(|f| f.born != born) {
+            return false; // dropped meanwhile, with its file
         }
+        let Some(fill) = fills.by_segment.remove(&id) else {
+            return false;
+        };
+        let placed = sound
+            && t.remote().contains_key(&id)
+            && !self.is_local(id)
+            && std::fs::rename(&fill.path, segment_path(&self.dir, id)).is_ok();
+        drop(fills);
         if !placed {
             let _ = std::fs::remove_file(&fill.path);
         }
@@ -332,11 +345,10 @@ impl SegmentSet {
 
     /// A filled cache file is the segment it claims to be, every record
     /// whole and checked, before reads trust it.
-    fn check_fill(&self, id: SegmentId, fill: &Fill) -> Result<()> {
+    fn check_fill(&self, id: SegmentId, file: &dyn super::io::SegmentFile, len: u64) -> Result<()> {
         use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
         let mut head = [0u8; SEGMENT_HEADER_LEN];
-        fill.file
-            .file()
+        file.file()
             .read_exact_at(&mut head, 0)
             .map_err(|e| Error::io("reading a cache fill", e))?;
         let h = format::decode_segment_header(&head)
@@ -345,8 +357,8 @@ impl SegmentSet {
             return Err(Error::corrupt(id, 0, "the object is another segment"));
         }
         let end = super::scan::scan(
-            fill.len,
-            &|off, buf| fill.file.file().read_exact_at(buf, off),
+            len,
+            &|off, buf| file.file().read_exact_at(buf, off),
             &mut |_, _, _| Ok(()),
         )?;
         match end {
@@ -411,20 +423,16 @@ impl SegmentSet {
                 self.drop_fill(id);
             }
         }
-        let complete: Vec<(SegmentId, Fill)> = {
-            let mut fills = lock(&t.fills);
-            let ids: Vec<SegmentId> = fills
-                .by_segment
-                .iter()
-                .filter(|(_, f)| f.complete())
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| fills.by_segment.remove(&id).map(|f| (id, f)))
-                .collect()
-        };
-        for (id, fill) in complete {
-            if self.settle_fill(t, id, fill) {
+        // Complete fills stay in the map while they are checked (reads see
+        // them complete and leave them alone; no second fill starts).
+        let complete: Vec<(SegmentId, u64, Arc<dyn super::io::SegmentFile>, u64)> = lock(&t.fills)
+            .by_segment
+            .iter()
+            .filter(|(_, f)| f.complete())
+            .map(|(id, f)| (*id, f.born, Arc::clone(&f.file), f.len))
+            .collect();
+        for (id, born, file, len) in complete {
+            if self.settle_fill(t, id, born, file.as_ref(), len) {
                 done.push(id);
             }
         }

@@ -260,7 +260,13 @@ impl Store {
             let Ok(cut) = lock(cuts).recv() else {
                 return; // the hasher is done (or failed)
             };
-            let named = self.name_cut(cut, &mut compressor, claimed);
+            // A panic here would leave the writer waiting for this cut
+            // (and everything before it in the pipeline) forever: it
+            // becomes the put's error instead.
+            let named = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.name_cut(cut, &mut compressor, claimed)
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("a namer thread panicked".into())));
             let failed = named.is_err();
             if out.send(named).is_err() || failed {
                 return;

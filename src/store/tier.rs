@@ -122,10 +122,12 @@ impl Store {
         if self.inner.tier.is_none() {
             return Ok(report);
         }
+        // Fills first: reads wait on them, and an upload that fails ends
+        // the step.
+        report.filled = self.inner.segments.finish_fills(FILL_COMPLETE_AT)?;
         while let Some(up) = self.upload_one()? {
             report.uploaded.push(up);
         }
-        report.filled = self.inner.segments.finish_fills(FILL_COMPLETE_AT)?;
         report.evicted = self.evict()?;
         report.deleted = self.delete_retired(unix_now())?;
         Ok(report)

@@ -473,6 +473,28 @@ fn remote_reads_fill_the_cache_and_a_full_disk_only_stops_the_filling() {
 }
 
 #[test]
+fn a_cold_read_of_many_segments_caches_every_one_of_them_at_the_next_step() {
+    // Random bytes in 64 KiB segments: about 20 segments, more than the
+    // fills that may be in progress at once. Complete fills waiting for
+    // the step must not be dropped to make room for the next ones.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = memory();
+    let d = bytes(1_200_000, 61);
+    let id = uploaded(dir.path(), &backend, &d);
+    let store = open_tiered(
+        dir.path(),
+        tiered(backend.clone(), 100 << 20, Duration::ZERO),
+    );
+    let before = store.tier_sizes().unwrap();
+    assert!(before.remote_bytes > 12 * 64 * 1024, "{before:?}");
+    assert_eq!(read_all(&store, &id), d);
+    let step = store.tier_step().unwrap();
+    let after = store.tier_sizes().unwrap();
+    assert_eq!(after.cached_bytes, after.remote_bytes, "{step:?} {after:?}");
+    assert_clean(&store);
+}
+
+#[test]
 fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
     let dir = tempfile::tempdir().unwrap();
     let backend = memory();
