@@ -299,7 +299,8 @@ impl Store {
                 });
                 continue;
             }
-            let mut out = vec![0u8; zstd::zstd_safe::compress_bound(data.len())];
+            // Compressed into the spare capacity: no zero fill first.
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
             let compressed = compressor
                 .compress_to_buffer(data, &mut out)
                 .map_err(|e| Error::io("compressing a chunk", e))?;
