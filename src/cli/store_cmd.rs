@@ -376,7 +376,9 @@ fn copy(args: &StoreArgs, from: &std::path::Path, file_id: &str) -> Result<i32> 
         .update(b"imgstore store copy\0")
         .update(&id.0)
         .finalize();
-    partial.copy_from_slice(name.as_bytes().get(..16).unwrap_or_default());
+    for (p, b) in partial.iter_mut().zip(name.as_bytes()) {
+        *p = *b;
+    }
     let progress = Progress::default();
     let put = receive_file(
         &dst,
