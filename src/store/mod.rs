@@ -356,9 +356,13 @@ impl Store {
         self.inner.segments.reserve_held()
     }
 
-    /// Flushes buffered segment data and memtables. Dropping the store
-    /// without calling this loses nothing acknowledged.
+    /// Flushes buffered segment data and memtables, and puts the remote
+    /// segments that reads brought whole into the cache (what the tier step
+    /// does in the daemon; an offline `store cat` runs none). Dropping the
+    /// store without calling this loses nothing acknowledged.
     pub fn close(self) -> Result<()> {
+        // Best effort, like every fill: the cache is never the only copy.
+        let _ = self.inner.segments.finish_fills(1.0);
         self.inner.segments.sync_all()?;
         self.inner.index.flush()
     }

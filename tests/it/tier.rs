@@ -495,6 +495,26 @@ fn a_cold_read_of_many_segments_caches_every_one_of_them_at_the_next_step() {
 }
 
 #[test]
+fn closing_the_store_keeps_what_reads_brought_whole_in_the_cache() {
+    // An offline reader (`store cat`) runs no tier step: its close places
+    // the complete fills, and the next open reads them locally.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = memory();
+    let d = bytes(400_000, 71);
+    let id = uploaded(dir.path(), &backend, &d);
+    let opts = || tiered(backend.clone(), 100 << 20, Duration::ZERO);
+    let store = open_tiered(dir.path(), opts());
+    assert_eq!(read_all(&store, &id), d);
+    store.close().unwrap();
+    let store = open_tiered(dir.path(), opts());
+    let sizes = store.tier_sizes().unwrap();
+    assert!(sizes.cached_bytes > 0, "{sizes:?}");
+    assert_eq!(sizes.cached_bytes, sizes.remote_bytes, "{sizes:?}");
+    assert_eq!(read_all(&store, &id), d);
+    assert_clean(&store);
+}
+
+#[test]
 fn a_cache_fill_that_reads_left_mostly_covered_is_completed_by_the_tier_step() {
     let dir = tempfile::tempdir().unwrap();
     let backend = memory();
