@@ -11,6 +11,7 @@ mod compat;
 mod concurrency;
 mod crash;
 mod daemon;
+mod durable;
 mod faults;
 mod gc;
 mod image_cli;
