@@ -30,7 +30,6 @@
 //! source datacenter).
 
 mod action;
-pub mod auth;
 pub mod images;
 
 use std::collections::BTreeMap;
@@ -45,13 +44,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+pub use crate::http::auth::{self, KeyRing, Principal};
 use crate::http::error::HttpError;
 use crate::http::{
     AppState, Exchange, as_imgapi_error, json_response, method_not_allowed, not_found,
     version_allows,
 };
 use crate::imgapi::{ApiError, Code};
-pub use auth::{KeyRing, Principal};
 
 /// Where the CloudAPI face listens when configured without `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";

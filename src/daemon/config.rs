@@ -111,6 +111,29 @@ pub struct ConfigFile {
     /// A remote tier: sealed segments and the index in a bucket of an S3
     /// store (default: the local disk only).
     storage: Option<Storage>,
+    /// `none` (default): anyone who reaches the IMGAPI port is an
+    /// operator, as in upstream IMGAPI's dc mode; keep the port on an
+    /// admin network. `signature`: every request but `GET /ping` must carry
+    /// an HTTP Signature by a key of `authKeys` or `authKeysDir` (signers
+    /// are operators; `account` means what it always means).
+    auth_type: Option<AuthType>,
+    /// Login to OpenSSH public key lines that may sign requests to the
+    /// IMGAPI port (`authType: signature`).
+    #[serde(default)]
+    auth_keys: BTreeMap<String, Vec<String>>,
+    /// A directory of `LOGIN.keys` files (`authorized_keys` format), as
+    /// upstream's `etc/authkeys/local`; read again by `POST
+    /// /authkeys/reload`. Relative to the config file.
+    auth_keys_dir: Option<PathBuf>,
+}
+
+/// `authType`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    #[default]
+    None,
+    Signature,
 }
 
 /// `limits`: what load the daemon takes (every key optional).
@@ -402,6 +425,9 @@ pub struct DaemonConfig {
     pub cloudapi: Option<crate::cloudapi::Config>,
     /// Where sealed segments go (`"storage"`; None: the local disk only).
     pub storage: Option<Storage>,
+    /// Signing keys the IMGAPI port requires (`authType: signature`; None:
+    /// no signatures).
+    pub auth: Option<crate::http::auth::KeySources>,
 }
 
 impl Default for DaemonConfig {
@@ -419,6 +445,7 @@ impl Default for DaemonConfig {
             segment_bytes: StoreOptions::default().segment_bytes,
             cloudapi: None,
             storage: None,
+            auth: None,
         }
     }
 }
@@ -488,6 +515,31 @@ impl ConfigFile {
             c.cloudapi = Some(face.load(base)?);
         }
         c.storage = self.storage;
+        match self.auth_type.unwrap_or_default() {
+            AuthType::None if !self.auth_keys.is_empty() || self.auth_keys_dir.is_some() => {
+                return Err(invalid(
+                    "authType",
+                    "authKeys or authKeysDir are set but authType is not \"signature\"",
+                ));
+            }
+            AuthType::None => {}
+            AuthType::Signature => {
+                let sources = crate::http::auth::KeySources {
+                    inline: self.auth_keys,
+                    dir: self.auth_keys_dir.map(|d| base.join(d)),
+                };
+                // Every key must load now: a start with a key it ignores
+                // would refuse its owner later.
+                let ring = sources.load().map_err(|e| invalid("authKeys", e.0))?;
+                if ring.is_empty() {
+                    return Err(invalid(
+                        "authType",
+                        "\"signature\" needs keys in authKeys or authKeysDir",
+                    ));
+                }
+                c.auth = Some(sources);
+            }
+        }
         if let Some(t) = self.transfer {
             t.apply(&mut c);
         }

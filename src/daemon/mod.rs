@@ -46,6 +46,9 @@ pub enum StartError {
     /// The `"storage"` object is wrong or its backend unreachable.
     #[error("storage: {0}")]
     Storage(#[source] ConfigError),
+    /// The signing keys did not load.
+    #[error("auth keys: {0}")]
+    Auth(String),
 }
 
 impl DaemonConfig {
@@ -124,10 +127,16 @@ impl DaemonConfig {
         };
         let api = Imgapi::new(store, self.imgapi.clone(), copies)?;
         let service = Service::new(api, log, metrics, self.schedule());
-        Ok(Arc::new(AppState::new(
-            Arc::new(service),
-            self.limits.clone(),
-        )))
+        let auth = match &self.auth {
+            None => None,
+            Some(sources) => Some(
+                crate::http::auth::ImgapiAuth::new(sources.clone())
+                    .map_err(|e| StartError::Auth(e.0))?,
+            ),
+        };
+        Ok(Arc::new(
+            AppState::new(Arc::new(service), self.limits.clone()).with_auth(auth),
+        ))
     }
 }
 

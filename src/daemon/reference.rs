@@ -167,6 +167,9 @@ mod tests {
             "storage.type",
             "storage.durability",
             "storage.retries",
+            "authType",
+            "authKeys",
+            "authKeysDir",
         ] {
             assert!(text.contains(&format!("| `{key}` |")), "{key}:\n{text}");
         }

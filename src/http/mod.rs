@@ -7,6 +7,7 @@
 //! | module | |
 //! | --- | --- |
 //! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
+//! | [`auth`] | HTTP Signature checks, for the IMGAPI port and the CloudAPI face |
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
 //! | [`server`] | connections: limits, timeouts, graceful shutdown |
@@ -14,6 +15,7 @@
 //! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
 
+pub mod auth;
 pub mod body;
 pub mod client;
 pub mod error;
@@ -47,6 +49,10 @@ pub struct AppState {
     pub uploads: body::Uploads,
     /// The budget of response bytes in flight.
     pub sender: body::Sender,
+    /// Signed requests on this port (`"authType": "signature"`); None:
+    /// anyone who reaches the port is an operator, as in upstream's dc
+    /// mode.
+    pub auth: Option<auth::ImgapiAuth>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,7 +75,15 @@ impl AppState {
             sender: body::Sender::new(limits.send_buffer_bytes, Arc::clone(&service.metrics)),
             limits,
             service,
+            auth: None,
         }
+    }
+
+    /// The same, with every request but `GET /ping` signed by `auth`'s
+    /// keys.
+    pub fn with_auth(mut self, auth: Option<auth::ImgapiAuth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Runs IMGAPI work on the blocking pool (the engine does synchronous
@@ -245,6 +259,31 @@ impl Exchange {
     }
 }
 
+/// With `"authType": "signature"`, every request but `GET /ping` must be
+/// signed by a configured key (the signer is an operator; `account` means
+/// what it always means).
+fn signed(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    if req.method() == Method::GET && req.uri().path() == "/ping" {
+        return Ok(());
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    auth.authenticate(
+        req.method(),
+        target,
+        req.headers(),
+        std::time::SystemTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|e| ApiError::new(Code::InvalidCredentials, e.0))
+}
+
 /// True when a request failed because the remote tier's object store did
 /// (an activation that could not publish, a read of an object that did not
 /// come): such failures count with the tier's own in `/metrics`.
@@ -280,7 +319,10 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
             ),
         ))
         .into_response(),
-        _ => as_imgapi_error(next.run(req).await).await,
+        _ => match signed(&state, &req) {
+            Ok(()) => as_imgapi_error(next.run(req).await).await,
+            Err(e) => HttpError::from(e).into_response(),
+        },
     };
     if let Ok(v) = HeaderValue::from_str(&state.api.config().datacenter_name) {
         resp.headers_mut()

@@ -27,6 +27,7 @@ mod reads;
 mod recompress;
 mod request_fuzz;
 mod seaweed;
+mod signed;
 mod soak;
 mod store_basic;
 mod tables;

@@ -131,3 +131,21 @@ pub(super) async fn metrics(State(st): St, q: QueryPairs) -> HttpResult<Response
     );
     Ok(r)
 }
+
+/// `POST /authkeys/reload` (upstream's AdminReloadAuthKeys): reads the
+/// signing keys again (`authKeys`, `authKeysDir`); answers `{}`. On a
+/// daemon without signatures there is nothing to reload. Operators only.
+pub(super) async fn reload_auth_keys(State(st): St, q: QueryPairs) -> HttpResult<Response> {
+    if q.get("account").is_some() {
+        return Err(ApiError::operator_only().into());
+    }
+    if let Some(auth) = &st.auth {
+        let logins = auth.reload().map_err(|e| {
+            st.log.error(&format!("reloading auth keys: {e}"));
+            ApiError::internal("the signing keys did not load; the keys in use stay")
+        })?;
+        st.log
+            .info(&format!("auth keys reloaded: {logins} logins with keys"));
+    }
+    Ok(json_response(StatusCode::OK, &json!({})))
+}
