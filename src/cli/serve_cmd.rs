@@ -99,8 +99,9 @@ fn serve(args: ServeArgs) -> Result<()> {
                 let l = tokio::net::TcpListener::bind(&c.listen)
                     .await
                     .with_context(|| format!("listening for CloudAPI on {}", c.listen))?;
+                let scheme = if c.tls.is_some() { "https" } else { "http" };
                 log.info(&format!(
-                    "CloudAPI face listening on http://{}",
+                    "CloudAPI face listening on {scheme}://{}",
                     l.local_addr()?
                 ));
                 Some((l, c.clone()))
@@ -109,7 +110,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         log.log(
             30,
-            &format!("imgstore listening on http://{addr}"),
+            &format!(
+                "imgstore listening on {}://{addr}",
+                if cfg.tls.is_some() { "https" } else { "http" }
+            ),
             serde_json::json!({
                 "datacenterName": cfg.imgapi.datacenter_name,
                 "dataDir": cfg.data_dir.display().to_string(),

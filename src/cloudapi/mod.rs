@@ -66,6 +66,8 @@ pub struct Config {
     pub listen: String,
     pub datacenters: BTreeMap<String, String>,
     pub keys: Arc<KeyRing>,
+    /// TLS on the face's listener (`cloudapi.tls`); None: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.into(),
             datacenters: BTreeMap::new(),
             keys: Arc::new(KeyRing::default()),
+            tls: None,
         }
     }
 }
@@ -130,7 +133,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = face.app.limits.clone();
-    crate::http::server::serve(listener, router(face), &limits, shutdown).await
+    let tls = face.config.tls.clone();
+    crate::http::server::serve(listener, router(face), &limits, tls, shutdown).await
 }
 
 /// Checks the version and the signature before any handler runs, then

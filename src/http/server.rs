@@ -15,6 +15,9 @@
 //!   running then is cut. A cut upload is never attached: its body ends
 //!   with an error, not with an end of file.
 //!
+//! With TLS (`tls`), each connection's handshake happens in its own task
+//! within the header timeout, then the same HTTP/1.1 serves it.
+//!
 //! Uploads and downloads are bounded further up, in
 //! [`body`](super::body): a fixed number of puts at a time, and one budget
 //! of bytes for every response body in flight.
@@ -90,8 +93,10 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -122,14 +127,37 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(StallGuard::new(stream, limits.idle_timeout));
-        let conn = graceful.watch(builder.serve_connection(io, svc.clone()));
-        tokio::spawn(async move {
-            // A connection's end (the client left, a timeout, a malformed
-            // request hyper answered itself) concerns only itself.
-            let _ = conn.await;
-            drop(permit);
-        });
+        let guarded = StallGuard::new(stream, limits.idle_timeout);
+        match &tls {
+            None => {
+                let conn =
+                    graceful.watch(builder.serve_connection(TokioIo::new(guarded), svc.clone()));
+                tokio::spawn(async move {
+                    // A connection's end (the client left, a timeout, a
+                    // malformed request hyper answered itself) concerns
+                    // only itself.
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, within
+                // the time a request's headers get: a client that opens a
+                // connection and says nothing holds no one else up.
+                let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
+                let (builder, svc, handshake) =
+                    (builder.clone(), svc.clone(), limits.header_timeout);
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake, acceptor.accept(guarded)).await
+                    {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     // Idle connections close now; busy ones after their response.
