@@ -125,6 +125,26 @@ pub struct ConfigFile {
     /// upstream's `etc/authkeys/local`; read again by `POST
     /// /authkeys/reload`. Relative to the config file.
     auth_keys_dir: Option<PathBuf>,
+    /// TLS on the IMGAPI port (default: plain HTTP).
+    tls: Option<TlsFile>,
+}
+
+/// `tls`: a certificate and its key, PEM files relative to the config
+/// file.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TlsFile {
+    /// The certificate chain, leaf first (PEM).
+    cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    key_file: PathBuf,
+}
+
+impl TlsFile {
+    fn load(&self, base: &Path, key: &str) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+        crate::http::tls::server_config(&base.join(&self.cert_file), &base.join(&self.key_file))
+            .map_err(|e| invalid(key, e.to_string()))
+    }
 }
 
 /// `authType`.
@@ -177,8 +197,24 @@ struct TransferFile {
     /// Seconds one request to another datacenter may take (default 120).
     timeout_seconds: Option<u64>,
     /// Recompute a copied file's MD5 instead of taking the source's
-    /// (default false; costs about 40 % of the receiver's CPU).
+    /// (default false; costs about 40 % of the receiver's CPU). Only with
+    /// `checkFile: before`.
     verify_md5: Option<bool>,
+    /// When a copied file is checked whole (BLAKE3, SHA-1, MD5 over every
+    /// byte): `after` (default) the copy, from a queue in the store that a
+    /// background chore drains, so a copy costs what crosses the link (a
+    /// mismatch disables the image and fails the job); or `before` the
+    /// file is committed, reading every byte during the copy. Every
+    /// fetched chunk is checked against its id either way.
+    check_file: Option<CheckFile>,
+}
+
+/// `transfer.checkFile`.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum CheckFile {
+    Before,
+    After,
 }
 
 /// `cloudapi`: the CloudAPI face for the `triton` CLI.
@@ -194,6 +230,8 @@ struct CloudApiFile {
     /// The accounts that may sign requests.
     #[serde(default)]
     users: Vec<UserFile>,
+    /// TLS on the face's listener (default: plain HTTP).
+    tls: Option<TlsFile>,
 }
 
 /// One account of the CloudAPI face: inline keys, a file of keys, or both.
@@ -428,6 +466,8 @@ pub struct DaemonConfig {
     /// Signing keys the IMGAPI port requires (`authType: signature`; None:
     /// no signatures).
     pub auth: Option<crate::http::auth::KeySources>,
+    /// TLS on the IMGAPI port (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for DaemonConfig {
@@ -436,7 +476,10 @@ impl Default for DaemonConfig {
             imgapi: imgapi::Config::default(),
             listen: DEFAULT_LISTEN.into(),
             data_dir: DEFAULT_DATA_DIR.into(),
-            transfer: crate::transfer::ReceiveOptions::default(),
+            transfer: crate::transfer::ReceiveOptions {
+                check: crate::transfer::FileCheck::Later,
+                ..crate::transfer::ReceiveOptions::default()
+            },
             transfer_timeout: Duration::from_secs(120),
             gc_interval: Some(Duration::from_secs(600)),
             limits: Limits::default(),
@@ -446,6 +489,7 @@ impl Default for DaemonConfig {
             cloudapi: None,
             storage: None,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -515,6 +559,9 @@ impl ConfigFile {
             c.cloudapi = Some(face.load(base)?);
         }
         c.storage = self.storage;
+        if let Some(t) = &self.tls {
+            c.tls = Some(t.load(base, "tls")?);
+        }
         match self.auth_type.unwrap_or_default() {
             AuthType::None if !self.auth_keys.is_empty() || self.auth_keys_dir.is_some() => {
                 return Err(invalid(
@@ -588,6 +635,12 @@ impl TransferFile {
         if let Some(v) = self.verify_md5 {
             c.transfer.verify_md5 = v;
         }
+        if let Some(when) = self.check_file {
+            c.transfer.check = match when {
+                CheckFile::Before => crate::transfer::FileCheck::Before,
+                CheckFile::After => crate::transfer::FileCheck::Later,
+            };
+        }
         if let Some(s) = self.timeout_seconds {
             c.transfer_timeout = Duration::from_secs(s.max(1));
         }
@@ -627,12 +680,17 @@ impl CloudApiFile {
                 ));
             }
         }
+        let tls = match &self.tls {
+            Some(t) => Some(t.load(base, "cloudapi.tls")?),
+            None => None,
+        };
         Ok(crate::cloudapi::Config {
             listen: self
                 .listen
                 .unwrap_or_else(|| crate::cloudapi::DEFAULT_LISTEN.into()),
             datacenters: self.datacenters,
             keys: Arc::new(keys),
+            tls,
         })
     }
 }

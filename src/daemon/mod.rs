@@ -135,7 +135,9 @@ impl DaemonConfig {
             ),
         };
         Ok(Arc::new(
-            AppState::new(Arc::new(service), self.limits.clone()).with_auth(auth),
+            AppState::new(Arc::new(service), self.limits.clone())
+                .with_auth(auth)
+                .with_tls(self.tls.clone()),
         ))
     }
 }
@@ -221,8 +223,9 @@ async fn serve_imgapi(
         std::thread::spawn(move || upkeep::run(&service, chores, &stop))
     };
     let limits = state.limits.clone();
+    let tls = state.tls.clone();
     let app = router(state);
-    let served = crate::http::server::serve(listener, app, &limits, shutdown).await;
+    let served = crate::http::server::serve(listener, app, &limits, tls, shutdown).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || room.join()).await;
     served

@@ -53,9 +53,11 @@ pub fn reference() -> String {
                 "| `{full}` | {kind} | {} |\n",
                 one_line(p.get("description").and_then(Value::as_str).unwrap_or(""))
             ));
-            if let Some((name, def)) = nested
+            // A definition used at several places (`tls`, `cloudapi.tls`)
+            // gets a section at each.
+            if let Some((_, def)) = nested
                 && def.get("properties").is_some()
-                && done.insert(name)
+                && done.insert(full.clone())
             {
                 let suffix = if kind.starts_with("array") { "[]" } else { "" };
                 sections.push((format!("{full}{suffix}"), def));
@@ -170,6 +172,8 @@ mod tests {
             "authType",
             "authKeys",
             "authKeysDir",
+            "tls.certFile",
+            "cloudapi.tls.keyFile",
         ] {
             assert!(text.contains(&format!("| `{key}` |")), "{key}:\n{text}");
         }

@@ -11,6 +11,7 @@
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
 //! | [`server`] | connections: limits, timeouts, graceful shutdown |
+//! | [`tls`] | TLS on the listeners (rustls) |
 //! | [`body`] | upload bodies as blocking readers (put slots), response bodies pulled in blocks (send budget) |
 //! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
@@ -24,6 +25,7 @@ pub mod remote;
 mod routes;
 pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +55,8 @@ pub struct AppState {
     /// anyone who reaches the port is an operator, as in upstream's dc
     /// mode.
     pub auth: Option<auth::ImgapiAuth>,
+    /// TLS on the IMGAPI port (`tls`); None: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -76,7 +80,14 @@ impl AppState {
             limits,
             service,
             auth: None,
+            tls: None,
         }
+    }
+
+    /// The same, served over TLS with `tls`.
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The same, with every request but `GET /ping` signed by `auth`'s

@@ -289,7 +289,13 @@ impl Imgapi {
         if local.files.is_empty() {
             let file = RemoteFile::of(uuid, &manifest)?;
             match remote.chunk_source(uuid, Some(&job.account))? {
-                Some(src) => self.receive_chunks(uuid, &file, src.as_ref(), progress, opts)?,
+                Some(src) => self.receive_chunks(
+                    uuid,
+                    &file,
+                    src.as_ref(),
+                    progress,
+                    (opts, Some(job.uuid)),
+                )?,
                 None => {
                     let stream = remote.file_stream(uuid, Some(&job.account))?;
                     self.receive_stream(uuid, &file, stream, progress)?;
@@ -352,7 +358,7 @@ impl Imgapi {
         file: &RemoteFile,
         src: &dyn ChunkSource,
         progress: &Progress,
-        opts: &ReceiveOptions,
+        (opts, job): (&ReceiveOptions, Option<Uuid>),
     ) -> ApiResult<()> {
         let expect = Expect {
             size: file.size,
@@ -365,7 +371,13 @@ impl Imgapi {
             &expect,
             progress,
             opts,
-            &mut |t: &mut Txn<'_>, put: &PutResult| attach_file(t, uuid, file, put),
+            &mut |t: &mut Txn<'_>, put: &PutResult| {
+                attach_file(t, uuid, file, put)?;
+                if opts.check == transfer::FileCheck::Later {
+                    Self::queue_check(t, uuid, &put.file_id.to_hex(), job)?;
+                }
+                Ok::<_, ApiError>(())
+            },
         )?;
         // Committed by the transfer's own transaction.
         self.catalog.refresh(&self.store, &[*uuid])

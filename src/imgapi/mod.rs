@@ -17,6 +17,7 @@
 //! | [`remote`] | the source datacenter as a copy sees it ([`Remote`](remote::Remote)) |
 //! | [`copy`] | ImportFromDatacenter: checks, state rules, copying one image |
 //! | [`jobs`] | a copy job's whole life: create, run, resume after restart, attach |
+//! | [`checks`] | copied files checked whole after their copy, from a queue that survives restarts |
 //! | [`time`] | IMGAPI and HTTP dates |
 //!
 //! Every change of an image record happens inside a store transaction, so
@@ -25,6 +26,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod checks;
 pub mod copy;
 pub mod error;
 mod files;
@@ -143,10 +145,22 @@ uuid_table!(
     "jobs",
     jobs::Job
 );
+uuid_table!(
+    /// Copied files waiting for their whole-file check, by image uuid.
+    FileChecks,
+    "file_checks",
+    checks::PendingCheck
+);
 
 /// The tables this layer keeps in the store (for
 /// [`StoreOptions::tables`](crate::StoreOptions)).
-pub const TABLES: &[&str] = &[Images::NAME, Dependents::NAME, Settings::NAME, Jobs::NAME];
+pub const TABLES: &[&str] = &[
+    Images::NAME,
+    Dependents::NAME,
+    Settings::NAME,
+    Jobs::NAME,
+    FileChecks::NAME,
+];
 
 /// IMGAPI's `mode`: RFD 113 is about `dc`.
 #[derive(

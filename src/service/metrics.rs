@@ -20,6 +20,8 @@
 //! | `imgstore_tier_errors_total` | | remote tier steps that failed (retried at the next step), and requests that failed on the bucket |
 //! | `imgstore_copy_jobs_total` | outcome | copies between datacenters that ended: succeeded, failed |
 //! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
+//! | `imgstore_copy_checks_waiting` | | copied files waiting for their whole-file check |
+//! | `imgstore_copy_check_failures_total` | | copied files that failed it (their images disabled) |
 //!
 //! Like `/state`, it answers operators only: store-wide byte counts would
 //! tell an account whether others store given bytes.
@@ -70,6 +72,9 @@ pub struct Metrics {
     tier: [Counter; 4],
     jobs: Family<Outcome, Counter>,
     job_bytes: Family<Outcome, Counter>,
+    /// Copied files whose check after the copy failed, and those waiting.
+    check_failures: Counter,
+    checks_waiting: ByteGauge,
     store: [(&'static str, ByteGauge); 14],
 }
 
@@ -223,6 +228,18 @@ impl Metrics {
             "Bytes fetched by copies that ended, by outcome",
             Family::<Outcome, Counter>::default(),
         );
+        let check_failures = register(
+            &mut r,
+            "imgstore_copy_check_failures",
+            "Copied files that failed their whole-file check after the copy (their images disabled)",
+            Counter::default(),
+        );
+        let checks_waiting = register(
+            &mut r,
+            "imgstore_copy_checks_waiting",
+            "Copied files waiting for their whole-file check",
+            ByteGauge::default(),
+        );
         let store = STORE_GAUGES
             .map(|(name, help)| (name, register(&mut r, name, help, ByteGauge::default())));
         Metrics {
@@ -238,8 +255,21 @@ impl Metrics {
             tier,
             jobs,
             job_bytes,
+            check_failures,
+            checks_waiting,
             store,
         }
+    }
+
+    /// A copied file failed its check after the copy.
+    pub fn copy_check_failed(&self) {
+        self.check_failures.inc();
+    }
+
+    /// Copied files waiting for their check (set at scrape).
+    pub fn set_checks_waiting(&self, n: u64) {
+        self.checks_waiting
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// One answered request.

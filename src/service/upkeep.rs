@@ -5,6 +5,7 @@
 //! | chore | every | does |
 //! | --- | --- | --- |
 //! | `resume-jobs` | once, at start | copy jobs a restart interrupted run again |
+//! | `check-copies` | 5 s; at once while more wait | copied files checked whole after their copy (`imgapi::checks`) |
 //! | `sweep-orphans` | once, with a tier | objects a crash left in the bucket that the index knows nothing of are deleted |
 //! | `tier` | 2 s; at once after work, 10 s after a failure | uploads sealed segments, places cache fills, evicts, deletes retired objects |
 //! | `index-push` | `indexPushSeconds` | backs the index up to the bucket |
@@ -128,6 +129,12 @@ pub fn chores(service: &Service, schedule: &Schedule) -> Vec<Chore> {
             });
         }
     }
+    list.push(Chore {
+        name: "check-copies",
+        every: Duration::from_secs(5),
+        first: Duration::ZERO,
+        run: Box::new(check_copies),
+    });
     if let Some(every) = schedule.gc_every {
         list.push(Chore {
             name: "gc",
@@ -194,6 +201,39 @@ fn resume_jobs(s: &Service, _: &AtomicBool) -> Pace {
             .error(&format!("resuming copy jobs: {}", crate::error::chain(&e))),
     }
     Pace::Done
+}
+
+/// Copied files checked whole, a few at a time (each read end to end):
+/// again at once while more wait.
+fn check_copies(s: &Service, _: &AtomicBool) -> Pace {
+    const PER_RUN: usize = 4;
+    match s.api.check_copies(PER_RUN) {
+        Ok(done) => {
+            for c in &done {
+                match c {
+                    crate::imgapi::checks::Checked::Sound(image) => s
+                        .log
+                        .info(&format!("copy check: the file of image {image} is sound")),
+                    crate::imgapi::checks::Checked::Moot(_) => {}
+                    crate::imgapi::checks::Checked::Damaged { image, why } => {
+                        s.metrics.copy_check_failed();
+                        s.log.error(&format!(
+                            "copy check: {why}; image {image} and every image holding the file are disabled"
+                        ));
+                    }
+                }
+            }
+            if done.len() == PER_RUN {
+                Pace::Again
+            } else {
+                Pace::Usual
+            }
+        }
+        Err(e) => {
+            s.log.error(&format!("copy check: {}", chain(&e)));
+            Pace::After(Duration::from_secs(30))
+        }
+    }
 }
 
 /// Once per start: objects a crash orphaned in the bucket.

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use super::Store;
 use super::readahead::{Slot, Work};
@@ -452,5 +453,61 @@ impl Read for FileReader {
             .copy_from_slice(avail.get(..n).unwrap_or_default());
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl Store {
+    /// A stored file's digests, from its bytes (every chunk read and
+    /// checked as any read checks it): what a copy whose whole-file check
+    /// came after its commit compares with what it recorded. SHA-1 and MD5 run on threads of their own, fed
+    /// the same blocks, so the slowest digest sets the pace.
+    pub fn file_digests(&self, id: &FileId) -> Result<crate::id::FileDigests> {
+        use crate::id::{Md5Hasher, Sha1Hasher};
+        let mut reader = self.open_file(id)?;
+        let (sha1_tx, sha1_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(8);
+        let (md5_tx, md5_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(8);
+        std::thread::scope(|s| {
+            let sha1 = s.spawn(move || {
+                let mut h = Sha1Hasher::default();
+                for b in sha1_rx {
+                    h.update(&b);
+                }
+                h.finish()
+            });
+            let md5 = s.spawn(move || {
+                let mut h = Md5Hasher::default();
+                for b in md5_rx {
+                    h.update(&b);
+                }
+                h.finish()
+            });
+            let mut blake3 = blake3::Hasher::new();
+            let mut size = 0u64;
+            let read = (|| {
+                while let Some(block) = reader.next_block()? {
+                    let block = Arc::new(block);
+                    blake3.update(&block);
+                    size += block.len() as u64;
+                    let gone = || Error::Internal("a digest thread stopped".into());
+                    sha1_tx.send(Arc::clone(&block)).map_err(|_| gone())?;
+                    md5_tx.send(block).map_err(|_| gone())?;
+                }
+                Ok::<_, Error>(())
+            })();
+            drop((sha1_tx, md5_tx));
+            let sha1 = sha1
+                .join()
+                .map_err(|_| Error::Internal("the sha1 thread panicked".into()))?;
+            let md5 = md5
+                .join()
+                .map_err(|_| Error::Internal("the md5 thread panicked".into()))?;
+            read?;
+            Ok(crate::id::FileDigests {
+                size,
+                sha1,
+                md5,
+                blake3: *blake3.finalize().as_bytes(),
+            })
+        })
     }
 }

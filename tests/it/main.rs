@@ -32,6 +32,7 @@ mod soak;
 mod store_basic;
 mod tables;
 mod tier;
+mod tls;
 mod transfer;
 mod triton_cli;
 mod uploads;

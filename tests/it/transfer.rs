@@ -22,6 +22,7 @@ pub fn opts() -> ReceiveOptions {
         attempts: 2,
         retry_delay: Duration::from_millis(5),
         verify_md5: true,
+        check: imgstore::transfer::FileCheck::Before,
     }
 }
 

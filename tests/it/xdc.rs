@@ -394,6 +394,9 @@ pub mod proxy {
     /// GetImageFile are forwarded, every other route (`/ping`, the chunk
     /// protocol) answers 404 as restify does.
     pub const PLAIN: u8 = 4;
+    /// Swaps the first two entries of every chunk list it passes (CRC made
+    /// good again): every chunk is what its id says, the file is not.
+    pub const REORDER: u8 = 5;
 
     pub struct Proxy {
         pub url: String,
@@ -491,6 +494,9 @@ pub mod proxy {
         let mut answer = Vec::new();
         let _ = server.read_to_end(&mut answer);
         let m = mode.load(Ordering::SeqCst);
+        if m == REORDER && head.starts_with("GET ") && head.contains("/file/chunks") {
+            answer = super::reordered(&answer);
+        }
         if is_fetch && m == LIE && answer.len() > 2000 {
             let at = answer.len() - 1000;
             answer[at] ^= 0x20;
@@ -535,6 +541,32 @@ fn a_source_that_answers_only_get_image_and_get_image_file_is_copied_through_the
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().to_vec(), data);
     assert_eq!(get(&dst, &uuid)["state"], "active");
+}
+
+/// An HTTP answer whose chunk list has its first two entries swapped.
+fn reordered(answer: &[u8]) -> Vec<u8> {
+    let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let (head, body) = (&answer[..split], &answer[split + 4..]);
+    let Ok(mut list) = imgstore::format::decode_chunk_list(body) else {
+        return answer.to_vec();
+    };
+    if list.entries.len() < 2 {
+        return answer.to_vec();
+    }
+    list.entries.swap(0, 1);
+    let body = imgstore::format::encode_chunk_list(&list);
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(head).lines() {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out
 }
 
 fn dest_via(proxy_url: &str, attempts: u32) -> (tempfile::TempDir, Daemon) {
@@ -751,4 +783,65 @@ fn deleting_an_image_while_its_copy_runs_releases_everything_the_copy_held() {
         "held chunks were released"
     );
     assert!(store.verify(false).unwrap().is_clean());
+}
+
+/// A copy costs what crosses the link: the file is committed once every
+/// fetched chunk checks out, and checked whole afterwards. A source whose
+/// chunk list puts sound chunks in the wrong order gets its copy through,
+/// then the check finds the file is not what the list said: the image is
+/// disabled, its job failed with the reason, the failure counted.
+#[test]
+fn a_copied_file_is_checked_whole_after_the_copy_and_a_wrong_one_is_disabled() {
+    let (_s, src) = source();
+    let data = bytes(600_000, 17);
+    let good = src.image(ALICE, "good", json!({}), &data, true);
+    let bad = src.image(ALICE, "bad", json!({}), &bytes(600_000, 18), true);
+    let p = proxy::start(&src.url);
+    let (_d, dst) = dest_via(&p.url, 2);
+    let (job, _) = import(&dst, &good, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    p.mode
+        .store(proxy::REORDER, std::sync::atomic::Ordering::SeqCst);
+    let (job, _) = import(&dst, &bad, ALICE);
+    assert_eq!(
+        job["execution"], "succeeded",
+        "the copy itself checks chunks only: {job}"
+    );
+    let job_uuid = job["uuid"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    loop {
+        let metrics = dst.get("/metrics").text().unwrap();
+        let waiting = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("imgstore_copy_checks_waiting "))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        if waiting == "0" {
+            assert!(
+                metrics.contains("imgstore_copy_check_failures_total 1"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "checks never drained: {waiting}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(&dst, &good)["state"], "active");
+    assert_eq!(get(&dst, &bad)["state"], "disabled");
+    let (_, job) = sj(dst.get(&format!("/jobs/{job_uuid}")));
+    assert_eq!(job["execution"], "failed", "{job}");
+    let last = job["chain_results"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["name"], "check_file", "{job}");
+    // The good copy reads back whole.
+    let r = dst.get(&format!("/images/{good}/file?account={ALICE}"));
+    assert_eq!(r.bytes().unwrap().to_vec(), data);
 }

@@ -123,7 +123,12 @@ pub(super) async fn metrics(State(st): St, q: QueryPairs) -> HttpResult<Response
         return Err(ApiError::operator_only().into());
     }
     let metrics = std::sync::Arc::clone(&st.metrics);
-    let text = st.run(move |api| Ok(metrics.render(api.store())?)).await?;
+    let text = st
+        .run(move |api| {
+            metrics.set_checks_waiting(api.checks_waiting()?);
+            Ok(metrics.render(api.store())?)
+        })
+        .await?;
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
