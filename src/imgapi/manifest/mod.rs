@@ -6,6 +6,8 @@
 //! only manifest fields, because a real IMGAPI importing from us rejects
 //! anything else.
 
+#[cfg(test)]
+mod golden;
 mod rules;
 pub mod upgrade;
 
