@@ -419,7 +419,7 @@ mod tests {
             content_md5: String::new(),
             mtime_ms: 0,
             stor: "local".into(),
-            file_id: String::new(),
+            file_id: crate::id::FileId([0; 32]),
         }];
         let full = img.manifest(true);
         let t = serde_json::to_value(CloudImage::of(&img)).unwrap();

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::jobs::{ChainResult, Decision, Execution, Job, STEP_REFRESH, now_iso};
 use super::manifest::{Image, ImageFile, ImageState, Provenance, ProvenanceKind, STOR_LOCAL};
 use super::{
-    ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, file_id, parse_uuid, time,
+    ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, parse_uuid, time,
 };
 use crate::store::{PutResult, Txn};
 use crate::transfer::{self, ChunkSource, Expect, Progress, ReceiveOptions};
@@ -437,7 +437,7 @@ fn attach_file(t: &mut Txn<'_>, uuid: &Uuid, file: &RemoteFile, put: &PutResult)
     // in two chains): the image holds one reference, so release the one it
     // held before.
     for old in std::mem::take(&mut img.files) {
-        t.unlink(&file_id(&old.file_id)?)?;
+        t.unlink(&old.file_id)?;
     }
     img.files = vec![ImageFile {
         sha1: put.sha1.clone(),
@@ -447,7 +447,7 @@ fn attach_file(t: &mut Txn<'_>, uuid: &Uuid, file: &RemoteFile, put: &PutResult)
         content_md5: base64_encode(&md5),
         mtime_ms: time::now_ms(),
         stor: STOR_LOCAL.into(),
-        file_id: put.file_id.to_hex(),
+        file_id: put.file_id,
     }];
     t.put::<Images>(uuid, &img)?;
     Ok(())

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::manifest::{self, STOR_LOCAL};
 use super::{
     ApiError, ApiResult, Code, FieldCode, FieldError, Icon, Image, ImageFile, Imgapi,
-    MAX_FILE_BYTES, MAX_ICON_BYTES, base64_encode, file_id, time,
+    MAX_FILE_BYTES, MAX_ICON_BYTES, base64_encode, time,
 };
 use crate::id::FileId;
 
@@ -186,7 +186,7 @@ impl Imgapi {
             }
             let put = t.commit_put(&staged)?;
             for old in std::mem::take(&mut img.files) {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             img.files = vec![ImageFile {
                 sha1: sha1.clone(),
@@ -196,7 +196,7 @@ impl Imgapi {
                 content_md5: md5.clone(),
                 mtime_ms: time::now_ms(),
                 stor: STOR_LOCAL.into(),
-                file_id: put.file_id.to_hex(),
+                file_id: put.file_id,
             }];
             Ok(())
         })
@@ -252,7 +252,7 @@ impl Imgapi {
         let f = img.files.get(index).cloned().ok_or_else(|| {
             ApiError::not_found(format!("image {uuid} has no file at index {index}"))
         })?;
-        let id = file_id(&f.file_id)?;
+        let id = f.file_id;
         Ok((img, f, id))
     }
 
@@ -299,7 +299,7 @@ impl Imgapi {
         self.mutate(uuid, account, |t, img| {
             let put = t.commit_put(&staged)?;
             if let Some(old) = img.icon.take() {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             img.icon = Some(Icon {
                 sha1: got.clone(),
@@ -307,7 +307,7 @@ impl Imgapi {
                 content_md5: md5.clone(),
                 content_type: ct.to_string(),
                 mtime_ms: time::now_ms(),
-                file_id: put.file_id.to_hex(),
+                file_id: put.file_id,
             });
             Ok(())
         })
@@ -319,7 +319,7 @@ impl Imgapi {
         let icon = img
             .icon
             .ok_or_else(|| ApiError::not_found(format!("image {uuid} has no icon")))?;
-        let id = file_id(&icon.file_id)?;
+        let id = icon.file_id;
         Ok((icon, id))
     }
 
@@ -327,7 +327,7 @@ impl Imgapi {
     pub fn delete_icon(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
         self.mutate(uuid, account, |t, img| {
             if let Some(old) = img.icon.take() {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             Ok(())
         })
@@ -354,11 +354,13 @@ impl Imgapi {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let hex: Vec<String> = files.iter().map(FileId::to_hex).collect();
         let mut out = Vec::new();
         self.store.scan::<super::Images>(&[], |_, img| {
-            let holds = img.files.iter().any(|f| hex.contains(&f.file_id))
-                || img.icon.as_ref().is_some_and(|i| hex.contains(&i.file_id));
+            let holds = img.files.iter().any(|f| files.contains(&f.file_id))
+                || img
+                    .icon
+                    .as_ref()
+                    .is_some_and(|i| files.contains(&i.file_id));
             if holds {
                 out.push(img.uuid);
             }

@@ -6,9 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::manifest::{self, Placeholder};
-use super::{
-    ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi, file_id,
-};
+use super::{ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi};
 use super::{parse_uuid, time};
 
 /// Fields a manifest body may not hold at create (import only).
@@ -304,10 +302,10 @@ impl Imgapi {
                 return Err(has_dependents(uuid, dependents.len(), &named));
             }
             for f in &img.files {
-                t.unlink(&file_id(&f.file_id)?)?;
+                t.unlink(&f.file_id)?;
             }
             if let Some(icon) = &img.icon {
-                t.unlink(&file_id(&icon.file_id)?)?;
+                t.unlink(&icon.file_id)?;
             }
             // An unfinished copy into this image holds chunks: give them up.
             t.release_partial(uuid.as_bytes())?;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::manifest::Image;
 use super::share::MAX_ORIGIN_DEPTH;
-use super::{ApiResult, Imgapi, file_id, time};
+use super::{ApiResult, Imgapi, time};
 
 impl Imgapi {
     /// Where an image comes from, what derives from it (as far as `account`
@@ -104,7 +104,7 @@ impl Imgapi {
                 json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0}),
             );
         };
-        let fid = file_id(&f.file_id)?;
+        let fid = f.file_id;
         let (size, refs, unique, shared) = match account {
             None => {
                 let u = self.store().file_usage(&fid)?;
@@ -145,22 +145,21 @@ impl Imgapi {
             .collect();
         let mut refs = 1u64;
         let mut others = std::collections::HashSet::new();
-        let fid_hex = fid.to_hex();
         for other in all
             .iter()
             .filter(|o| o.uuid != img.uuid && Imgapi::can_see(*o, account))
         {
             for f in &other.files {
-                if f.file_id == fid_hex {
+                if f.file_id == *fid {
                     refs += 1;
                 } else {
-                    others.insert(f.file_id.clone());
+                    others.insert(f.file_id);
                 }
             }
         }
         let mut shared = 0u64;
         for other in others {
-            for r in self.store().chunks(&file_id(&other)?)? {
+            for r in self.store().chunks(&other)? {
                 if let Some(stored) = mine.remove(&r.id) {
                     shared += stored;
                 }

@@ -6,6 +6,13 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{Icon, Image, ImageFile, Placeholder};
+use crate::id::FileId;
+
+fn file_id() -> FileId {
+    "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
@@ -20,7 +27,7 @@ fn file(dataset_guid: Option<&str>) -> ImageFile {
         content_md5: "kAFQmDzST7DWlj99KOF/cg==".into(),
         mtime_ms: 1_700_000_000_000,
         stor: "local".into(),
-        file_id: "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85".into(),
+        file_id: file_id(),
     }
 }
 
@@ -41,7 +48,7 @@ pub(super) fn every_field() -> Image {
             content_md5: "kAFQmDzST7DWlj99KOF/cg==".into(),
             content_type: "image/png".into(),
             mtime_ms: 1_700_000_000_000,
-            file_id: "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85".into(),
+            file_id: file_id(),
         }),
         activated: true,
         placeholder_state: Some(Placeholder::Failed),

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::error::ApiResult;
+use crate::id::FileId;
 pub use rules::{COMPRESSIONS, OSES, TYPES};
 
 /// The all-zero owner that imports rewrite to the admin uuid.
@@ -33,8 +34,8 @@ pub struct ImageFile {
     pub content_md5: String,
     pub mtime_ms: u64,
     pub stor: String,
-    /// The engine's file id (hex BLAKE3 of the content).
-    pub file_id: String,
+    /// The engine's file id (BLAKE3 of the content, stored as hex).
+    pub file_id: FileId,
 }
 
 /// A stored icon (the API shows only `icon: true`).
@@ -45,7 +46,7 @@ pub struct Icon {
     pub content_md5: String,
     pub content_type: String,
     pub mtime_ms: u64,
-    pub file_id: String,
+    pub file_id: FileId,
 }
 
 /// An image's state (reference section 4): computed from `activated` and
