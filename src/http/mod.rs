@@ -25,6 +25,7 @@ pub mod remote;
 mod routes;
 pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
 pub mod server;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::time::Duration;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::{Client, ClientError};
@@ -15,6 +14,7 @@ use crate::id::ChunkId;
 use crate::imgapi::copy::{Remote, RemoteFactory};
 use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
 use crate::transfer::ChunkSource;
+use serde_json::Value;
 
 /// Makes [`HttpRemote`]s sharing one connection pool (and so one reqwest
 /// runtime thread), whichever datacenter they reach.
@@ -105,7 +105,7 @@ impl Remote for HttpRemote {
         account: Option<&Uuid>,
     ) -> ApiResult<Option<Box<dyn ChunkSource>>> {
         let ping = self.client.ping().map_err(remote_error)?;
-        if ping.get("imgstore").is_none() {
+        if ping.imgstore.is_none() {
             return Ok(None);
         }
         Ok(Some(Box::new(HttpChunkSource {

@@ -87,6 +87,52 @@ impl Job {
     }
 }
 
+/// A job as `GET /jobs/:uuid` shows it: WFAPI's shape, with byte progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub uuid: Uuid,
+    pub name: String,
+    pub execution: Execution,
+    pub params: JobParams,
+    pub chain_results: Vec<ChainResult>,
+    pub created_at: String,
+    /// Not WFAPI's: absent from a plain workflow API.
+    #[serde(default)]
+    pub progress: JobProgress,
+}
+
+impl JobView {
+    /// Why the job failed, as its last step recorded it.
+    pub fn last_error_message(&self) -> Option<&str> {
+        self.chain_results
+            .last()
+            .and_then(|r| r.error.as_ref())
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+    }
+}
+
+/// A copy job's `params`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobParams {
+    pub image_uuid: Uuid,
+    pub account: Uuid,
+    pub datacenter: String,
+    pub source: String,
+    pub origins: Vec<Uuid>,
+    /// WFAPI's lock target, `/import-remote-UUID`.
+    pub target: String,
+}
+
+/// A job's bytes so far, and the rate since it (last) started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobProgress {
+    #[serde(flatten)]
+    pub report: ProgressReport,
+    pub rate_bytes_per_s: u64,
+    pub elapsed_ms: u64,
+}
+
 /// WFAPI's name of the job, and of its steps.
 pub const JOB_NAME: &str = "import-remote-image";
 const STEP_ORIGIN: &str = "origin_import_images";
@@ -237,7 +283,7 @@ impl Imgapi {
     }
 
     /// A job in WFAPI's shape, with live progress while it runs.
-    pub fn job_json(&self, job: &Job) -> Value {
+    pub fn job_view(&self, job: &Job) -> JobView {
         let (progress, elapsed_ms) = match self.jobs.live(&job.uuid) {
             Some(r) => (
                 r.progress.report(),
@@ -248,27 +294,26 @@ impl Imgapi {
         let rate = (progress.bytes_fetched * 1000)
             .checked_div(elapsed_ms)
             .unwrap_or(0);
-        let mut p = serde_json::to_value(&progress).unwrap_or_else(|_| json!({}));
-        if let Some(o) = p.as_object_mut() {
-            o.insert("rate_bytes_per_s".into(), json!(rate));
-            o.insert("elapsed_ms".into(), json!(elapsed_ms));
-        }
-        json!({
-            "uuid": job.uuid,
-            "name": job.name,
-            "execution": job.execution,
-            "params": {
-                "image_uuid": job.image_uuid,
-                "account": job.account,
-                "datacenter": job.datacenter,
-                "source": job.source,
-                "origins": job.origins,
-                "target": format!("/import-remote-{}", job.image_uuid),
+        JobView {
+            uuid: job.uuid,
+            name: job.name.clone(),
+            execution: job.execution,
+            params: JobParams {
+                image_uuid: job.image_uuid,
+                account: job.account,
+                datacenter: job.datacenter.clone(),
+                source: job.source.clone(),
+                origins: job.origins.clone(),
+                target: format!("/import-remote-{}", job.image_uuid),
             },
-            "chain_results": job.chain_results,
-            "created_at": job.created_at,
-            "progress": p,
-        })
+            chain_results: job.chain_results.clone(),
+            created_at: job.created_at.clone(),
+            progress: JobProgress {
+                report: progress,
+                rate_bytes_per_s: rate,
+                elapsed_ms,
+            },
+        }
     }
 
     /// ImportFromDatacenter: checks, then the job that copies (a new one,

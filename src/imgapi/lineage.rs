@@ -1,19 +1,118 @@
 //! Usage tooling (reference 9.6, RFD 113's third bullet): where an image
 //! comes from, what derives from it, and what it costs in stored bytes.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::manifest::Image;
+use super::manifest::{Image, ImageState, ProvenanceKind};
 use super::share::MAX_ORIGIN_DEPTH;
 use super::{ApiResult, Imgapi, time};
+
+/// `GET /images/:uuid/lineage` (not part of the manifest: a real IMGAPI
+/// importing from us would refuse the extra fields).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lineage {
+    pub uuid: Uuid,
+    /// Base-most first.
+    pub origin_chain: Vec<LineageImage>,
+    pub derived: Vec<Derived>,
+    /// Where it was cloned or copied from (`null` for neither).
+    pub source: Option<LineageSource>,
+    pub usage: Usage,
+}
+
+/// An image of a lineage: named, or only said to be there (`hidden`: the
+/// caller may not see it) or gone (`missing`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LineageImage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ImageState>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hidden: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub missing: bool,
+}
+
+impl LineageImage {
+    fn of(i: &Image) -> Self {
+        LineageImage {
+            uuid: Some(i.uuid),
+            name: Some(i.name.clone()),
+            version: Some(i.version.clone()),
+            owner: Some(i.owner),
+            state: Some(i.state()),
+            ..LineageImage::default()
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An image derived from this one, and how.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Derived {
+    #[serde(flatten)]
+    pub image: LineageImage,
+    /// The image it derives from, when the caller may see that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Uuid>,
+    pub relation: Relation,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Relation {
+    /// Its origin (transitively).
+    Incremental,
+    Clone,
+}
+
+impl Relation {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Relation::Incremental => "incremental",
+            Relation::Clone => "clone",
+        }
+    }
+}
+
+/// Where an image was cloned or copied from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LineageSource {
+    pub how: ProvenanceKind,
+    pub uuid: Uuid,
+    pub owner: Uuid,
+    pub datacenter: String,
+    pub at: String,
+}
+
+/// What an image's file costs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub unique_bytes: u64,
+    pub shared_bytes: u64,
+    /// Absent for an image without a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_references: Option<u64>,
+}
 
 impl Imgapi {
     /// Where an image comes from, what derives from it (as far as `account`
     /// may see), and what it costs in stored bytes.
-    pub fn lineage(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
+    pub fn lineage(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Lineage> {
         let img = self.get_visible(uuid, account)?;
-        let brief = |i: &Image| json!({"uuid": i.uuid, "name": i.name, "version": i.version, "owner": i.owner, "state": i.state()});
         // The full chain up to the root, base-most first.
         let mut chain = Vec::new();
         let mut next = img.origin;
@@ -26,17 +125,27 @@ impl Imgapi {
                     next = origin.origin;
                     // An origin the caller may not see is there, unnamed.
                     chain.push(if Imgapi::can_see(&origin, account) {
-                        brief(&origin)
+                        LineageImage::of(&origin)
                     } else {
-                        json!({"hidden": true})
+                        LineageImage {
+                            hidden: true,
+                            ..LineageImage::default()
+                        }
                     });
                 }
                 None if Some(o) == img.origin => {
-                    chain.push(json!({"uuid": o, "missing": true}));
+                    chain.push(LineageImage {
+                        uuid: Some(o),
+                        missing: true,
+                        ..LineageImage::default()
+                    });
                     break;
                 }
                 None => {
-                    chain.push(json!({"missing": true}));
+                    chain.push(LineageImage {
+                        missing: true,
+                        ..LineageImage::default()
+                    });
                     break;
                 }
             }
@@ -55,42 +164,38 @@ impl Imgapi {
                 if (child || cloned) && seen.insert(i.uuid) {
                     frontier.push(i.uuid);
                     if Imgapi::can_see(i, account) {
-                        let mut b = brief(i);
                         let from_seen = u == img.uuid
                             || all
                                 .iter()
                                 .any(|x| x.uuid == u && Imgapi::can_see(x, account));
-                        if let Some(o) = b.as_object_mut() {
-                            if from_seen {
-                                o.insert("from".into(), json!(u));
-                            }
-                            o.insert(
-                                "relation".into(),
-                                json!(if child { "incremental" } else { "clone" }),
-                            );
-                        }
-                        derived.push(b);
+                        derived.push(Derived {
+                            image: LineageImage::of(i),
+                            from: from_seen.then_some(u),
+                            relation: if child {
+                                Relation::Incremental
+                            } else {
+                                Relation::Clone
+                            },
+                        });
                     }
                 }
             }
         }
-        let source = img.provenance.as_ref().map(|p| {
-            json!({
-                "how": p.how,
-                "uuid": p.source_uuid,
-                "owner": p.source_owner,
-                "datacenter": p.datacenter,
-                "at": time::iso8601(p.at_ms),
-            })
+        let source = img.provenance.as_ref().map(|p| LineageSource {
+            how: p.how,
+            uuid: p.source_uuid,
+            owner: p.source_owner,
+            datacenter: p.datacenter.clone(),
+            at: time::iso8601(p.at_ms),
         });
         let usage = self.usage(&img, &all, account)?;
-        Ok(json!({
-            "uuid": img.uuid,
-            "origin_chain": chain,
-            "derived": derived,
-            "source": source,
-            "usage": usage,
-        }))
+        Ok(Lineage {
+            uuid: img.uuid,
+            origin_chain: chain,
+            derived,
+            source,
+            usage,
+        })
     }
 
     /// What an image's file costs in stored bytes, and how much of it it
@@ -98,11 +203,9 @@ impl Imgapi {
     /// the figures tell nothing about what others store (uploading the same
     /// bytes must not reveal that someone has them); operators get the
     /// store-wide figures.
-    fn usage(&self, img: &Image, all: &[Image], account: Option<&Uuid>) -> ApiResult<Value> {
+    fn usage(&self, img: &Image, all: &[Image], account: Option<&Uuid>) -> ApiResult<Usage> {
         let Some(f) = img.files.first() else {
-            return Ok(
-                json!({"logical_bytes": 0, "stored_bytes": 0, "unique_bytes": 0, "shared_bytes": 0}),
-            );
+            return Ok(Usage::default());
         };
         let fid = f.file_id;
         let (size, refs, unique, shared) = match account {
@@ -119,13 +222,13 @@ impl Imgapi {
         } else {
             (unique, shared)
         };
-        Ok(json!({
-            "logical_bytes": size,
-            "stored_bytes": stored,
-            "unique_bytes": unique,
-            "shared_bytes": shared,
-            "file_references": refs,
-        }))
+        Ok(Usage {
+            logical_bytes: size,
+            stored_bytes: stored,
+            unique_bytes: unique,
+            shared_bytes: shared,
+            file_references: Some(refs),
+        })
     }
 
     /// Size, references by visible images, and stored bytes unique to the

@@ -29,7 +29,7 @@ pub mod error;
 mod files;
 mod images;
 pub mod jobs;
-mod lineage;
+pub mod lineage;
 pub mod list;
 pub mod manifest;
 pub mod share;

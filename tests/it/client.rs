@@ -86,3 +86,26 @@ fn list_all_images_follows_the_marker_past_a_page() {
     std::io::Read::read_to_end(&mut c.file_stream(&u).unwrap(), &mut body).unwrap();
     assert_eq!(body, bytes(10_000, 3));
 }
+
+#[test]
+fn answers_are_read_into_their_wire_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let c = Client::new(&d.url, None).unwrap();
+    assert!(c.ping().unwrap().imgstore.is_some());
+    let u = d.image(ALICE, "typed", json!({}), &bytes(5_000, 4), true);
+    let alice = c.as_account(Some(ALICE));
+    let l = alice.lineage(&u).unwrap();
+    assert_eq!(
+        (l.uuid.to_string(), l.usage.logical_bytes),
+        (u.clone(), 5_000)
+    );
+    assert!(l.origin_chain.is_empty() && l.source.is_none());
+    let s = alice.settings(ALICE).unwrap();
+    assert!(s.image_share_trusted_accounts.is_empty());
+    let state = c.state().unwrap();
+    assert!(state.store["files"].as_u64().unwrap() >= 1);
+    assert!(c.verify().unwrap().damaged_images.is_empty());
+    assert!(c.gc(Some(1.0)).unwrap().done.is_object());
+    assert!(c.image_jobs(&u).unwrap().is_empty());
+}

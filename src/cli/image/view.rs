@@ -4,6 +4,7 @@
 use anyhow::{Result, anyhow};
 use imgstore::http::client::Client;
 use imgstore::imgapi::ImageState;
+use imgstore::imgapi::lineage::{Lineage, LineageImage};
 use serde_json::Value;
 
 use super::describe;
@@ -180,76 +181,64 @@ pub(super) fn list(c: &Client, how: &Listing<'_>, filters: &[String]) -> Result<
 
 /// An image's lineage for people: where it comes from (base first), what
 /// derives from it, where it was cloned or copied from, what it costs.
-pub(super) fn lineage(l: &Value) -> String {
-    let brief = |i: &Value| -> String {
-        if i["hidden"] == true {
+pub(super) fn lineage(l: &Lineage) -> String {
+    let brief = |i: &LineageImage| -> String {
+        if i.hidden {
             return "(an image you cannot see)".into();
         }
-        if i["missing"] == true {
-            return format!("{} (missing)", i["uuid"].as_str().unwrap_or("?"));
+        let uuid = i.uuid.map_or_else(|| "?".to_string(), |u| u.to_string());
+        if i.missing {
+            return format!("{uuid} (missing)");
         }
         format!(
             "{} {}@{} ({})",
-            short(i["uuid"].as_str().unwrap_or("?")),
-            i["name"].as_str().unwrap_or("?"),
-            i["version"].as_str().unwrap_or("?"),
-            i["state"].as_str().unwrap_or("?")
+            short(&uuid),
+            i.name.as_deref().unwrap_or("?"),
+            i.version.as_deref().unwrap_or("?"),
+            i.state.map_or("?", ImageState::as_str)
         )
     };
-    let mut out = format!("image {}\n", l["uuid"].as_str().unwrap_or("?"));
-    let chain = l["origin_chain"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if chain.is_empty() {
+    let mut out = format!("image {}\n", l.uuid);
+    if l.origin_chain.is_empty() {
         out.push_str("origin chain: none (a base image)\n");
     } else {
         out.push_str("origin chain, base first:\n");
-        for (depth, o) in chain.iter().enumerate() {
+        for (depth, o) in l.origin_chain.iter().enumerate() {
             out.push_str(&format!("  {}{}\n", "  ".repeat(depth), brief(o)));
         }
     }
-    let derived = l["derived"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if derived.is_empty() {
+    if l.derived.is_empty() {
         out.push_str("derived: none you can see\n");
     } else {
         out.push_str("derived:\n");
-        for d in derived {
+        for d in &l.derived {
             out.push_str(&format!(
                 "  {} {}{}\n",
-                d["relation"].as_str().unwrap_or("?"),
-                brief(d),
-                d["from"]
-                    .as_str()
-                    .map(|f| format!(" from {}", short(f)))
+                d.relation.as_str(),
+                brief(&d.image),
+                d.from
+                    .map(|f| format!(" from {}", short(&f.to_string())))
                     .unwrap_or_default()
             ));
         }
     }
-    if let Some(src) = l["source"].as_object() {
+    if let Some(src) = &l.source {
         out.push_str(&format!(
-            "{} from {}{} at {}\n",
-            src.get("how").and_then(Value::as_str).unwrap_or("came"),
-            src.get("uuid").and_then(Value::as_str).unwrap_or("?"),
-            src.get("datacenter")
-                .and_then(Value::as_str)
-                .map(|d| format!(" in datacenter {d}"))
-                .unwrap_or_default(),
-            src.get("at").and_then(Value::as_str).unwrap_or("?")
+            "{} from {} in datacenter {} at {}\n",
+            src.how.as_str(),
+            src.uuid,
+            src.datacenter,
+            src.at
         ));
     }
-    let u = &l["usage"];
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let u = &l.usage;
     out.push_str(&format!(
         "usage: {} logical, {} stored ({} its own, {} shared), {} reference(s)",
-        indicatif::HumanBytes(n("logical_bytes")),
-        indicatif::HumanBytes(n("stored_bytes")),
-        indicatif::HumanBytes(n("unique_bytes")),
-        indicatif::HumanBytes(n("shared_bytes")),
-        n("file_references")
+        indicatif::HumanBytes(u.logical_bytes),
+        indicatif::HumanBytes(u.stored_bytes),
+        indicatif::HumanBytes(u.unique_bytes),
+        indicatif::HumanBytes(u.shared_bytes),
+        u.file_references.unwrap_or(0)
     ));
     out
 }

@@ -131,6 +131,15 @@ pub enum ProvenanceKind {
     Copy,
 }
 
+impl ProvenanceKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProvenanceKind::Clone => "clone",
+            ProvenanceKind::Copy => "copy",
+        }
+    }
+}
+
 /// Where stored files live, as `files[].stor` shows it.
 pub const STOR_LOCAL: &str = "local";
 
