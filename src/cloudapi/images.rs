@@ -421,7 +421,7 @@ mod tests {
             stor: "local".into(),
             file_id: crate::id::FileId([0; 32]),
         }];
-        let full = img.manifest(true);
+        let full = serde_json::to_value(img.manifest(true)).unwrap();
         let t = serde_json::to_value(CloudImage::of(&img)).unwrap();
         assert_eq!(t["id"], full["uuid"]);
         for dropped in [

@@ -3,8 +3,9 @@
 //! upstream's) through it, so an error body is read one way everywhere:
 //! its `code`, `message` and `errors[]`, with the URL and the status.
 //!
-//! Answers are read into their wire types: a job, the lineage, settings,
-//! the daemon's state.
+//! Every answer is read into its wire type: the manifest, a job, the
+//! lineage, settings, the daemon's state; only the payloads the spec leaves
+//! free-form stay JSON.
 //!
 //! Blocking, because its callers run on threads (copies, the CLI).
 
@@ -22,6 +23,7 @@ use crate::format::{self, ChunkList};
 use crate::id::ChunkId;
 use crate::imgapi::jobs::JobView;
 use crate::imgapi::lineage::Lineage;
+use crate::imgapi::manifest::Manifest;
 use crate::imgapi::share::AccountSettings;
 use crate::transfer::split_records;
 
@@ -301,7 +303,7 @@ impl Client {
 
     /// AdminImportImage from another IMGAPI: manifest and file of `uuid`
     /// at `source`.
-    pub fn admin_import_from(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+    pub fn admin_import_from(&self, uuid: &str, source: &str) -> ClientResult<Manifest> {
         self.post(
             &format!("/images/{uuid}"),
             &[("action", "import"), ("source", source)],
@@ -367,19 +369,19 @@ impl Client {
             .map(str::to_string))
     }
 
-    pub fn get_image(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn get_image(&self, uuid: &str) -> ClientResult<Manifest> {
         self.get(&format!("/images/{uuid}"), &[])
     }
 
     /// One page of ListImages.
-    pub fn list_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
+    pub fn list_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Manifest>> {
         self.get("/images", query)
     }
 
     /// Every image ListImages finds, following its inclusive `marker` page
     /// by page as sdc-clients does.
-    pub fn list_all_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
-        let mut out: Vec<Value> = Vec::new();
+    pub fn list_all_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Manifest>> {
+        let mut out: Vec<Manifest> = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut q: Vec<(&str, &str)> = query
@@ -395,22 +397,12 @@ impl Client {
             let mut fresh = page.into_iter().peekable();
             // The marker is inclusive: the page starts with the last image
             // of the previous one.
-            if marker.is_some()
-                && fresh
-                    .peek()
-                    .and_then(|i| i.get("uuid"))
-                    .and_then(Value::as_str)
-                    == marker.as_deref()
-            {
+            if marker.is_some() && fresh.peek().map(|i| i.uuid.to_string()) == marker {
                 fresh.next();
             }
             let before = out.len();
             out.extend(fresh);
-            let next = out
-                .last()
-                .and_then(|i| i.get("uuid"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let next = out.last().map(|i| i.uuid.to_string());
             if !full || out.len() == before || next == marker {
                 return Ok(out);
             }
@@ -418,13 +410,13 @@ impl Client {
         }
     }
 
-    pub fn create_image(&self, manifest: &Value) -> ClientResult<Value> {
+    pub fn create_image(&self, manifest: &Value) -> ClientResult<Manifest> {
         Ok(self.post("/images", &[], manifest)?.0)
     }
 
     /// AddImageFile with `source`: the daemon pulls the file of `uuid`
     /// from another IMGAPI.
-    pub fn add_file_from_source(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+    pub fn add_file_from_source(&self, uuid: &str, source: &str) -> ClientResult<Manifest> {
         let url = self.url(&format!("/images/{uuid}/file"), &[("source", source)])?;
         let resp = self.send(self.http.put(url.clone()), &url)?;
         self.json(resp, &url)
@@ -437,7 +429,7 @@ impl Client {
         compression: &str,
         body: impl Read + Send + 'static,
         len: u64,
-    ) -> ClientResult<Value> {
+    ) -> ClientResult<Manifest> {
         let url = self.url(
             &format!("/images/{uuid}/file"),
             &[("compression", compression)],
@@ -452,14 +444,14 @@ impl Client {
     }
 
     /// `POST /images/:uuid?action=ACTION`.
-    pub fn image_action(&self, uuid: &str, action: &str, body: &Value) -> ClientResult<Value> {
+    pub fn image_action(&self, uuid: &str, action: &str, body: &Value) -> ClientResult<Manifest> {
         Ok(self
             .post(&format!("/images/{uuid}"), &[("action", action)], body)?
             .0)
     }
 
     /// AddImageAcl (`add`) or RemoveImageAcl.
-    pub fn change_acl(&self, uuid: &str, add: bool, accounts: &[&str]) -> ClientResult<Value> {
+    pub fn change_acl(&self, uuid: &str, add: bool, accounts: &[&str]) -> ClientResult<Manifest> {
         let action = if add { "add" } else { "remove" };
         Ok(self
             .post(
@@ -475,7 +467,7 @@ impl Client {
         self.send(self.http.delete(url.clone()), &url).map(|_| ())
     }
 
-    pub fn clone_image(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn clone_image(&self, uuid: &str) -> ClientResult<Manifest> {
         Ok(self
             .post(
                 &format!("/images/{uuid}/clone"),

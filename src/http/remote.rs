@@ -12,9 +12,9 @@ use crate::error::Result;
 use crate::format::ChunkList;
 use crate::id::ChunkId;
 use crate::imgapi::copy::{Remote, RemoteFactory};
+use crate::imgapi::manifest::Manifest;
 use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
 use crate::transfer::ChunkSource;
-use serde_json::Value;
 
 /// Makes [`HttpRemote`]s sharing one connection pool (and so one reqwest
 /// runtime thread), whichever datacenter they reach.
@@ -93,7 +93,7 @@ impl HttpRemote {
 }
 
 impl Remote for HttpRemote {
-    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
+    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Manifest> {
         self.as_account(account)
             .get_image(&uuid.to_string())
             .map_err(remote_error)

@@ -4,7 +4,6 @@
 
 use std::io::Read;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::manifest::{self, STOR_LOCAL};
@@ -219,20 +218,15 @@ impl Imgapi {
         }
         let remote = self.jobs.remote(source)?;
         let manifest = remote.get_image(uuid, None)?;
-        let f = manifest
-            .get("files")
-            .and_then(|f| f.get(0))
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
-            })?;
-        let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+        let f = manifest.file().cloned().ok_or_else(|| {
+            ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
+        })?;
         let params = FileParams {
-            compression: text("compression"),
-            sha1: text("sha1"),
-            dataset_guid: text("dataset_guid").or(dataset_guid),
+            compression: Some(f.compression),
+            sha1: Some(f.sha1),
+            dataset_guid: f.dataset_guid.or(dataset_guid),
             storage: None,
-            content_length: f.get("size").and_then(Value::as_u64),
+            content_length: Some(f.size),
             content_md5: None,
         };
         // Check before the download starts; `add_file` checks again under

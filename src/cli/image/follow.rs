@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use imgstore::http::client::Client;
 use imgstore::imgapi::ImageState;
 use imgstore::imgapi::jobs::{Execution, JobView};
+use imgstore::imgapi::manifest::Manifest;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
@@ -317,12 +318,9 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         let (uuid, _) = names(&img);
         // With -j, the image each wait leaves is the one line it prints,
         // as every image command's -j does.
-        let reached = |img: &Value, line: String| emit(show == Show::Json, img, || line);
-        if want.contains(&img["state"].as_str().unwrap_or_default()) {
-            let line = format!(
-                "Image {uuid} already {}",
-                img["state"].as_str().unwrap_or("?")
-            );
+        let reached = |img: &Manifest, line: String| emit(show == Show::Json, img, || line);
+        if want.contains(&img.state.as_str()) {
+            let line = format!("Image {uuid} already {}", img.state);
             reached(&img, line)?;
             continue;
         }
@@ -350,8 +348,8 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         let start = Instant::now();
         loop {
             let img = c.get_image(&uuid).map_err(describe)?;
-            let state = img["state"].as_str().unwrap_or_default().to_string();
-            if want.contains(&state.as_str()) {
+            let state = img.state.as_str();
+            if want.contains(&state) {
                 let line = format!(
                     "{}/{}: Image {uuid} moved to state {state}",
                     i + 1,

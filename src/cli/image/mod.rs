@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
+use imgstore::imgapi::manifest::Manifest;
 use serde_json::{Map, Value, json};
 
 use super::connect::{ConnArgs, pick_datacenters};
@@ -222,7 +223,7 @@ pub(crate) enum Among {
 /// Resolves a uuid, a short id, a name (the latest published) or
 /// name@version. The caller's own images come first: a name that another
 /// account shares with the caller never shadows one of its own.
-pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Value> {
+pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Manifest> {
     if name.len() == 36 && name.chars().filter(|ch| *ch == '-').count() == 4 {
         return c.get_image(name).map_err(describe);
     }
@@ -235,26 +236,22 @@ pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Valu
         Some((n, v)) => (n, Some(v)),
         None => (name, None),
     };
-    let mut hits: Vec<&Value> = list
+    let mut hits: Vec<&Manifest> = list
         .iter()
-        .filter(|i| i["name"] == n && v.is_none_or(|v| i["version"] == v))
+        .filter(|i| i.name == n && v.is_none_or(|v| i.version == v))
         .collect();
     if hits.is_empty() && v.is_none() {
         hits = list
             .iter()
-            .filter(|i| {
-                i["uuid"]
-                    .as_str()
-                    .is_some_and(|u| u.split('-').next() == Some(name))
-            })
+            .filter(|i| i.uuid.to_string().split('-').next() == Some(name))
             .collect();
     }
     if let Some(me) = c.account()
-        && hits.iter().any(|i| i["owner"] == me)
+        && hits.iter().any(|i| i.owner.to_string() == me)
     {
-        hits.retain(|i| i["owner"] == me);
+        hits.retain(|i| i.owner.to_string() == me);
     }
-    hits.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
+    hits.sort_by_key(|i| i.published_at.clone().unwrap_or_default());
     let which = match among {
         Among::All => "",
         Among::Active => " among active images",
@@ -265,19 +262,15 @@ pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Valu
 }
 
 /// [`resolve_among`] every state.
-pub(crate) fn resolve(c: &Client, name: &str) -> Result<Value> {
+pub(crate) fn resolve(c: &Client, name: &str) -> Result<Manifest> {
     resolve_among(c, name, Among::All)
 }
 
 /// `uuid` and `name@version` of a manifest.
-fn names(img: &Value) -> (String, String) {
+fn names(img: &Manifest) -> (String, String) {
     (
-        img["uuid"].as_str().unwrap_or_default().to_string(),
-        format!(
-            "{}@{}",
-            img["name"].as_str().unwrap_or("?"),
-            img["version"].as_str().unwrap_or("?")
-        ),
+        img.uuid.to_string(),
+        format!("{}@{}", img.name, img.version),
     )
 }
 
@@ -315,7 +308,7 @@ fn execute(args: ImageArgs) -> Result<()> {
     let account = c.account().map(str::to_string);
     let json = args.json;
     // One line for a person, or the image as JSON.
-    let tell = |img: &Value, text: String| emit(json, img, || text);
+    let tell = |img: &Manifest, text: String| emit(json, img, || text);
     match &args.command {
         ImageCommand::List {
             long,
@@ -366,27 +359,22 @@ fn execute(args: ImageArgs) -> Result<()> {
             if let Some(o) = origin {
                 let img = resolve_among(&c, o, Among::Active)?;
                 let shared =
-                    c.account().is_some_and(|me| img["owner"] != me) && img["public"] != true;
+                    c.account().is_some_and(|me| img.owner.to_string() != me) && !img.public;
                 if shared && !allow_shared_origin {
                     bail!(
                         "error: origin {o:?} ({}) belongs to account {} and is shared with you; \
                          its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
-                        img["uuid"].as_str().unwrap_or("?"),
-                        img["owner"].as_str().unwrap_or("?")
+                        img.uuid,
+                        img.owner
                     );
                 }
-                body.insert("origin".into(), img["uuid"].clone());
+                body.insert("origin".into(), json!(img.uuid));
             }
             if *public {
                 body.insert("public".into(), json!(true));
             }
             let img = c.create_image(&Value::Object(body)).map_err(describe)?;
-            let text = format!(
-                "Created image {} ({}@{})",
-                img["uuid"].as_str().unwrap_or("?"),
-                name,
-                version
-            );
+            let text = format!("Created image {} ({}@{})", img.uuid, name, version);
             tell(&img, text)?;
             Ok(())
         }
@@ -438,7 +426,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             if *dry_run {
                 say!(
                     "Would clone image {uuid} ({label}) of account {} into account {}",
-                    img["owner"].as_str().unwrap_or("?"),
+                    img.owner,
                     c.account().unwrap_or("(operator)")
                 );
                 return Ok(());
@@ -507,7 +495,7 @@ fn import(
             .and_then(|_| target.add_file_from_source(uuid, source))
             .and_then(|_| target.image_action(uuid, "activate", &json!({})));
         match done {
-            Ok(img) if json => say!("{img}"),
+            Ok(img) if json => say!("{}", serde_json::to_string(&img)?),
             Ok(img) => {
                 let (uuid, label) = names(&img);
                 say!("Imported image {uuid} ({label}) into {name}");
@@ -575,7 +563,7 @@ fn upload(
         format!(
             "Uploaded {} bytes to image {uuid} (sha1 {})",
             len,
-            img["files"][0]["sha1"].as_str().unwrap_or("?")
+            img.file().map_or("?", |f| f.sha1.as_str())
         )
     })?;
     Ok(())
@@ -592,9 +580,7 @@ fn share(
 ) -> Result<()> {
     let img = resolve(c, image)?;
     let (uuid, label) = names(&img);
-    let in_acl = img["acl"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(account)));
+    let in_acl = img.acl.iter().any(|x| x.to_string() == account);
     if !add && !in_acl {
         bail!("error: image is not shared with {account}");
     }

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{Icon, Image, ImageFile, Placeholder};
+use super::{Editor, Icon, Image, ImageFile, Manifest, ManifestField, Placeholder};
 use crate::id::FileId;
 
 fn file_id() -> FileId {
@@ -292,4 +292,61 @@ fn every_field_serialises_to_the_pinned_wire_bytes() {
 #[test]
 fn a_minimal_image_serialises_to_the_pinned_wire_bytes() {
     assert_eq!(wire(&minimum(), false), MIN);
+}
+
+#[test]
+fn wire_json_reads_into_a_manifest_and_back_unchanged() {
+    for text in [EVERY_ADMIN, EVERY_PLAIN, MIN] {
+        let m: Manifest = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let back = serde_json::to_string_pretty(&m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, text);
+    }
+}
+
+#[test]
+fn the_field_table_lists_every_wire_key_in_output_order() {
+    let keys: Vec<String> = every_field()
+        .manifest(true)
+        .to_map()
+        .keys()
+        .cloned()
+        .collect();
+    let names: Vec<&str> = ManifestField::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(keys, names);
+}
+
+#[test]
+fn only_operators_change_ownership_state_and_files() {
+    let by = |e: Editor| -> Vec<&str> {
+        ManifestField::ALL
+            .iter()
+            .filter(|f| f.editor() == e)
+            .map(|f| f.name())
+            .collect()
+    };
+    assert_eq!(
+        by(Editor::Operator),
+        [
+            "uuid",
+            "owner",
+            "state",
+            "error",
+            "origin",
+            "files",
+            "billing_tags",
+            "traits"
+        ]
+    );
+    assert_eq!(
+        by(Editor::Nobody),
+        ["v", "icon", "disabled", "published_at", "type", "urn"]
+    );
+    assert!(by(Editor::Owner).contains(&"acl"));
+}
+
+#[test]
+fn an_error_shows_only_on_a_failed_image() {
+    let mut img = every_field();
+    img.placeholder_state = None;
+    assert!(img.manifest(false).error.is_none());
 }
