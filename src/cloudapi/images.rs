@@ -186,16 +186,15 @@ pub(super) async fn list(
     query: QueryPairs,
 ) -> HttpResult<Response> {
     let account = who.uuid;
-    let mut pairs = vec![("account".to_string(), account.to_string())];
-    for k in ["name", "os", "version", "public", "state", "owner", "type"] {
-        if let Some(v) = query.get(k) {
-            pairs.push((k.into(), v.into()));
-        }
-    }
-    if query.get("type").is_none() {
-        pairs.push(("type".into(), "!docker".into()));
-    }
-    let q = ListQuery::parse(&pairs)?;
+    // The caller's filters are checked as IMGAPI checks its query.
+    let pairs: Vec<(String, String)> =
+        ["name", "os", "version", "public", "state", "owner", "type"]
+            .into_iter()
+            .filter_map(|k| query.get(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
+    let mut q = ListQuery::parse(&pairs)?;
+    q.account = Some(account);
+    q.type_.get_or_insert_with(|| "!docker".into());
     let images = face.app.run(move |api| api.list_all(&q)).await?;
     let body: Vec<CloudImage<'_>> = images.iter().map(CloudImage::of).collect();
     Ok(json_response(StatusCode::OK, &body))
