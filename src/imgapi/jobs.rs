@@ -446,3 +446,75 @@ fn failed_step(name: &str, img: &Uuid, e: &ApiError) -> ChainResult {
         finished_at: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape the route built by hand before it had a type, key for key.
+    #[test]
+    fn a_job_view_serialises_as_the_route_always_answered() {
+        let (job, image, account) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let report = ProgressReport {
+            bytes_to_fetch: 100,
+            bytes_fetched: 40,
+            ..ProgressReport::default()
+        };
+        let step = ChainResult {
+            name: STEP_IMAGE.into(),
+            result: "failed".into(),
+            error: Some(json!({"name": "Download", "message": "gone"})),
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            finished_at: "2026-01-01T00:00:01.000Z".into(),
+        };
+        let view = JobView {
+            uuid: job,
+            name: JOB_NAME.into(),
+            execution: Execution::Failed,
+            params: JobParams {
+                image_uuid: image,
+                account,
+                datacenter: "east".into(),
+                source: "http://east".into(),
+                origins: vec![Uuid::from_u128(4)],
+                target: format!("/import-remote-{image}"),
+            },
+            chain_results: vec![step.clone()],
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            progress: JobProgress {
+                report: report.clone(),
+                rate_bytes_per_s: 20,
+                elapsed_ms: 2000,
+            },
+        };
+        let mut p = serde_json::to_value(&report).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(o) = p.as_object_mut() {
+            o.insert("rate_bytes_per_s".into(), json!(20));
+            o.insert("elapsed_ms".into(), json!(2000));
+        }
+        let expected = json!({
+            "uuid": job,
+            "name": JOB_NAME,
+            "execution": "failed",
+            "params": {
+                "image_uuid": image,
+                "account": account,
+                "datacenter": "east",
+                "source": "http://east",
+                "origins": [Uuid::from_u128(4)],
+                "target": format!("/import-remote-{image}"),
+            },
+            "chain_results": [step],
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "progress": p,
+        });
+        let text = serde_json::to_string_pretty(&view).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            serde_json::to_string_pretty(&expected).unwrap_or_else(|e| panic!("{e}"))
+        );
+        let back: JobView = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, view);
+        assert_eq!(back.last_error_message(), Some("gone"));
+    }
+}

@@ -272,3 +272,100 @@ impl Imgapi {
         Ok((list.size, refs, unique, shared))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn named(n: u128, state: ImageState) -> LineageImage {
+        LineageImage {
+            uuid: Some(Uuid::from_u128(n)),
+            name: Some(format!("img{n}")),
+            version: Some("1.0".into()),
+            owner: Some(Uuid::from_u128(9)),
+            state: Some(state),
+            ..LineageImage::default()
+        }
+    }
+
+    /// The shape the route built by hand before it had a type, key for key.
+    #[test]
+    fn a_lineage_serialises_as_the_route_always_answered() {
+        let u = Uuid::from_u128;
+        let l = Lineage {
+            uuid: u(1),
+            origin_chain: vec![
+                LineageImage {
+                    missing: true,
+                    ..LineageImage::default()
+                },
+                LineageImage {
+                    hidden: true,
+                    ..LineageImage::default()
+                },
+                named(2, ImageState::Active),
+            ],
+            derived: vec![
+                Derived {
+                    image: named(3, ImageState::Unactivated),
+                    from: Some(u(1)),
+                    relation: Relation::Clone,
+                },
+                Derived {
+                    image: named(4, ImageState::Active),
+                    from: None,
+                    relation: Relation::Incremental,
+                },
+            ],
+            source: Some(LineageSource {
+                how: ProvenanceKind::Copy,
+                uuid: u(5),
+                owner: u(9),
+                datacenter: "east".into(),
+                at: "2026-01-01T00:00:00.000Z".into(),
+            }),
+            usage: Usage {
+                logical_bytes: 10,
+                stored_bytes: 4,
+                unique_bytes: 0,
+                shared_bytes: 4,
+                file_references: Some(2),
+            },
+        };
+        let brief = |n: u128, state: &str| json!({"uuid": u(n), "name": format!("img{n}"), "version": "1.0", "owner": u(9), "state": state});
+        let mut clone = brief(3, "unactivated");
+        let mut child = brief(4, "active");
+        if let (Some(c), Some(d)) = (clone.as_object_mut(), child.as_object_mut()) {
+            c.insert("from".into(), json!(u(1)));
+            c.insert("relation".into(), json!("clone"));
+            d.insert("relation".into(), json!("incremental"));
+        }
+        let expected = json!({
+            "uuid": u(1),
+            "origin_chain": [{"missing": true}, {"hidden": true}, brief(2, "active")],
+            "derived": [clone, child],
+            "source": {"how": "copy", "uuid": u(5), "owner": u(9), "datacenter": "east",
+                "at": "2026-01-01T00:00:00.000Z"},
+            "usage": {"logical_bytes": 10, "stored_bytes": 4, "unique_bytes": 0,
+                "shared_bytes": 4, "file_references": 2},
+        });
+        let text = serde_json::to_string_pretty(&l).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            serde_json::to_string_pretty(&expected).unwrap_or_else(|e| panic!("{e}"))
+        );
+        let back: Lineage = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn an_image_without_a_file_costs_nothing_and_names_no_references() {
+        let text = serde_json::to_string(&Usage::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            r#"{"logical_bytes":0,"stored_bytes":0,"unique_bytes":0,"shared_bytes":0}"#
+        );
+    }
+}
