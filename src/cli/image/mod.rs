@@ -307,8 +307,6 @@ fn execute(args: ImageArgs) -> Result<()> {
     let (c, prof) = args.conn.connect()?;
     let account = c.account().map(str::to_string);
     let json = args.json;
-    // One line for a person, or the image as JSON.
-    let tell = |img: &Manifest, text: String| emit(json, img, || text);
     match &args.command {
         ImageCommand::List {
             long,
@@ -337,47 +335,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             );
             Ok(())
         }
-        ImageCommand::Create {
-            name,
-            version,
-            type_,
-            os,
-            description,
-            origin,
-            allow_shared_origin,
-            public,
-            fields: extra,
-        } => {
-            let mut body = fields(extra, false)?;
-            body.insert("name".into(), json!(name));
-            body.insert("version".into(), json!(version));
-            body.insert("type".into(), json!(type_));
-            body.insert("os".into(), json!(os));
-            if let Some(d) = description {
-                body.insert("description".into(), json!(d));
-            }
-            if let Some(o) = origin {
-                let img = resolve_among(&c, o, Among::Active)?;
-                let shared =
-                    c.account().is_some_and(|me| img.owner.to_string() != me) && !img.public;
-                if shared && !allow_shared_origin {
-                    bail!(
-                        "error: origin {o:?} ({}) belongs to account {} and is shared with you; \
-                         its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
-                        img.uuid,
-                        img.owner
-                    );
-                }
-                body.insert("origin".into(), json!(img.uuid));
-            }
-            if *public {
-                body.insert("public".into(), json!(true));
-            }
-            let img = c.create_image(&Value::Object(body)).map_err(describe)?;
-            let text = format!("Created image {} ({}@{})", img.uuid, name, version);
-            tell(&img, text)?;
-            Ok(())
-        }
+        cmd @ ImageCommand::Create { .. } => create(&c, cmd, json),
         ImageCommand::Upload {
             image,
             file,
@@ -391,23 +349,14 @@ fn execute(args: ImageArgs) -> Result<()> {
                 ImageCommand::Enable { .. } => ("enable", "Enabled"),
                 _ => ("disable", "Disabled"),
             };
-            let (uuid, label) = names(&resolve(&c, image)?);
-            let img = c
-                .image_action(&uuid, action, &json!({}))
-                .map_err(describe)?;
-            tell(&img, format!("{done} image {uuid} ({label})"))?;
-            Ok(())
+            act(&c, image, action, None, json, done)
         }
         ImageCommand::Update {
             image,
             fields: pairs,
         } => {
-            let (uuid, _) = names(&resolve(&c, image)?);
-            let img = c
-                .image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
-                .map_err(describe)?;
-            tell(&img, format!("Updated image {uuid}"))?;
-            Ok(())
+            let body = fields(pairs, true)?;
+            act(&c, image, "update", Some(body), json, "Updated")
         }
         ImageCommand::Delete { images, force } => delete(&c, images, *force, json),
         ImageCommand::Share {
@@ -420,22 +369,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             member,
             dry_run,
         } => share(&c, image, member, false, *dry_run, json),
-        ImageCommand::Clone { image, dry_run } => {
-            let img = resolve_among(&c, image, Among::Active)?;
-            let (uuid, label) = names(&img);
-            if *dry_run {
-                say!(
-                    "Would clone image {uuid} ({label}) of account {} into account {}",
-                    img.owner,
-                    c.account().unwrap_or("(operator)")
-                );
-                return Ok(());
-            }
-            let clone = c.clone_image(&uuid).map_err(describe)?;
-            let (new, label) = names(&clone);
-            tell(&clone, format!("Cloned image {image} to {new} ({label})"))?;
-            Ok(())
-        }
+        ImageCommand::Clone { image, dry_run } => clone(&c, image, *dry_run, json),
         ImageCommand::Lineage { image } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
@@ -464,6 +398,100 @@ fn execute(args: ImageArgs) -> Result<()> {
             import(&c, &prof.datacenters, uuid, source, to.as_deref(), json)
         }
     }
+}
+
+/// `create --name N --version V ...`: an unactivated image.
+fn create(c: &Client, cmd: &ImageCommand, json: bool) -> Result<()> {
+    let ImageCommand::Create {
+        name,
+        version,
+        type_,
+        os,
+        description,
+        origin,
+        allow_shared_origin,
+        public,
+        fields: extra,
+    } = cmd
+    else {
+        bail!("error: not a create command");
+    };
+    let mut body = fields(extra, false)?;
+    body.insert("name".into(), json!(name));
+    body.insert("version".into(), json!(version));
+    body.insert("type".into(), json!(type_));
+    body.insert("os".into(), json!(os));
+    if let Some(d) = description {
+        body.insert("description".into(), json!(d));
+    }
+    if let Some(o) = origin {
+        body.insert(
+            "origin".into(),
+            json!(origin_of(c, o, *allow_shared_origin)?),
+        );
+    }
+    if *public {
+        body.insert("public".into(), json!(true));
+    }
+    let img = c.create_image(&Value::Object(body)).map_err(describe)?;
+    emit(json, &img, || {
+        format!("Created image {} ({name}@{version})", img.uuid)
+    })
+}
+
+/// `POST /images/UUID?action=ACTION` on the image `name`, then what was
+/// `done` (an update names no name@version) or the image it leaves.
+fn act(
+    c: &Client,
+    name: &str,
+    action: &str,
+    fields: Option<Map<String, Value>>,
+    json: bool,
+    done: &str,
+) -> Result<()> {
+    let (uuid, label) = names(&resolve(c, name)?);
+    let text = match &fields {
+        Some(_) => format!("{done} image {uuid}"),
+        None => format!("{done} image {uuid} ({label})"),
+    };
+    let body = Value::Object(fields.unwrap_or_default());
+    let img = c.image_action(&uuid, action, &body).map_err(describe)?;
+    emit(json, &img, || text)
+}
+
+/// The uuid of the active image `name` to build on: one's own or a public
+/// one, or (with `allow_shared`) one another account shares.
+fn origin_of(c: &Client, name: &str, allow_shared: bool) -> Result<uuid::Uuid> {
+    let img = resolve_among(c, name, Among::Active)?;
+    let shared = c.account().is_some_and(|me| img.owner.to_string() != me) && !img.public;
+    if shared && !allow_shared {
+        bail!(
+            "error: origin {name:?} ({}) belongs to account {} and is shared with you; \
+             its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
+            img.uuid,
+            img.owner
+        );
+    }
+    Ok(img.uuid)
+}
+
+/// `clone [-n] IMAGE`.
+fn clone(c: &Client, image: &str, dry_run: bool, json: bool) -> Result<()> {
+    let img = resolve_among(c, image, Among::Active)?;
+    let (uuid, label) = names(&img);
+    if dry_run {
+        say!(
+            "Would clone image {uuid} ({label}) of account {} into account {}",
+            img.owner,
+            c.account().unwrap_or("(operator)")
+        );
+        return Ok(());
+    }
+    let clone = c.clone_image(&uuid).map_err(describe)?;
+    let (new, label) = names(&clone);
+    emit(json, &clone, || {
+        format!("Cloned image {image} to {new} ({label})")
+    })
 }
 
 /// `import --source URL UUID [--to DCS]`: AdminImportImage from `source`
