@@ -350,3 +350,14 @@ fn an_error_shows_only_on_a_failed_image() {
     img.placeholder_state = None;
     assert!(img.manifest(false).error.is_none());
 }
+
+#[test]
+fn a_stored_file_keeps_its_file_id_as_lower_case_hex() {
+    let stored = serde_json::to_value(file(None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stored["file_id"],
+        "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+    );
+    let back: ImageFile = serde_json::from_value(stored).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, file(None));
+}
