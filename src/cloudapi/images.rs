@@ -18,6 +18,7 @@ use crate::http::error::HttpResult;
 use crate::http::extract::QueryPairs;
 use crate::http::{json_body, json_response};
 use crate::imgapi::list::ListQuery;
+use crate::imgapi::manifest::ManifestField;
 use crate::imgapi::{ApiError, Code, Image, ImageState, parse_uuid};
 use serde::Serialize;
 
@@ -150,15 +151,16 @@ fn shown_error(e: &Value) -> Value {
     }
 }
 
-/// Fields CloudAPI's UpdateImage passes on to IMGAPI.
-const UPDATABLE: [&str; 7] = [
-    "name",
-    "version",
-    "description",
-    "homepage",
-    "eula",
-    "acl",
-    "tags",
+/// Fields CloudAPI's UpdateImage passes on to IMGAPI (all the owner's to
+/// change).
+const UPDATABLE: [ManifestField; 7] = [
+    ManifestField::Name,
+    ManifestField::Version,
+    ManifestField::Description,
+    ManifestField::Homepage,
+    ManifestField::Eula,
+    ManifestField::Acl,
+    ManifestField::Tags,
 ];
 
 /// JavaScript's truthiness, for the fields `translate()` copies only when
@@ -298,7 +300,7 @@ fn invalid_action(action: &str) -> ApiError {
 /// accounts as well as uuids.
 fn update_fields(face: &Face, body: &Value) -> HttpResult<Value> {
     let mut patch = Map::new();
-    for k in UPDATABLE {
+    for k in UPDATABLE.map(ManifestField::name) {
         if let Some(v) = body.get(k) {
             patch.insert(k.into(), v.clone());
         }
@@ -396,6 +398,12 @@ async fn import_and_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloudapi_updates_only_fields_an_owner_may_change() {
+        use crate::imgapi::manifest::Editor;
+        assert!(UPDATABLE.iter().all(|f| f.editor() == Editor::Owner));
+    }
 
     #[test]
     fn translation_keeps_cloudapi_fields_only() {
