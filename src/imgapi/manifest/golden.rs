@@ -361,3 +361,16 @@ fn a_stored_file_keeps_its_file_id_as_lower_case_hex() {
     let back: ImageFile = serde_json::from_value(stored).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back, file(None));
 }
+
+#[test]
+fn an_upstream_manifest_with_channels_reads_and_shows_them() {
+    let text = MIN.replacen(
+        "\"files\": []",
+        "\"files\": [],\n  \"channels\": [\n    \"dev\"\n  ]",
+        1,
+    );
+    let m: Manifest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.channels, Some(vec!["dev".to_string()]));
+    let back = serde_json::to_string_pretty(&m).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, text);
+}

@@ -287,6 +287,7 @@ impl Image {
             disk_driver: self.disk_driver.clone(),
             cpu_type: self.cpu_type.clone(),
             image_size: self.image_size,
+            channels: None,
             urn: self.urn.clone(),
         }
     }

@@ -87,6 +87,10 @@ pub struct Manifest {
     pub cpu_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<u64>,
+    /// What an upstream server with update channels adds; this server has
+    /// none and never sends it, so it is not in [`ManifestField`] either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urn: Option<String>,
 }
