@@ -205,22 +205,7 @@ pub(super) fn copy(
             }
         };
         if show == Show::Json {
-            let mut line = serde_json::json!({
-                "message_type": "summary", "datacenter": t.dc, "job_uuid": t.job,
-                "image_uuid": uuid,
-            });
-            match result {
-                Ok(j) => {
-                    line["execution"] = Value::from(j.execution.as_str());
-                    line["bytes_fetched"] = Value::from(j.progress.report.bytes_fetched);
-                    line["bytes_local"] = Value::from(j.progress.report.bytes_local);
-                }
-                Err(e) => {
-                    line["execution"] = Value::from(Execution::Failed.as_str());
-                    line["error"] = Value::from(e);
-                }
-            }
-            say!("{line}");
+            say!("{}", summary_json(t, &uuid, result));
         }
     }
     if !failed.is_empty() {
@@ -231,6 +216,26 @@ pub(super) fn copy(
         );
     }
     Ok(())
+}
+
+/// The JSON summary line of one target of a copy.
+fn summary_json(t: &Tracked, uuid: &str, result: Result<JobView, String>) -> Value {
+    let mut line = serde_json::json!({
+        "message_type": "summary", "datacenter": t.dc, "job_uuid": t.job,
+        "image_uuid": uuid,
+    });
+    match result {
+        Ok(j) => {
+            line["execution"] = Value::from(j.execution.as_str());
+            line["bytes_fetched"] = Value::from(j.progress.report.bytes_fetched);
+            line["bytes_local"] = Value::from(j.progress.report.bytes_local);
+        }
+        Err(e) => {
+            line["execution"] = Value::from(Execution::Failed.as_str());
+            line["error"] = Value::from(e);
+        }
+    }
+    line
 }
 
 /// One plain progress line of a job.
