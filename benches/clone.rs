@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use imgstore::daemon::{self, DaemonConfig};
-use imgstore::http::{AppState, Logger};
+use imgstore::http::AppState;
+use imgstore::service::Logger;
 use reqwest::blocking::{Body, Client};
 use serde_json::{Value, json};
 

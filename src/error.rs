@@ -49,12 +49,15 @@ pub enum Error {
     Inconsistent(String),
 
     /// A record of a table (the engine's or a layer's) does not decode: the
-    /// index itself is damaged.
+    /// index itself is damaged. `source` is the decoder's error, when one
+    /// said more than `detail`.
     #[error("undecodable {table} record under key {key}: {detail}")]
     BadRecord {
         table: &'static str,
         key: String,
         detail: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A long background task gave way to a shutdown; the message says
@@ -89,6 +92,30 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// The reader a put was handed failed (a client's upload body that was
+    /// cut, stalled or refused, a copy source's stream that broke): the
+    /// caller's fault or its peer's, never the store's. Nothing of it was
+    /// kept.
+    #[error("reading the input: {0}")]
+    Input(#[source] io::Error),
+
+    /// The remote tier's object store failed (unreachable, refusing, or
+    /// answering errors after the retries); `source` is the backend's error.
+    #[error("object store error while {context}: {source}")]
+    Remote {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Segments waiting for the object store hold the most the local disk
+    /// may (`localLimitBytes`): puts are refused until uploads catch up.
+    #[error(
+        "{waiting} bytes of segments wait for the object store (the limit is {limit}): \
+         new uploads resume once they are uploaded"
+    )]
+    Backlog { waiting: u64, limit: u64 },
 
     /// A write or fsync of chunk data failed earlier; the store accepts no
     /// more writes until it is reopened (what reached the disk is unknown
@@ -163,11 +190,72 @@ impl Error {
         }
     }
 
+    /// An error the object store backend returned while doing `context`.
+    pub fn remote(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Remote {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A damaged record of `table` under `key`, as its decoder found it.
+    pub fn bad_record(
+        table: &'static str,
+        key: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        Error::BadRecord {
+            table,
+            key: key.into(),
+            detail: source.to_string(),
+            source: Some(source),
+        }
+    }
+
     /// True when the error comes from the disk being full.
     pub fn is_disk_full(&self) -> bool {
         match self {
             Error::Io { source, .. } => source.raw_os_error() == Some(28),
             _ => false,
         }
+    }
+}
+
+/// An error and its causes, outermost first, joined by `: `, each cause
+/// left out when the text before it already says it (many errors repeat
+/// their source in their own message). What the log gets of a failure.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        let inner = io::Error::other("connection refused");
+        let e = Error::remote("uploading segment 7", inner);
+        // The message already holds its source: the chain does not repeat it.
+        assert_eq!(
+            chain(&e),
+            "object store error while uploading segment 7: connection refused"
+        );
+        let quiet = Error::Index(Box::new(io::Error::other("disk gone")));
+        assert_eq!(chain(&quiet), "index error: disk gone");
     }
 }

@@ -84,6 +84,18 @@ pub enum Command {
     Completion { shell: clap_complete::Shell },
     /// Print the man page (roff): `imgstore man | man -l -`.
     Man,
+    /// The daemon's configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every key of the config file with its type, default and
+    /// meaning, as Markdown.
+    Reference,
 }
 
 /// Runs the command line; returns the process exit status.
@@ -109,7 +121,32 @@ pub fn run() -> i32 {
                 return 1;
             }
             say!("{}", String::from_utf8_lossy(&page));
+            say!("{}", config_section());
+            0
+        }
+        Command::Config {
+            command: ConfigCommand::Reference,
+        } => {
+            say!("{}", imgstore::daemon::reference::reference());
             0
         }
     }
+}
+
+/// The configuration reference as a section of the man page (the
+/// Markdown as it is, unfilled).
+fn config_section() -> String {
+    let mut out = String::from(".SH CONFIGURATION\n.nf\n");
+    for line in imgstore::daemon::reference::reference().lines() {
+        // roff: a leading dot or quote would be a request, a backslash an
+        // escape.
+        let line = line.replace('\\', "\\e");
+        if line.starts_with('.') || line.starts_with('\'') {
+            out.push_str("\\&");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(".fi");
+    out
 }

@@ -8,14 +8,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use imgstore::daemon::{self, DaemonConfig};
-use imgstore::http::Logger;
+use imgstore::service::Logger;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// IMGAPI-style JSON config (mode, datacenterName, adminUuid,
-    /// imgapiUrlFromDatacenter, listen, dataDir, accounts, transfer,
-    /// gcIntervalSeconds, recompressLevel, recompressAfterSeconds, limits,
-    /// segmentBytes, reserveBytes, cloudapi).
+    /// IMGAPI-style JSON config; every key is in `imgstore config
+    /// reference`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the config).
@@ -32,13 +30,20 @@ pub struct ServeArgs {
     /// keys come from the config's `cloudapi.users`.
     #[arg(long, value_name = "ADDR")]
     pub cloudapi_listen: Option<String>,
+    /// Check the configuration (and the bucket of its `storage`, as a
+    /// start does) and exit: 0 when the daemon would start.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 pub fn run(args: ServeArgs) -> i32 {
     match serve(args) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("imgstore serve: error: {e:#}");
+            // One line, whatever the causes' texts hold.
+            let text = format!("{e:#}");
+            let line: Vec<&str> = text.split_whitespace().collect();
+            eprintln!("imgstore serve: error: {}", line.join(" "));
             1
         }
     }
@@ -46,7 +51,7 @@ pub fn run(args: ServeArgs) -> i32 {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let mut cfg = match &args.config {
-        Some(p) => DaemonConfig::from_file(p)?,
+        Some(p) => DaemonConfig::load(p)?,
         None => DaemonConfig::default(),
     };
     if let Some(l) = args.listen {
@@ -57,6 +62,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(d) = args.datacenter {
         cfg.imgapi.datacenter_name = d;
+    }
+    if args.check_config {
+        let opts = cfg.store_options()?;
+        cfg.check_storage(&opts)?;
+        println!(
+            "imgstore serve: configuration ok{}",
+            cfg.storage
+                .as_ref()
+                .map(|s| format!("; storage: {}", s.describe()))
+                .unwrap_or_default()
+        );
+        return Ok(());
     }
     let log = Logger::stdout("imgstore");
     if let Some(l) = args.cloudapi_listen {
@@ -97,6 +114,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 "datacenterName": cfg.imgapi.datacenter_name,
                 "dataDir": cfg.data_dir.display().to_string(),
                 "mode": cfg.imgapi.mode.as_str(),
+                "storage": cfg.storage.as_ref().map_or("local disk only".to_string(), |s| s.describe()),
             })
             .as_object()
             .cloned()

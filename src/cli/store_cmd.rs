@@ -68,9 +68,16 @@ pub enum StoreCommand {
     },
     /// Check every record and refcount; exit status 1 when something is wrong.
     Verify {
-        /// Fix refcounts and segment accounting.
+        /// Fix refcounts and segment accounting, and upload again the
+        /// cached copy of a segment whose object in the bucket is missing
+        /// or damaged.
         #[arg(long)]
         repair: bool,
+        /// Also read the bucket's objects that have a cached copy and
+        /// compare them with it (by default their existence and length
+        /// are checked).
+        #[arg(long)]
+        read_data: bool,
         /// Read the records of only this share (0 to 1) of the remote
         /// segments with no local copy, picked at random; the others are
         /// checked by their objects' length. Local data is always read.
@@ -144,7 +151,7 @@ impl StoreArgs {
     fn daemon_config(&self) -> Result<Option<imgstore::daemon::DaemonConfig>> {
         self.config
             .as_deref()
-            .map(imgstore::daemon::DaemonConfig::from_file)
+            .map(imgstore::daemon::DaemonConfig::load)
             .transpose()
             .map_err(Into::into)
     }
@@ -164,7 +171,11 @@ fn open(args: &StoreArgs, create: bool) -> Result<Store> {
     // Keep the space reserve the daemon made (its size is its config's).
     let reserve = std::fs::metadata(dir.join("segments").join("reserve")).map_or(0, |m| m.len());
     let base = match args.daemon_config()? {
-        Some(c) => c.store_options()?,
+        Some(c) => {
+            let opts = c.store_options()?;
+            c.check_storage(&opts)?;
+            opts
+        }
         None => StoreOptions::default(),
     };
     let opts = StoreOptions {
@@ -206,7 +217,18 @@ fn execute(args: StoreArgs) -> Result<i32> {
         StoreCommand::Link { file_id } => refs(&args, file_id, true),
         StoreCommand::Unlink { file_id } => refs(&args, file_id, false),
         StoreCommand::Gc { dry_run, threshold } => gc(&args, *dry_run, *threshold),
-        StoreCommand::Verify { repair, sample } => verify(&args, *repair, *sample),
+        StoreCommand::Verify {
+            repair,
+            read_data,
+            sample,
+        } => verify(
+            &args,
+            imgstore::store::VerifyOptions {
+                repair: *repair,
+                sample: *sample,
+                read_objects: *read_data,
+            },
+        ),
         StoreCommand::Recompress { level } => {
             let store = open(&args, false)?;
             let r = store.recompress(*level)?;
@@ -232,7 +254,7 @@ fn execute(args: StoreArgs) -> Result<i32> {
             let Some(storage) = &config.storage else {
                 bail!("the config has no \"storage\" object: there is no bucket to restore from");
             };
-            let tier = storage.tier_options().map_err(anyhow::Error::msg)?;
+            let tier = storage.tier_options()?;
             let dir = args.data_dir()?;
             let r =
                 imgstore::store::restore(&tier.backend, &tier.prefix, store_id.as_deref(), &dir)?;
@@ -472,12 +494,12 @@ fn gc(args: &StoreArgs, dry_run: bool, threshold: f64) -> Result<i32> {
 }
 
 /// Exit status 1 when something is wrong.
-fn verify(args: &StoreArgs, repair: bool, sample: f64) -> Result<i32> {
-    if !(0.0..=1.0).contains(&sample) {
-        bail!("--sample {sample}: a share is 0 to 1");
+fn verify(args: &StoreArgs, opts: imgstore::store::VerifyOptions) -> Result<i32> {
+    if !(0.0..=1.0).contains(&opts.sample) {
+        bail!("--sample {}: a share is 0 to 1", opts.sample);
     }
     let store = open(args, false)?;
-    let mut report = store.verify_sampled(repair, sample)?;
+    let mut report = store.verify_with(opts)?;
     // A daemon's data dir: every reference must belong to an image.
     if imgstore::imgapi::audit::is_imgapi_store(&store).unwrap_or(false) {
         report

@@ -30,11 +30,9 @@
 //! source datacenter).
 
 mod action;
-pub mod auth;
 pub mod images;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -44,17 +42,15 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
+pub use crate::http::auth::{self, KeyRing, Principal};
 use crate::http::error::HttpError;
 use crate::http::{
     AppState, Exchange, as_imgapi_error, json_response, method_not_allowed, not_found,
     version_allows,
 };
 use crate::imgapi::{ApiError, Code};
-pub use auth::{KeyRing, Principal};
 
 /// Where the CloudAPI face listens when configured without `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -63,30 +59,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 const VERSIONS: [u32; 2] = [8, 9];
 /// The version this face reports in `Api-Version`.
 pub const API_VERSION: &str = "9.2.0";
-
-/// The `"cloudapi"` object of the daemon's config file.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConfigFile {
-    listen: Option<String>,
-    /// Datacenter name to its CloudAPI URL (what ListDatacenters answers).
-    #[serde(default)]
-    datacenters: BTreeMap<String, String>,
-    #[serde(default)]
-    users: Vec<UserFile>,
-}
-
-/// An account that may sign requests: inline keys, a file of keys
-/// (`authorized_keys` format), or both.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UserFile {
-    login: String,
-    uuid: Uuid,
-    #[serde(default)]
-    keys: Vec<String>,
-    keys_file: Option<PathBuf>,
-}
 
 /// The CloudAPI face's configuration.
 #[derive(Clone)]
@@ -112,43 +84,6 @@ impl Default for Config {
             datacenters: BTreeMap::new(),
             keys: Arc::new(KeyRing::default()),
         }
-    }
-}
-
-impl ConfigFile {
-    /// Loads the keys (a `keysFile` relative to `base`, the config file's
-    /// directory); any key that does not load is an error.
-    pub fn load(self, base: &Path) -> Result<Config, String> {
-        let mut keys = KeyRing::default();
-        for u in self.users {
-            let mut lines = u.keys;
-            if let Some(file) = u.keys_file {
-                let path = base.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("cloudapi: keys of {}: {}: {e}", u.login, path.display())
-                })?;
-                lines.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_string),
-                );
-            }
-            keys.add(&u.login, u.uuid, &lines)
-                .map_err(|e| format!("cloudapi: {e}"))?;
-        }
-        for (name, url) in &self.datacenters {
-            if !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err(format!(
-                    "cloudapi: datacenter {name}: {url:?} is not an http(s) URL"
-                ));
-            }
-        }
-        Ok(Config {
-            listen: self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()),
-            datacenters: self.datacenters,
-            keys: Arc::new(keys),
-        })
     }
 }
 

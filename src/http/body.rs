@@ -22,8 +22,8 @@ use axum::body::{Body, Bytes};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::metrics::Metrics;
 use crate::imgapi::{ApiError, Code};
+use crate::service::Metrics;
 
 /// Size of the blocks passed between the async and the blocking side.
 pub const BLOCK: usize = 1 << 20;
@@ -246,11 +246,52 @@ impl Sender {
     where
         P: FnMut() -> io::Result<Option<Vec<u8>>> + Send + 'static,
     {
+        Body::from_stream(self.blocks(producer))
+    }
+
+    /// A share of the budget for one block, taken before the block is
+    /// read (a body's first block, read before the answer's headers).
+    pub async fn reserve(&self) -> Result<Reserved, ApiError> {
+        let kib = u32::try_from(BLOCK / 1024).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| {
+                ApiError::new(Code::ServiceUnavailableError, "the daemon is shutting down")
+            })?;
+        Ok(Reserved(permit))
+    }
+
+    /// [`body`](Self::body), starting with `first`, a block read before
+    /// the answer's headers under its `reserved` share: damage in a file's
+    /// first block is then an error answer, not a 200 cut short.
+    pub fn body_after<P>(&self, first: Vec<u8>, reserved: Reserved, producer: P) -> Body
+    where
+        P: FnMut() -> io::Result<Option<Vec<u8>>> + Send + 'static,
+    {
+        let mut permit = reserved.0;
+        let need = first.len().div_ceil(1024).clamp(1, self.total);
+        if need < permit.num_permits() {
+            drop(permit.split(permit.num_permits() - need));
+        }
+        self.metrics.sent(first.len() as u64);
+        let head = Bytes::from_owner(Budgeted {
+            bytes: first,
+            _permit: permit,
+        });
+        let rest = self.blocks(producer);
+        Body::from_stream(futures_util::stream::once(async { Ok(head) }).chain(rest))
+    }
+
+    fn blocks<P>(&self, producer: P) -> impl Stream<Item = io::Result<Bytes>> + Send + use<P>
+    where
+        P: FnMut() -> io::Result<Option<Vec<u8>>> + Send + 'static,
+    {
         let budget = Arc::clone(&self.budget);
         let total = self.total;
         let metrics = Arc::clone(&self.metrics);
         let state = Some(producer);
-        Body::from_stream(futures_util::stream::unfold(state, move |state| {
+        futures_util::stream::unfold(state, move |state| {
             let budget = Arc::clone(&budget);
             let metrics = Arc::clone(&metrics);
             async move {
@@ -293,6 +334,9 @@ impl Sender {
                 });
                 Some((Ok(block), Some(producer)))
             }
-        }))
+        })
     }
 }
+
+/// A share of the send budget held for a block not read yet.
+pub struct Reserved(OwnedSemaphorePermit);

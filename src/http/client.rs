@@ -559,6 +559,22 @@ impl Client {
         // Large reads: each read of a blocking response crosses threads.
         split_records(std::io::BufReader::with_capacity(1 << 20, resp), out)
     }
+
+    /// Whether the server speaks imgstore's chunk protocol. A probe, not a
+    /// requirement: only a clear yes (a ping answered with the `imgstore`
+    /// field) counts; anything else (an error status, a missing route, a
+    /// proxy that does not forward `/ping`, a body that is not ours, no
+    /// answer) is a no, and a copy goes through the plain file download as
+    /// upstream IMGAPI's own does.
+    pub fn speaks_chunk_protocol(&self) -> bool {
+        let Ok(url) = self.url("/ping", &[]) else {
+            return false;
+        };
+        let answer = self
+            .send(self.http.get(url.clone()), &url)
+            .and_then(|resp| self.json::<Value>(resp, &url));
+        answer.is_ok_and(|v| v.get("imgstore").is_some_and(Value::is_string))
+    }
 }
 
 /// The one way an error answer is read.

@@ -1,26 +1,25 @@
 //! The HTTP face of IMGAPI: routes by resource, the extractors for what
 //! every request carries, the one error mapping, the bridge to the
 //! engine's blocking I/O, request logging, and the one IMGAPI client. Rules
-//! live in `imgapi`; this layer only translates.
+//! live in `imgapi` and the running service (its log, metrics and upkeep)
+//! in `service`; this layer only translates.
 //!
 //! | module | |
 //! | --- | --- |
 //! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
+//! | [`auth`] | HTTP Signature checks, for the IMGAPI port and the CloudAPI face |
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
 //! | [`server`] | connections: limits, timeouts, graceful shutdown |
 //! | [`body`] | upload bodies as blocking readers (put slots), response bodies pulled in blocks (send budget) |
-//! | [`log`] | bunyan lines |
-//! | [`metrics`] | `/metrics` in Prometheus' text format |
 //! | [`client`] | the one IMGAPI client (copies, the CLI, tests) |
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
 
+pub mod auth;
 pub mod body;
 pub mod client;
 pub mod error;
 pub mod extract;
-pub mod log;
-pub mod metrics;
 pub mod remote;
 mod routes;
 pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
@@ -37,57 +36,57 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::imgapi::{ApiError, ApiResult, Code, Imgapi};
+use crate::service::Service;
 use error::{HttpError, HttpResult};
-pub use log::Logger;
 
-/// What every handler shares.
+/// What every handler shares: the service, and what answering over HTTP
+/// adds to it (limits, put slots, the send budget). Derefs to the
+/// [`Service`], so a handler reads `st.api`, `st.log`, `st.metrics`.
 pub struct AppState {
-    pub api: Imgapi,
-    pub log: Logger,
-    pub started: Instant,
-    /// How often the daemon collects garbage by itself.
-    pub gc_interval: Option<std::time::Duration>,
-    /// Background recompression of cold segments.
-    pub recompress: Recompress,
-    /// How often the index is backed up to the remote tier's bucket.
-    pub index_push: Option<std::time::Duration>,
+    pub service: Arc<Service>,
     /// Connection and body limits.
     pub limits: server::Limits,
     /// Put slots for uploads.
     pub uploads: body::Uploads,
     /// The budget of response bytes in flight.
     pub sender: body::Sender,
-    /// What `/metrics` reports.
-    pub metrics: Arc<metrics::Metrics>,
+    /// Signed requests on this port (`"authType": "signature"`); None:
+    /// anyone who reaches the port is an operator, as in upstream's dc
+    /// mode.
+    pub auth: Option<auth::ImgapiAuth>,
 }
 
-/// Background recompression: sealed segments that have gone cold are
-/// rewritten at a denser zstd level than ingest's, one at a time, by the
-/// same thread that collects garbage.
-#[derive(Clone, Debug)]
-pub struct Recompress {
-    /// zstd level; None turns the pass off (`recompressLevel: 0`).
-    pub level: Option<i32>,
-    /// A segment sealed at least this long ago is cold.
-    pub after: std::time::Duration,
-    /// Pause between steps that found nothing to do.
-    pub idle: std::time::Duration,
-}
+impl std::ops::Deref for AppState {
+    type Target = Service;
 
-/// When a sealed segment counts as cold.
-pub const DEFAULT_RECOMPRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl Default for Recompress {
-    fn default() -> Self {
-        Recompress {
-            level: Some(crate::store::DEFAULT_RECOMPRESS_LEVEL),
-            after: DEFAULT_RECOMPRESS_AFTER,
-            idle: std::time::Duration::from_secs(30),
-        }
+    fn deref(&self) -> &Service {
+        &self.service
     }
 }
 
 impl AppState {
+    /// The HTTP side of `service` within `limits`.
+    pub fn new(service: Arc<Service>, limits: server::Limits) -> Self {
+        AppState {
+            uploads: body::Uploads::new(
+                limits.max_uploads,
+                limits.idle_timeout,
+                Arc::clone(&service.metrics),
+            ),
+            sender: body::Sender::new(limits.send_buffer_bytes, Arc::clone(&service.metrics)),
+            limits,
+            service,
+            auth: None,
+        }
+    }
+
+    /// The same, with every request but `GET /ping` signed by `auth`'s
+    /// keys.
+    pub fn with_auth(mut self, auth: Option<auth::ImgapiAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Runs IMGAPI work on the blocking pool (the engine does synchronous
     /// I/O); the one bridge every handler uses.
     pub async fn run<T: Send + 'static>(
@@ -100,40 +99,6 @@ impl AppState {
             .map_err(|e| HttpError::from(ApiError::internal(format!("worker failed: {e}"))))?
             .map_err(HttpError::from)
     }
-}
-
-/// One GC pass at `threshold` on the live store: plans, executes, counts
-/// it in the metrics and logs what it freed and what it left. What both
-/// the daemon's own upkeep and `POST /state?action=gc` run (blocking).
-pub fn collect_garbage(
-    api: &Imgapi,
-    metrics: &metrics::Metrics,
-    log: &Logger,
-    threshold: f64,
-) -> crate::Result<(crate::store::GcPlan, crate::store::GcReport)> {
-    let store = api.store();
-    let result = store
-        .gc_plan(threshold)
-        .and_then(|plan| store.gc_execute(&plan).map(|done| (plan, done)));
-    metrics.gc(result.as_ref().map(|(_, done)| done).map_err(|_| ()));
-    match &result {
-        Ok((_, r)) => {
-            if r.bytes_freed > 0 {
-                log.info(&format!(
-                    "gc: {} segments deleted, {} rewritten, {} bytes freed",
-                    r.segments_deleted, r.segments_rewritten, r.bytes_freed
-                ));
-            }
-            for f in &r.failed {
-                log.error(&format!(
-                    "gc: segment {:012} left as it is: {}",
-                    f.segment, f.error
-                ));
-            }
-        }
-        Err(e) => log.error(&format!("gc failed: {e}")),
-    }
-    result
 }
 
 /// Versions of the API this server speaks (restify's `Accept-Version`).
@@ -231,6 +196,17 @@ impl Exchange {
             h.insert(HeaderName::from_static("x-response-time"), v);
         }
         let status = resp.status().as_u16();
+        let err = resp.extensions().get::<ApiError>().cloned();
+        if let Some(e) = err.as_ref().filter(|e| e.status() >= 500) {
+            // A failure the client cannot fix: its message names the
+            // request, so an operator finds the whole cause in the log.
+            let mut told = e.clone();
+            told.message = format!("{} (request {})", e.message, self.req_id);
+            if let Ok(body) = serde_json::to_vec_pretty(&error::error_body(&told)) {
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                *resp.body_mut() = axum::body::Body::from(body);
+            }
+        }
         // Methods hyper accepts are any token: only the standard ones name
         // a series.
         let method = match self.method {
@@ -246,7 +222,6 @@ impl Exchange {
         state
             .metrics
             .request(&self.route, method, status, elapsed.as_secs_f64());
-        let err = resp.extensions().get::<ApiError>().cloned();
         // bunyan levels: 5xx ERROR, 4xx WARN, the rest INFO.
         let level = match status {
             500.. => 50,
@@ -260,11 +235,20 @@ impl Exchange {
         fields.insert("url".into(), self.url.into());
         fields.insert("statusCode".into(), status.into());
         fields.insert("latency".into(), (elapsed.as_millis() as u64).into());
+        if let Some(e) = &err
+            && failed_on_the_bucket(e)
+        {
+            state.metrics.tier_failed();
+        }
         if let Some(e) = err {
-            fields.insert(
-                "err".into(),
-                serde_json::json!({ "code": e.wire_code(), "message": e.message }),
-            );
+            let mut logged = serde_json::json!({ "code": e.wire_code(), "message": e.message });
+            // The whole cause, with the paths, keys and library texts the
+            // client is not told.
+            if let (Some(cause), Some(o)) = (std::error::Error::source(&e), logged.as_object_mut())
+            {
+                o.insert("cause".into(), crate::error::chain(cause).into());
+            }
+            fields.insert("err".into(), logged);
         }
         let msg = if self.method == Method::HEAD || status < 400 {
             "handled"
@@ -274,6 +258,48 @@ impl Exchange {
         state.log.log(level, msg, fields);
         resp
     }
+}
+
+/// With `"authType": "signature"`, every request but `GET /ping` must be
+/// signed by a configured key (the signer is an operator; `account` means
+/// what it always means).
+fn signed(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    if req.method() == Method::GET && req.uri().path() == "/ping" {
+        return Ok(());
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    auth.authenticate(
+        req.method(),
+        target,
+        req.headers(),
+        std::time::SystemTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|e| ApiError::new(Code::InvalidCredentials, e.0))
+}
+
+/// True when a request failed because the remote tier's object store did
+/// (an activation that could not publish, a read of an object that did not
+/// come): such failures count with the tier's own in `/metrics`.
+fn failed_on_the_bucket(e: &ApiError) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if matches!(
+            c.downcast_ref::<crate::Error>(),
+            Some(crate::Error::Remote { .. })
+        ) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Checks `Accept-Version`, adds the common headers and IMGAPI's
@@ -294,7 +320,10 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
             ),
         ))
         .into_response(),
-        _ => as_imgapi_error(next.run(req).await).await,
+        _ => match signed(&state, &req) {
+            Ok(()) => as_imgapi_error(next.run(req).await).await,
+            Err(e) => HttpError::from(e).into_response(),
+        },
     };
     if let Ok(v) = HeaderValue::from_str(&state.api.config().datacenter_name) {
         resp.headers_mut()

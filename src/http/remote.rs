@@ -11,8 +11,8 @@ use super::client::{Client, ClientError};
 use crate::error::Result;
 use crate::format::ChunkList;
 use crate::id::ChunkId;
-use crate::imgapi::copy::{Remote, RemoteFactory};
 use crate::imgapi::manifest::Manifest;
+use crate::imgapi::remote::{Remote, RemoteFactory};
 use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
 use crate::transfer::ChunkSource;
 
@@ -104,8 +104,7 @@ impl Remote for HttpRemote {
         uuid: &Uuid,
         account: Option<&Uuid>,
     ) -> ApiResult<Option<Box<dyn ChunkSource>>> {
-        let ping = self.client.ping().map_err(remote_error)?;
-        if ping.imgstore.is_none() {
+        if !self.client.speaks_chunk_protocol() {
             return Ok(None);
         }
         Ok(Some(Box::new(HttpChunkSource {

@@ -16,32 +16,13 @@ use super::manifest::{
     Editor, Image, ImageFile, ImageState, Manifest, ManifestField, Provenance, ProvenanceKind,
     STOR_LOCAL,
 };
+use super::remote::Remote;
 use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, time};
 use crate::store::{PutResult, Txn};
 use crate::transfer::{self, ChunkSource, Expect, Progress, ReceiveOptions};
 
 /// Deepest remote origin chain walked.
 const MAX_DEPTH: usize = 100;
-
-/// The source datacenter, as a copy needs it.
-pub trait Remote: Send + Sync {
-    /// GetImage at the source (errors pass through unchanged).
-    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Manifest>;
-    /// A chunk source for the image's file, or `None` when the source is a
-    /// plain IMGAPI without the chunk protocol.
-    fn chunk_source(
-        &self,
-        uuid: &Uuid,
-        account: Option<&Uuid>,
-    ) -> ApiResult<Option<Box<dyn ChunkSource>>>;
-    /// The whole file as a stream (the fallback for a plain IMGAPI).
-    fn file_stream(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Box<dyn Read + Send>>;
-}
-
-/// Makes a [`Remote`] for an IMGAPI's URL.
-pub trait RemoteFactory: Send + Sync {
-    fn remote(&self, url: &str) -> ApiResult<Box<dyn Remote>>;
-}
 
 /// What the source's `files[0]` says the file is.
 struct RemoteFile {
@@ -307,6 +288,7 @@ impl Imgapi {
                 }
             }
         }
+        let before = self.load(uuid)?.filter(|i| !i.activated);
         self.write(|t| {
             let mut img = t
                 .get::<Images>(uuid)?
@@ -321,9 +303,9 @@ impl Imgapi {
             }
             Ok(())
         })?;
-        // An attempt that fails here is repeated; the parts above are then
-        // found done.
-        self.in_bucket(uuid)
+        // An attempt that fails here is undone to the unactivated image
+        // and repeated; the parts above are then found done.
+        self.in_bucket(uuid, before.into_iter().collect())
     }
 
     /// The source's manifest as a local, unactivated image that remembers
@@ -403,9 +385,11 @@ impl Imgapi {
         };
         let staged = self.store.put_staged(counted).map_err(|e| match e {
             // The stream broke: the source's fault, as upstream's Download.
-            crate::Error::Io { ref context, .. } if context.contains("input") => {
-                ApiError::new(Code::Download, e.to_string()).caused_by(e)
-            }
+            crate::Error::Input(_) => ApiError::new(
+                Code::Download,
+                format!("the file of image {uuid} broke off while it was read from the source"),
+            )
+            .caused_by(e),
             e => ApiError::from(e),
         })?;
         if file.size.is_some_and(|s| s != staged.size) || staged.sha1 != file.sha1 {

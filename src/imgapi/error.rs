@@ -329,22 +329,45 @@ impl ApiError {
 }
 
 impl From<crate::error::Error> for ApiError {
+    /// The engine's error in the client's terms: what happened, never
+    /// where (paths, segments, offsets, object keys and library texts stay
+    /// in the cause, which the request log prints whole).
     fn from(e: crate::error::Error) -> Self {
-        use crate::error::Error as E;
-        let code = match &e {
-            E::Io { .. } | E::WritesFailed(_) => Code::StorageIsDown,
-            // A copy source that lied or failed: upstream's "remote fetch
-            // error" code.
-            E::Source { .. } => Code::Download,
-            _ => Code::InternalError,
-        };
-        let message = if e.is_disk_full() {
-            format!("storage is full: {e}")
-        } else {
-            e.to_string()
-        };
+        let (code, message) = client_terms(&e);
         Self::new(code, message).caused_by(e)
     }
+}
+
+/// The code and the message a client is told for an engine error.
+fn client_terms(e: &crate::error::Error) -> (Code, String) {
+    use crate::error::Error as E;
+    let (code, text): (Code, &str) = match e {
+        E::Io { .. } if e.is_disk_full() => (Code::StorageIsDown, "storage is full"),
+        E::Io { .. } => (Code::StorageIsDown, "the store's disk failed"),
+        E::WritesFailed(_) => (
+            Code::StorageIsDown,
+            "storage is refusing writes after a disk failure",
+        ),
+        E::Remote { .. } => (Code::StorageIsDown, "the object store is unreachable"),
+        E::Backlog { .. } => (
+            Code::StorageIsDown,
+            "the object store is behind: uploads resume once it has caught up",
+        ),
+        E::Corrupt(_) | E::Inconsistent(_) | E::FileNotFound(_) => {
+            (Code::InternalError, "the image's file is damaged")
+        }
+        E::BadRecord { .. } | E::Index(_) => (Code::InternalError, "the store's index is damaged"),
+        // A stream from a copy source broke, or the source sent something
+        // wrong: upstream's "remote fetch error" code.
+        E::Input(_) => (Code::Download, "the file broke off while it was read"),
+        E::Source { .. } => (
+            Code::Download,
+            "the source datacenter failed or sent damaged data",
+        ),
+        E::Stopped(_) => (Code::ServiceUnavailableError, "the daemon is shutting down"),
+        _ => (Code::InternalError, "an internal error occurred"),
+    };
+    (code, text.to_string())
 }
 
 #[cfg(test)]
@@ -363,11 +386,25 @@ mod tests {
     #[test]
     fn engine_errors_keep_their_meaning_and_their_cause() {
         use std::error::Error as _;
-        let full = crate::Error::io("appending", std::io::Error::from_raw_os_error(28));
+        let full = crate::Error::io(
+            "writing segment 000000000001",
+            std::io::Error::from_raw_os_error(28),
+        );
         let e = ApiError::from(full);
         assert_eq!(e.code, Code::StorageIsDown);
-        assert!(e.message.contains("storage is full"), "{e}");
-        assert!(e.source().is_some());
+        // The client's terms only; the path and the OS error go to the log.
+        assert_eq!(e.message, "storage is full");
+        let cause = crate::error::chain(e.source().unwrap());
+        assert!(cause.contains("segment 000000000001"), "{cause}");
+        assert!(cause.contains("os error 28"), "{cause}");
+        let bucket = ApiError::from(crate::Error::remote(
+            "uploading segment 7 to s3://images at http://10.0.0.9:8333",
+            std::io::Error::other("connection refused"),
+        ));
+        assert_eq!(bucket.code, Code::StorageIsDown);
+        assert_eq!(bucket.message, "the object store is unreachable");
+        let damaged = ApiError::from(crate::Error::corrupt(crate::SegmentId(3), 4096, "bad CRC"));
+        assert_eq!(damaged.message, "the image's file is damaged");
         let lying = ApiError::from(crate::Error::bad_source("a damaged chunk"));
         assert_eq!(lying.code, Code::Download);
         let bug = ApiError::from(crate::Error::Internal("a thread panicked".into()));

@@ -137,7 +137,7 @@ impl Imgapi {
             Err(_) if limited.read > MAX_FILE_BYTES => {
                 return Err(ApiError::new(Code::Upload, "file exceeds the maximum size"));
             }
-            Err(crate::error::Error::Io { context, source }) if context.contains("input") => {
+            Err(crate::error::Error::Input(source)) => {
                 return Err(ApiError::upload_failed(uuid, source));
             }
             Err(e) => return Err(e.into()),

@@ -148,30 +148,60 @@ impl Imgapi {
         self.admin_import(uuid, account, &Value::Object(manifest.to_map()))
     }
 
-    /// ActivateImage.
+    /// ActivateImage. With remote durability the image is active only
+    /// once the bucket holds it: when the publication fails the image is
+    /// left as it was, the answer is 503 `StorageIsDown`, and the same
+    /// request succeeds once the bucket is back.
     pub fn activate(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+        let before = self.load(uuid)?;
         let image = self.activate_here(uuid, account)?;
-        self.in_bucket(uuid)?;
+        self.in_bucket(uuid, before.into_iter().collect())?;
         Ok(image)
     }
 
     /// With remote durability (`durability: "remote"`): every segment
     /// uploaded, then the index pushed, so that a rebuild from the bucket
-    /// has what was just committed (an activation, a clone, a copy). The
-    /// answer waits for it.
-    pub(super) fn in_bucket(&self, uuid: &Uuid) -> ApiResult<()> {
+    /// has what was just committed (an activation, a clone, a copy); the
+    /// answer waits for it, and concurrent callers share one publication.
+    /// When it fails, the records in `undo` are put back as they were
+    /// before the change, so the change is not done: the caller answers
+    /// the error and a retry starts from the same state.
+    pub(super) fn in_bucket(&self, uuid: &Uuid, undo: Vec<Image>) -> ApiResult<()> {
         if !self.store.remote_durability() {
             return Ok(());
         }
-        self.store
-            .upload_all()
-            .and_then(|_| self.store.push_index())
-            .map_err(|e| {
-                ApiError::internal(format!(
-                    "image {uuid} is committed here but did not reach the bucket: {e}"
-                ))
-            })?;
-        Ok(())
+        let Err(e) = self.store.publish() else {
+            return Ok(());
+        };
+        let mut err = ApiError::from(e);
+        match self.put_back(undo) {
+            Ok(()) => {
+                err.message = format!(
+                    "{}: image {uuid} was left as it was; retry once the object store is back",
+                    err.message
+                )
+            }
+            Err(undo) => {
+                err.message = format!(
+                    "{}: image {uuid} is changed here but not in the object store ({})",
+                    err.message, undo.message
+                )
+            }
+        }
+        Err(err)
+    }
+
+    /// Puts image records back as they were (their files unchanged).
+    pub(super) fn put_back(&self, records: Vec<Image>) -> ApiResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write(|t| {
+            for img in &records {
+                t.put::<Images>(&img.uuid, img)?;
+            }
+            Ok(())
+        })
     }
 
     fn activate_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
@@ -222,6 +252,7 @@ impl Imgapi {
             }
         };
         check_update_keys(&patch, account.is_some())?;
+        let before = self.load(uuid)?;
         let image = self.mutate(uuid, account, |_, img| {
             refuse_immutable_changes(&patch, img)?;
             let mut m = img.editable_map();
@@ -245,7 +276,7 @@ impl Imgapi {
         // An operator's `state` is a way to an active image too, so it
         // waits for the bucket as ActivateImage does.
         if image.activated && patch.contains_key("state") {
-            self.in_bucket(uuid)?;
+            self.in_bucket(uuid, before.into_iter().collect())?;
         }
         Ok(image)
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::copy::{Remote, RemoteFactory};
+use super::remote::{Remote, RemoteFactory};
 use super::{ApiError, ApiResult, Imgapi, Jobs, time};
 use crate::transfer::{Progress, ProgressReport, ReceiveOptions};
 

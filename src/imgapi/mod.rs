@@ -2,7 +2,7 @@
 //! and error codes, visibility and ownership, ACLs, files and icons, clones,
 //! copies between datacenters and their jobs. No HTTP types here: the
 //! `http` layer turns requests into these calls and [`ApiError`]s into
-//! responses, and supplies the [`Remote`](copy::Remote) that reaches other
+//! responses, and supplies the [`Remote`](remote::Remote) that reaches other
 //! datacenters.
 //!
 //! | module | rules |
@@ -14,6 +14,7 @@
 //! | [`list`] | ListImages: filters, account scoping, sorting, the inclusive marker |
 //! | [`share`] | CloneImage with its origin chain, trusted sharers, settings |
 //! | `lineage` | where an image comes from, what derives from it, what it costs |
+//! | [`remote`] | the source datacenter as a copy sees it ([`Remote`](remote::Remote)) |
 //! | [`copy`] | ImportFromDatacenter: checks, state rules, copying one image |
 //! | [`jobs`] | a copy job's whole life: create, run, resume after restart, attach |
 //! | [`time`] | IMGAPI and HTTP dates |
@@ -32,6 +33,7 @@ pub mod jobs;
 pub mod lineage;
 pub mod list;
 pub mod manifest;
+pub mod remote;
 pub mod share;
 pub mod time;
 
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::store::{Store, Table, Txn, json_decode, json_encode};
+use crate::store::{CodecError, Store, Table, Txn, json_decode, json_encode};
 pub use error::{ApiError, ApiResult, Code, FieldCode, FieldError};
 pub use files::FileParams;
 pub use images::MAX_ACL;
@@ -64,10 +66,10 @@ macro_rules! uuid_table {
             fn key(key: &Uuid) -> Vec<u8> {
                 key.as_bytes().to_vec()
             }
-            fn encode(value: &$value) -> Result<Vec<u8>, String> {
+            fn encode(value: &$value) -> Result<Vec<u8>, CodecError> {
                 json_encode(value)
             }
-            fn decode(raw: &[u8]) -> Result<$value, String> {
+            fn decode(raw: &[u8]) -> Result<$value, CodecError> {
                 json_decode(raw)
             }
             $(
@@ -121,10 +123,10 @@ impl Table for Dependents {
     fn key(key: &[u8]) -> Vec<u8> {
         key.to_vec()
     }
-    fn encode((): &()) -> Result<Vec<u8>, String> {
+    fn encode((): &()) -> Result<Vec<u8>, CodecError> {
         Ok(Vec::new())
     }
-    fn decode(_: &[u8]) -> Result<(), String> {
+    fn decode(_: &[u8]) -> Result<(), CodecError> {
         Ok(())
     }
 }
@@ -146,7 +148,9 @@ uuid_table!(
 pub const TABLES: &[&str] = &[Images::NAME, Dependents::NAME, Settings::NAME, Jobs::NAME];
 
 /// IMGAPI's `mode`: RFD 113 is about `dc`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Dc,

@@ -56,12 +56,25 @@ impl Imgapi {
     /// CloneImage: clones `uuid` and its non-operator origin chain into
     /// `account`. Returns the final clone (the one for `uuid`).
     pub fn clone_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
-        let clone = self.clone_here(uuid, account)?;
-        self.in_bucket(&clone.uuid)?;
+        let (clone, made) = self.clone_here(uuid, account)?;
+        if let Err(e) = self.in_bucket(&clone.uuid, Vec::new()) {
+            // Not in the bucket: not done. The clones go again, base-most
+            // last (each names the one before as origin).
+            for c in made.iter().rev() {
+                if let Err(undo) = self.delete(c, None) {
+                    let mut e = e;
+                    e.message = format!("{} (undoing clone {c}: {})", e.message, undo.message);
+                    return Err(e);
+                }
+            }
+            return Err(e);
+        }
         Ok(clone)
     }
 
-    fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
+    /// The clone chain made here: the final clone, and every clone made,
+    /// base-most first.
+    fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<(Image, Vec<Uuid>)> {
         if self.config().mode != Mode::Dc {
             return Err(ApiError::no_such_path(&format!("/images/{uuid}/clone")));
         }
@@ -128,6 +141,7 @@ impl Imgapi {
         self.write(|t| {
             let mut parent = base.as_ref().map(|b| b.uuid);
             let mut made = None;
+            let mut all = Vec::new();
             for (i, src) in sources.iter().enumerate() {
                 // Re-read inside the transaction: a concurrent delete of the
                 // source must not leave a clone pointing at released content.
@@ -159,9 +173,11 @@ impl Imgapi {
                 }
                 t.put::<Images>(&c.uuid, &c)?;
                 parent = Some(c.uuid);
+                all.push(c.uuid);
                 made = Some(c);
             }
-            made.ok_or_else(|| ApiError::internal("nothing to clone"))
+            made.map(|m| (m, all))
+                .ok_or_else(|| ApiError::internal("nothing to clone"))
         })
     }
 

@@ -125,6 +125,7 @@ fn bad(table: &'static str, key: &[u8]) -> Error {
         table,
         key: hex::encode(key),
         detail: "wrong length or version".into(),
+        source: None,
     }
 }
 

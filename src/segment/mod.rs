@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod io;
+pub mod layout;
 mod read;
 mod recover;
 mod reserve;
@@ -29,9 +30,10 @@ use crate::error::{Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, encode_segment_header};
 use crate::id::SegmentId;
 use io::{SegmentFile, SegmentIo};
+pub use layout::{MARKER, ObjectLayout};
 use read::Readers;
 pub use recover::TailReport;
-pub use tier::{SEGMENT_OBJECTS, TierSetup};
+pub use tier::TierSetup;
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,10 +8,9 @@
 //! deleting objects are the store's steps (`store/tier.rs`), which keep the
 //! index in step.
 //!
-//! Object names are `{prefix}{store id}/segments/{segment id}.seg`: the
-//! store id is random per data directory, so daemons and datacenters can
-//! share one bucket, and a segment id is never reused while its object may
-//! still exist (`attach_tier` moves the next id past every known one).
+//! Object names come from the store's [`ObjectLayout`]: a segment id is
+//! never reused while its object may still exist (`attach_tier` moves the
+//! next id past every known one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt as _;
@@ -20,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::backend::{BackendError, ObjectBackend};
+use super::layout::ObjectLayout;
 use super::{SegmentSet, lock, segment_path};
 use crate::error::{Error, Result};
 use crate::id::SegmentId;
@@ -27,9 +27,6 @@ use crate::id::SegmentId;
 /// What a remote segment's missing local file reports as its age: it is as
 /// cold as a segment can be.
 const REMOTE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Where segment objects are under a store's object base.
-pub const SEGMENT_OBJECTS: &str = "segments/";
 
 /// Remote segments being filled into the cache at once; a read of another
 /// drops the oldest of them. Complete fills waiting for the tier step do
@@ -42,8 +39,7 @@ const FILL_SUFFIX: &str = ".seg.fill";
 
 pub(super) struct Tier {
     pub(super) backend: Arc<dyn ObjectBackend>,
-    /// `{prefix}{store id}/`.
-    base: String,
+    layout: ObjectLayout,
     /// Remote segments and their lengths.
     remote: RwLock<BTreeMap<SegmentId, u64>>,
     /// Segments no larger than this are kept in the cache as they are read.
@@ -100,7 +96,7 @@ impl Fill {
 
 impl Tier {
     pub(super) fn name(&self, id: SegmentId) -> String {
-        format!("{}{SEGMENT_OBJECTS}{id}.seg", self.base)
+        self.layout.segment(id)
     }
 
     fn remote(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SegmentId, u64>> {
@@ -160,7 +156,7 @@ impl SegmentSet {
     /// appended to), and new segment ids start past every id the index
     /// knows, so no object name is ever reused while its object may exist.
     pub fn attach_tier(&mut self, t: TierSetup) -> Result<()> {
-        let base = format!("{}{}/", t.prefix, hex::encode(self.store_id));
+        let layout = ObjectLayout::new(&t.prefix, &self.store_id);
         {
             let mut w = lock(&self.writer);
             if w.active
@@ -195,7 +191,7 @@ impl SegmentSet {
         }
         self.tier = Some(Tier {
             backend: t.backend,
-            base,
+            layout,
             remote: RwLock::new(t.remote),
             cache_bytes: t.cache_bytes,
             fills: Mutex::new(Fills::default()),
@@ -467,6 +463,17 @@ impl SegmentSet {
         Ok(())
     }
 
+    /// Fills `buf` from remote segment `id`'s object at `offset`, in the
+    /// bucket whatever the cache holds (verify compares the two).
+    pub fn read_object_at(&self, id: SegmentId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(t) = &self.tier else {
+            return Err(Error::InvalidInput("this store has no remote tier".into()));
+        };
+        t.backend
+            .read_at(&t.name(id), offset, buf)
+            .map_err(|e| t.error(id, offset, e))
+    }
+
     /// The length of remote segment `id`'s object as the backend has it
     /// now (None: it is missing).
     pub fn remote_object_len(&self, id: SegmentId) -> Result<Option<u64>> {
@@ -485,11 +492,9 @@ impl SegmentSet {
             .is_some_and(|b| b.id == id)
     }
 
-    /// This store's object name prefix, `{prefix}{store id}/`, and the
-    /// backend (with a tier). Segment objects are under
-    /// [`SEGMENT_OBJECTS`] in it.
-    pub fn object_base(&self) -> Option<(&str, &Arc<dyn ObjectBackend>)> {
-        self.tier.as_ref().map(|t| (t.base.as_str(), &t.backend))
+    /// This store's object names and the backend (with a tier).
+    pub fn object_base(&self) -> Option<(&ObjectLayout, &Arc<dyn ObjectBackend>)> {
+        self.tier.as_ref().map(|t| (&t.layout, &t.backend))
     }
 
     /// Remote segments and their lengths.

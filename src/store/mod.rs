@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId, SegmentId};
 use crate::index::{Index, SegmentEntry};
 use crate::segment::io::{FsIo, SegmentIo};
-use crate::segment::{SegmentSet, lock};
+use crate::segment::{MARKER, SegmentSet, lock};
 
 pub use crate::index::{ChunkRef, FileRecord, PartialId};
 /// The remote tier's backends (local directory, S3, in-memory), for the
@@ -57,16 +57,25 @@ pub use readahead::READAHEAD_BUDGET;
 pub use recompress::{ColdMemo, ColdStep, DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
 pub use restore::{IndexPush, RestoreReport, restore};
 pub use stats::{FileUsage, StoreSize, StoreStats};
-pub use table::{Table, json_decode, json_encode};
+pub use table::{CodecError, Table, json_decode, json_encode};
 pub use tier::{TierOptions, TierReport, TierSizes};
 pub use txn::Txn;
-pub use verify::{Problem, VerifyReport};
+pub use verify::{Problem, VerifyOptions, VerifyReport};
 
 /// Version of the data directory layout (marker file, index, segments).
 pub const STORE_FORMAT_VERSION: u32 = 1;
 
-const MARKER: &str = "IMGSTORE";
 const LOCK: &str = "LOCK";
+/// Meta key: when the newest pushed index backup was taken (u64 LE,
+/// seconds since the epoch).
+const META_LAST_PUSH: &str = "last_index_push";
+
+/// Seconds since the epoch, by the wall clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 const META_PARAMS: &str = "params";
 
 /// How to open a data directory.
@@ -219,58 +228,7 @@ impl Store {
             opts.reserve_bytes,
             |id| Ok(index.segment(id)?.map_or(0, |e| e.indexed_end)),
         )?;
-        let tier = match opts.tier {
-            None => {
-                let remote = index
-                    .segments()?
-                    .into_iter()
-                    .any(|(_, e)| e.tier != crate::index::SegmentTier::Local);
-                if remote {
-                    return Err(Error::InvalidInput(format!(
-                        "the segments of {} are in a remote tier: open it with its \
-                         \"storage\" configuration",
-                        dir.display()
-                    )));
-                }
-                None
-            }
-            Some(t) => {
-                let mut remote = std::collections::BTreeMap::new();
-                let mut retired = Vec::new();
-                let mut highest = None;
-                for (id, e) in index.segments()? {
-                    highest = highest.max(Some(id));
-                    match e.tier {
-                        crate::index::SegmentTier::Local => {}
-                        crate::index::SegmentTier::Remote { len } => {
-                            remote.insert(id, len);
-                        }
-                        crate::index::SegmentTier::Retired { .. } => retired.push(id),
-                    }
-                }
-                segments.attach_tier(crate::segment::TierSetup {
-                    backend: t.backend,
-                    prefix: t.prefix,
-                    remote,
-                    retired,
-                    highest,
-                    cache_bytes: t.cache_bytes,
-                })?;
-                Some(tier::TierPolicy {
-                    delete_grace: t.delete_grace,
-                    seal_after: t.seal_after,
-                    remote_durability: t.remote_durability,
-                    local_limit_bytes: t.local_limit_bytes,
-                    pushed: Mutex::new(None),
-                    last_push: Mutex::new(
-                        index
-                            .get_meta(restore::META_LAST_PUSH)?
-                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                            .map(u64::from_le_bytes),
-                    ),
-                })
-            }
-        };
+        let tier = tier::open_tier(&dir, &index, &mut segments, opts.tier)?;
         // Best effort: a store on a full disk still opens, and GC or the
         // next open fills the reserve once there is room.
         let _ = segments.fill_reserve();
@@ -458,11 +416,8 @@ fn check_dir(dir: &Path, marker_path: &Path, create: bool) -> Result<()> {
 /// a new store.
 fn load_params(index: &Index, marker: &Marker, chunker: &ChunkerParams) -> Result<StoreParams> {
     if let Some(raw) = index.get_meta(META_PARAMS)? {
-        let p: StoreParams = serde_json::from_slice(&raw).map_err(|e| Error::BadRecord {
-            table: "meta",
-            key: META_PARAMS.into(),
-            detail: e.to_string(),
-        })?;
+        let p: StoreParams =
+            serde_json::from_slice(&raw).map_err(|e| Error::bad_record("meta", META_PARAMS, e))?;
         if p.store_id != marker.store_id {
             return Err(Error::Inconsistent(format!(
                 "index belongs to store {}, the directory to {}",

@@ -396,7 +396,7 @@ fn read_blocks(mut input: impl Read, out: SyncSender<Vec<u8>>) -> Result<[u8; 16
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading the input", e)),
+                Err(e) => return Err(Error::Input(e)),
             }
         }
         if filled == 0 {

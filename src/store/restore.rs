@@ -29,18 +29,16 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{MARKER, Store};
+use super::{MARKER, META_LAST_PUSH, Store};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::segment::backend::ObjectBackend;
-use crate::segment::lock;
+use crate::segment::{ObjectLayout, lock};
 
 /// Backups kept (locally and in the bucket); the newest is restored.
 const KEEP_BACKUPS: usize = 2;
 /// Where the backups are staged, beside the index.
 const STAGING: &str = "index-backup";
-/// Meta key: when the newest pushed backup was taken (u64 LE, seconds).
-pub(super) const META_LAST_PUSH: &str = "last_index_push";
 /// Objects are fetched in pieces of this size.
 const FETCH_BYTES: u64 = 8 << 20;
 
@@ -105,7 +103,48 @@ impl Store {
         self.inner
             .tier
             .as_ref()
-            .is_some_and(|t| t.remote_durability)
+            .is_some_and(|t| t.options.remote_durability)
+    }
+
+    /// Makes everything committed before the call durable in the bucket:
+    /// every segment uploaded, then the index pushed (what an activation
+    /// with remote durability waits for). Calls that overlap share one
+    /// publication instead of queueing: a call waits for the one running,
+    /// and when that one began after this call's commits it counts for
+    /// both, its success and its failure alike (a failed publication that
+    /// covered a call fails it without a second try, so no caller waits
+    /// for more than the publication running when it came plus one).
+    pub fn publish(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let Some(policy) = &self.inner.tier else {
+            return Ok(());
+        };
+        // Taken after the caller's commits: any publication that reads
+        // the counter later backs them up.
+        let ticket = policy.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut p = lock(&policy.publication);
+        if p.done >= ticket {
+            return Ok(());
+        }
+        if let Some((upto, why)) = &p.failed
+            && *upto >= ticket
+        {
+            return Err(Error::remote(
+                "publishing to the object store",
+                std::io::Error::other(why.clone()),
+            ));
+        }
+        let upto = policy.tickets.load(Ordering::SeqCst);
+        match self.upload_all().and_then(|_| self.push_index()) {
+            Ok(_) => {
+                p.done = upto;
+                Ok(())
+            }
+            Err(e) => {
+                p.failed = Some((upto, crate::error::chain(&e)));
+                Err(e)
+            }
+        }
     }
 
     /// Seals the active segment (also while puts are writing to it: their
@@ -129,16 +168,16 @@ impl Store {
     /// next (what it uploaded is found there by name and length).
     pub fn push_index(&self) -> Result<IndexPush> {
         let inner = &*self.inner;
-        let (Some(policy), Some((base, backend))) = (&inner.tier, inner.segments.object_base())
+        let (Some(policy), Some((layout, backend))) = (&inner.tier, inner.segments.object_base())
         else {
             return Ok(IndexPush::default());
         };
         let mut pushed = lock(&policy.pushed);
-        let prefix = format!("{base}index/");
+        let prefix = layout.index();
         let staging = inner.dir.join(STAGING);
         // Taken before the backup: a segment retired before this second is
         // absent from it (see `delete_retired`).
-        let taken_at = super::tier::unix_now();
+        let taken_at = super::unix_now();
         inner.index.backup_to(&staging, KEEP_BACKUPS)?;
         let local = files_under(&staging)?;
         let remote = match pushed.as_mut() {
@@ -150,7 +189,7 @@ impl Store {
                 pushed.insert(
                     listed
                         .into_iter()
-                        .filter_map(|o| Some((o.name.strip_prefix(&prefix)?.to_owned(), o.len)))
+                        .filter_map(|o| Some((layout.parse_index_file(&o.name)?.to_owned(), o.len)))
                         .collect(),
                 )
             }
@@ -164,7 +203,7 @@ impl Store {
             if remote.get(rel) == Some(len) && !is_meta(rel) {
                 continue;
             }
-            let name = format!("{prefix}{rel}");
+            let name = layout.index_file(rel);
             backend
                 .put_file(&name, path)
                 .map_err(|e| e.into_error(format!("uploading {name}")))?;
@@ -182,7 +221,7 @@ impl Store {
             .filter(|rel| is_meta(rel))
             .chain(stale.iter().filter(|rel| !is_meta(rel)));
         for rel in order {
-            let name = format!("{prefix}{rel}");
+            let name = layout.index_file(rel);
             backend
                 .delete(&name)
                 .map_err(|e| e.into_error(format!("deleting {name}")))?;
@@ -191,8 +230,8 @@ impl Store {
         }
         let marker = inner.dir.join(MARKER);
         backend
-            .put_file(&format!("{base}{MARKER}"), &marker)
-            .map_err(|e| e.into_error(format!("uploading {base}{MARKER}")))?;
+            .put_file(&layout.marker(), &marker)
+            .map_err(|e| e.into_error(format!("uploading {}", layout.marker())))?;
         {
             let _commit = lock(&inner.commit);
             let mut b = inner.index.batch();
@@ -227,16 +266,7 @@ pub fn restore(
     let listed = backend
         .list(prefix)
         .map_err(|e| e.into_error(format!("listing {prefix}")))?;
-    let ids: Vec<String> = listed
-        .iter()
-        .filter_map(|o| {
-            let id = o
-                .name
-                .strip_prefix(prefix)?
-                .strip_suffix(&format!("/{MARKER}"))?;
-            (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-        })
-        .collect();
+    let ids = ObjectLayout::stores_in(prefix, listed.iter().map(|o| o.name.as_str()));
     let id = match (store_id, ids.as_slice()) {
         (Some(want), _) if ids.iter().any(|i| i == want) => want.to_owned(),
         (Some(want), _) => {
@@ -258,8 +288,7 @@ pub fn restore(
             )));
         }
     };
-    let base = format!("{prefix}{id}/");
-    let index_prefix = format!("{base}index/");
+    let layout = ObjectLayout::of(prefix, &id);
     let staging = dest.join(STAGING);
     let mut report = RestoreReport {
         store_id: id.clone(),
@@ -268,8 +297,10 @@ pub fn restore(
         index_bytes: 0,
         segments_found_in_bucket: 0,
     };
-    for o in listed.iter().filter(|o| o.name.starts_with(&index_prefix)) {
-        let rel = o.name.strip_prefix(&index_prefix).unwrap_or(&o.name);
+    for o in &listed {
+        let Some(rel) = layout.parse_index_file(&o.name) else {
+            continue;
+        };
         let path = staging.join(rel);
         fetch(backend.as_ref(), &o.name, o.len, &path)?;
         report.index_files += 1;
@@ -282,10 +313,10 @@ pub fn restore(
         )));
     }
     Index::restore_from(&staging, &dest.join("index"))?;
-    report.segments_found_in_bucket = remote_if_uploaded(&dest.join("index"), &base, &listed)?;
+    report.segments_found_in_bucket = remote_if_uploaded(&dest.join("index"), &layout, &listed)?;
     // The listing found the store by its marker, so the marker is listed
     // (an object that went since then fails the fetch).
-    let marker = format!("{base}{MARKER}");
+    let marker = layout.marker();
     let len = listed
         .iter()
         .find(|o| o.name == marker)
@@ -307,7 +338,7 @@ pub fn restore(
 /// copy, and the rebuilt store reads it from there. Returns how many.
 fn remote_if_uploaded(
     index: &Path,
-    base: &str,
+    layout: &ObjectLayout,
     listed: &[crate::segment::backend::ObjectInfo],
 ) -> Result<u64> {
     use crate::index::SegmentTier;
@@ -317,7 +348,7 @@ fn remote_if_uploaded(
     let mut b = index.batch();
     let mut marked = 0;
     for (seg, mut e) in index.segments()? {
-        let object = format!("{base}{}{seg}.seg", crate::segment::SEGMENT_OBJECTS);
+        let object = layout.segment(seg);
         if let (SegmentTier::Local, Some(&len)) = (e.tier, objects.get(object.as_str())) {
             e.tier = SegmentTier::Remote { len };
             b.put_segment(seg, &e)?;

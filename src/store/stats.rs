@@ -38,6 +38,29 @@ pub struct StoreStats {
     /// Local, cached and remote bytes, with a remote tier.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<super::TierSizes>,
+    /// The data directory's filesystem: its size and the bytes free to
+    /// the daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskSpace>,
+}
+
+/// A filesystem's size and free bytes.
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub size_bytes: u64,
+    /// Free to an unprivileged process (what a put can use).
+    pub free_bytes: u64,
+}
+
+impl super::Store {
+    /// The data directory's filesystem (None where statvfs fails).
+    pub fn disk_space(&self) -> Option<DiskSpace> {
+        let v = rustix::fs::statvfs(self.dir()).ok()?;
+        Some(DiskSpace {
+            size_bytes: v.f_blocks.saturating_mul(v.f_frsize),
+            free_bytes: v.f_bavail.saturating_mul(v.f_frsize),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -116,6 +139,7 @@ impl Store {
             segments: size.segments,
             index_bytes: size.index_bytes,
             tier: self.has_tier().then(|| self.tier_sizes()).transpose()?,
+            disk: self.disk_space(),
             ..StoreStats::default()
         };
         self.inner.index.for_each_chunk(|_, e| {

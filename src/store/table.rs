@@ -27,9 +27,9 @@ pub trait Table: 'static {
     /// The key's bytes; keys sort by these bytes (big-endian numbers sort).
     fn key(key: &Self::Key) -> Vec<u8>;
     /// The value's bytes.
-    fn encode(value: &Self::Value) -> std::result::Result<Vec<u8>, String>;
+    fn encode(value: &Self::Value) -> std::result::Result<Vec<u8>, CodecError>;
     /// A value from its bytes; an error means the record is damaged.
-    fn decode(raw: &[u8]) -> std::result::Result<Self::Value, String>;
+    fn decode(raw: &[u8]) -> std::result::Result<Self::Value, CodecError>;
     /// True when records of this table have entries in index tables
     /// ([`Table::index_keys`]); false spares every put a read.
     const INDEXED: bool = false;
@@ -53,23 +53,25 @@ fn index_keys<T: Table>(value: Option<&T::Value>) -> IndexKeys {
         .collect()
 }
 
+/// Why a table's codec could not encode or decode a value; it becomes the
+/// source of the engine's error.
+pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
+
 /// JSON encoding for tables whose values are serde types (the layers'
 /// records are small and evolve by adding optional fields).
-pub fn json_encode<T: serde::Serialize>(v: &T) -> std::result::Result<Vec<u8>, String> {
-    serde_json::to_vec(v).map_err(|e| e.to_string())
+pub fn json_encode<T: serde::Serialize>(v: &T) -> std::result::Result<Vec<u8>, CodecError> {
+    Ok(serde_json::to_vec(v)?)
 }
 
 /// See [`json_encode`].
-pub fn json_decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> std::result::Result<T, String> {
-    serde_json::from_slice(raw).map_err(|e| e.to_string())
+pub fn json_decode<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+) -> std::result::Result<T, CodecError> {
+    Ok(serde_json::from_slice(raw)?)
 }
 
 fn decode<T: Table>(key: &[u8], raw: &[u8]) -> Result<T::Value> {
-    T::decode(raw).map_err(|detail| Error::BadRecord {
-        table: T::NAME,
-        key: hex::encode(key),
-        detail,
-    })
+    T::decode(raw).map_err(|e| Error::bad_record(T::NAME, hex::encode(key), e))
 }
 
 fn encode<T: Table>(value: &T::Value) -> Result<Vec<u8>> {

@@ -20,22 +20,23 @@
 //! segment is never uploaded and retired at once.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::Store;
+use super::{Store, unix_now};
 use crate::error::Result;
 use crate::id::SegmentId;
-use crate::index::{SegmentEntry, SegmentTier};
+use crate::index::{Index, SegmentEntry, SegmentTier};
 use crate::segment::backend::ObjectBackend;
-use crate::segment::lock;
+use crate::segment::{SegmentSet, lock};
 
 /// A cache fill that reads left at least this much covered is completed
 /// by fetching its gaps (garbage records no file read touches).
 const FILL_COMPLETE_AT: f64 = 0.75;
 
-/// How a store uses its remote tier.
+/// How a store uses its remote tier: the one validated tier
+/// configuration (the daemon derives it from its `"storage"` object).
 pub struct TierOptions {
     pub backend: Arc<dyn ObjectBackend>,
     /// Object name prefix shared by the stores in the bucket (`dc1/`).
@@ -57,18 +58,87 @@ pub struct TierOptions {
     pub local_limit_bytes: u64,
 }
 
-/// The policy part of [`TierOptions`], kept by the store.
+/// A store's tier: its options, and what the store learns as it runs.
 pub(super) struct TierPolicy {
-    pub delete_grace: Duration,
-    pub seal_after: Duration,
-    pub remote_durability: bool,
-    pub local_limit_bytes: u64,
+    pub options: TierOptions,
     /// Index backup files known to be in the bucket (listed at the first
     /// push), and the lock that makes pushes one at a time.
     pub pushed: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
     /// When the newest index backup in the bucket was taken (seconds since
     /// the epoch; kept in the index's meta), if one ever was.
     pub last_push: std::sync::Mutex<Option<u64>>,
+    /// Tickets of [`Store::publish`], issued in order after the callers'
+    /// commits.
+    pub tickets: std::sync::atomic::AtomicU64,
+    /// What publications have covered, held while one runs.
+    pub publication: std::sync::Mutex<Publication>,
+}
+
+/// What publications to the bucket have covered.
+#[derive(Default)]
+pub(super) struct Publication {
+    /// Every ticket up to this one is in the bucket.
+    pub done: u64,
+    /// The last publication that failed: the tickets it covered, and why.
+    pub failed: Option<(u64, String)>,
+}
+
+/// The tier's part of opening a store: the segments the index knows as
+/// remote or retired are handed to the segment layer, and the options
+/// kept. Without options, a store whose index names remote segments is
+/// refused (it cannot read them).
+pub(super) fn open_tier(
+    dir: &std::path::Path,
+    index: &Index,
+    segments: &mut SegmentSet,
+    options: Option<TierOptions>,
+) -> Result<Option<TierPolicy>> {
+    let Some(t) = options else {
+        if index
+            .segments()?
+            .into_iter()
+            .any(|(_, e)| e.tier != SegmentTier::Local)
+        {
+            return Err(crate::Error::InvalidInput(format!(
+                "the segments of {} are in a remote tier: open it with its \
+                 \"storage\" configuration",
+                dir.display()
+            )));
+        }
+        return Ok(None);
+    };
+    let mut remote = std::collections::BTreeMap::new();
+    let mut retired = Vec::new();
+    let mut highest = None;
+    for (id, e) in index.segments()? {
+        highest = highest.max(Some(id));
+        match e.tier {
+            SegmentTier::Local => {}
+            SegmentTier::Remote { len } => {
+                remote.insert(id, len);
+            }
+            SegmentTier::Retired { .. } => retired.push(id),
+        }
+    }
+    segments.attach_tier(crate::segment::TierSetup {
+        backend: Arc::clone(&t.backend),
+        prefix: t.prefix.clone(),
+        remote,
+        retired,
+        highest,
+        cache_bytes: t.cache_bytes,
+    })?;
+    let last_push = index
+        .get_meta(super::META_LAST_PUSH)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_le_bytes);
+    Ok(Some(TierPolicy {
+        options: t,
+        pushed: std::sync::Mutex::new(None),
+        last_push: std::sync::Mutex::new(last_push),
+        tickets: std::sync::atomic::AtomicU64::new(0),
+        publication: std::sync::Mutex::new(Publication::default()),
+    }))
 }
 
 /// What one [`Store::tier_step`] did.
@@ -99,12 +169,6 @@ pub struct TierSizes {
     pub remote_segments: u64,
     /// Retired objects waiting out their grace period.
     pub retired_segments: u64,
-}
-
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Store {
@@ -148,7 +212,7 @@ impl Store {
         if pending.iter().all(|id| Some(*id) == active)
             && let Some(a) = active
             && segs.file_len(a)? > crate::format::SEGMENT_HEADER_LEN as u64
-            && segs.age(a)? >= policy.seal_after
+            && segs.age(a)? >= policy.options.seal_after
         {
             segs.seal_for_gc(a)?;
         }
@@ -227,7 +291,7 @@ impl Store {
             let SegmentTier::Retired { retired_at, .. } = e.tier else {
                 continue;
             };
-            if retired_at + policy.delete_grace.as_secs() > now
+            if retired_at + policy.options.delete_grace.as_secs() > now
                 || last_push.is_some_and(|pushed| retired_at >= pushed)
             {
                 continue;
@@ -250,10 +314,10 @@ impl Store {
     /// names deleted.
     pub fn sweep_orphans(&self) -> Result<Vec<String>> {
         let inner = &*self.inner;
-        let Some((base, backend)) = inner.segments.object_base() else {
+        let Some((layout, backend)) = inner.segments.object_base() else {
             return Ok(Vec::new());
         };
-        let prefix = format!("{base}{}", crate::segment::SEGMENT_OBJECTS);
+        let prefix = layout.segments();
         let _compacting = lock(&inner.compacting);
         // Every segment the index has an entry for, whatever its tier: a
         // local entry without a local file is a segment uploaded after the
@@ -266,14 +330,7 @@ impl Store {
             .map_err(|e| e.into_error(format!("listing {prefix}")))?;
         let mut deleted = Vec::new();
         for o in listed {
-            let id = o
-                .name
-                .strip_prefix(&prefix)
-                .and_then(|n| n.strip_suffix(".seg"))
-                .filter(|n| n.len() == 12)
-                .and_then(|n| n.parse::<u64>().ok())
-                .map(SegmentId);
-            let Some(id) = id else {
+            let Some(id) = layout.parse_segment(&o.name) else {
                 continue; // not a name this store writes: not ours to judge
             };
             if !known.contains(&id) {
@@ -293,18 +350,15 @@ impl Store {
         let Some(policy) = &self.inner.tier else {
             return Ok(());
         };
-        if policy.local_limit_bytes == 0 {
+        let limit = policy.options.local_limit_bytes;
+        if limit == 0 {
             return Ok(());
         }
         // Every put asks: the directory and the remote set only, not the
         // whole of `tier_sizes`.
         let (_, waiting) = self.waiting()?;
-        if waiting >= policy.local_limit_bytes {
-            return Err(crate::Error::WritesFailed(format!(
-                "{waiting} bytes of segments wait for the bucket (localLimitBytes {}): \
-                 new uploads resume once they are uploaded",
-                policy.local_limit_bytes
-            )));
+        if waiting >= limit {
+            return Err(crate::Error::Backlog { waiting, limit });
         }
         Ok(())
     }

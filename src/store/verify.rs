@@ -23,7 +23,9 @@ use crate::segment::lock;
 pub struct Problem {
     /// A stable short name: `corrupt_record`, `missing_chunk`,
     /// `bad_chunk`, `wrong_refcount`, `wrong_segment_accounting`,
-    /// `bad_file_list`, `missing_segment`.
+    /// `bad_file_list`, `missing_segment`, `missing_object` (a remote
+    /// segment's object, read from the bucket), `bad_object` (the bucket's
+    /// copy of a segment that also has a cached copy).
     pub kind: &'static str,
     pub detail: String,
     pub repairable: bool,
@@ -87,13 +89,46 @@ struct Verify<'a> {
     /// The share of remote segments without a local copy whose records
     /// are read (1: all), and the seed that picks them.
     sample: (f64, u64),
+    /// Segments whose records were all read and found sound.
+    sound: HashSet<SegmentId>,
+}
+
+/// What a verify checks beyond every local record and refcount.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyOptions {
+    /// Fix what can be fixed: refcounts, segment accounting, and a bucket
+    /// object that is missing or damaged while its cached copy is sound
+    /// (uploaded again).
+    pub repair: bool,
+    /// The share (0 to 1) of the bucket's objects whose bytes are read:
+    /// those of remote segments without a local copy record by record,
+    /// those with one compared with it. The other objects are checked by
+    /// existence and length.
+    pub sample: f64,
+    /// Read the bytes of the bucket's objects that have a cached copy (at
+    /// `sample`), not only their length: a cached copy says nothing of
+    /// the object a restore would read.
+    pub read_objects: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            repair: false,
+            sample: 1.0,
+            read_objects: false,
+        }
+    }
 }
 
 impl Store {
     /// Checks the whole store; with `repair`, fixes what can be fixed.
     /// Holds the commit lock throughout, so writers wait.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
-        self.verify_sampled(repair, 1.0)
+        self.verify_with(VerifyOptions {
+            repair,
+            ..VerifyOptions::default()
+        })
     }
 
     /// [`Store::verify`] that reads the records of only a `share` (0 to 1)
@@ -101,6 +136,16 @@ impl Store {
     /// others it checks that the object exists with its recorded length
     /// (one HEAD each). Everything local is checked whole.
     pub fn verify_sampled(&self, repair: bool, share: f64) -> Result<VerifyReport> {
+        self.verify_with(VerifyOptions {
+            repair,
+            sample: share,
+            read_objects: false,
+        })
+    }
+
+    /// [`Store::verify`] with every option.
+    pub fn verify_with(&self, o: VerifyOptions) -> Result<VerifyReport> {
+        let (repair, share) = (o.repair, o.sample);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -116,10 +161,12 @@ impl Store {
             damaged: HashSet::new(),
             fixes: self.inner.index.batch(),
             sample: (share.clamp(0.0, 1.0), seed),
+            sound: HashSet::new(),
         };
         v.expected_refcounts()?;
         v.chunk_entries(repair)?;
         v.segment_records()?;
+        v.bucket_copies(repair, o.read_objects)?;
         v.unfound_records()?;
         v.damaged_files()?;
         let segs = v.segment_accounting()?;
@@ -246,16 +293,7 @@ impl Verify<'_> {
     /// count as found.
     fn left_out(&mut self, seg: SegmentId) -> Result<bool> {
         let inner = &*self.store.inner;
-        let (share, seed) = self.sample;
-        if share >= 1.0 || !inner.segments.is_remote(seg) || inner.segments.is_local(seg) {
-            return Ok(false);
-        }
-        // splitmix64 of the id and the seed: a fresh sample each run.
-        let mut z = seg.0 ^ seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        if (z % 1_000_000) as f64 / 1_000_000.0 < share {
+        if !inner.segments.is_remote(seg) || inner.segments.is_local(seg) || self.sampled(seg) {
             return Ok(false);
         }
         self.report.remote_segments_not_read += 1;
@@ -283,95 +321,198 @@ impl Verify<'_> {
     /// Step 3: every record of every segment: CRCs, and for indexed chunks
     /// the decompressed bytes against their id.
     fn segment_records(&mut self) -> Result<()> {
-        let inner = &*self.store.inner;
         let mut dctx = zstd::bulk::Decompressor::new()
             .map_err(|e| crate::error::Error::io("creating a zstd context", e))?;
         let mut out = Vec::new();
-        for seg in inner.segments.list()? {
+        for seg in self.store.inner.segments.list()? {
             self.report.segments += 1;
             if self.left_out(seg)? {
                 continue;
             }
-            let mut head = [0u8; SEGMENT_HEADER_LEN];
-            if let Err(e) = inner.segments.read_at(seg, 0, &mut head) {
-                self.report
-                    .problem("corrupt_record", format!("segment {seg}: {e}"), false);
-                continue;
-            }
-            if let Err(e) = format::decode_segment_header(&head) {
-                self.report.problem(
-                    "corrupt_record",
-                    format!("segment {seg} header: {e}"),
-                    false,
-                );
-                continue;
-            }
-            let mut bad = Vec::new();
-            let mut stretches = Vec::new();
-            let (report, wanted_at, found) = (&mut self.report, &self.wanted_at, &mut self.found);
-            let mut on_damage = |from: u64, to: u64, why: format::FormatError| {
-                stretches.push(format!(
-                    "segment {seg} from offset {from} to {to} is damaged ({why}); the records after it were checked"
-                ));
-            };
-            let scanned = inner.segments.scan_segment_resync(
-                seg,
-                &mut |offset, h, rec| {
-                    report.records_checked += 1;
-                    let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
-                        return Ok(()); // garbage: not referenced by the index
-                    };
-                    if want_id != h.chunk_id || u64::from(len) != h.record_len() {
-                        return Ok(()); // the index entry points at a different record
-                    }
-                    let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
-                    out.clear();
-                    match format::decode_and_verify(h, payload, &mut dctx, &mut out) {
-                        Ok(()) => {
-                            report.bytes_checked += u64::from(h.raw_len);
-                            found.insert((seg, offset));
-                        }
-                        Err(e) => bad.push((
-                            h.chunk_id,
-                            format!(
-                                "segment {seg} at offset {offset}: chunk {}: {e}",
-                                h.chunk_id
-                            ),
-                        )),
-                    }
-                    Ok(())
-                },
-                &mut on_damage,
-            );
-            for d in stretches {
-                self.report.problem("corrupt_record", d, false);
-            }
-            for (id, d) in bad {
-                self.damaged.insert(id);
-                self.report.problem("bad_chunk", d, false);
-            }
-            let end = match scanned {
-                Ok(end) => end,
-                Err(e) => {
-                    self.report
-                        .problem("corrupt_record", format!("segment {seg}: {e}"), false);
-                    continue;
-                }
-            };
-            if let ScanEnd::Invalid { offset: at, error } = end {
-                // The active segment's tail may be a write in progress.
-                let indexed_end = inner.index.segment(seg)?.map_or(0, |e| e.indexed_end);
-                if Some(seg) == inner.segments.active_id() && at >= indexed_end {
-                    continue;
-                }
-                self.report.problem(
-                    "corrupt_record",
-                    format!("segment {seg} at offset {at}: {error}"),
-                    false,
-                );
+            let before = self.report.problems.len();
+            self.segment(seg, &mut dctx, &mut out)?;
+            if self.report.problems.len() == before {
+                self.sound.insert(seg);
             }
         }
         Ok(())
+    }
+
+    /// The records of segment `seg` (step 3).
+    fn segment(
+        &mut self,
+        seg: SegmentId,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let inner = &*self.store.inner;
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        if let Err(e) = inner.segments.read_at(seg, 0, &mut head) {
+            self.report
+                .problem("corrupt_record", format!("segment {seg}: {e}"), false);
+            return Ok(());
+        }
+        if let Err(e) = format::decode_segment_header(&head) {
+            self.report.problem(
+                "corrupt_record",
+                format!("segment {seg} header: {e}"),
+                false,
+            );
+            return Ok(());
+        }
+        let mut bad = Vec::new();
+        let mut stretches = Vec::new();
+        let (report, wanted_at, found) = (&mut self.report, &self.wanted_at, &mut self.found);
+        let mut on_damage = |from: u64, to: u64, why: format::FormatError| {
+            stretches.push(format!(
+                "segment {seg} from offset {from} to {to} is damaged ({why}); the records after it were checked"
+            ));
+        };
+        let scanned = inner.segments.scan_segment_resync(
+            seg,
+            &mut |offset, h, rec| {
+                report.records_checked += 1;
+                let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
+                    return Ok(()); // garbage: not referenced by the index
+                };
+                if want_id != h.chunk_id || u64::from(len) != h.record_len() {
+                    return Ok(()); // the index entry points at a different record
+                }
+                let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+                out.clear();
+                match format::decode_and_verify(h, payload, dctx, out) {
+                    Ok(()) => {
+                        report.bytes_checked += u64::from(h.raw_len);
+                        found.insert((seg, offset));
+                    }
+                    Err(e) => bad.push((
+                        h.chunk_id,
+                        format!(
+                            "segment {seg} at offset {offset}: chunk {}: {e}",
+                            h.chunk_id
+                        ),
+                    )),
+                }
+                Ok(())
+            },
+            &mut on_damage,
+        );
+        for d in stretches {
+            self.report.problem("corrupt_record", d, false);
+        }
+        for (id, d) in bad {
+            self.damaged.insert(id);
+            self.report.problem("bad_chunk", d, false);
+        }
+        let end = match scanned {
+            Ok(end) => end,
+            Err(e) => {
+                self.report
+                    .problem("corrupt_record", format!("segment {seg}: {e}"), false);
+                return Ok(());
+            }
+        };
+        if let ScanEnd::Invalid { offset: at, error } = end {
+            // The active segment's tail may be a write in progress.
+            let indexed_end = inner.index.segment(seg)?.map_or(0, |e| e.indexed_end);
+            if Some(seg) == inner.segments.active_id() && at >= indexed_end {
+                return Ok(());
+            }
+            self.report.problem(
+                "corrupt_record",
+                format!("segment {seg} at offset {at}: {error}"),
+                false,
+            );
+        }
+        Ok(())
+    }
+
+    /// Step 3b: the bucket's copy of every remote segment that has a local
+    /// copy (step 3 read the local copy, which says nothing of the object
+    /// a restore reads): the object exists with its recorded length, and
+    /// with `read_objects` (at the sample's share) its bytes are the local
+    /// copy's. A missing or damaged object whose local copy was found
+    /// sound is repairable: `repair` uploads the local copy again.
+    /// Otherwise the chunks it holds count as damaged.
+    fn bucket_copies(&mut self, repair: bool, read_objects: bool) -> Result<()> {
+        let inner = &*self.store.inner;
+        for (seg, len) in inner.segments.remote_segments() {
+            if !inner.segments.is_local(seg) {
+                continue; // read from the bucket itself in step 3
+            }
+            let why = match inner.segments.remote_object_len(seg)? {
+                None => Some("is missing".to_string()),
+                Some(got) if got != len => Some(format!("holds {got} bytes, not {len}")),
+                Some(_) if read_objects && self.sampled(seg) => self.object_differs(seg, len)?,
+                Some(_) => None,
+            };
+            let Some(why) = why else {
+                continue;
+            };
+            let sound = self.sound.contains(&seg);
+            self.report.problem(
+                "bad_object",
+                format!(
+                    "segment {seg}: its object in the bucket {why}{}",
+                    if sound {
+                        "; the cached copy is sound"
+                    } else {
+                        ""
+                    }
+                ),
+                sound,
+            );
+            if sound && repair {
+                inner.segments.upload(seg)?;
+            } else {
+                // What a restore from the bucket would lose.
+                let lost = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.location.segment == seg)
+                    .map(|(id, _)| *id);
+                self.damaged.extend(lost);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the sample reads segment `seg` (all of them at share 1).
+    fn sampled(&self, seg: SegmentId) -> bool {
+        let (share, seed) = self.sample;
+        if share >= 1.0 {
+            return true;
+        }
+        // splitmix64 of the id and the seed: a fresh sample each run.
+        let mut z = seg.0 ^ seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z % 1_000_000) as f64 / 1_000_000.0) < share
+    }
+
+    /// How remote segment `seg`'s object differs from its local copy (None:
+    /// byte for byte the same).
+    fn object_differs(&self, seg: SegmentId, len: u64) -> Result<Option<String>> {
+        const PIECE: u64 = 8 << 20;
+        let segs = &self.store.inner.segments;
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(PIECE) as usize;
+            local.resize(n, 0);
+            remote.resize(n, 0);
+            segs.read_at(seg, at, &mut local)?;
+            segs.read_object_at(seg, at, &mut remote)?;
+            if let Some(i) = local.iter().zip(&remote).position(|(a, b)| a != b) {
+                return Ok(Some(format!(
+                    "differs from the cached copy at byte {}",
+                    at + i as u64
+                )));
+            }
+            at += n as u64;
+        }
+        Ok(None)
     }
 
     /// Indexed chunks whose record was not found valid where the index says.

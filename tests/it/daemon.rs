@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imgstore::daemon::{self, DaemonConfig};
-use imgstore::http::Logger;
+use imgstore::service::Logger;
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 

@@ -1108,3 +1108,35 @@ fn admin_import_upgrades_a_v1_dsmanifest() {
         (422, json!("InvalidParameter"))
     );
 }
+
+#[test]
+fn a_file_damaged_at_its_start_is_an_error_answer_in_the_clients_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let hit = d.image(ALICE, "hit", json!({}), &bytes(2_000_000, 41), true);
+    d.stop();
+    // A byte of the first record's payload (after the segment's and the
+    // record's headers).
+    let seg = dir.path().join("segments/000000000001.seg");
+    let mut raw = std::fs::read(&seg).unwrap();
+    raw[48 + 56 + 100] ^= 0x08;
+    std::fs::write(&seg, raw).unwrap();
+    let (d, log) = Daemon::start_logged(dir.path());
+    let r = d.get(&format!("/images/{hit}/file"));
+    let req_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (s, body) = sj(r);
+    // Found before the headers went: an error body, not a 200 cut short.
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(body["code"], "InternalError");
+    assert_eq!(
+        body["message"],
+        format!("the image's file is damaged (request {req_id})")
+    );
+    // Where the damage is goes to the log, not to the client.
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&req_id) && l.contains("\"cause\""))
+        .unwrap_or_else(|| panic!("no log line with the cause: {text}"));
+    assert!(line.contains("segment 000000000001"), "{line}");
+}

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 /// Every layer, bottom up; `cli` is the binary's.
 const ORDER: &[&str] = &[
-    "id", "error", "chunker", "format", "segment", "index", "store", "transfer", "imgapi", "http",
-    "cloudapi", "daemon", "cli",
+    "id", "error", "chunker", "format", "segment", "index", "store", "transfer", "imgapi",
+    "service", "http", "cloudapi", "daemon", "cli",
 ];
 
 /// The engine: only these may name the raw index or segment files.

@@ -18,10 +18,10 @@ impl Table for Notes {
     fn key(key: &str) -> Vec<u8> {
         key.as_bytes().to_vec()
     }
-    fn encode(value: &String) -> Result<Vec<u8>, String> {
+    fn encode(value: &String) -> Result<Vec<u8>, imgstore::store::CodecError> {
         json_encode(value)
     }
-    fn decode(raw: &[u8]) -> Result<String, String> {
+    fn decode(raw: &[u8]) -> Result<String, imgstore::store::CodecError> {
         json_decode(raw)
     }
 }
@@ -156,10 +156,10 @@ impl Table for Words {
     fn key(key: &str) -> Vec<u8> {
         key.as_bytes().to_vec()
     }
-    fn encode(value: &String) -> Result<Vec<u8>, String> {
+    fn encode(value: &String) -> Result<Vec<u8>, imgstore::store::CodecError> {
         json_encode(value)
     }
-    fn decode(raw: &[u8]) -> Result<String, String> {
+    fn decode(raw: &[u8]) -> Result<String, imgstore::store::CodecError> {
         json_decode(raw)
     }
     const INDEXED: bool = true;
@@ -178,10 +178,10 @@ impl Table for ByFirstWord {
     fn key(key: &str) -> Vec<u8> {
         key.as_bytes().to_vec()
     }
-    fn encode((): &()) -> Result<Vec<u8>, String> {
+    fn encode((): &()) -> Result<Vec<u8>, imgstore::store::CodecError> {
         Ok(Vec::new())
     }
-    fn decode(_: &[u8]) -> Result<(), String> {
+    fn decode(_: &[u8]) -> Result<(), imgstore::store::CodecError> {
         Ok(())
     }
 }
@@ -195,10 +195,10 @@ impl Table for WordsUnindexed {
     fn key(key: &str) -> Vec<u8> {
         key.as_bytes().to_vec()
     }
-    fn encode(value: &String) -> Result<Vec<u8>, String> {
+    fn encode(value: &String) -> Result<Vec<u8>, imgstore::store::CodecError> {
         json_encode(value)
     }
-    fn decode(raw: &[u8]) -> Result<String, String> {
+    fn decode(raw: &[u8]) -> Result<String, imgstore::store::CodecError> {
         json_decode(raw)
     }
 }

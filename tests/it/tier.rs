@@ -959,7 +959,7 @@ impl Cut {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(imgstore::backend::BackendError::Failed {
                 what: "the bucket".into(),
-                cause: "connection refused".into(),
+                source: "connection refused".into(),
             });
         }
         Ok(())
@@ -1027,8 +1027,15 @@ fn ingest_stops_with_a_clear_error_at_the_local_limit_while_the_bucket_is_away()
     let a_id = put(&store, &a);
     assert!(store.tier_step().is_err());
     // At the limit: refused, clearly, and nothing acknowledged is lost.
-    let err = store.put(&bytes(10_000, 82)[..]).err().unwrap().to_string();
-    assert!(err.contains("wait for the bucket"), "{err}");
+    let err = store.put(&bytes(10_000, 82)[..]).err().unwrap();
+    assert!(
+        matches!(err, imgstore::Error::Backlog { waiting, limit } if waiting >= limit),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wait for the object store"),
+        "{err}"
+    );
     assert_eq!(read_all(&store, &a_id), a);
     // The bucket is back: what waited uploads, and puts go on.
     cut.down.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -1039,4 +1046,74 @@ fn ingest_stops_with_a_clear_error_at_the_local_limit_while_the_bucket_is_away()
     assert_eq!(read_all(&store, &b_id), b);
     assert_eq!(read_all(&store, &a_id), a);
     assert_clean(&store);
+}
+
+/// The bucket's copy is what a restore reads: objects deleted, truncated
+/// and damaged behind the daemon's back are found although every segment
+/// still has a sound cached copy (length always, bytes with
+/// `read_objects`), their files are named, and `repair` uploads the
+/// cached copies again.
+#[test]
+fn verify_checks_the_buckets_copy_of_cached_segments_and_repair_uploads_it_again() {
+    let (_dir, backend, store) = fresh(1 << 30, Duration::ZERO);
+    let files: Vec<_> = (0..3)
+        .map(|i| put(&store, &bytes(150_000, 90 + i)))
+        .collect();
+    store.tier_step().unwrap();
+    let read = imgstore::store::VerifyOptions {
+        read_objects: true,
+        ..Default::default()
+    };
+    assert!(store.verify_with(read).unwrap().is_clean());
+    let objects = backend.list("dc1/").unwrap();
+    let segs: Vec<_> = objects
+        .iter()
+        .filter(|o| o.name.contains("/segments/"))
+        .collect();
+    assert!(segs.len() >= 3, "{objects:?}");
+    // Deleted, truncated, one byte flipped.
+    backend.delete(&segs[0].name).unwrap();
+    let mut cut = vec![0u8; (segs[1].len - 100) as usize];
+    backend.read_at(&segs[1].name, 0, &mut cut).unwrap();
+    backend.put_bytes(&segs[1].name, &cut).unwrap();
+    let mut flipped = vec![0u8; segs[2].len as usize];
+    backend.read_at(&segs[2].name, 0, &mut flipped).unwrap();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x20;
+    backend.put_bytes(&segs[2].name, &flipped).unwrap();
+
+    // By length: the deleted and the truncated object.
+    let quick = store.verify(false).unwrap();
+    let bad: Vec<_> = quick
+        .problems
+        .iter()
+        .filter(|p| p.kind == "bad_object")
+        .collect();
+    assert_eq!(bad.len(), 2, "{:?}", quick.problems);
+    // By bytes: all three, each repairable from its sound cached copy,
+    // and the files they hold are named.
+    let full = store.verify_with(read).unwrap();
+    let bad: Vec<_> = full
+        .problems
+        .iter()
+        .filter(|p| p.kind == "bad_object")
+        .collect();
+    assert_eq!(bad.len(), 3, "{:?}", full.problems);
+    assert!(bad.iter().all(|p| p.repairable), "{bad:?}");
+    assert!(!full.damaged_files.is_empty(), "{full:?}");
+    assert!(full.damaged_files.iter().all(|f| files.contains(f)));
+
+    let repaired = store
+        .verify_with(imgstore::store::VerifyOptions {
+            repair: true,
+            ..read
+        })
+        .unwrap();
+    assert!(repaired.is_clean(), "{:?}", repaired.problems);
+    let after = store.verify_with(read).unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    for s in &segs {
+        let mut back = vec![0u8; s.len as usize];
+        backend.read_at(&s.name, 0, &mut back).unwrap();
+    }
 }

@@ -355,7 +355,7 @@ fn http_source(
     imgstore::FileId,
     Box<dyn std::any::Any>,
 ) {
-    use imgstore::imgapi::copy::RemoteFactory;
+    use imgstore::imgapi::remote::RemoteFactory;
     let (dir, d) = source();
     let uuid = d.image(ALICE, "conf", json!({}), data, true);
     let remotes = imgstore::http::remote::HttpRemotes::new(Duration::from_secs(30));
@@ -390,6 +390,10 @@ pub mod proxy {
     pub const CUT: u8 = 2;
     /// Never answers chunk fetches (the connection stays open, silent).
     pub const STALL: u8 = 3;
+    /// A plain IMGAPI as upstream's own copy uses it: GetImage and
+    /// GetImageFile are forwarded, every other route (`/ping`, the chunk
+    /// protocol) answers 404 as restify does.
+    pub const PLAIN: u8 = 4;
 
     pub struct Proxy {
         pub url: String,
@@ -451,6 +455,21 @@ pub mod proxy {
             req.extend_from_slice(&buf[..n]);
         }
         let is_fetch = head.starts_with("POST ") && head.contains("/file/chunks");
+        if mode.load(Ordering::SeqCst) == PLAIN && !super::plain_imgapi_route(&head) {
+            let path = head.split(' ').nth(1).unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            let body =
+                format!(r#"{{"code":"ResourceNotFound","message":"{path} does not exist"}}"#);
+            let _ = client.write_all(
+                format!(
+                    "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return;
+        }
         if is_fetch && mode.load(Ordering::SeqCst) == STALL {
             std::thread::sleep(std::time::Duration::from_secs(30));
             return;
@@ -483,6 +502,39 @@ pub mod proxy {
         }
         let _ = client.write_all(&answer);
     }
+}
+
+/// `GET /images/UUID` or `GET /images/UUID/file` (with any query): all
+/// that upstream IMGAPI's copy asks of a source.
+pub fn plain_imgapi_route(head: &str) -> bool {
+    let Some(target) = head.strip_prefix("GET ").and_then(|r| r.split(' ').next()) else {
+        return false;
+    };
+    let path = target.split('?').next().unwrap_or(target);
+    let parts: Vec<&str> = path.split('/').collect();
+    matches!(parts.as_slice(), ["", "images", u] | ["", "images", u, "file"] if u.len() == 36)
+}
+
+#[test]
+fn a_source_that_answers_only_get_image_and_get_image_file_is_copied_through_the_file() {
+    let (_s, src) = source();
+    let data = bytes(2_000_000, 7);
+    let uuid = src.image(ALICE, "plain", json!({}), &data, true);
+    let p = proxy::start(&src.url);
+    p.mode
+        .store(proxy::PLAIN, std::sync::atomic::Ordering::SeqCst);
+    // What the proxy refuses is a 404, as from a server without the route.
+    let ping = reqwest::blocking::get(format!("{}/ping", p.url)).unwrap();
+    assert_eq!(ping.status(), 404);
+    let (_d, dst) = dest_via(&p.url, 2);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    // The whole file crossed (no chunk diff), and every byte arrived.
+    assert_eq!(job["progress"]["bytes_fetched"], 2_000_000, "{job}");
+    let r = dst.get(&format!("/images/{uuid}/file?account={ALICE}"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().to_vec(), data);
+    assert_eq!(get(&dst, &uuid)["state"], "active");
 }
 
 fn dest_via(proxy_url: &str, attempts: u32) -> (tempfile::TempDir, Daemon) {

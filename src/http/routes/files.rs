@@ -13,7 +13,6 @@ use crate::http::error::{HttpError, HttpResult};
 use crate::http::extract::ImageReq;
 use crate::id::FileId;
 use crate::imgapi::{ApiError, Code, FileParams, time};
-use crate::store::FileReader;
 
 pub(super) async fn put(
     State(st): St,
@@ -97,7 +96,7 @@ pub(super) async fn get(State(st): St, r: ImageReq, headers: HeaderMap) -> HttpR
             return Ok(resp);
         }
     };
-    let body = stream_file(&st, id, offset, len);
+    let body = stream_file(&st, id, offset, len).await?;
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -122,21 +121,31 @@ pub(super) async fn get(State(st): St, r: ImageReq, headers: HeaderMap) -> HttpR
 
 /// Bytes `offset..offset+len` of a stored file as a response body: the
 /// reader's blocks go out as they are, without a copy, one at a time as
-/// the client takes them.
-pub(super) fn stream_file(st: &AppState, id: FileId, offset: u64, len: u64) -> Body {
+/// the client takes them. The first block is read before the answer's
+/// headers, so a file damaged or missing there is an error answer the
+/// client can read, not a 200 that stops short.
+pub(super) async fn stream_file(
+    st: &AppState,
+    id: FileId,
+    offset: u64,
+    len: u64,
+) -> HttpResult<Body> {
+    let reserved = st.sender.reserve().await?;
     let store = st.api.store().clone();
-    let mut reader: Option<FileReader> = None;
-    st.sender.body(move || {
-        let r = match &mut reader {
-            Some(r) => r,
-            None => reader.insert(
-                store
-                    .open_range(&id, offset, len)
-                    .map_err(std::io::Error::other)?,
-            ),
-        };
-        r.next_block().map_err(std::io::Error::other)
+    let (mut reader, first) = tokio::task::spawn_blocking(move || {
+        let mut reader = store.open_range(&id, offset, len)?;
+        let first = reader.next_block()?;
+        Ok::<_, crate::Error>((reader, first))
     })
+    .await
+    .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
+    .map_err(ApiError::from)?;
+    let Some(first) = first else {
+        return Ok(Body::empty());
+    };
+    Ok(st.sender.body_after(first, reserved, move || {
+        reader.next_block().map_err(std::io::Error::other)
+    }))
 }
 
 /// Parses a single `bytes=` range against `size`. `Ok(None)`: serve all.

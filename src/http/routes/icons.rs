@@ -61,7 +61,7 @@ pub(super) async fn get(State(st): St, r: ImageReq) -> HttpResult<Response> {
     let (icon, id) = st
         .run(move |api| api.icon_for_read(&r.uuid, r.account()))
         .await?;
-    let body = stream_file(&st, id, 0, icon.size);
+    let body = stream_file(&st, id, 0, icon.size).await?;
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     set_header(h, header::CONTENT_TYPE, &icon.content_type);

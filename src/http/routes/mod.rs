@@ -57,6 +57,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .post(sharing::put_settings),
         )
         .route("/state", get(state::get).post(state::post))
+        .route("/authkeys/reload", post(state::reload_auth_keys))
         .route("/metrics", get(state::metrics))
 }
 

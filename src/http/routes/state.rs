@@ -57,8 +57,10 @@ pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
 
 /// `POST /state?action=dropcaches|gc|verify`. `gc` collects garbage now
 /// (`threshold`, default 0.3) and answers the plan and what was done;
-/// `verify` checks every record and refcount, and audits that images
-/// explain every reference (writers wait meanwhile).
+/// `verify` checks every record and refcount and every object in the
+/// bucket (`read_data=true`: their bytes too; `repair=true`: fixes what it
+/// can), and audits that images explain every reference (writers wait
+/// meanwhile).
 /// Operators only: any `account` is refused.
 pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
     if q.get("account").is_some() {
@@ -77,20 +79,22 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
                         ApiError::invalid_param("threshold", "threshold must be between 0 and 1")
                     })?,
             };
-            let (metrics, log) = (std::sync::Arc::clone(&st.metrics), st.log.clone());
+            let service = std::sync::Arc::clone(&st.service);
             let (plan, done) = st
-                .run(move |api| {
-                    Ok(crate::http::collect_garbage(
-                        api, &metrics, &log, threshold,
-                    )?)
-                })
+                .run(move |_| Ok(service.collect_garbage(threshold)?))
                 .await?;
             Ok(json_response(StatusCode::OK, &wire::Gc { plan, done }))
         }
         Some("verify") => {
+            let flag = |k: &str| q.get(k) == Some("true");
+            let opts = crate::store::VerifyOptions {
+                repair: flag("repair"),
+                read_objects: flag("read_data"),
+                ..crate::store::VerifyOptions::default()
+            };
             let body = st
-                .run(|api| {
-                    let mut report = api.store().verify(false)?;
+                .run(move |api| {
+                    let mut report = api.store().verify_with(opts)?;
                     // References no image explains, files images lack.
                     report
                         .problems
@@ -108,7 +112,7 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
     }
 }
 
-/// `GET /metrics`: Prometheus' text format (`http::metrics`), for
+/// `GET /metrics`: Prometheus' text format (`service::metrics`), for
 /// operators only.
 pub(super) async fn metrics(State(st): St, q: QueryPairs) -> HttpResult<Response> {
     if q.get("account").is_some() {
@@ -122,4 +126,22 @@ pub(super) async fn metrics(State(st): St, q: QueryPairs) -> HttpResult<Response
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(r)
+}
+
+/// `POST /authkeys/reload` (upstream's AdminReloadAuthKeys): reads the
+/// signing keys again (`authKeys`, `authKeysDir`); answers `{}`. On a
+/// daemon without signatures there is nothing to reload. Operators only.
+pub(super) async fn reload_auth_keys(State(st): St, q: QueryPairs) -> HttpResult<Response> {
+    if q.get("account").is_some() {
+        return Err(ApiError::operator_only().into());
+    }
+    if let Some(auth) = &st.auth {
+        let logins = auth.reload().map_err(|e| {
+            st.log.error(&format!("reloading auth keys: {e}"));
+            ApiError::internal("the signing keys did not load; the keys in use stay")
+        })?;
+        st.log
+            .info(&format!("auth keys reloaded: {logins} logins with keys"));
+    }
+    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
 }

@@ -47,19 +47,27 @@ pub fn run(
 ) -> Result<(), String> {
     ensure!(base.ends_with('/'), "base {base:?} must end in '/'");
     let name = |n: &str| format!("{base}{n}");
+    missing_and_bad_names(b, &name("missing"))?;
+    small_objects(b, &name("small/one"), &name("small/empty"))?;
+    let (big, large_name) = large_object(b, &name("large/object.seg"), large, scratch)?;
+    concurrent_reads(b, &large_name, &big)?;
+    listing_and_deletes(b, base, &large_name)
+}
 
+/// A missing object: no length, NotFound naming it, deleted without
+/// error; bad names refused before anything is sent.
+fn missing_and_bad_names(b: &dyn ObjectBackend, missing: &str) -> Result<(), String> {
     // Missing objects.
-    let missing = name("missing");
     ensure!(
-        b.len(&missing).map_err(|e| e.to_string())?.is_none(),
+        b.len(missing).map_err(|e| e.to_string())?.is_none(),
         "len of a missing object must be None"
     );
     let mut one = [0u8; 1];
-    match b.read_at(&missing, 0, &mut one) {
-        Err(BackendError::NotFound(n)) => ensure!(n == missing, "NotFound names {n}"),
+    match b.read_at(missing, 0, &mut one) {
+        Err(BackendError::NotFound(n)) => ensure!(n == *missing, "NotFound names {n}"),
         other => return Err(format!("read of a missing object gave {other:?}")),
     }
-    b.delete(&missing)
+    b.delete(missing)
         .map_err(|e| format!("deleting a missing object must succeed: {e}"))?;
 
     // Bad names are refused before anything is sent.
@@ -70,16 +78,20 @@ pub fn run(
         }
     }
 
-    // A small object: ranges at the start, the middle and the end.
-    let small = name("small/one");
+    Ok(())
+}
+
+/// A small object: ranges at the start, the middle and the end, reads past
+/// its end, replacement; and an empty object.
+fn small_objects(b: &dyn ObjectBackend, small: &str, empty: &str) -> Result<(), String> {
     let body = pattern(1000, 1);
-    b.put_bytes(&small, &body).map_err(|e| e.to_string())?;
+    b.put_bytes(small, &body).map_err(|e| e.to_string())?;
     ensure!(
-        b.len(&small).map_err(|e| e.to_string())? == Some(1000),
+        b.len(small).map_err(|e| e.to_string())? == Some(1000),
         "len of a 1000-byte object"
     );
     for (off, len) in [(0, 1000), (0, 1), (999, 1), (100, 300)] {
-        let got = read(b, &small, off, len)?;
+        let got = read(b, small, off, len)?;
         ensure!(
             Some(&got[..]) == body.get(off as usize..off as usize + len),
             "bytes of {small} at {off}+{len} differ"
@@ -87,7 +99,7 @@ pub fn run(
     }
     for (off, len) in [(990, 20), (1000, 1), (5000, 10)] {
         let mut buf = vec![0; len];
-        match b.read_at(&small, off, &mut buf) {
+        match b.read_at(small, off, &mut buf) {
             Err(BackendError::Short { wanted_end, .. }) => ensure!(
                 wanted_end == off + len as u64,
                 "Short must name the wanted end"
@@ -98,34 +110,42 @@ pub fn run(
 
     // Replacing an object replaces every byte.
     let body2 = pattern(10, 2);
-    b.put_bytes(&small, &body2).map_err(|e| e.to_string())?;
+    b.put_bytes(small, &body2).map_err(|e| e.to_string())?;
     ensure!(
-        read(b, &small, 0, 10)? == body2,
+        read(b, small, 0, 10)? == body2,
         "a replaced object must read back as the new bytes"
     );
     ensure!(
-        b.len(&small).map_err(|e| e.to_string())? == Some(10),
+        b.len(small).map_err(|e| e.to_string())? == Some(10),
         "a replaced object has the new length"
     );
 
     // An empty object.
-    let empty = name("small/empty");
-    b.put_bytes(&empty, &[]).map_err(|e| e.to_string())?;
+    b.put_bytes(empty, &[]).map_err(|e| e.to_string())?;
     ensure!(
-        b.len(&empty).map_err(|e| e.to_string())? == Some(0),
+        b.len(empty).map_err(|e| e.to_string())? == Some(0),
         "an empty object has length 0"
     );
 
-    // A large object from a file (multipart where the backend has it).
+    Ok(())
+}
+
+/// A large object from a file (multipart where the backend has it), read
+/// back by ranges; returns its bytes and name.
+fn large_object(
+    b: &dyn ObjectBackend,
+    large_name: &str,
+    large: usize,
+    scratch: &std::path::Path,
+) -> Result<(Vec<u8>, String), String> {
     let src = scratch.join("conformance-large-object");
     let big = pattern(large, 3);
     std::fs::write(&src, &big).map_err(|e| e.to_string())?;
-    let large_name = name("large/object.seg");
-    let put = b.put_file(&large_name, &src);
+    let put = b.put_file(large_name, &src);
     let _ = std::fs::remove_file(&src);
     put.map_err(|e| format!("put_file of {large} bytes: {e}"))?;
     ensure!(
-        b.len(&large_name).map_err(|e| e.to_string())? == Some(large as u64),
+        b.len(large_name).map_err(|e| e.to_string())? == Some(large as u64),
         "len of the large object"
     );
     let ranges = [
@@ -138,18 +158,22 @@ pub fn run(
         if off as usize + len > large {
             continue;
         }
-        let got = read(b, &large_name, off, len)?;
+        let got = read(b, large_name, off, len)?;
         ensure!(
             Some(&got[..]) == big.get(off as usize..off as usize + len),
             "bytes of the large object at {off}+{len} differ"
         );
     }
 
-    // Concurrent readers of one object see the right bytes each.
+    Ok((big, large_name.to_string()))
+}
+
+/// Concurrent readers of one object see the right bytes each.
+fn concurrent_reads(b: &dyn ObjectBackend, large_name: &str, big: &[u8]) -> Result<(), String> {
+    let large = big.len();
     std::thread::scope(|s| -> Result<(), String> {
         let handles: Vec<_> = (0..8u64)
             .map(|t| {
-                let (big, large_name) = (&big, &large_name);
                 s.spawn(move || -> Result<(), String> {
                     for i in 0..8u64 {
                         let len = 64 << 10;
@@ -168,9 +192,13 @@ pub fn run(
             h.join().map_err(|_| "a reader panicked".to_string())??;
         }
         Ok(())
-    })?;
+    })
+}
 
-    // Listing: by whole path parts, sorted, with lengths.
+/// Listing by whole path parts, sorted, with lengths; deleting, also
+/// twice.
+fn listing_and_deletes(b: &dyn ObjectBackend, base: &str, large_name: &str) -> Result<(), String> {
+    let name = |n: &str| format!("{base}{n}");
     b.put_bytes(&name("smallish/x"), b"abc")
         .map_err(|e| e.to_string())?;
     let listed = b.list(&name("small/")).map_err(|e| e.to_string())?;
@@ -201,10 +229,10 @@ pub fn run(
         b.delete(&o.name).map_err(|e| e.to_string())?;
     }
     ensure!(
-        b.len(&large_name).map_err(|e| e.to_string())?.is_none(),
+        b.len(large_name).map_err(|e| e.to_string())?.is_none(),
         "a deleted object must be gone"
     );
-    b.delete(&large_name)
+    b.delete(large_name)
         .map_err(|e| format!("deleting twice must succeed: {e}"))?;
     let left = b.list(base).map_err(|e| e.to_string())?;
     ensure!(left.is_empty(), "objects left after deletes: {left:?}");

@@ -53,22 +53,31 @@ pub enum BackendError {
     /// A name that is not a plain relative object name.
     #[error("object name {0:?} is not allowed")]
     BadName(String),
-    /// Anything else (network, server errors after the retries, local I/O).
-    #[error("{what}: {cause}")]
-    Failed { what: String, cause: String },
+    /// Anything else (network, server errors after the retries, local
+    /// I/O); `source` is what failed underneath (`object_store`'s error,
+    /// an `io::Error`), kept for the log.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl BackendError {
-    /// The engine's error for a failed `what` (an I/O error whose source
-    /// is this one).
+    /// The engine's error for a failed `what`: the object store's, with
+    /// this one as its source.
     pub(crate) fn into_error(self, what: impl Into<String>) -> crate::Error {
-        crate::Error::io(what, std::io::Error::other(self))
+        crate::Error::remote(what, self)
     }
 
-    pub(crate) fn failed(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn failed(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         BackendError::Failed {
             what: what.into(),
-            cause: cause.to_string(),
+            source: source.into(),
         }
     }
 }
@@ -112,6 +121,34 @@ pub trait ObjectBackend: Send + Sync {
 
     /// Deletes object `name`; deleting a missing object succeeds.
     fn delete(&self, name: &str) -> BackendResult<()>;
+}
+
+/// Checks that a backend can hold a store under `prefix` before anything
+/// relies on it: the prefix can be listed (the bucket exists and the
+/// credentials are good), an object written there reads back whole, and
+/// it can be deleted. The error names the first step that failed. A
+/// daemon refuses to start on a bucket that fails this, instead of
+/// answering `/ping` and logging errors at every tier step.
+pub fn probe(b: &dyn ObjectBackend, prefix: &str) -> BackendResult<()> {
+    check_prefix(prefix)?;
+    b.list(prefix)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{prefix}imgstore-probe/{}-{nanos}", std::process::id());
+    let body = name.as_bytes();
+    b.put_bytes(&name, body)?;
+    let mut back = vec![0u8; body.len()];
+    let read = b.read_at(&name, 0, &mut back);
+    let deleted = b.delete(&name);
+    read?;
+    if back != body {
+        return Err(BackendError::failed(
+            format!("reading back {name}"),
+            "the object read back differs from what was written",
+        ));
+    }
+    deleted
 }
 
 /// Checks that `name` is a plain relative object name.

@@ -8,6 +8,8 @@
 //! | `imgstore_http_received_bytes_total` | | upload bodies read |
 //! | `imgstore_http_sent_bytes_total` | | download and chunk bodies written |
 //! | `imgstore_store_*` | | files, references, logical, stored and index bytes, segments, reserve (read at scrape, without a chunk scan) |
+//! | `imgstore_tier_{local,cached,remote}_bytes`, `imgstore_tier_waiting_segments` | | where segment bytes are, and what waits for the bucket |
+//! | `imgstore_disk_{size,free}_bytes` | | the data directory's filesystem (statvfs) |
 //! | `imgstore_gc_runs_total` | outcome | GC passes: ok, partial (a segment left as it was), failed |
 //! | `imgstore_gc_reclaimed_bytes_total` | | bytes GC freed |
 //! | `imgstore_recompressed_segments_total` | | cold segments the background pass rewrote |
@@ -15,7 +17,7 @@
 //! | `imgstore_tier_uploaded_bytes_total` | | sealed segment bytes uploaded to the remote tier and confirmed |
 //! | `imgstore_tier_evicted_bytes_total` | | local copies of remote segments dropped from the cache |
 //! | `imgstore_tier_deleted_objects_total` | | objects of compacted segments deleted after their grace period |
-//! | `imgstore_tier_errors_total` | | remote tier steps that failed (retried at the next step) |
+//! | `imgstore_tier_errors_total` | | remote tier steps that failed (retried at the next step), and requests that failed on the bucket |
 //! | `imgstore_copy_jobs_total` | outcome | copies between datacenters that ended: succeeded, failed |
 //! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
 //!
@@ -68,8 +70,68 @@ pub struct Metrics {
     tier: [Counter; 4],
     jobs: Family<Outcome, Counter>,
     job_bytes: Family<Outcome, Counter>,
-    store: [(&'static str, ByteGauge); 8],
+    store: [(&'static str, ByteGauge); 14],
 }
+
+/// The tier's counters: uploaded bytes, evicted bytes, deleted objects,
+/// failed steps.
+const TIER_COUNTERS: [(&str, &str); 4] = [
+    (
+        "imgstore_tier_uploaded_bytes",
+        "Sealed segment bytes uploaded to the remote tier and confirmed",
+    ),
+    (
+        "imgstore_tier_evicted_bytes",
+        "Bytes of local copies of remote segments dropped from the cache",
+    ),
+    (
+        "imgstore_tier_deleted_objects",
+        "Objects of compacted segments deleted after their grace period",
+    ),
+    (
+        "imgstore_tier_errors",
+        "Remote tier steps that failed (retried at the next step)",
+    ),
+];
+
+/// The store's figures, read at scrape.
+const STORE_GAUGES: [(&str, &str); 14] = [
+    ("imgstore_store_files", "Distinct files stored"),
+    ("imgstore_store_file_references", "References to them"),
+    ("imgstore_store_logical_bytes", "Bytes as images see them"),
+    (
+        "imgstore_store_distinct_file_bytes",
+        "Each distinct file's size once",
+    ),
+    ("imgstore_store_stored_bytes", "Segment file bytes on disk"),
+    ("imgstore_store_segments", "Segment files"),
+    ("imgstore_store_index_bytes", "RocksDB table file bytes"),
+    (
+        "imgstore_store_reserve_bytes",
+        "Disk space held back for GC on a full disk",
+    ),
+    (
+        "imgstore_tier_local_bytes",
+        "Segment bytes only on the local disk (not uploaded yet)",
+    ),
+    (
+        "imgstore_tier_cached_bytes",
+        "Bytes of local copies of remote segments",
+    ),
+    ("imgstore_tier_remote_bytes", "Segment bytes in the bucket"),
+    (
+        "imgstore_tier_waiting_segments",
+        "Segments waiting for upload, the active one included",
+    ),
+    (
+        "imgstore_disk_size_bytes",
+        "Size of the data directory's filesystem",
+    ),
+    (
+        "imgstore_disk_free_bytes",
+        "Bytes free on the data directory's filesystem",
+    ),
+];
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. about 16 s.
@@ -82,116 +144,89 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and hands it back (the registry keeps
+/// a clone; both count the same).
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::default();
+        let requests = register(
+            &mut r,
             "imgstore_http_requests",
             "Requests answered, by route, method and status",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
+        let latency = register(
+            &mut r,
             "imgstore_http_request_duration_seconds",
             "Time to answer a request (until the response head), by route and method",
-            latency.clone(),
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            ),
         );
-        let received = Counter::<u64, AtomicU64>::default();
-        registry.register(
+        let received = register(
+            &mut r,
             "imgstore_http_received_bytes",
             "Bytes of upload bodies read",
-            received.clone(),
+            Counter::<u64, AtomicU64>::default(),
         );
-        let sent = Counter::<u64, AtomicU64>::default();
-        registry.register(
+        let sent = register(
+            &mut r,
             "imgstore_http_sent_bytes",
             "Bytes of file and chunk bodies written",
-            sent.clone(),
+            Counter::<u64, AtomicU64>::default(),
         );
-        let gc_runs = Family::<Outcome, Counter>::default();
-        registry.register(
+        let gc_runs = register(
+            &mut r,
             "imgstore_gc_runs",
             "GC passes by outcome: ok, partial (a segment left as it was), failed",
-            gc_runs.clone(),
+            Family::<Outcome, Counter>::default(),
         );
-        let gc_reclaimed = Counter::default();
-        registry.register(
+        let gc_reclaimed = register(
+            &mut r,
             "imgstore_gc_reclaimed_bytes",
             "Bytes GC freed",
-            gc_reclaimed.clone(),
+            Counter::default(),
         );
-        let recompressed = Counter::default();
-        registry.register(
+        let recompressed = register(
+            &mut r,
             "imgstore_recompressed_segments",
             "Cold segments the background pass rewrote at the denser level",
-            recompressed.clone(),
+            Counter::default(),
         );
-        let recompress_saved = Counter::default();
-        registry.register(
+        let recompress_saved = register(
+            &mut r,
             "imgstore_recompress_saved_bytes",
             "Bytes the background pass's rewrites saved",
-            recompress_saved.clone(),
+            Counter::default(),
         );
-        let tier = [
-            (
-                "imgstore_tier_uploaded_bytes",
-                "Sealed segment bytes uploaded to the remote tier and confirmed",
-            ),
-            (
-                "imgstore_tier_evicted_bytes",
-                "Bytes of local copies of remote segments dropped from the cache",
-            ),
-            (
-                "imgstore_tier_deleted_objects",
-                "Objects of compacted segments deleted after their grace period",
-            ),
-            (
-                "imgstore_tier_errors",
-                "Remote tier steps that failed (retried at the next step)",
-            ),
-        ]
-        .map(|(name, help)| {
-            let c = Counter::default();
-            registry.register(name, help, c.clone());
-            c
-        });
-        let jobs = Family::<Outcome, Counter>::default();
-        registry.register(
+        let tier =
+            TIER_COUNTERS.map(|(name, help)| register(&mut r, name, help, Counter::default()));
+        let jobs = register(
+            &mut r,
             "imgstore_copy_jobs",
             "Copies between datacenters that ended, by outcome",
-            jobs.clone(),
+            Family::<Outcome, Counter>::default(),
         );
-        let job_bytes = Family::<Outcome, Counter>::default();
-        registry.register(
+        let job_bytes = register(
+            &mut r,
             "imgstore_copy_fetched_bytes",
             "Bytes fetched by copies that ended, by outcome",
-            job_bytes.clone(),
+            Family::<Outcome, Counter>::default(),
         );
-        let store = [
-            ("imgstore_store_files", "Distinct files stored"),
-            ("imgstore_store_file_references", "References to them"),
-            ("imgstore_store_logical_bytes", "Bytes as images see them"),
-            (
-                "imgstore_store_distinct_file_bytes",
-                "Each distinct file's size once",
-            ),
-            ("imgstore_store_stored_bytes", "Segment file bytes on disk"),
-            ("imgstore_store_segments", "Segment files"),
-            ("imgstore_store_index_bytes", "RocksDB table file bytes"),
-            (
-                "imgstore_store_reserve_bytes",
-                "Disk space held back for GC on a full disk",
-            ),
-        ]
-        .map(|(name, help)| {
-            let g = ByteGauge::default();
-            registry.register(name, help, g.clone());
-            (name, g)
-        });
+        let store = STORE_GAUGES
+            .map(|(name, help)| (name, register(&mut r, name, help, ByteGauge::default())));
         Metrics {
-            registry,
+            registry: r,
             requests,
             latency,
             received,
@@ -276,6 +311,12 @@ impl Metrics {
     /// The text exposition, with the store's size read now.
     pub fn render(&self, store: &Store) -> crate::Result<String> {
         let size = store.size()?;
+        let tier = if store.has_tier() {
+            store.tier_sizes()?
+        } else {
+            crate::store::TierSizes::default()
+        };
+        let disk = store.disk_space();
         let values = [
             size.files,
             size.file_references,
@@ -285,6 +326,12 @@ impl Metrics {
             size.segments,
             size.index_bytes,
             store.reserve_held(),
+            tier.local_bytes,
+            tier.cached_bytes,
+            tier.remote_bytes,
+            tier.local_segments,
+            disk.map_or(0, |d| d.size_bytes),
+            disk.map_or(0, |d| d.free_bytes),
         ];
         for ((_, g), v) in self.store.iter().zip(values) {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));

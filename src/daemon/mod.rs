@@ -1,0 +1,242 @@
+//! The daemon: one validated configuration ([`config`]), start-up, and
+//! `serve(listener, state, shutdown)`, which tests call with a listener
+//! bound to port 0. A request walks down the layers once: `serve` →
+//! `http` (routes) → `imgapi` (rules) → `store`; the upkeep chores run
+//! beside it on their own thread: `serve` → `service::upkeep` → `store`.
+//!
+//! | module | |
+//! | --- | --- |
+//! | [`config`] | the raw config file and the validated [`DaemonConfig`] |
+//! | [`reference`] | `imgstore config reference`, from the config types' docs |
+
+pub mod config;
+pub mod reference;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::http::remote::HttpRemotes;
+pub use crate::http::server::Limits;
+use crate::http::{AppState, router};
+use crate::imgapi::jobs::{Copies, Execution, JobEvent};
+use crate::imgapi::{self, Imgapi};
+use crate::service::upkeep::{self, Schedule};
+pub use crate::service::upkeep::{DEFAULT_RECOMPRESS_AFTER, Recompress};
+use crate::service::{Logger, Metrics, Service};
+use crate::store::{Store, StoreOptions};
+pub use config::{
+    ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RESERVE_BYTES, DaemonConfig, Durability,
+    Storage, StorageKind,
+};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is unreadable or wrong.
+    #[error("config {}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    /// The store did not open.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    /// The `"storage"` object is wrong or its backend unreachable.
+    #[error("storage: {0}")]
+    Storage(#[source] ConfigError),
+    /// The signing keys did not load.
+    #[error("auth keys: {0}")]
+    Auth(String),
+}
+
+impl DaemonConfig {
+    /// Reads a config file (see [`DaemonConfig::from_file`]) as a start
+    /// error that names the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, StartError> {
+        Self::from_file(path).map_err(|source| StartError::Config {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The async runtime the daemon runs on: its blocking pool sized by the
+    /// limits (a put holds a thread of it for its whole body).
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .max_blocking_threads(self.limits.blocking_threads())
+            .enable_all()
+            .build()
+    }
+
+    /// How the daemon (and the admin commands given its config) open the
+    /// store: its tables, reserve, segment size and remote tier.
+    pub fn store_options(&self) -> Result<StoreOptions, StartError> {
+        let tier = match &self.storage {
+            None => None,
+            Some(st) => Some(st.tier_options().map_err(StartError::Storage)?),
+        };
+        Ok(StoreOptions {
+            tables: imgapi::TABLES.to_vec(),
+            reserve_bytes: self.reserve_bytes,
+            segment_bytes: self.segment_bytes,
+            tier,
+            ..StoreOptions::default()
+        })
+    }
+
+    /// When the upkeep chores run.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            gc_every: self.gc_interval,
+            recompress: self.recompress.clone(),
+            index_push_every: self
+                .storage
+                .as_ref()
+                .filter(|st| st.index_push_seconds > 0)
+                .map(|st| std::time::Duration::from_secs(st.index_push_seconds)),
+        }
+    }
+
+    /// Checks the remote tier's bucket as the daemon will use it (see
+    /// [`probe`](crate::store::backend::probe)): a missing bucket, a
+    /// wrong endpoint or wrong credentials are found here, in one line.
+    pub fn check_storage(&self, opts: &StoreOptions) -> Result<(), StartError> {
+        let (Some(st), Some(tier)) = (&self.storage, &opts.tier) else {
+            return Ok(());
+        };
+        crate::store::backend::probe(tier.backend.as_ref(), &tier.prefix).map_err(|e| {
+            StartError::Storage(ConfigError::Unusable {
+                what: st.describe(),
+                source: e,
+            })
+        })
+    }
+
+    /// Opens the store and builds the service and its HTTP state.
+    pub fn open(&self, log: Logger) -> Result<Arc<AppState>, StartError> {
+        let opts = self.store_options()?;
+        self.check_storage(&opts)?;
+        let store = Store::open_with(&self.data_dir, opts)?;
+        let metrics = Arc::new(Metrics::new());
+        let copies = Copies {
+            remotes: Arc::new(HttpRemotes::new(self.transfer_timeout)),
+            receive: self.transfer.clone(),
+            events: job_events(&log, &metrics),
+        };
+        let api = Imgapi::new(store, self.imgapi.clone(), copies)?;
+        let service = Service::new(api, log, metrics, self.schedule());
+        let auth = match &self.auth {
+            None => None,
+            Some(sources) => Some(
+                crate::http::auth::ImgapiAuth::new(sources.clone())
+                    .map_err(|e| StartError::Auth(e.0))?,
+            ),
+        };
+        Ok(Arc::new(
+            AppState::new(Arc::new(service), self.limits.clone()).with_auth(auth),
+        ))
+    }
+}
+
+/// What a copy job's start and end do: a log line, and at the end the
+/// metrics.
+fn job_events(log: &Logger, metrics: &Arc<Metrics>) -> Arc<dyn Fn(&JobEvent<'_>) + Send + Sync> {
+    let (log, metrics) = (log.clone(), Arc::clone(metrics));
+    Arc::new(move |e: &JobEvent<'_>| match e {
+        JobEvent::Started(job) => log.info(&format!(
+            "copy job {} of image {} started",
+            job.uuid, job.image_uuid
+        )),
+        JobEvent::Ended(job) => {
+            metrics.job_ended(
+                job.execution == Execution::Succeeded,
+                job.progress.bytes_fetched,
+            );
+            log.info(&format!(
+                "copy job {} ended: {}",
+                job.uuid,
+                job.execution.as_str()
+            ));
+        }
+    })
+}
+
+/// Serves IMGAPI on `listener` until `shutdown` completes; requests in
+/// flight then get the shutdown deadline to finish (each one's changes
+/// commit atomically or not at all; a cut upload is not stored).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_faces(listener, None, state, shutdown).await
+}
+
+/// [`serve`], plus the CloudAPI face on its own listener when `cloudapi`
+/// is given; one shutdown stops both.
+pub async fn serve_faces(
+    listener: tokio::net::TcpListener,
+    cloudapi: Option<(tokio::net::TcpListener, crate::cloudapi::Config)>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    let face = cloudapi.map(|(listener, config)| {
+        let face = Arc::new(crate::cloudapi::Face {
+            app: Arc::clone(&state),
+            config,
+        });
+        tokio::spawn(crate::cloudapi::serve(
+            listener,
+            face,
+            stop.clone().cancelled_owned(),
+        ))
+    });
+    let served = serve_imgapi(listener, state, stop.cancelled_owned()).await;
+    if let Some(face) = face {
+        face.await
+            .map_err(|e| std::io::Error::other(format!("the CloudAPI face failed: {e}")))??;
+    }
+    served
+}
+
+/// The IMGAPI listener, with the upkeep chores on their own thread for
+/// as long as it serves.
+async fn serve_imgapi(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chores = upkeep::chores(&state.service, &state.service.schedule);
+    let room = {
+        let (service, stop) = (Arc::clone(&state.service), Arc::clone(&stop));
+        std::thread::spawn(move || upkeep::run(&service, chores, &stop))
+    };
+    let limits = state.limits.clone();
+    let app = router(state);
+    let served = crate::http::server::serve(listener, app, &limits, shutdown).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || room.join()).await;
+    served
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
