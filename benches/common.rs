@@ -198,7 +198,7 @@ pub fn build_images(dir: &std::path::Path, n: u64, accounts: u64) {
                         content_md5: imgapi::base64_encode(&[0; 16]),
                         mtime_ms: base_ms,
                         stor: "local".into(),
-                        file_id: f.file_id.to_hex(),
+                        file_id: f.file_id,
                     }];
                     t.put::<Images>(&img.uuid, &img)?;
                 }

@@ -53,6 +53,15 @@ macro_rules! hash_id {
             }
         }
 
+        /// Read back from the hex [`Serialize`](serde::Serialize) writes, so a
+        /// stored record holding an id keeps its bytes.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         impl FromStr for $name {
             type Err = ParseIdError;
             fn from_str(s: &str) -> Result<Self, ParseIdError> {
@@ -182,6 +191,17 @@ mod tests {
         let back: ChunkId = id.to_hex().parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(id, back);
         assert!("xyz".parse::<FileId>().is_err());
+    }
+
+    #[test]
+    fn ids_serialise_as_the_hex_they_are_read_back_from() {
+        let id = FileId(*blake3::hash(b"abc").as_bytes());
+        let json = serde_json::to_string(&id).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json, format!("\"{}\"", id.to_hex()));
+        let back: FileId = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, id);
+        assert!(serde_json::from_str::<FileId>("\"ABC\"").is_err());
+        assert!(serde_json::from_str::<ChunkId>("17").is_err());
     }
 
     #[test]

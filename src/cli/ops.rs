@@ -11,6 +11,7 @@ use super::emit;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
+use imgstore::imgapi::share::AccountSettings;
 use serde_json::{Value, json};
 
 use super::connect::{ConnArgs, client, describe, report};
@@ -102,13 +103,13 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
     match &args.command {
         AdminCommand::Stats => {
             let v = c.state().map_err(describe)?;
-            let s = &v["store"];
+            let s = &v.store;
             emit(args.json, &v, || {
                 let n = |k: &str| s[k].as_u64().unwrap_or(0);
                 format!(
                     "datacenter {}, up {} s: {} files, {} chunks, {} segments; {} bytes logical, {} stored ({} live)",
-                    v["datacenterName"].as_str().unwrap_or("?"),
-                    v["uptime_s"],
+                    v.datacenter_name,
+                    v.uptime_s,
                     n("files"),
                     n("chunks"),
                     n("segments"),
@@ -120,11 +121,8 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
             Ok(0)
         }
         AdminCommand::Gc { threshold } => {
-            let t = threshold.to_string();
-            let v = c
-                .state_action("gc", &[("threshold", &t)])
-                .map_err(describe)?;
-            let done = &v["done"];
+            let v = c.gc(Some(*threshold)).map_err(describe)?;
+            let done = &v.done;
             let failed = done["failed"].as_array().map_or(0, Vec::len);
             emit(args.json, &v, || {
                 format!(
@@ -142,17 +140,17 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
             Ok(if failed > 0 { 1 } else { 0 })
         }
         AdminCommand::Verify => {
-            let v = c.state_action("verify", &[]).map_err(describe)?;
-            let problems: Vec<&Value> = v["problems"]
+            let v = c.verify().map_err(describe)?;
+            let problems: Vec<&Value> = v.report["problems"]
                 .as_array()
                 .map(|p| p.iter().filter(|p| p["repaired"] != true).collect())
                 .unwrap_or_default();
             emit(args.json, &v, || {
                 let mut s = format!(
                     "{} files, {} chunks, {} records checked: {}",
-                    v["files"],
-                    v["chunks"],
-                    v["records_checked"],
+                    v.report["files"],
+                    v.report["chunks"],
+                    v.report["records_checked"],
                     if problems.is_empty() {
                         "ok"
                     } else {
@@ -186,7 +184,7 @@ pub fn account(args: AccountArgs) -> i32 {
 }
 
 /// "account A trusts B, C" (or "no account").
-fn trusts_line(me: &str, settings: &Value) -> String {
+fn trusts_line(me: &str, settings: &AccountSettings) -> String {
     let t = trusted(settings);
     if t.is_empty() {
         format!("account {me} trusts no account")
@@ -195,15 +193,12 @@ fn trusts_line(me: &str, settings: &Value) -> String {
     }
 }
 
-fn trusted(settings: &Value) -> Vec<String> {
-    settings["image_share_trusted_accounts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|u| u.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+fn trusted(settings: &AccountSettings) -> Vec<String> {
+    settings
+        .image_share_trusted_accounts
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .collect()
 }
 
 fn run_account(args: &AccountArgs) -> Result<()> {

@@ -18,6 +18,7 @@ use crate::http::error::HttpResult;
 use crate::http::extract::QueryPairs;
 use crate::http::{json_body, json_response};
 use crate::imgapi::list::ListQuery;
+use crate::imgapi::manifest::ManifestField;
 use crate::imgapi::{ApiError, Code, Image, ImageState, parse_uuid};
 use serde::Serialize;
 
@@ -150,15 +151,16 @@ fn shown_error(e: &Value) -> Value {
     }
 }
 
-/// Fields CloudAPI's UpdateImage passes on to IMGAPI.
-const UPDATABLE: [&str; 7] = [
-    "name",
-    "version",
-    "description",
-    "homepage",
-    "eula",
-    "acl",
-    "tags",
+/// Fields CloudAPI's UpdateImage passes on to IMGAPI (all the owner's to
+/// change).
+const UPDATABLE: [ManifestField; 7] = [
+    ManifestField::Name,
+    ManifestField::Version,
+    ManifestField::Description,
+    ManifestField::Homepage,
+    ManifestField::Eula,
+    ManifestField::Acl,
+    ManifestField::Tags,
 ];
 
 /// JavaScript's truthiness, for the fields `translate()` copies only when
@@ -186,16 +188,15 @@ pub(super) async fn list(
     query: QueryPairs,
 ) -> HttpResult<Response> {
     let account = who.uuid;
-    let mut pairs = vec![("account".to_string(), account.to_string())];
-    for k in ["name", "os", "version", "public", "state", "owner", "type"] {
-        if let Some(v) = query.get(k) {
-            pairs.push((k.into(), v.into()));
-        }
-    }
-    if query.get("type").is_none() {
-        pairs.push(("type".into(), "!docker".into()));
-    }
-    let q = ListQuery::parse(&pairs)?;
+    // The caller's filters are checked as IMGAPI checks its query.
+    let pairs: Vec<(String, String)> =
+        ["name", "os", "version", "public", "state", "owner", "type"]
+            .into_iter()
+            .filter_map(|k| query.get(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
+    let mut q = ListQuery::parse(&pairs)?;
+    q.account = Some(account);
+    q.type_.get_or_insert_with(|| "!docker".into());
     let images = face.app.run(move |api| api.list_all(&q)).await?;
     let body: Vec<CloudImage<'_>> = images.iter().map(CloudImage::of).collect();
     Ok(json_response(StatusCode::OK, &body))
@@ -299,7 +300,7 @@ fn invalid_action(action: &str) -> ApiError {
 /// accounts as well as uuids.
 fn update_fields(face: &Face, body: &Value) -> HttpResult<Value> {
     let mut patch = Map::new();
-    for k in UPDATABLE {
+    for k in UPDATABLE.map(ManifestField::name) {
         if let Some(v) = body.get(k) {
             patch.insert(k.into(), v.clone());
         }
@@ -399,6 +400,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cloudapi_updates_only_fields_an_owner_may_change() {
+        use crate::imgapi::manifest::Editor;
+        assert!(UPDATABLE.iter().all(|f| f.editor() == Editor::Owner));
+    }
+
+    #[test]
     fn translation_keeps_cloudapi_fields_only() {
         let m = json!({
             "owner": "00000000-0000-4000-8000-000000000001", "name": "base", "version": "1.0",
@@ -419,9 +426,9 @@ mod tests {
             content_md5: String::new(),
             mtime_ms: 0,
             stor: "local".into(),
-            file_id: String::new(),
+            file_id: crate::id::FileId([0; 32]),
         }];
-        let full = img.manifest(true);
+        let full = serde_json::to_value(img.manifest(true)).unwrap();
         let t = serde_json::to_value(CloudImage::of(&img)).unwrap();
         assert_eq!(t["id"], full["uuid"]);
         for dropped in [

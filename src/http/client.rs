@@ -3,6 +3,10 @@
 //! upstream's) through it, so an error body is read one way everywhere:
 //! its `code`, `message` and `errors[]`, with the URL and the status.
 //!
+//! Every answer is read into its wire type: the manifest, a job, the
+//! lineage, settings, the daemon's state; only the payloads the spec leaves
+//! free-form stay JSON.
+//!
 //! Blocking, because its callers run on threads (copies, the CLI).
 
 use std::io::Read;
@@ -10,12 +14,17 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::blocking::{RequestBuilder, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::wire::{Gc, Ping, State, Verify};
 use crate::format::{self, ChunkList};
 use crate::id::ChunkId;
+use crate::imgapi::jobs::JobView;
+use crate::imgapi::lineage::Lineage;
+use crate::imgapi::manifest::Manifest;
+use crate::imgapi::share::AccountSettings;
 use crate::transfer::split_records;
 
 /// An error body as IMGAPI (and restify) sends it.
@@ -123,6 +132,14 @@ pub struct ImportStarted {
     pub job_uuid: String,
     /// The `workflow-api` header: the server that runs the job.
     pub workflow_api: Option<String>,
+}
+
+/// ImportFromDatacenter's body.
+#[derive(Deserialize)]
+struct StartedBody {
+    image_uuid: Option<String>,
+    #[serde(default)]
+    job_uuid: String,
 }
 
 /// A client for one IMGAPI server, acting as one account (or as operator).
@@ -254,45 +271,39 @@ impl Client {
         })
     }
 
-    /// GET `path` as JSON.
-    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> ClientResult<Value> {
+    /// GET `path`, its answer read as `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> ClientResult<T> {
         let url = self.url(path, query)?;
         let resp = self.send(self.http.get(url.clone()), &url)?;
         self.json(resp, &url)
     }
 
-    /// POST a JSON body to `path`; the answer as JSON (`null` for none)
-    /// with its headers.
-    pub fn post(
+    /// POST a JSON body to `path`; the answer read as `T` (an empty one as
+    /// `null`), with its headers.
+    pub fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
-        body: &Value,
-    ) -> ClientResult<(Value, reqwest::header::HeaderMap)> {
+        body: &(impl Serialize + ?Sized),
+    ) -> ClientResult<(T, reqwest::header::HeaderMap)> {
         let url = self.url(path, query)?;
         let resp = self.send(self.http.post(url.clone()).json(body), &url)?;
         let headers = resp.headers().clone();
-        if resp.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok((Value::Null, headers));
-        }
         let bytes = resp.bytes().map_err(|e| ClientError::Decode {
             url: url.to_string(),
             detail: causes(&e),
         })?;
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                url: url.to_string(),
-                detail: e.to_string(),
-            })?
-        };
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let v = serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
         Ok((v, headers))
     }
 
     /// AdminImportImage from another IMGAPI: manifest and file of `uuid`
     /// at `source`.
-    pub fn admin_import_from(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+    pub fn admin_import_from(&self, uuid: &str, source: &str) -> ClientResult<Manifest> {
         self.post(
             &format!("/images/{uuid}"),
             &[("action", "import"), ("source", source)],
@@ -302,29 +313,47 @@ impl Client {
     }
 
     /// `GET /state`: the daemon's store-wide figures (operators).
-    pub fn state(&self) -> ClientResult<Value> {
+    pub fn state(&self) -> ClientResult<State> {
         self.get("/state", &[])
     }
 
-    /// `POST /state?action=ACTION` with more query pairs (operators).
-    pub fn state_action(&self, action: &str, query: &[(&str, &str)]) -> ClientResult<Value> {
+    /// `POST /state?action=ACTION` with more query pairs (operators), the
+    /// answer read as `T` (`()` for an action that answers nothing).
+    pub fn state_action<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        query: &[(&str, &str)],
+    ) -> ClientResult<T> {
         let mut q = vec![("action", action)];
         q.extend_from_slice(query);
         self.post("/state", &q, &Value::Null).map(|(v, _)| v)
     }
 
+    /// Garbage collection now, at `threshold` (the server's default if
+    /// `None`).
+    pub fn gc(&self, threshold: Option<f64>) -> ClientResult<Gc> {
+        let t = threshold.map(|t| t.to_string());
+        let q: Vec<(&str, &str)> = t.iter().map(|t| ("threshold", t.as_str())).collect();
+        self.state_action("gc", &q)
+    }
+
+    /// Checks every record and refcount of the live store.
+    pub fn verify(&self) -> ClientResult<Verify> {
+        self.state_action("verify", &[])
+    }
+
     /// An account's settings (`image_share_trusted_accounts`).
-    pub fn settings(&self, account: &str) -> ClientResult<Value> {
+    pub fn settings(&self, account: &str) -> ClientResult<AccountSettings> {
         self.get(&format!("/accounts/{account}/settings"), &[])
     }
 
     /// Replaces the settings `body` names.
-    pub fn put_settings(&self, account: &str, body: &Value) -> ClientResult<Value> {
+    pub fn put_settings(&self, account: &str, body: &Value) -> ClientResult<AccountSettings> {
         self.post(&format!("/accounts/{account}/settings"), &[], body)
             .map(|(v, _)| v)
     }
 
-    pub fn ping(&self) -> ClientResult<Value> {
+    pub fn ping(&self) -> ClientResult<Ping> {
         self.get("/ping", &[])
     }
 
@@ -340,26 +369,19 @@ impl Client {
             .map(str::to_string))
     }
 
-    pub fn get_image(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn get_image(&self, uuid: &str) -> ClientResult<Manifest> {
         self.get(&format!("/images/{uuid}"), &[])
     }
 
     /// One page of ListImages.
-    pub fn list_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
-        let v = self.get("/images", query)?;
-        match v {
-            Value::Array(a) => Ok(a),
-            other => Err(ClientError::Decode {
-                url: self.url("/images", query)?.to_string(),
-                detail: format!("expected an array, got {}", kind_of(&other)),
-            }),
-        }
+    pub fn list_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Manifest>> {
+        self.get("/images", query)
     }
 
     /// Every image ListImages finds, following its inclusive `marker` page
     /// by page as sdc-clients does.
-    pub fn list_all_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
-        let mut out: Vec<Value> = Vec::new();
+    pub fn list_all_images(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Manifest>> {
+        let mut out: Vec<Manifest> = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut q: Vec<(&str, &str)> = query
@@ -375,22 +397,12 @@ impl Client {
             let mut fresh = page.into_iter().peekable();
             // The marker is inclusive: the page starts with the last image
             // of the previous one.
-            if marker.is_some()
-                && fresh
-                    .peek()
-                    .and_then(|i| i.get("uuid"))
-                    .and_then(Value::as_str)
-                    == marker.as_deref()
-            {
+            if marker.is_some() && fresh.peek().map(|i| i.uuid.to_string()) == marker {
                 fresh.next();
             }
             let before = out.len();
             out.extend(fresh);
-            let next = out
-                .last()
-                .and_then(|i| i.get("uuid"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let next = out.last().map(|i| i.uuid.to_string());
             if !full || out.len() == before || next == marker {
                 return Ok(out);
             }
@@ -398,13 +410,13 @@ impl Client {
         }
     }
 
-    pub fn create_image(&self, manifest: &Value) -> ClientResult<Value> {
+    pub fn create_image(&self, manifest: &Value) -> ClientResult<Manifest> {
         Ok(self.post("/images", &[], manifest)?.0)
     }
 
     /// AddImageFile with `source`: the daemon pulls the file of `uuid`
     /// from another IMGAPI.
-    pub fn add_file_from_source(&self, uuid: &str, source: &str) -> ClientResult<Value> {
+    pub fn add_file_from_source(&self, uuid: &str, source: &str) -> ClientResult<Manifest> {
         let url = self.url(&format!("/images/{uuid}/file"), &[("source", source)])?;
         let resp = self.send(self.http.put(url.clone()), &url)?;
         self.json(resp, &url)
@@ -417,7 +429,7 @@ impl Client {
         compression: &str,
         body: impl Read + Send + 'static,
         len: u64,
-    ) -> ClientResult<Value> {
+    ) -> ClientResult<Manifest> {
         let url = self.url(
             &format!("/images/{uuid}/file"),
             &[("compression", compression)],
@@ -432,14 +444,14 @@ impl Client {
     }
 
     /// `POST /images/:uuid?action=ACTION`.
-    pub fn image_action(&self, uuid: &str, action: &str, body: &Value) -> ClientResult<Value> {
+    pub fn image_action(&self, uuid: &str, action: &str, body: &Value) -> ClientResult<Manifest> {
         Ok(self
             .post(&format!("/images/{uuid}"), &[("action", action)], body)?
             .0)
     }
 
     /// AddImageAcl (`add`) or RemoveImageAcl.
-    pub fn change_acl(&self, uuid: &str, add: bool, accounts: &[&str]) -> ClientResult<Value> {
+    pub fn change_acl(&self, uuid: &str, add: bool, accounts: &[&str]) -> ClientResult<Manifest> {
         let action = if add { "add" } else { "remove" };
         Ok(self
             .post(
@@ -455,7 +467,7 @@ impl Client {
         self.send(self.http.delete(url.clone()), &url).map(|_| ())
     }
 
-    pub fn clone_image(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn clone_image(&self, uuid: &str) -> ClientResult<Manifest> {
         Ok(self
             .post(
                 &format!("/images/{uuid}/clone"),
@@ -471,7 +483,7 @@ impl Client {
         uuid: &str,
         datacenter: &str,
     ) -> ClientResult<ImportStarted> {
-        let (v, headers) = self.post(
+        let (v, headers): (StartedBody, _) = self.post(
             &format!("/images/{uuid}"),
             &[
                 ("action", "import-from-datacenter"),
@@ -480,16 +492,8 @@ impl Client {
             &serde_json::json!({}),
         )?;
         Ok(ImportStarted {
-            image_uuid: v
-                .get("image_uuid")
-                .and_then(Value::as_str)
-                .unwrap_or(uuid)
-                .to_string(),
-            job_uuid: v
-                .get("job_uuid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            image_uuid: v.image_uuid.unwrap_or_else(|| uuid.to_string()),
+            job_uuid: v.job_uuid,
             workflow_api: headers
                 .get("workflow-api")
                 .and_then(|h| h.to_str().ok())
@@ -497,16 +501,15 @@ impl Client {
         })
     }
 
-    pub fn job(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn job(&self, uuid: &str) -> ClientResult<JobView> {
         self.get(&format!("/jobs/{uuid}"), &[])
     }
 
-    pub fn image_jobs(&self, uuid: &str) -> ClientResult<Vec<Value>> {
-        let v = self.get(&format!("/images/{uuid}/jobs"), &[])?;
-        Ok(v.as_array().cloned().unwrap_or_default())
+    pub fn image_jobs(&self, uuid: &str) -> ClientResult<Vec<JobView>> {
+        self.get(&format!("/images/{uuid}/jobs"), &[])
     }
 
-    pub fn lineage(&self, uuid: &str) -> ClientResult<Value> {
+    pub fn lineage(&self, uuid: &str) -> ClientResult<Lineage> {
         self.get(&format!("/images/{uuid}/lineage"), &[])
     }
 
@@ -571,17 +574,6 @@ impl Client {
             .send(self.http.get(url.clone()), &url)
             .and_then(|resp| self.json::<Value>(resp, &url));
         answer.is_ok_and(|v| v.get("imgstore").is_some_and(Value::is_string))
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -26,6 +26,7 @@ mod routes;
 pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
 pub mod server;
 pub mod tls;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,13 +5,13 @@
 use std::io::Read;
 use std::time::Duration;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::{Client, ClientError};
 use crate::error::Result;
 use crate::format::ChunkList;
 use crate::id::ChunkId;
+use crate::imgapi::manifest::Manifest;
 use crate::imgapi::remote::{Remote, RemoteFactory};
 use crate::imgapi::{ApiError, ApiResult, Code, FieldCode, FieldError};
 use crate::transfer::ChunkSource;
@@ -93,7 +93,7 @@ impl HttpRemote {
 }
 
 impl Remote for HttpRemote {
-    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value> {
+    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Manifest> {
         self.as_account(account)
             .get_image(&uuid.to_string())
             .map_err(remote_error)

@@ -39,9 +39,8 @@ pub fn audit(store: &Store) -> ApiResult<Vec<Problem>> {
         let mut held: HashMap<FileId, (u64, Vec<Uuid>)> = HashMap::new();
         let mut images = HashMap::new();
         for (_, img) in t.scan_all::<Images>(&[])? {
-            let ids = img.files.iter().map(|f| f.file_id.as_str());
-            for hex in ids.chain(img.icon.iter().map(|i| i.file_id.as_str())) {
-                let id = super::file_id(hex)?;
+            let ids = img.files.iter().map(|f| f.file_id);
+            for id in ids.chain(img.icon.iter().map(|i| i.file_id)) {
                 let h = held.entry(id).or_default();
                 h.0 += 1;
                 h.1.push(img.uuid);

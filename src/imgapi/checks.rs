@@ -13,14 +13,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::jobs::{ChainResult, Execution, now_iso};
-use super::{ApiResult, FileChecks, Images, Imgapi, base64_encode, file_id};
+use super::{ApiResult, FileChecks, Images, Imgapi, base64_encode};
+use crate::id::FileId;
 use crate::store::Txn;
 
 /// A copied image whose file waits for its check.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingCheck {
-    /// The file the copy committed (hex BLAKE3).
-    pub file_id: String,
+    /// The file the copy committed.
+    pub file_id: FileId,
     /// The copy job that brought it.
     pub job: Option<Uuid>,
     pub queued_at: String,
@@ -46,11 +47,11 @@ impl Imgapi {
     pub(super) fn queue_check(
         t: &mut Txn<'_>,
         image: &Uuid,
-        file: &str,
+        file: &FileId,
         job: Option<Uuid>,
     ) -> crate::Result<()> {
         let check = PendingCheck {
-            file_id: file.to_string(),
+            file_id: *file,
             job,
             queued_at: now_iso(),
         };
@@ -85,7 +86,7 @@ impl Imgapi {
             self.store.transaction(|t| t.delete::<FileChecks>(image))?;
             return Ok(Checked::Moot(*image));
         };
-        let id = file_id(&check.file_id)?;
+        let id = check.file_id;
         let d = self.store.file_digests(&id)?;
         let mut wrong = Vec::new();
         if d.blake3 != id.0 {
@@ -116,7 +117,7 @@ impl Imgapi {
     /// `why`, and drops the check: in one transaction.
     fn disable_holders(
         &self,
-        file: &str,
+        file: &FileId,
         why: &str,
         image: &Uuid,
         job: Option<Uuid>,
@@ -124,7 +125,7 @@ impl Imgapi {
         let holders: Vec<Uuid> = self
             .all()?
             .into_iter()
-            .filter(|i| i.files.iter().any(|f| f.file_id == file))
+            .filter(|i| i.files.iter().any(|f| f.file_id == *file))
             .map(|i| i.uuid)
             .collect();
         let job = match job {

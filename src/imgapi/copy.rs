@@ -9,24 +9,20 @@
 use std::io::Read;
 use std::sync::atomic::Ordering;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::jobs::{ChainResult, Decision, Execution, Job, STEP_REFRESH, now_iso};
-use super::manifest::{Image, ImageFile, ImageState, Provenance, ProvenanceKind, STOR_LOCAL};
-use super::remote::Remote;
-use super::{
-    ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, file_id, parse_uuid, time,
+use super::manifest::{
+    Editor, Image, ImageFile, ImageState, Manifest, ManifestField, Provenance, ProvenanceKind,
+    STOR_LOCAL,
 };
+use super::remote::Remote;
+use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, base64_encode, time};
 use crate::store::{PutResult, Txn};
 use crate::transfer::{self, ChunkSource, Expect, Progress, ReceiveOptions};
 
 /// Deepest remote origin chain walked.
 const MAX_DEPTH: usize = 100;
-
-fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
-}
 
 /// What the source's `files[0]` says the file is.
 struct RemoteFile {
@@ -37,27 +33,22 @@ struct RemoteFile {
 }
 
 impl RemoteFile {
-    fn of(uuid: &Uuid, manifest: &Value) -> ApiResult<Self> {
-        let f = manifest
-            .get("files")
-            .and_then(|f| f.get(0))
-            .ok_or_else(|| {
-                ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
-            })?;
+    fn of(uuid: &Uuid, manifest: &Manifest) -> ApiResult<Self> {
+        let f = manifest.file().ok_or_else(|| {
+            ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
+        })?;
         let mut sha1 = [0u8; 20];
-        hex::decode_to_slice(str_field(f, "sha1").unwrap_or_default(), &mut sha1).map_err(
-            |_| {
-                ApiError::new(
-                    Code::Download,
-                    format!("remote image {uuid} has a malformed sha1"),
-                )
-            },
-        )?;
+        hex::decode_to_slice(&f.sha1, &mut sha1).map_err(|_| {
+            ApiError::new(
+                Code::Download,
+                format!("remote image {uuid} has a malformed sha1"),
+            )
+        })?;
         Ok(RemoteFile {
-            size: f.get("size").and_then(Value::as_u64),
+            size: Some(f.size),
             sha1,
-            compression: str_field(f, "compression").unwrap_or("none").to_string(),
-            dataset_guid: str_field(f, "dataset_guid").map(str::to_string),
+            compression: f.compression.clone(),
+            dataset_guid: f.dataset_guid.clone(),
         })
     }
 }
@@ -85,13 +76,13 @@ impl Imgapi {
         let url = self.source_url(dc)?;
         let remote = self.jobs.remote(&url)?;
         let manifest = remote.get_image(uuid, Some(account))?;
-        if str_field(&manifest, "state") != Some(ImageState::Active.as_str()) {
+        if manifest.state != ImageState::Active {
             return Err(ApiError::validation(
                 format!("Cannot import image {uuid} - image is not active."),
                 vec![FieldError::invalid("state", "not active")],
             ));
         }
-        if str_field(&manifest, "owner") != Some(account.to_string().as_str()) {
+        if manifest.owner != *account {
             return Err(ApiError::new(
                 Code::UnauthorizedError,
                 format!("Cannot import image {uuid} - you are not the owner."),
@@ -143,7 +134,7 @@ impl Imgapi {
         account: &Uuid,
         dc: &str,
         url: &str,
-        manifest: &Value,
+        manifest: &Manifest,
         local: Image,
     ) -> ApiResult<Decision> {
         let ours = local
@@ -176,11 +167,11 @@ impl Imgapi {
         &self,
         uuid: &Uuid,
         account: &Uuid,
-        manifest: &Value,
+        manifest: &Manifest,
         remote: &dyn Remote,
     ) -> ApiResult<Vec<Uuid>> {
         let mut origins = Vec::new();
-        let mut next = str_field(manifest, "origin").and_then(parse_uuid);
+        let mut next = manifest.origin;
         while let Some(o) = next {
             if origins.len() >= MAX_DEPTH {
                 return Err(ApiError::internal(format!(
@@ -188,7 +179,7 @@ impl Imgapi {
                 )));
             }
             let om = remote.get_image(&o, Some(account))?;
-            if str_field(&om, "owner") != Some(account.to_string().as_str()) {
+            if om.owner != *account {
                 if self.load(&o)?.is_none() {
                     return Err(ApiError::not_found(format!(
                         "origin image {o} must already exist in the datacenter (as this image is not owned by you)"
@@ -200,7 +191,7 @@ impl Imgapi {
                 break;
             }
             origins.push(o);
-            next = str_field(&om, "origin").and_then(parse_uuid);
+            next = om.origin;
         }
         origins.reverse();
         Ok(origins)
@@ -213,33 +204,34 @@ impl Imgapi {
         account: &Uuid,
         dc: &str,
         url: &str,
-        manifest: &Value,
+        manifest: &Manifest,
         local: Image,
     ) -> ApiResult<Job> {
         let started = now_iso();
         let mut m = local.editable_map();
+        let theirs_all = manifest.to_map();
         let mut changed = Vec::new();
-        for k in super::manifest::USER_MUTABLE
+        // What the owner may edit, and the operator's billing tags and
+        // traits: what a copy follows of its source.
+        let refreshed = ManifestField::ALL
             .iter()
-            .chain(["billing_tags", "traits"].iter())
-        {
-            let theirs = manifest.get(*k).filter(|v| !v.is_null());
-            if m.get(*k) != theirs {
+            .filter(|f| f.editor() == Editor::Owner)
+            .chain(&[ManifestField::BillingTags, ManifestField::Traits]);
+        for k in refreshed.map(|f| f.name()) {
+            let theirs = theirs_all.get(k).filter(|v| !v.is_null());
+            if m.get(k) != theirs {
                 changed.push(k.to_string());
                 match theirs {
                     Some(v) => {
                         m.insert(k.to_string(), v.clone());
                     }
                     None => {
-                        m.remove(*k);
+                        m.remove(k);
                     }
                 }
             }
         }
-        let their_disabled = manifest
-            .get("disabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let their_disabled = manifest.disabled;
         if their_disabled != local.disabled {
             changed.push("disabled".into());
         }
@@ -309,10 +301,7 @@ impl Imgapi {
                 .ok_or_else(ApiError::image_not_found)?;
             if !img.activated {
                 img.activated = true;
-                img.disabled = manifest
-                    .get("disabled")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                img.disabled = manifest.disabled;
                 if img.published_at.is_none() {
                     img.published_at = Some(now_iso());
                 }
@@ -327,8 +316,15 @@ impl Imgapi {
 
     /// The source's manifest as a local, unactivated image that remembers
     /// where it was copied from.
-    fn import_copied_manifest(&self, uuid: &Uuid, job: &Job, manifest: &Value) -> ApiResult<Image> {
-        let mut m = manifest.as_object().cloned().unwrap_or_default();
+    fn import_copied_manifest(
+        &self,
+        uuid: &Uuid,
+        job: &Job,
+        manifest: &Manifest,
+    ) -> ApiResult<Image> {
+        // Through the map rules, as any import: the source is another
+        // server whose fields must pass our validation.
+        let mut m = manifest.to_map();
         for k in ["state", "files", "icon"] {
             m.remove(k);
         }
@@ -374,7 +370,7 @@ impl Imgapi {
             &mut |t: &mut Txn<'_>, put: &PutResult| {
                 attach_file(t, uuid, file, put)?;
                 if opts.check == transfer::FileCheck::Later {
-                    Self::queue_check(t, uuid, &put.file_id.to_hex(), job)?;
+                    Self::queue_check(t, uuid, &put.file_id, job)?;
                 }
                 Ok::<_, ApiError>(())
             },
@@ -433,7 +429,7 @@ fn attach_file(t: &mut Txn<'_>, uuid: &Uuid, file: &RemoteFile, put: &PutResult)
     // in two chains): the image holds one reference, so release the one it
     // held before.
     for old in std::mem::take(&mut img.files) {
-        t.unlink(&file_id(&old.file_id)?)?;
+        t.unlink(&old.file_id)?;
     }
     img.files = vec![ImageFile {
         sha1: put.sha1.clone(),
@@ -443,7 +439,7 @@ fn attach_file(t: &mut Txn<'_>, uuid: &Uuid, file: &RemoteFile, put: &PutResult)
         content_md5: base64_encode(&md5),
         mtime_ms: time::now_ms(),
         stor: STOR_LOCAL.into(),
-        file_id: put.file_id.to_hex(),
+        file_id: put.file_id,
     }];
     t.put::<Images>(uuid, &img)?;
     Ok(())

@@ -4,13 +4,12 @@
 
 use std::io::Read;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::manifest::{self, STOR_LOCAL};
 use super::{
     ApiError, ApiResult, Code, FieldCode, FieldError, Icon, Image, ImageFile, Imgapi,
-    MAX_FILE_BYTES, MAX_ICON_BYTES, base64_encode, file_id, time,
+    MAX_FILE_BYTES, MAX_ICON_BYTES, base64_encode, time,
 };
 use crate::id::FileId;
 
@@ -186,7 +185,7 @@ impl Imgapi {
             }
             let put = t.commit_put(&staged)?;
             for old in std::mem::take(&mut img.files) {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             img.files = vec![ImageFile {
                 sha1: sha1.clone(),
@@ -196,7 +195,7 @@ impl Imgapi {
                 content_md5: md5.clone(),
                 mtime_ms: time::now_ms(),
                 stor: STOR_LOCAL.into(),
-                file_id: put.file_id.to_hex(),
+                file_id: put.file_id,
             }];
             Ok(())
         })
@@ -219,20 +218,15 @@ impl Imgapi {
         }
         let remote = self.jobs.remote(source)?;
         let manifest = remote.get_image(uuid, None)?;
-        let f = manifest
-            .get("files")
-            .and_then(|f| f.get(0))
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
-            })?;
-        let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+        let f = manifest.file().cloned().ok_or_else(|| {
+            ApiError::new(Code::Download, format!("remote image {uuid} has no file"))
+        })?;
         let params = FileParams {
-            compression: text("compression"),
-            sha1: text("sha1"),
-            dataset_guid: text("dataset_guid").or(dataset_guid),
+            compression: Some(f.compression),
+            sha1: Some(f.sha1),
+            dataset_guid: f.dataset_guid.or(dataset_guid),
             storage: None,
-            content_length: f.get("size").and_then(Value::as_u64),
+            content_length: Some(f.size),
             content_md5: None,
         };
         // Check before the download starts; `add_file` checks again under
@@ -252,7 +246,7 @@ impl Imgapi {
         let f = img.files.get(index).cloned().ok_or_else(|| {
             ApiError::not_found(format!("image {uuid} has no file at index {index}"))
         })?;
-        let id = file_id(&f.file_id)?;
+        let id = f.file_id;
         Ok((img, f, id))
     }
 
@@ -299,7 +293,7 @@ impl Imgapi {
         self.mutate(uuid, account, |t, img| {
             let put = t.commit_put(&staged)?;
             if let Some(old) = img.icon.take() {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             img.icon = Some(Icon {
                 sha1: got.clone(),
@@ -307,7 +301,7 @@ impl Imgapi {
                 content_md5: md5.clone(),
                 content_type: ct.to_string(),
                 mtime_ms: time::now_ms(),
-                file_id: put.file_id.to_hex(),
+                file_id: put.file_id,
             });
             Ok(())
         })
@@ -319,7 +313,7 @@ impl Imgapi {
         let icon = img
             .icon
             .ok_or_else(|| ApiError::not_found(format!("image {uuid} has no icon")))?;
-        let id = file_id(&icon.file_id)?;
+        let id = icon.file_id;
         Ok((icon, id))
     }
 
@@ -327,7 +321,7 @@ impl Imgapi {
     pub fn delete_icon(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
         self.mutate(uuid, account, |t, img| {
             if let Some(old) = img.icon.take() {
-                t.unlink(&file_id(&old.file_id)?)?;
+                t.unlink(&old.file_id)?;
             }
             Ok(())
         })
@@ -354,11 +348,13 @@ impl Imgapi {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let hex: Vec<String> = files.iter().map(FileId::to_hex).collect();
         let mut out = Vec::new();
         self.store.scan::<super::Images>(&[], |_, img| {
-            let holds = img.files.iter().any(|f| hex.contains(&f.file_id))
-                || img.icon.as_ref().is_some_and(|i| hex.contains(&i.file_id));
+            let holds = img.files.iter().any(|f| files.contains(&f.file_id))
+                || img
+                    .icon
+                    .as_ref()
+                    .is_some_and(|i| files.contains(&i.file_id));
             if holds {
                 out.push(img.uuid);
             }

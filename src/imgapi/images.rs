@@ -5,14 +5,17 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::manifest::{self, Placeholder};
-use super::{
-    ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi, file_id,
-};
+use super::manifest::{self, Editor, ManifestField, Placeholder};
+use super::{ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi};
 use super::{parse_uuid, time};
 
 /// Fields a manifest body may not hold at create (import only).
-const IMPORT_ONLY: &[&str] = &["uuid", "published_at", "urn", "icon"];
+const IMPORT_ONLY: &[ManifestField] = &[
+    ManifestField::Uuid,
+    ManifestField::PublishedAt,
+    ManifestField::Urn,
+    ManifestField::Icon,
+];
 
 /// The body as a JSON object, or ValidationFailed.
 fn object(body: &Value) -> ApiResult<Map<String, Value>> {
@@ -58,7 +61,7 @@ impl Imgapi {
         }
         m.remove("files");
         refuse_extra(&m, |k| {
-            manifest::MANIFEST_FIELDS.contains(&k) && !IMPORT_ONLY.contains(&k)
+            ManifestField::parse(k).is_some_and(|f| !IMPORT_ONLY.contains(&f))
         })?;
         if let Some(a) = account {
             match m.get("owner") {
@@ -110,7 +113,7 @@ impl Imgapi {
         for k in ["files", "icon", "state"] {
             m.remove(k);
         }
-        refuse_extra(&m, |k| manifest::MANIFEST_FIELDS.contains(&k))?;
+        refuse_extra(&m, |k| ManifestField::parse(k).is_some())?;
         if m.get("owner").and_then(Value::as_str) == Some(&manifest::UNSET_OWNER.to_string())
             && let Some(admin) = self.config.admin_uuid
         {
@@ -142,7 +145,7 @@ impl Imgapi {
             return Err(ApiError::operator_only());
         }
         let manifest = self.jobs.remote(source)?.get_image(uuid, None)?;
-        self.admin_import(uuid, account, &manifest)
+        self.admin_import(uuid, account, &Value::Object(manifest.to_map()))
     }
 
     /// ActivateImage. With remote durability the image is active only
@@ -335,10 +338,10 @@ impl Imgapi {
                 return Err(has_dependents(uuid, dependents.len(), &named));
             }
             for f in &img.files {
-                t.unlink(&file_id(&f.file_id)?)?;
+                t.unlink(&f.file_id)?;
             }
             if let Some(icon) = &img.icon {
-                t.unlink(&file_id(&icon.file_id)?)?;
+                t.unlink(&icon.file_id)?;
             }
             // An unfinished copy into this image holds chunks: give them up.
             t.release_partial(uuid.as_bytes())?;
@@ -376,15 +379,16 @@ fn has_dependents(uuid: &Uuid, count: usize, named: &[Uuid]) -> ApiError {
 fn check_update_keys(patch: &Map<String, Value>, by_user: bool) -> ApiResult<()> {
     let mut errs = Vec::new();
     for k in patch.keys() {
-        let user = manifest::USER_MUTABLE.contains(&k.as_str());
-        let operator = manifest::OPERATOR_MUTABLE.contains(&k.as_str());
-        if !user && !operator {
-            errs.push(FieldError::not_allowed(k, "Parameter cannot be updated"));
-        } else if operator && by_user {
-            errs.push(FieldError::not_allowed(
+        match ManifestField::parse(k).map(ManifestField::editor) {
+            Some(Editor::Owner) => {}
+            Some(Editor::Operator) if !by_user => {}
+            Some(Editor::Operator) => errs.push(FieldError::not_allowed(
                 k,
                 "Can only be updated by operators",
-            ));
+            )),
+            Some(Editor::Nobody) | None => {
+                errs.push(FieldError::not_allowed(k, "Parameter cannot be updated"));
+            }
         }
     }
     if errs.is_empty() {

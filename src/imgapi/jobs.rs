@@ -87,6 +87,52 @@ impl Job {
     }
 }
 
+/// A job as `GET /jobs/:uuid` shows it: WFAPI's shape, with byte progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub uuid: Uuid,
+    pub name: String,
+    pub execution: Execution,
+    pub params: JobParams,
+    pub chain_results: Vec<ChainResult>,
+    pub created_at: String,
+    /// Not WFAPI's: absent from a plain workflow API.
+    #[serde(default)]
+    pub progress: JobProgress,
+}
+
+impl JobView {
+    /// Why the job failed, as its last step recorded it.
+    pub fn last_error_message(&self) -> Option<&str> {
+        self.chain_results
+            .last()
+            .and_then(|r| r.error.as_ref())
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+    }
+}
+
+/// A copy job's `params`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobParams {
+    pub image_uuid: Uuid,
+    pub account: Uuid,
+    pub datacenter: String,
+    pub source: String,
+    pub origins: Vec<Uuid>,
+    /// WFAPI's lock target, `/import-remote-UUID`.
+    pub target: String,
+}
+
+/// A job's bytes so far, and the rate since it (last) started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobProgress {
+    #[serde(flatten)]
+    pub report: ProgressReport,
+    pub rate_bytes_per_s: u64,
+    pub elapsed_ms: u64,
+}
+
 /// WFAPI's name of the job, and of its steps.
 pub const JOB_NAME: &str = "import-remote-image";
 const STEP_ORIGIN: &str = "origin_import_images";
@@ -237,7 +283,7 @@ impl Imgapi {
     }
 
     /// A job in WFAPI's shape, with live progress while it runs.
-    pub fn job_json(&self, job: &Job) -> Value {
+    pub fn job_view(&self, job: &Job) -> JobView {
         let (progress, elapsed_ms) = match self.jobs.live(&job.uuid) {
             Some(r) => (
                 r.progress.report(),
@@ -248,27 +294,26 @@ impl Imgapi {
         let rate = (progress.bytes_fetched * 1000)
             .checked_div(elapsed_ms)
             .unwrap_or(0);
-        let mut p = serde_json::to_value(&progress).unwrap_or_else(|_| json!({}));
-        if let Some(o) = p.as_object_mut() {
-            o.insert("rate_bytes_per_s".into(), json!(rate));
-            o.insert("elapsed_ms".into(), json!(elapsed_ms));
-        }
-        json!({
-            "uuid": job.uuid,
-            "name": job.name,
-            "execution": job.execution,
-            "params": {
-                "image_uuid": job.image_uuid,
-                "account": job.account,
-                "datacenter": job.datacenter,
-                "source": job.source,
-                "origins": job.origins,
-                "target": format!("/import-remote-{}", job.image_uuid),
+        JobView {
+            uuid: job.uuid,
+            name: job.name.clone(),
+            execution: job.execution,
+            params: JobParams {
+                image_uuid: job.image_uuid,
+                account: job.account,
+                datacenter: job.datacenter.clone(),
+                source: job.source.clone(),
+                origins: job.origins.clone(),
+                target: format!("/import-remote-{}", job.image_uuid),
             },
-            "chain_results": job.chain_results,
-            "created_at": job.created_at,
-            "progress": p,
-        })
+            chain_results: job.chain_results.clone(),
+            created_at: job.created_at.clone(),
+            progress: JobProgress {
+                report: progress,
+                rate_bytes_per_s: rate,
+                elapsed_ms,
+            },
+        }
     }
 
     /// ImportFromDatacenter: checks, then the job that copies (a new one,
@@ -399,5 +444,77 @@ fn failed_step(name: &str, img: &Uuid, e: &ApiError) -> ChainResult {
         ),
         started_at: now.clone(),
         finished_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape the route built by hand before it had a type, key for key.
+    #[test]
+    fn a_job_view_serialises_as_the_route_always_answered() {
+        let (job, image, account) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let report = ProgressReport {
+            bytes_to_fetch: 100,
+            bytes_fetched: 40,
+            ..ProgressReport::default()
+        };
+        let step = ChainResult {
+            name: STEP_IMAGE.into(),
+            result: "failed".into(),
+            error: Some(json!({"name": "Download", "message": "gone"})),
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            finished_at: "2026-01-01T00:00:01.000Z".into(),
+        };
+        let view = JobView {
+            uuid: job,
+            name: JOB_NAME.into(),
+            execution: Execution::Failed,
+            params: JobParams {
+                image_uuid: image,
+                account,
+                datacenter: "east".into(),
+                source: "http://east".into(),
+                origins: vec![Uuid::from_u128(4)],
+                target: format!("/import-remote-{image}"),
+            },
+            chain_results: vec![step.clone()],
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            progress: JobProgress {
+                report: report.clone(),
+                rate_bytes_per_s: 20,
+                elapsed_ms: 2000,
+            },
+        };
+        let mut p = serde_json::to_value(&report).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(o) = p.as_object_mut() {
+            o.insert("rate_bytes_per_s".into(), json!(20));
+            o.insert("elapsed_ms".into(), json!(2000));
+        }
+        let expected = json!({
+            "uuid": job,
+            "name": JOB_NAME,
+            "execution": "failed",
+            "params": {
+                "image_uuid": image,
+                "account": account,
+                "datacenter": "east",
+                "source": "http://east",
+                "origins": [Uuid::from_u128(4)],
+                "target": format!("/import-remote-{image}"),
+            },
+            "chain_results": [step],
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "progress": p,
+        });
+        let text = serde_json::to_string_pretty(&view).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            serde_json::to_string_pretty(&expected).unwrap_or_else(|e| panic!("{e}"))
+        );
+        let back: JobView = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, view);
+        assert_eq!(back.last_error_message(), Some("gone"));
     }
 }

@@ -32,7 +32,7 @@ pub mod error;
 mod files;
 mod images;
 pub mod jobs;
-mod lineage;
+pub mod lineage;
 pub mod list;
 pub mod manifest;
 pub mod remote;
@@ -45,7 +45,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::id::FileId;
 use crate::store::{CodecError, Store, Table, Txn, json_decode, json_encode};
 pub use error::{ApiError, ApiResult, Code, FieldCode, FieldError};
 pub use files::FileParams;
@@ -216,11 +215,6 @@ pub struct Imgapi {
     jobs: Arc<jobs::CopyJobs>,
     chunks: Arc<crate::transfer::ChunkServer>,
     catalog: Arc<catalog::Catalog>,
-}
-
-fn file_id(f: &str) -> ApiResult<FileId> {
-    f.parse::<FileId>()
-        .map_err(|e| ApiError::internal(format!("bad file id in image record: {e}")))
 }
 
 impl Imgapi {

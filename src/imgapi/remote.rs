@@ -4,16 +4,16 @@
 
 use std::io::Read;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiResult;
+use super::manifest::Manifest;
 use crate::transfer::ChunkSource;
 
 /// The source datacenter, as a copy needs it.
 pub trait Remote: Send + Sync {
     /// GetImage at the source (errors pass through unchanged).
-    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Value>;
+    fn get_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Manifest>;
     /// A chunk source for the image's file, or `None` when the source is a
     /// plain IMGAPI without the chunk protocol.
     fn chunk_source(

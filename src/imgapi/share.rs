@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::catalog::Facts;
 use super::manifest::{Image, Provenance, ProvenanceKind};
-use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, Mode, Settings, file_id, time};
+use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, Mode, Settings, time};
 
 /// Deepest origin chain a clone walks (as upstream's `MAX_ORIGIN_DEPTH`).
 pub const MAX_ORIGIN_DEPTH: usize = 100;
@@ -166,10 +166,10 @@ impl Imgapi {
                     at_ms: now,
                 });
                 for f in &c.files {
-                    t.link(&file_id(&f.file_id)?)?;
+                    t.link(&f.file_id)?;
                 }
                 if let Some(icon) = &c.icon {
-                    t.link(&file_id(&icon.file_id)?)?;
+                    t.link(&icon.file_id)?;
                 }
                 t.put::<Images>(&c.uuid, &c)?;
                 parent = Some(c.uuid);

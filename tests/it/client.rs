@@ -2,6 +2,7 @@
 //! names transport failures, and pages through ListImages.
 
 use imgstore::http::client::{Client, ClientError};
+use imgstore::imgapi::ImageState;
 use serde_json::json;
 
 use crate::common::bytes;
@@ -76,7 +77,7 @@ fn list_all_images_follows_the_marker_past_a_page() {
     );
     let all = c.list_all_images(&[("state", "all")]).unwrap();
     assert_eq!(all.len(), n);
-    let mut uuids: Vec<&str> = all.iter().map(|i| i["uuid"].as_str().unwrap()).collect();
+    let mut uuids: Vec<uuid::Uuid> = all.iter().map(|i| i.uuid).collect();
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), n);
@@ -85,4 +86,28 @@ fn list_all_images_follows_the_marker_past_a_page() {
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut c.file_stream(&u).unwrap(), &mut body).unwrap();
     assert_eq!(body, bytes(10_000, 3));
+}
+
+#[test]
+fn answers_are_read_into_their_wire_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let c = Client::new(&d.url, None).unwrap();
+    assert!(c.ping().unwrap().imgstore.is_some());
+    let u = d.image(ALICE, "typed", json!({}), &bytes(5_000, 4), true);
+    let alice = c.as_account(Some(ALICE));
+    let m = alice.get_image(&u).unwrap();
+    assert_eq!((m.name.as_str(), m.state), ("typed", ImageState::Active));
+    let f = m.file().unwrap();
+    assert_eq!((f.size, f.stor.as_deref()), (5_000, None));
+    let l = alice.lineage(&u).unwrap();
+    assert_eq!((l.uuid, l.usage.logical_bytes), (m.uuid, 5_000));
+    assert!(l.origin_chain.is_empty() && l.source.is_none());
+    let s = alice.settings(ALICE).unwrap();
+    assert!(s.image_share_trusted_accounts.is_empty());
+    let state = c.state().unwrap();
+    assert!(state.store["files"].as_u64().unwrap() >= 1);
+    assert!(c.verify().unwrap().damaged_images.is_empty());
+    assert!(c.gc(Some(1.0)).unwrap().done.is_object());
+    assert!(c.image_jobs(&u).unwrap().is_empty());
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use imgstore::http::client::Client;
 use imgstore::imgapi::ImageState;
-use imgstore::imgapi::jobs::Execution;
+use imgstore::imgapi::jobs::{Execution, JobView};
+use imgstore::imgapi::manifest::Manifest;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
@@ -66,29 +67,24 @@ fn eta_secs(left: u64, rate: u64) -> Option<u64> {
 }
 
 /// A job's progress as a JSON status line.
-fn status_json(dc: &str, job: &str, j: &Value) -> Value {
-    let p = &j["progress"];
-    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-    let left = n("bytes_to_fetch").saturating_sub(n("bytes_fetched"));
+fn status_json(dc: &str, job: &str, j: &JobView) -> Value {
+    let p = &j.progress.report;
+    let rate = j.progress.rate_bytes_per_s;
+    let left = p.bytes_to_fetch.saturating_sub(p.bytes_fetched);
     serde_json::json!({
         "message_type": "status",
         "datacenter": dc,
         "job_uuid": job,
-        "execution": j["execution"],
-        "bytes_to_fetch": n("bytes_to_fetch"),
-        "bytes_fetched": n("bytes_fetched"),
-        "bytes_local": n("bytes_local"),
-        "rate_bytes_per_s": n("rate_bytes_per_s"),
-        "eta_s": eta_secs(left, n("rate_bytes_per_s")),
-        "percent_done": if n("bytes_to_fetch") == 0 { 1.0 } else {
-            n("bytes_fetched") as f64 / n("bytes_to_fetch") as f64
+        "execution": j.execution,
+        "bytes_to_fetch": p.bytes_to_fetch,
+        "bytes_fetched": p.bytes_fetched,
+        "bytes_local": p.bytes_local,
+        "rate_bytes_per_s": rate,
+        "eta_s": eta_secs(left, rate),
+        "percent_done": if p.bytes_to_fetch == 0 { 1.0 } else {
+            p.bytes_fetched as f64 / p.bytes_to_fetch as f64
         },
     })
-}
-
-/// A job's `execution`.
-fn execution(job: &Value) -> Option<Execution> {
-    serde_json::from_value(job["execution"].clone()).ok()
 }
 
 fn human(n: u64) -> String {
@@ -188,7 +184,7 @@ pub(super) fn copy(
                 .map_err(|e| format!("{:#}", describe(e))),
         };
         let result = match outcome {
-            Ok(j) if j["execution"] == Execution::Succeeded.as_str() => {
+            Ok(j) if j.execution == Execution::Succeeded => {
                 copied += 1;
                 if show != Show::Json {
                     say!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
@@ -196,10 +192,8 @@ pub(super) fn copy(
                 Ok(j)
             }
             Ok(j) => {
-                let err = j["chain_results"]
-                    .as_array()
-                    .and_then(|r| r.last())
-                    .and_then(|r| r["error"]["message"].as_str())
+                let err = j
+                    .last_error_message()
                     .unwrap_or(Execution::Failed.as_str())
                     .to_string();
                 failed.push(format!("{}: {err}", t.dc));
@@ -211,22 +205,7 @@ pub(super) fn copy(
             }
         };
         if show == Show::Json {
-            let mut line = serde_json::json!({
-                "message_type": "summary", "datacenter": t.dc, "job_uuid": t.job,
-                "image_uuid": uuid,
-            });
-            match result {
-                Ok(j) => {
-                    line["execution"] = j["execution"].clone();
-                    line["bytes_fetched"] = j["progress"]["bytes_fetched"].clone();
-                    line["bytes_local"] = j["progress"]["bytes_local"].clone();
-                }
-                Err(e) => {
-                    line["execution"] = Value::from(Execution::Failed.as_str());
-                    line["error"] = Value::from(e);
-                }
-            }
-            say!("{line}");
+            say!("{}", summary_json(t, &uuid, result));
         }
     }
     if !failed.is_empty() {
@@ -239,22 +218,41 @@ pub(super) fn copy(
     Ok(())
 }
 
+/// The JSON summary line of one target of a copy.
+fn summary_json(t: &Tracked, uuid: &str, result: Result<JobView, String>) -> Value {
+    let mut line = serde_json::json!({
+        "message_type": "summary", "datacenter": t.dc, "job_uuid": t.job,
+        "image_uuid": uuid,
+    });
+    match result {
+        Ok(j) => {
+            line["execution"] = Value::from(j.execution.as_str());
+            line["bytes_fetched"] = Value::from(j.progress.report.bytes_fetched);
+            line["bytes_local"] = Value::from(j.progress.report.bytes_local);
+        }
+        Err(e) => {
+            line["execution"] = Value::from(Execution::Failed.as_str());
+            line["error"] = Value::from(e);
+        }
+    }
+    line
+}
+
 /// One plain progress line of a job.
-fn progress_line(dc: &str, j: &Value) -> String {
-    let p = &j["progress"];
-    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-    let rate = n("rate_bytes_per_s");
-    let left = n("bytes_to_fetch").saturating_sub(n("bytes_fetched"));
+fn progress_line(dc: &str, j: &JobView) -> String {
+    let p = &j.progress.report;
+    let rate = j.progress.rate_bytes_per_s;
+    let left = p.bytes_to_fetch.saturating_sub(p.bytes_fetched);
     let eta = eta_secs(left, rate)
         .map(|s| format!("{s}s"))
         .unwrap_or_else(|| "-".into());
     format!(
         "{dc}: {} of {} fetched, {} found locally, {}/s, ETA {eta}, {}",
-        human(n("bytes_fetched")),
-        human(n("bytes_to_fetch")),
-        human(n("bytes_local")),
+        human(p.bytes_fetched),
+        human(p.bytes_to_fetch),
+        human(p.bytes_local),
         human(rate),
-        j["execution"].as_str().unwrap_or("?")
+        j.execution.as_str()
     )
 }
 
@@ -280,13 +278,12 @@ fn follow(tracked: &mut [Tracked], show: Show) {
                     continue;
                 }
             };
-            let p = &j["progress"];
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            t.bar.set_length(n("bytes_to_fetch"));
-            t.bar.set_position(n("bytes_fetched"));
+            let p = &j.progress.report;
+            t.bar.set_length(p.bytes_to_fetch);
+            t.bar.set_position(p.bytes_fetched);
             t.bar
-                .set_message(format!("({} local)", human(n("bytes_local"))));
-            let ended = execution(&j).is_some_and(Execution::is_final);
+                .set_message(format!("({} local)", human(p.bytes_local)));
+            let ended = j.execution.is_final();
             if print_now || (show == Show::Lines && ended) {
                 match show {
                     Show::Json => say!("{}", status_json(&t.dc, &t.job, &j)),
@@ -326,12 +323,9 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         let (uuid, _) = names(&img);
         // With -j, the image each wait leaves is the one line it prints,
         // as every image command's -j does.
-        let reached = |img: &Value, line: String| emit(show == Show::Json, img, || line);
-        if want.contains(&img["state"].as_str().unwrap_or_default()) {
-            let line = format!(
-                "Image {uuid} already {}",
-                img["state"].as_str().unwrap_or("?")
-            );
+        let reached = |img: &Manifest, line: String| emit(show == Show::Json, img, || line);
+        if want.contains(&img.state.as_str()) {
+            let line = format!("Image {uuid} already {}", img.state);
             reached(&img, line)?;
             continue;
         }
@@ -340,10 +334,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         }
         // A copy in progress into this datacenter: follow its bytes.
         let jobs = c.image_jobs(&uuid).unwrap_or_default();
-        if let Some(job) = jobs
-            .last()
-            .filter(|j| execution(j).is_some_and(|e| !e.is_final()))
-        {
+        if let Some(job) = jobs.last().filter(|j| !j.execution.is_final()) {
             let bar = if tty {
                 ProgressBar::new(0)
             } else {
@@ -352,7 +343,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
             let mut t = [Tracked {
                 dc: "copy".into(),
                 client: c.as_account(None),
-                job: job["uuid"].as_str().unwrap_or_default().to_string(),
+                job: job.uuid.to_string(),
                 bar,
                 done: false,
                 error: None,
@@ -362,8 +353,8 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
         let start = Instant::now();
         loop {
             let img = c.get_image(&uuid).map_err(describe)?;
-            let state = img["state"].as_str().unwrap_or_default().to_string();
-            if want.contains(&state.as_str()) {
+            let state = img.state.as_str();
+            if want.contains(&state) {
                 let line = format!(
                     "{}/{}: Image {uuid} moved to state {state}",
                     i + 1,

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
+use imgstore::imgapi::manifest::Manifest;
 use serde_json::{Map, Value, json};
 
 use super::connect::{ConnArgs, pick_datacenters};
@@ -222,7 +223,7 @@ pub(crate) enum Among {
 /// Resolves a uuid, a short id, a name (the latest published) or
 /// name@version. The caller's own images come first: a name that another
 /// account shares with the caller never shadows one of its own.
-pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Value> {
+pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Manifest> {
     if name.len() == 36 && name.chars().filter(|ch| *ch == '-').count() == 4 {
         return c.get_image(name).map_err(describe);
     }
@@ -235,26 +236,22 @@ pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Valu
         Some((n, v)) => (n, Some(v)),
         None => (name, None),
     };
-    let mut hits: Vec<&Value> = list
+    let mut hits: Vec<&Manifest> = list
         .iter()
-        .filter(|i| i["name"] == n && v.is_none_or(|v| i["version"] == v))
+        .filter(|i| i.name == n && v.is_none_or(|v| i.version == v))
         .collect();
     if hits.is_empty() && v.is_none() {
         hits = list
             .iter()
-            .filter(|i| {
-                i["uuid"]
-                    .as_str()
-                    .is_some_and(|u| u.split('-').next() == Some(name))
-            })
+            .filter(|i| i.uuid.to_string().split('-').next() == Some(name))
             .collect();
     }
     if let Some(me) = c.account()
-        && hits.iter().any(|i| i["owner"] == me)
+        && hits.iter().any(|i| i.owner.to_string() == me)
     {
-        hits.retain(|i| i["owner"] == me);
+        hits.retain(|i| i.owner.to_string() == me);
     }
-    hits.sort_by_key(|i| i["published_at"].as_str().unwrap_or_default().to_string());
+    hits.sort_by_key(|i| i.published_at.clone().unwrap_or_default());
     let which = match among {
         Among::All => "",
         Among::Active => " among active images",
@@ -265,19 +262,15 @@ pub(crate) fn resolve_among(c: &Client, name: &str, among: Among) -> Result<Valu
 }
 
 /// [`resolve_among`] every state.
-pub(crate) fn resolve(c: &Client, name: &str) -> Result<Value> {
+pub(crate) fn resolve(c: &Client, name: &str) -> Result<Manifest> {
     resolve_among(c, name, Among::All)
 }
 
 /// `uuid` and `name@version` of a manifest.
-fn names(img: &Value) -> (String, String) {
+fn names(img: &Manifest) -> (String, String) {
     (
-        img["uuid"].as_str().unwrap_or_default().to_string(),
-        format!(
-            "{}@{}",
-            img["name"].as_str().unwrap_or("?"),
-            img["version"].as_str().unwrap_or("?")
-        ),
+        img.uuid.to_string(),
+        format!("{}@{}", img.name, img.version),
     )
 }
 
@@ -314,8 +307,6 @@ fn execute(args: ImageArgs) -> Result<()> {
     let (c, prof) = args.conn.connect()?;
     let account = c.account().map(str::to_string);
     let json = args.json;
-    // One line for a person, or the image as JSON.
-    let tell = |img: &Value, text: String| emit(json, img, || text);
     match &args.command {
         ImageCommand::List {
             long,
@@ -344,52 +335,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             );
             Ok(())
         }
-        ImageCommand::Create {
-            name,
-            version,
-            type_,
-            os,
-            description,
-            origin,
-            allow_shared_origin,
-            public,
-            fields: extra,
-        } => {
-            let mut body = fields(extra, false)?;
-            body.insert("name".into(), json!(name));
-            body.insert("version".into(), json!(version));
-            body.insert("type".into(), json!(type_));
-            body.insert("os".into(), json!(os));
-            if let Some(d) = description {
-                body.insert("description".into(), json!(d));
-            }
-            if let Some(o) = origin {
-                let img = resolve_among(&c, o, Among::Active)?;
-                let shared =
-                    c.account().is_some_and(|me| img["owner"] != me) && img["public"] != true;
-                if shared && !allow_shared_origin {
-                    bail!(
-                        "error: origin {o:?} ({}) belongs to account {} and is shared with you; \
-                         its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
-                        img["uuid"].as_str().unwrap_or("?"),
-                        img["owner"].as_str().unwrap_or("?")
-                    );
-                }
-                body.insert("origin".into(), img["uuid"].clone());
-            }
-            if *public {
-                body.insert("public".into(), json!(true));
-            }
-            let img = c.create_image(&Value::Object(body)).map_err(describe)?;
-            let text = format!(
-                "Created image {} ({}@{})",
-                img["uuid"].as_str().unwrap_or("?"),
-                name,
-                version
-            );
-            tell(&img, text)?;
-            Ok(())
-        }
+        cmd @ ImageCommand::Create { .. } => create(&c, cmd, json),
         ImageCommand::Upload {
             image,
             file,
@@ -403,23 +349,14 @@ fn execute(args: ImageArgs) -> Result<()> {
                 ImageCommand::Enable { .. } => ("enable", "Enabled"),
                 _ => ("disable", "Disabled"),
             };
-            let (uuid, label) = names(&resolve(&c, image)?);
-            let img = c
-                .image_action(&uuid, action, &json!({}))
-                .map_err(describe)?;
-            tell(&img, format!("{done} image {uuid} ({label})"))?;
-            Ok(())
+            act(&c, image, action, None, json, done)
         }
         ImageCommand::Update {
             image,
             fields: pairs,
         } => {
-            let (uuid, _) = names(&resolve(&c, image)?);
-            let img = c
-                .image_action(&uuid, "update", &Value::Object(fields(pairs, true)?))
-                .map_err(describe)?;
-            tell(&img, format!("Updated image {uuid}"))?;
-            Ok(())
+            let body = fields(pairs, true)?;
+            act(&c, image, "update", Some(body), json, "Updated")
         }
         ImageCommand::Delete { images, force } => delete(&c, images, *force, json),
         ImageCommand::Share {
@@ -432,22 +369,7 @@ fn execute(args: ImageArgs) -> Result<()> {
             member,
             dry_run,
         } => share(&c, image, member, false, *dry_run, json),
-        ImageCommand::Clone { image, dry_run } => {
-            let img = resolve_among(&c, image, Among::Active)?;
-            let (uuid, label) = names(&img);
-            if *dry_run {
-                say!(
-                    "Would clone image {uuid} ({label}) of account {} into account {}",
-                    img["owner"].as_str().unwrap_or("?"),
-                    c.account().unwrap_or("(operator)")
-                );
-                return Ok(());
-            }
-            let clone = c.clone_image(&uuid).map_err(describe)?;
-            let (new, label) = names(&clone);
-            tell(&clone, format!("Cloned image {image} to {new} ({label})"))?;
-            Ok(())
-        }
+        ImageCommand::Clone { image, dry_run } => clone(&c, image, *dry_run, json),
         ImageCommand::Lineage { image } => {
             let (uuid, _) = names(&resolve(&c, image)?);
             let lineage = c.lineage(&uuid).map_err(describe)?;
@@ -476,6 +398,100 @@ fn execute(args: ImageArgs) -> Result<()> {
             import(&c, &prof.datacenters, uuid, source, to.as_deref(), json)
         }
     }
+}
+
+/// `create --name N --version V ...`: an unactivated image.
+fn create(c: &Client, cmd: &ImageCommand, json: bool) -> Result<()> {
+    let ImageCommand::Create {
+        name,
+        version,
+        type_,
+        os,
+        description,
+        origin,
+        allow_shared_origin,
+        public,
+        fields: extra,
+    } = cmd
+    else {
+        bail!("error: not a create command");
+    };
+    let mut body = fields(extra, false)?;
+    body.insert("name".into(), json!(name));
+    body.insert("version".into(), json!(version));
+    body.insert("type".into(), json!(type_));
+    body.insert("os".into(), json!(os));
+    if let Some(d) = description {
+        body.insert("description".into(), json!(d));
+    }
+    if let Some(o) = origin {
+        body.insert(
+            "origin".into(),
+            json!(origin_of(c, o, *allow_shared_origin)?),
+        );
+    }
+    if *public {
+        body.insert("public".into(), json!(true));
+    }
+    let img = c.create_image(&Value::Object(body)).map_err(describe)?;
+    emit(json, &img, || {
+        format!("Created image {} ({name}@{version})", img.uuid)
+    })
+}
+
+/// `POST /images/UUID?action=ACTION` on the image `name`, then what was
+/// `done` (an update names no name@version) or the image it leaves.
+fn act(
+    c: &Client,
+    name: &str,
+    action: &str,
+    fields: Option<Map<String, Value>>,
+    json: bool,
+    done: &str,
+) -> Result<()> {
+    let (uuid, label) = names(&resolve(c, name)?);
+    let text = match &fields {
+        Some(_) => format!("{done} image {uuid}"),
+        None => format!("{done} image {uuid} ({label})"),
+    };
+    let body = Value::Object(fields.unwrap_or_default());
+    let img = c.image_action(&uuid, action, &body).map_err(describe)?;
+    emit(json, &img, || text)
+}
+
+/// The uuid of the active image `name` to build on: one's own or a public
+/// one, or (with `allow_shared`) one another account shares.
+fn origin_of(c: &Client, name: &str, allow_shared: bool) -> Result<uuid::Uuid> {
+    let img = resolve_among(c, name, Among::Active)?;
+    let shared = c.account().is_some_and(|me| img.owner.to_string() != me) && !img.public;
+    if shared && !allow_shared {
+        bail!(
+            "error: origin {name:?} ({}) belongs to account {} and is shared with you; \
+             its owner could then block deleting it: pass --allow-shared-origin to build on it anyway",
+            img.uuid,
+            img.owner
+        );
+    }
+    Ok(img.uuid)
+}
+
+/// `clone [-n] IMAGE`.
+fn clone(c: &Client, image: &str, dry_run: bool, json: bool) -> Result<()> {
+    let img = resolve_among(c, image, Among::Active)?;
+    let (uuid, label) = names(&img);
+    if dry_run {
+        say!(
+            "Would clone image {uuid} ({label}) of account {} into account {}",
+            img.owner,
+            c.account().unwrap_or("(operator)")
+        );
+        return Ok(());
+    }
+    let clone = c.clone_image(&uuid).map_err(describe)?;
+    let (new, label) = names(&clone);
+    emit(json, &clone, || {
+        format!("Cloned image {image} to {new} ({label})")
+    })
 }
 
 /// `import --source URL UUID [--to DCS]`: AdminImportImage from `source`
@@ -507,7 +523,7 @@ fn import(
             .and_then(|_| target.add_file_from_source(uuid, source))
             .and_then(|_| target.image_action(uuid, "activate", &json!({})));
         match done {
-            Ok(img) if json => say!("{img}"),
+            Ok(img) if json => say!("{}", serde_json::to_string(&img)?),
             Ok(img) => {
                 let (uuid, label) = names(&img);
                 say!("Imported image {uuid} ({label}) into {name}");
@@ -575,7 +591,7 @@ fn upload(
         format!(
             "Uploaded {} bytes to image {uuid} (sha1 {})",
             len,
-            img["files"][0]["sha1"].as_str().unwrap_or("?")
+            img.file().map_or("?", |f| f.sha1.as_str())
         )
     })?;
     Ok(())
@@ -592,9 +608,7 @@ fn share(
 ) -> Result<()> {
     let img = resolve(c, image)?;
     let (uuid, label) = names(&img);
-    let in_acl = img["acl"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(account)));
+    let in_acl = img.acl.iter().any(|x| x.to_string() == account);
     if !add && !in_acl {
         bail!("error: image is not shared with {account}");
     }

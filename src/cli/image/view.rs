@@ -4,7 +4,9 @@
 use anyhow::{Result, anyhow};
 use imgstore::http::client::Client;
 use imgstore::imgapi::ImageState;
-use serde_json::Value;
+use imgstore::imgapi::lineage::{Lineage, LineageImage};
+use imgstore::imgapi::manifest::Manifest;
+use serde_json::{Map, Value};
 
 use super::describe;
 
@@ -14,59 +16,75 @@ fn short(uuid: &str) -> &str {
 
 /// node-triton's FLAGS, in its order: I origin, P public, X not active,
 /// + you share it, S shared with you.
-pub(super) fn flags(img: &Value, account: Option<&str>) -> String {
+pub(super) fn flags(img: &Manifest, account: Option<&str>) -> String {
     let mut f = String::new();
-    if img.get("origin").is_some() {
+    if img.origin.is_some() {
         f.push('I');
     }
-    if img["public"] == true {
+    if img.public {
         f.push('P');
     }
-    if img["state"] != ImageState::Active.as_str() {
+    if img.state != ImageState::Active {
         f.push('X');
     }
-    let acl: Vec<&str> = img["acl"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
     if let Some(a) = account {
-        if img["owner"] == a && !acl.is_empty() {
+        if img.owner.to_string() == a && !img.acl.is_empty() {
             f.push('+');
         }
-        if acl.contains(&a) {
+        if img.acl.iter().any(|u| u.to_string() == a) {
             f.push('S');
         }
     }
     f
 }
 
-fn column(img: &Value, col: &str, account: Option<&str>) -> String {
-    let s = |k: &str| img[k].as_str().unwrap_or("-").to_string();
+/// A listed image, and its fields by name for `-o` and `-s` of any
+/// manifest field.
+struct Row {
+    img: Manifest,
+    fields: Map<String, Value>,
+}
+
+impl Row {
+    fn of(img: Manifest) -> Self {
+        let fields = img.to_map();
+        Row { img, fields }
+    }
+
+    fn field(&self, k: &str) -> Option<&Value> {
+        self.fields.get(k)
+    }
+}
+
+fn column(row: &Row, col: &str, account: Option<&str>) -> String {
+    let img = &row.img;
     match col {
-        "shortid" => short(img["uuid"].as_str().unwrap_or("-")).to_string(),
-        "id" | "uuid" => s("uuid"),
+        "shortid" => short(&img.uuid.to_string()).to_string(),
+        "id" | "uuid" => img.uuid.to_string(),
         "flags" => flags(img, account),
-        "pubdate" => img["published_at"]
-            .as_str()
+        "pubdate" => img
+            .published_at
+            .as_deref()
             .map(|p| p.get(..10).unwrap_or(p).to_string())
             .unwrap_or_else(|| "-".into()),
-        "pub" => img["published_at"]
-            .as_str()
+        "pub" => img
+            .published_at
+            .as_deref()
             .map(|p| format!("{}Z", p.get(..19).unwrap_or(p)))
             .unwrap_or_else(|| "-".into()),
-        "size" => img["files"][0]["size"]
-            .as_u64()
-            .map(|n| n.to_string())
+        "size" => img
+            .file()
+            .map(|f| f.size.to_string())
             .unwrap_or_else(|| "-".into()),
-        other => match &img[other] {
-            Value::String(v) => v.clone(),
-            Value::Null => "-".into(),
-            v => v.to_string(),
+        other => match row.field(other) {
+            Some(Value::String(v)) => v.clone(),
+            None | Some(Value::Null) => "-".into(),
+            Some(v) => v.to_string(),
         },
     }
 }
 
-fn print_table(rows: &[Value], cols: &[&str], header: bool, account: Option<&str>) {
+fn print_table(rows: &[Row], cols: &[&str], header: bool, account: Option<&str>) {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| cols.iter().map(|c| column(r, c, account)).collect())
@@ -109,7 +127,7 @@ pub(super) struct Listing<'a> {
 
 /// Orders images by `fields` (`-field`: descending): numbers as numbers,
 /// the rest as their column text (an absent field is `-`, first).
-fn sort_images(list: &mut [Value], fields: &str) {
+fn sort_images(list: &mut [Row], fields: &str) {
     let keys: Vec<(&str, bool)> = fields
         .split(',')
         .map(str::trim)
@@ -121,8 +139,8 @@ fn sort_images(list: &mut [Value], fields: &str) {
         .collect();
     list.sort_by(|a, b| {
         for (k, desc) in &keys {
-            let o = match (&a[*k], &b[*k]) {
-                (Value::Number(x), Value::Number(y)) => x
+            let o = match (a.field(k), b.field(k)) {
+                (Some(Value::Number(x)), Some(Value::Number(y))) => x
                     .as_f64()
                     .unwrap_or(0.0)
                     .total_cmp(&y.as_f64().unwrap_or(0.0)),
@@ -157,11 +175,16 @@ pub(super) fn list(c: &Client, how: &Listing<'_>, filters: &[String]) -> Result<
     if all {
         q.push(("state", "all"));
     }
-    let mut list = c.list_all_images(&q).map_err(describe)?;
+    let mut list: Vec<Row> = c
+        .list_all_images(&q)
+        .map_err(describe)?
+        .into_iter()
+        .map(Row::of)
+        .collect();
     sort_images(&mut list, sort);
     if json {
-        for i in &list {
-            say!("{i}");
+        for r in &list {
+            say!("{}", serde_json::to_string(&r.img)?);
         }
         return Ok(());
     }
@@ -180,76 +203,64 @@ pub(super) fn list(c: &Client, how: &Listing<'_>, filters: &[String]) -> Result<
 
 /// An image's lineage for people: where it comes from (base first), what
 /// derives from it, where it was cloned or copied from, what it costs.
-pub(super) fn lineage(l: &Value) -> String {
-    let brief = |i: &Value| -> String {
-        if i["hidden"] == true {
+pub(super) fn lineage(l: &Lineage) -> String {
+    let brief = |i: &LineageImage| -> String {
+        if i.hidden {
             return "(an image you cannot see)".into();
         }
-        if i["missing"] == true {
-            return format!("{} (missing)", i["uuid"].as_str().unwrap_or("?"));
+        let uuid = i.uuid.map_or_else(|| "?".to_string(), |u| u.to_string());
+        if i.missing {
+            return format!("{uuid} (missing)");
         }
         format!(
             "{} {}@{} ({})",
-            short(i["uuid"].as_str().unwrap_or("?")),
-            i["name"].as_str().unwrap_or("?"),
-            i["version"].as_str().unwrap_or("?"),
-            i["state"].as_str().unwrap_or("?")
+            short(&uuid),
+            i.name.as_deref().unwrap_or("?"),
+            i.version.as_deref().unwrap_or("?"),
+            i.state.map_or("?", ImageState::as_str)
         )
     };
-    let mut out = format!("image {}\n", l["uuid"].as_str().unwrap_or("?"));
-    let chain = l["origin_chain"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if chain.is_empty() {
+    let mut out = format!("image {}\n", l.uuid);
+    if l.origin_chain.is_empty() {
         out.push_str("origin chain: none (a base image)\n");
     } else {
         out.push_str("origin chain, base first:\n");
-        for (depth, o) in chain.iter().enumerate() {
+        for (depth, o) in l.origin_chain.iter().enumerate() {
             out.push_str(&format!("  {}{}\n", "  ".repeat(depth), brief(o)));
         }
     }
-    let derived = l["derived"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if derived.is_empty() {
+    if l.derived.is_empty() {
         out.push_str("derived: none you can see\n");
     } else {
         out.push_str("derived:\n");
-        for d in derived {
+        for d in &l.derived {
             out.push_str(&format!(
                 "  {} {}{}\n",
-                d["relation"].as_str().unwrap_or("?"),
-                brief(d),
-                d["from"]
-                    .as_str()
-                    .map(|f| format!(" from {}", short(f)))
+                d.relation.as_str(),
+                brief(&d.image),
+                d.from
+                    .map(|f| format!(" from {}", short(&f.to_string())))
                     .unwrap_or_default()
             ));
         }
     }
-    if let Some(src) = l["source"].as_object() {
+    if let Some(src) = &l.source {
         out.push_str(&format!(
-            "{} from {}{} at {}\n",
-            src.get("how").and_then(Value::as_str).unwrap_or("came"),
-            src.get("uuid").and_then(Value::as_str).unwrap_or("?"),
-            src.get("datacenter")
-                .and_then(Value::as_str)
-                .map(|d| format!(" in datacenter {d}"))
-                .unwrap_or_default(),
-            src.get("at").and_then(Value::as_str).unwrap_or("?")
+            "{} from {} in datacenter {} at {}\n",
+            src.how.as_str(),
+            src.uuid,
+            src.datacenter,
+            src.at
         ));
     }
-    let u = &l["usage"];
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let u = &l.usage;
     out.push_str(&format!(
         "usage: {} logical, {} stored ({} its own, {} shared), {} reference(s)",
-        indicatif::HumanBytes(n("logical_bytes")),
-        indicatif::HumanBytes(n("stored_bytes")),
-        indicatif::HumanBytes(n("unique_bytes")),
-        indicatif::HumanBytes(n("shared_bytes")),
-        n("file_references")
+        indicatif::HumanBytes(u.logical_bytes),
+        indicatif::HumanBytes(u.stored_bytes),
+        indicatif::HumanBytes(u.unique_bytes),
+        indicatif::HumanBytes(u.shared_bytes),
+        u.file_references.unwrap_or(0)
     ));
     out
 }

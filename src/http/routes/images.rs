@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
     St, changed_image, etag_matches, etag_of, image_response, json_body, json_response, set_header,
@@ -13,14 +13,15 @@ use super::{
 use crate::http::error::HttpResult;
 use crate::http::extract::{Caller, ImageReq};
 use crate::imgapi::list::ListQuery;
+use crate::imgapi::manifest::Manifest;
 use crate::imgapi::{ApiError, Code, FieldCode, FieldError, Imgapi};
 
 pub(super) async fn list(State(st): St, caller: Caller) -> HttpResult<Response> {
     let query = ListQuery::parse(&caller.query.0)?;
     let admin = caller.query.admin_fields();
     let images = st.run(move |api| api.list(&query)).await?;
-    let body: Vec<Value> = images.iter().map(|i| i.manifest(admin)).collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(body)))
+    let body: Vec<Manifest> = images.iter().map(|i| i.manifest(admin)).collect();
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 pub(super) async fn get(State(st): St, r: ImageReq, headers: HeaderMap) -> HttpResult<Response> {

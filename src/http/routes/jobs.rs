@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
 
 use super::{St, json_response};
 use crate::http::error::HttpResult;
@@ -21,7 +20,7 @@ pub(super) async fn get(State(st): St, r: ImageReq) -> HttpResult<Response> {
                 .job(&uuid)?
                 .filter(|j| r.account.is_none_or(|a| a == j.account))
                 .ok_or_else(|| ApiError::not_found(format!("job {uuid} not found")))?;
-            Ok(api.job_json(&job))
+            Ok(api.job_view(&job))
         })
         .await?;
     Ok(json_response(StatusCode::OK, &body))
@@ -34,7 +33,7 @@ pub(super) async fn of_image(State(st): St, r: ImageReq) -> HttpResult<Response>
                 api.get_visible(&r.uuid, r.account())?;
             }
             let jobs = api.image_jobs(&r.uuid)?;
-            Ok(Value::Array(jobs.iter().map(|j| api.job_json(j)).collect()))
+            Ok(jobs.iter().map(|j| api.job_view(j)).collect::<Vec<_>>())
         })
         .await?;
     Ok(json_response(StatusCode::OK, &body))

@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::{St, json_response};
 use crate::http::error::HttpResult;
 use crate::http::extract::QueryPairs;
+use crate::http::wire;
 use crate::imgapi::error::Origin;
 use crate::imgapi::{ApiError, Code};
 use crate::store::gc::DEFAULT_THRESHOLD;
@@ -26,13 +26,13 @@ pub(super) async fn ping(q: QueryPairs) -> HttpResult<Response> {
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "ping": "pong",
-            "version": "4.13.1",
-            "imgapi": true,
-            "pid": std::process::id(),
-            "imgstore": env!("CARGO_PKG_VERSION"),
-        }),
+        &wire::Ping {
+            ping: "pong".into(),
+            version: "4.13.1".into(),
+            imgapi: true,
+            pid: Some(std::process::id()),
+            imgstore: Some(env!("CARGO_PKG_VERSION").into()),
+        },
     ))
 }
 
@@ -45,13 +45,13 @@ pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
     let stats = st.run(|api| Ok(api.store().stats()?)).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "pid": std::process::id(),
-            "uptime_s": st.started.elapsed().as_secs(),
-            "datacenterName": st.api.config().datacenter_name,
-            "mode": st.api.config().mode.as_str(),
-            "store": stats,
-        }),
+        &wire::State {
+            pid: std::process::id(),
+            uptime_s: st.started.elapsed().as_secs(),
+            datacenter_name: st.api.config().datacenter_name.clone(),
+            mode: st.api.config().mode.as_str().into(),
+            store: stats,
+        },
     ))
 }
 
@@ -83,10 +83,7 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
             let (plan, done) = st
                 .run(move |_| Ok(service.collect_garbage(threshold)?))
                 .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"plan": plan, "done": done}),
-            ))
+            Ok(json_response(StatusCode::OK, &wire::Gc { plan, done }))
         }
         Some("verify") => {
             let flag = |k: &str| q.get(k) == Some("true");
@@ -102,12 +99,11 @@ pub(super) async fn post(State(st): St, q: QueryPairs) -> HttpResult<Response> {
                     report
                         .problems
                         .extend(crate::imgapi::audit::audit(api.store())?);
-                    let images = api.images_holding(&report.damaged_files)?;
-                    let mut body = json!(report);
-                    if let Some(o) = body.as_object_mut() {
-                        o.insert("damaged_images".into(), json!(images));
-                    }
-                    Ok(body)
+                    let damaged_images = api.images_holding(&report.damaged_files)?;
+                    Ok(wire::Verify {
+                        report,
+                        damaged_images,
+                    })
                 })
                 .await?;
             Ok(json_response(StatusCode::OK, &body))
@@ -152,5 +148,5 @@ pub(super) async fn reload_auth_keys(State(st): St, q: QueryPairs) -> HttpResult
         st.log
             .info(&format!("auth keys reloaded: {logins} logins with keys"));
     }
-    Ok(json_response(StatusCode::OK, &json!({})))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
 }

@@ -6,15 +6,20 @@
 //! only manifest fields, because a real IMGAPI importing from us rejects
 //! anything else.
 
+#[cfg(test)]
+mod golden;
 mod rules;
 pub mod upgrade;
+mod wire;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::error::ApiResult;
+use crate::id::FileId;
 pub use rules::{COMPRESSIONS, OSES, TYPES};
+pub use wire::{Editor, Manifest, ManifestField, ManifestFile};
 
 /// The all-zero owner that imports rewrite to the admin uuid.
 pub const UNSET_OWNER: Uuid = Uuid::nil();
@@ -31,8 +36,8 @@ pub struct ImageFile {
     pub content_md5: String,
     pub mtime_ms: u64,
     pub stor: String,
-    /// The engine's file id (hex BLAKE3 of the content).
-    pub file_id: String,
+    /// The engine's file id (BLAKE3 of the content, stored as hex).
+    pub file_id: FileId,
 }
 
 /// A stored icon (the API shows only `icon: true`).
@@ -43,7 +48,7 @@ pub struct Icon {
     pub content_md5: String,
     pub content_type: String,
     pub mtime_ms: u64,
-    pub file_id: String,
+    pub file_id: FileId,
 }
 
 /// An image's state (reference section 4): computed from `activated` and
@@ -128,6 +133,15 @@ pub enum ProvenanceKind {
     Copy,
 }
 
+impl ProvenanceKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProvenanceKind::Clone => "clone",
+            ProvenanceKind::Copy => "copy",
+        }
+    }
+}
+
 /// Where stored files live, as `files[].stor` shows it.
 pub const STOR_LOCAL: &str = "local";
 
@@ -205,74 +219,6 @@ pub struct Image {
     pub provenance: Option<Provenance>,
 }
 
-/// Every manifest field, in output order.
-pub const MANIFEST_FIELDS: &[&str] = &[
-    "v",
-    "uuid",
-    "owner",
-    "name",
-    "version",
-    "description",
-    "homepage",
-    "eula",
-    "icon",
-    "state",
-    "error",
-    "disabled",
-    "public",
-    "published_at",
-    "type",
-    "os",
-    "origin",
-    "files",
-    "acl",
-    "requirements",
-    "users",
-    "billing_tags",
-    "traits",
-    "tags",
-    "generate_passwords",
-    "inherited_directories",
-    "nic_driver",
-    "disk_driver",
-    "cpu_type",
-    "image_size",
-    "urn",
-];
-
-/// Keys a user may change with UpdateImage.
-pub const USER_MUTABLE: &[&str] = &[
-    "name",
-    "version",
-    "description",
-    "homepage",
-    "eula",
-    "public",
-    "os",
-    "acl",
-    "requirements",
-    "users",
-    "tags",
-    "generate_passwords",
-    "inherited_directories",
-    "nic_driver",
-    "disk_driver",
-    "cpu_type",
-    "image_size",
-];
-
-/// Keys only operators may change (some only before activation).
-pub const OPERATOR_MUTABLE: &[&str] = &[
-    "owner",
-    "state",
-    "error",
-    "billing_tags",
-    "traits",
-    "files",
-    "origin",
-    "uuid",
-];
-
 /// Strict lower-case UUID, as IMGAPI's regex.
 pub fn parse_uuid(s: &str) -> Option<Uuid> {
     let ok = s.len() == 36
@@ -289,112 +235,67 @@ impl Image {
         ImageState::of(self.placeholder_state, self.activated, self.disabled)
     }
 
-    /// The v2 manifest: only fields of the reference, in its order.
-    pub fn manifest(&self, admin_fields: bool) -> Value {
-        let mut m = Map::new();
-        m.insert("v".into(), json!(self.v));
-        m.insert("uuid".into(), json!(self.uuid));
-        m.insert("owner".into(), json!(self.owner));
-        m.insert("name".into(), json!(self.name));
-        m.insert("version".into(), json!(self.version));
-        if let Some(d) = self.description.as_ref().filter(|d| !d.is_empty()) {
-            m.insert("description".into(), json!(d));
+    /// The v2 manifest: only fields of the reference, each shown as
+    /// upstream shows it (`admin_fields`: with `files[].stor`).
+    pub fn manifest(&self, admin_fields: bool) -> Manifest {
+        let state = self.state();
+        Manifest {
+            v: self.v,
+            uuid: self.uuid,
+            owner: self.owner,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            description: self.description.clone().filter(|d| !d.is_empty()),
+            homepage: self.homepage.clone(),
+            eula: self.eula.clone(),
+            icon: self.icon.is_some(),
+            state,
+            // An operator may have set one on an image that is no longer
+            // failed; it means nothing there.
+            error: self.error.clone().filter(|_| state == ImageState::Failed),
+            disabled: self.disabled,
+            public: self.public,
+            published_at: self.published_at.clone(),
+            type_: self.type_.clone(),
+            os: self.os.clone(),
+            origin: self.origin,
+            files: self
+                .files
+                .iter()
+                .map(|f| ManifestFile {
+                    sha1: f.sha1.clone(),
+                    size: f.size,
+                    compression: f.compression.clone(),
+                    dataset_guid: f.dataset_guid.clone(),
+                    stor: admin_fields.then(|| f.stor.clone()),
+                })
+                .collect(),
+            acl: self.acl.clone(),
+            requirements: self.requirements.clone(),
+            users: self.users.clone(),
+            billing_tags: self.billing_tags.clone().unwrap_or_default(),
+            traits: self
+                .traits
+                .as_ref()
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            tags: self.tags.clone(),
+            generate_passwords: self.generate_passwords == Some(true),
+            inherited_directories: self.inherited_directories.clone(),
+            nic_driver: self.nic_driver.clone(),
+            disk_driver: self.disk_driver.clone(),
+            cpu_type: self.cpu_type.clone(),
+            image_size: self.image_size,
+            channels: None,
+            urn: self.urn.clone(),
         }
-        if let Some(h) = &self.homepage {
-            m.insert("homepage".into(), json!(h));
-        }
-        if let Some(e) = &self.eula {
-            m.insert("eula".into(), json!(e));
-        }
-        if self.icon.is_some() {
-            m.insert("icon".into(), json!(true));
-        }
-        m.insert("state".into(), json!(self.state()));
-        if self.state() == ImageState::Failed
-            && let Some(e) = &self.error
-        {
-            m.insert("error".into(), e.clone());
-        }
-        m.insert("disabled".into(), json!(self.disabled));
-        m.insert("public".into(), json!(self.public));
-        if let Some(p) = &self.published_at {
-            m.insert("published_at".into(), json!(p));
-        }
-        m.insert("type".into(), json!(self.type_));
-        m.insert("os".into(), json!(self.os));
-        if let Some(o) = &self.origin {
-            m.insert("origin".into(), json!(o));
-        }
-        let files: Vec<Value> = self
-            .files
-            .iter()
-            .map(|f| {
-                let mut o = Map::new();
-                o.insert("sha1".into(), json!(f.sha1));
-                o.insert("size".into(), json!(f.size));
-                o.insert("compression".into(), json!(f.compression));
-                if let Some(g) = &f.dataset_guid {
-                    o.insert("dataset_guid".into(), json!(g));
-                }
-                if admin_fields {
-                    o.insert("stor".into(), json!(f.stor));
-                }
-                Value::Object(o)
-            })
-            .collect();
-        m.insert("files".into(), Value::Array(files));
-        if !self.acl.is_empty() {
-            m.insert("acl".into(), json!(self.acl));
-        }
-        if let Some(r) = &self.requirements {
-            m.insert("requirements".into(), r.clone());
-        }
-        if let Some(u) = &self.users {
-            m.insert("users".into(), u.clone());
-        }
-        if let Some(b) = self.billing_tags.as_ref().filter(|b| !b.is_empty()) {
-            m.insert("billing_tags".into(), json!(b));
-        }
-        if let Some(t) = self
-            .traits
-            .as_ref()
-            .filter(|t| t.as_object().is_some_and(|o| !o.is_empty()))
-        {
-            m.insert("traits".into(), t.clone());
-        }
-        if let Some(t) = &self.tags {
-            m.insert("tags".into(), Value::Object(t.clone()));
-        }
-        if self.generate_passwords == Some(true) {
-            m.insert("generate_passwords".into(), json!(true));
-        }
-        if let Some(d) = &self.inherited_directories {
-            m.insert("inherited_directories".into(), json!(d));
-        }
-        for (k, v) in [
-            ("nic_driver", &self.nic_driver),
-            ("disk_driver", &self.disk_driver),
-            ("cpu_type", &self.cpu_type),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
-            }
-        }
-        if let Some(s) = self.image_size {
-            m.insert("image_size".into(), json!(s));
-        }
-        if let Some(u) = &self.urn {
-            m.insert("urn".into(), json!(u));
-        }
-        Value::Object(m)
     }
 
     /// The manifest fields as a map for UpdateImage to patch (`state` and
     /// `files` are handled by the caller).
     pub fn editable_map(&self) -> Map<String, Value> {
-        let Value::Object(mut m) = self.manifest(false) else {
-            return Map::new();
-        };
+        let mut m = self.manifest(false).to_map();
         m.remove("icon");
         m.remove("files");
         m.remove("state");
@@ -510,11 +411,8 @@ mod tests {
     #[test]
     fn a_minimal_manifest_validates_and_serialises_strictly() {
         let img = Image::from_map(Uuid::nil(), &base()).unwrap_or_else(|e| panic!("{e}"));
-        let m = img.manifest(false);
-        let keys: Vec<&str> = m
-            .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        let m = img.manifest(false).to_map();
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
@@ -523,7 +421,7 @@ mod tests {
             ]
         );
         for k in keys {
-            assert!(MANIFEST_FIELDS.contains(&k));
+            assert!(ManifestField::parse(k).is_some());
         }
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::parse_uuid;
+use super::{ManifestField, parse_uuid};
 use crate::imgapi::error::{ApiError, ApiResult, FieldError};
 use crate::imgapi::time;
 
@@ -46,12 +46,12 @@ enum Presence {
 type Check = fn(field: &str, value: &Value, errs: &mut Vec<FieldError>);
 
 struct Rule {
-    field: &'static str,
+    field: ManifestField,
     presence: Presence,
     check: Check,
 }
 
-const fn rule(field: &'static str, presence: Presence, check: Check) -> Rule {
+const fn rule(field: ManifestField, presence: Presence, check: Check) -> Rule {
     Rule {
         field,
         presence,
@@ -59,36 +59,37 @@ const fn rule(field: &'static str, presence: Presence, check: Check) -> Rule {
     }
 }
 
+use ManifestField as F;
 use Presence::{Optional, Required, ZoneDataset, Zvol};
 
 /// Every manifest field with a rule, in upstream's order of checks.
 const RULES: &[Rule] = &[
-    rule("v", Optional, |f, v, e| {
+    rule(F::V, Optional, |f, v, e| {
         if v.as_u64().is_none() {
             e.push(FieldError::invalid(f, "v must be a non-negative number"));
         }
     }),
-    rule("uuid", Optional, uuid),
-    rule("owner", Required, uuid),
-    rule("name", Required, |f, v, e| {
+    rule(F::Uuid, Optional, uuid),
+    rule(F::Owner, Required, uuid),
+    rule(F::Name, Required, |f, v, e| {
         chars(f, v, 1024, b"._/ -", "/^[A-Za-z0-9._/ -]+$/", e)
     }),
-    rule("version", Required, |f, v, e| {
+    rule(F::Version, Required, |f, v, e| {
         chars(f, v, 512, b"._/+-", "/^[A-Za-z0-9._/+-]+$/", e)
     }),
-    rule("description", Optional, |f, v, e| {
+    rule(F::Description, Optional, |f, v, e| {
         string(f, v, 10240, e);
     }),
-    rule("homepage", Optional, url),
-    rule("eula", Optional, url),
-    rule("error", Optional, |f, v, e| {
+    rule(F::Homepage, Optional, url),
+    rule(F::Eula, Optional, url),
+    rule(F::Error, Optional, |f, v, e| {
         if !v.is_object() {
             e.push(FieldError::invalid(f, "error must be an object"));
         }
     }),
-    rule("disabled", Optional, boolean),
-    rule("public", Optional, boolean),
-    rule("published_at", Optional, |f, v, e| {
+    rule(F::Disabled, Optional, boolean),
+    rule(F::Public, Optional, boolean),
+    rule(F::PublishedAt, Optional, |f, v, e| {
         if string(f, v, 64, e).is_some_and(|p| !time::is_imgapi_date(p)) {
             e.push(FieldError::invalid(
                 f,
@@ -96,10 +97,10 @@ const RULES: &[Rule] = &[
             ));
         }
     }),
-    rule("type", Required, |f, v, e| one_of(f, v, TYPES, e)),
-    rule("os", Required, |f, v, e| one_of(f, v, OSES, e)),
-    rule("origin", Optional, uuid),
-    rule("acl", Optional, |f, v, e| match acl(v) {
+    rule(F::Type, Required, |f, v, e| one_of(f, v, TYPES, e)),
+    rule(F::Os, Required, |f, v, e| one_of(f, v, OSES, e)),
+    rule(F::Origin, Optional, uuid),
+    rule(F::Acl, Optional, |f, v, e| match acl(v) {
         None => e.push(FieldError::invalid(f, "acl must be an array of UUIDs")),
         Some(list) if list.len() > crate::imgapi::MAX_ACL => e.push(FieldError::invalid(
             f,
@@ -107,8 +108,8 @@ const RULES: &[Rule] = &[
         )),
         Some(_) => {}
     }),
-    rule("requirements", Optional, requirements),
-    rule("users", Optional, |f, v, e| {
+    rule(F::Requirements, Optional, requirements),
+    rule(F::Users, Optional, |f, v, e| {
         let ok = v.as_array().is_some_and(|a| {
             a.iter().all(|x| {
                 x.as_object()
@@ -119,7 +120,7 @@ const RULES: &[Rule] = &[
             e.push(FieldError::invalid(f, "users must be an array of {name}"));
         }
     }),
-    rule("billing_tags", Optional, |f, v, e| {
+    rule(F::BillingTags, Optional, |f, v, e| {
         let ok = v.as_array().is_some_and(|a| {
             a.iter()
                 .all(|x| x.as_str().is_some_and(|s| s.chars().count() <= 128))
@@ -131,7 +132,7 @@ const RULES: &[Rule] = &[
             ));
         }
     }),
-    rule("traits", Optional, |f, v, e| {
+    rule(F::Traits, Optional, |f, v, e| {
         let ok = v.as_object().is_some_and(|o| {
             o.values()
                 .all(|v| v.is_string() || v.is_boolean() || v.is_array())
@@ -143,7 +144,7 @@ const RULES: &[Rule] = &[
             ));
         }
     }),
-    rule("tags", Optional, |f, v, e| match v {
+    rule(F::Tags, Optional, |f, v, e| match v {
         Value::Object(o) => {
             if serde_json::to_vec(o).map(|v| v.len()).unwrap_or(0) > 100 * 1024 {
                 e.push(FieldError::invalid(
@@ -154,8 +155,8 @@ const RULES: &[Rule] = &[
         }
         _ => e.push(FieldError::invalid(f, "tags must be an object")),
     }),
-    rule("generate_passwords", Optional, boolean),
-    rule("inherited_directories", ZoneDataset, |f, v, e| {
+    rule(F::GeneratePasswords, Optional, boolean),
+    rule(F::InheritedDirectories, ZoneDataset, |f, v, e| {
         let ok = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
         if !ok {
             e.push(FieldError::invalid(
@@ -164,16 +165,16 @@ const RULES: &[Rule] = &[
             ));
         }
     }),
-    rule("nic_driver", Zvol, |f, v, e| {
+    rule(F::NicDriver, Zvol, |f, v, e| {
         string(f, v, 1024, e);
     }),
-    rule("disk_driver", Zvol, |f, v, e| {
+    rule(F::DiskDriver, Zvol, |f, v, e| {
         string(f, v, 1024, e);
     }),
-    rule("cpu_type", Zvol, |f, v, e| {
+    rule(F::CpuType, Zvol, |f, v, e| {
         string(f, v, 1024, e);
     }),
-    rule("image_size", Zvol, |f, v, e| {
+    rule(F::ImageSize, Zvol, |f, v, e| {
         if v.as_u64().is_none_or(|n| n == 0) {
             e.push(FieldError::invalid(
                 f,
@@ -181,10 +182,10 @@ const RULES: &[Rule] = &[
             ));
         }
     }),
-    rule("urn", Optional, |f, v, e| {
+    rule(F::Urn, Optional, |f, v, e| {
         string(f, v, 1024, e);
     }),
-    rule("state", Optional, |f, v, e| {
+    rule(F::State, Optional, |f, v, e| {
         if let Some(s) = v.as_str()
             && super::ImageState::parse(s).is_none()
         {
@@ -240,23 +241,24 @@ pub(super) fn validate(m: &Map<String, Value>) -> ApiResult<Fields> {
     let type_ = m.get("type").and_then(Value::as_str);
     let mut errs: Vec<FieldError> = Vec::new();
     for r in RULES {
-        let value = m.get(r.field).filter(|v| !v.is_null());
+        let field = r.field.name();
+        let value = m.get(field).filter(|v| !v.is_null());
         let before = errs.len();
         if let Some(v) = value {
-            (r.check)(r.field, v, &mut errs);
+            (r.check)(field, v, &mut errs);
         }
         let value_ok = errs.len() == before;
         match (r.presence, value) {
-            (Required, None) => errs.push(FieldError::missing(r.field)),
-            (Zvol, None) if type_ == Some("zvol") => errs.push(FieldError::missing(r.field)),
+            (Required, None) => errs.push(FieldError::missing(field)),
+            (Zvol, None) if type_ == Some("zvol") => errs.push(FieldError::missing(field)),
             (Zvol, Some(_)) if value_ok && type_ != Some("zvol") => errs.push(FieldError::invalid(
-                r.field,
-                format!("{} is only valid for type zvol", r.field),
+                field,
+                format!("{field} is only valid for type zvol"),
             )),
             (ZoneDataset, Some(_)) if value_ok && type_ != Some("zone-dataset") => {
                 errs.push(FieldError::invalid(
-                    r.field,
-                    format!("{} is only valid for type zone-dataset", r.field),
+                    field,
+                    format!("{field} is only valid for type zone-dataset"),
                 ))
             }
             _ => {}
@@ -279,15 +281,15 @@ pub(super) fn validate(m: &Map<String, Value>) -> ApiResult<Fields> {
 fn normalise(m: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     for r in RULES {
-        let Some(v) = m.get(r.field).filter(|v| !v.is_null()) else {
+        let Some(v) = m.get(r.field.name()).filter(|v| !v.is_null()) else {
             continue;
         };
         let v = match r.field {
-            "disabled" | "public" | "generate_passwords" => Value::Bool(as_bool(v) == Some(true)),
-            "acl" => serde_json::json!(acl(v).unwrap_or_default()),
+            F::Disabled | F::Public | F::GeneratePasswords => Value::Bool(as_bool(v) == Some(true)),
+            F::Acl => serde_json::json!(acl(v).unwrap_or_default()),
             _ => v.clone(),
         };
-        out.insert(r.field.to_string(), v);
+        out.insert(r.field.name().to_string(), v);
     }
     out
 }
@@ -444,5 +446,22 @@ fn requirements(f: &str, v: &Value, errs: &mut Vec<FieldError>) {
             "requirements.min_ram",
             "min_ram must be <= max_ram",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_a_client_may_send_has_one_rule() {
+        // `icon` and `files` have their own endpoints; bodies never set them.
+        for f in ManifestField::ALL
+            .iter()
+            .filter(|f| !matches!(f, F::Icon | F::Files))
+        {
+            let n = RULES.iter().filter(|r| r.field == *f).count();
+            assert_eq!(n, 1, "{}", f.name());
+        }
     }
 }

@@ -1,0 +1,55 @@
+//! The answers of the daemon's own resources (`/ping`, `/state`), one type
+//! for the route that sends each and the client that reads it.
+//!
+//! The store's reports (stats, the GC plan and report, verify) are written
+//! by the engine's types, which only serialise; the answers are generic over
+//! them so the daemon sends those types and the client reads the same
+//! fields as JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// `GET /ping`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ping {
+    pub ping: String,
+    /// The IMGAPI version this server speaks.
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub imgapi: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// imgstore's version: present only on imgstore, which also speaks the
+    /// chunk protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imgstore: Option<String>,
+}
+
+/// `GET /state`: the daemon and its store's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct State<S = Value> {
+    pub pid: u32,
+    pub uptime_s: u64,
+    #[serde(rename = "datacenterName")]
+    pub datacenter_name: String,
+    pub mode: String,
+    pub store: S,
+}
+
+/// `POST /state?action=gc`: what GC planned, and what it did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Gc<P = Value, D = Value> {
+    pub plan: P,
+    pub done: D,
+}
+
+/// `POST /state?action=verify`: the store's report, and the images its
+/// damaged files belong to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Verify<R = Value> {
+    #[serde(flatten)]
+    pub report: R,
+    pub damaged_images: Vec<Uuid>,
+}
