@@ -4,7 +4,7 @@
 //! A profile (node-triton's, as a file) is
 //! `$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json` (default
 //! `~/.config/imgstore`), or a path: `{"url", "account", "datacenters":
-//! {"NAME": "URL"}}`. Without `--profile` the `default` profile is used
+//! {"NAME": "URL"}, "user", "keyId"}` (the last two sign requests). Without `--profile` the `default` profile is used
 //! when there is one (or the older single `profile.json`); a profile that
 //! is named and missing is an error.
 
@@ -36,7 +36,22 @@ pub struct ConnArgs {
     /// Talk to this datacenter of the profile instead of its `url`.
     #[arg(long, global = true)]
     pub dc: Option<String>,
+    /// Sign every request as this login (a daemon with `"authType":
+    /// "signature"`; default: the profile's `user`).
+    #[arg(long, env = "IMGSTORE_USER", global = true)]
+    pub user: Option<String>,
+    /// The signing key's MD5 fingerprint (`ssh-keygen -l -E md5`), found
+    /// in ssh-agent or `~/.ssh` as `triton` finds it (default: the
+    /// profile's `keyId`).
+    #[arg(long, env = "IMGSTORE_KEY_ID", global = true)]
+    pub key_id: Option<String>,
 }
+
+/// The signer of this process's requests, once `connect` has made it:
+/// every client the command makes (the profile's other datacenters too)
+/// signs with it.
+static SIGNER: std::sync::OnceLock<Option<std::sync::Arc<imgstore::http::sign::Signer>>> =
+    std::sync::OnceLock::new();
 
 /// A profile: where the client talks, as whom, and the datacenters it
 /// knows.
@@ -45,6 +60,9 @@ pub struct Profile {
     pub url: Option<String>,
     pub account: Option<String>,
     pub datacenters: BTreeMap<String, String>,
+    /// The login and key fingerprint that sign requests.
+    pub user: Option<String>,
+    pub key_id: Option<String>,
 }
 
 /// The datacenters a target list names, checked against the profile's:
@@ -103,6 +121,19 @@ impl ConnArgs {
     pub fn connect(&self) -> Result<(Client, Profile)> {
         let prof = load_profile(self.profile.as_deref())?;
         let account = self.account.clone().or_else(|| prof.account.clone());
+        let user = self.user.clone().or_else(|| prof.user.clone());
+        let key_id = self.key_id.clone().or_else(|| prof.key_id.clone());
+        let signer = match (user, key_id) {
+            (Some(u), Some(k)) => Some(std::sync::Arc::new(
+                imgstore::http::sign::Signer::find(&u, &k).map_err(|e| anyhow!("error: {e}"))?,
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!("error: --user needs --key-id (the signing key's fingerprint)")
+            }
+            (None, Some(_)) => bail!("error: --key-id needs --user (the login that signs)"),
+        };
+        let _ = SIGNER.set(signer);
         let c = client(&self.target_url(&prof)?, account.as_deref())?;
         Ok((c, prof))
     }
@@ -179,6 +210,8 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
                     .collect()
             })
             .unwrap_or_default(),
+        user: text("user"),
+        key_id: text("keyId"),
     })
 }
 
@@ -211,7 +244,8 @@ pub(crate) fn describe(e: ClientError) -> anyhow::Error {
 pub(crate) fn client(url: &str, account: Option<&str>) -> Result<Client> {
     Ok(Client::new(url, None)
         .map_err(describe)?
-        .as_account(account))
+        .as_account(account)
+        .signed_by(SIGNER.get().cloned().flatten()))
 }
 
 /// Prints an error as `imgstore COMMAND: error...` and gives the exit

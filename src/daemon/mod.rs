@@ -7,10 +7,12 @@
 //! | module | |
 //! | --- | --- |
 //! | [`config`] | the raw config file and the validated [`DaemonConfig`] |
+//! | `storage` | its `storage` object and the validated tier configuration |
 //! | [`reference`] | `imgstore config reference`, from the config types' docs |
 
 pub mod config;
 pub mod reference;
+mod storage;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,11 +26,45 @@ use crate::imgapi::{self, Imgapi};
 use crate::service::upkeep::{self, Schedule};
 pub use crate::service::upkeep::{DEFAULT_RECOMPRESS_AFTER, Recompress};
 use crate::service::{Logger, Metrics, Service};
+use crate::store::backend::BackendError;
 use crate::store::{Store, StoreOptions};
 pub use config::{
-    ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RESERVE_BYTES, DaemonConfig, Durability,
-    Storage, StorageKind,
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RESERVE_BYTES, DaemonConfig, Durability, Storage,
+    StorageKind,
 };
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not JSON of the expected shape (an unknown key, a
+    /// wrong type).
+    #[error("{0}")]
+    Parse(#[source] serde_json::Error),
+    /// A key holds a value the daemon cannot use.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    /// The `storage` object names a backend that cannot be set up.
+    #[error("storage: {0}")]
+    Backend(#[source] BackendError),
+    /// The bucket does not take what a store does there (it is missing,
+    /// the endpoint or the credentials are wrong).
+    #[error("{what} cannot be used: {source}")]
+    Unusable {
+        what: String,
+        #[source]
+        source: BackendError,
+    },
+}
+
+pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +157,9 @@ impl DaemonConfig {
         let store = Store::open_with(&self.data_dir, opts)?;
         let metrics = Arc::new(Metrics::new());
         let copies = Copies {
-            remotes: Arc::new(HttpRemotes::new(self.transfer_timeout)),
+            remotes: Arc::new(
+                HttpRemotes::new(self.transfer_timeout).signed_by(self.signing_key.clone()),
+            ),
             receive: self.transfer.clone(),
             events: job_events(&log, &metrics),
         };

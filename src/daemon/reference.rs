@@ -174,6 +174,7 @@ mod tests {
             "authKeysDir",
             "tls.certFile",
             "cloudapi.tls.keyFile",
+            "signingKey.keyFile",
         ] {
             assert!(text.contains(&format!("| `{key}` |")), "{key}:\n{text}");
         }

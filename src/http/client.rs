@@ -69,6 +69,10 @@ pub enum ClientError {
     /// An answer that does not decode.
     #[error("bad answer from {url}: {detail}")]
     Decode { url: String, detail: String },
+    /// The request could not be signed (the key is gone, ssh-agent
+    /// refused).
+    #[error("signing the request to {url}: {detail}")]
+    Sign { url: String, detail: String },
     /// Not a usable server URL.
     #[error("{url:?} is not an http:// or https:// URL{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     BadUrl { url: String, reason: Option<String> },
@@ -149,6 +153,8 @@ pub struct Client {
     base: Url,
     account: Option<String>,
     http: reqwest::blocking::Client,
+    /// Signs every request (a server with `"authType": "signature"`).
+    signer: Option<std::sync::Arc<super::sign::Signer>>,
 }
 
 /// Requests of one page of ListImages, and the page size IMGAPI caps.
@@ -183,6 +189,7 @@ impl Client {
             base: url,
             account: None,
             http,
+            signer: None,
         })
     }
 
@@ -204,6 +211,7 @@ impl Client {
             base: parse_base(base)?,
             account: None,
             http,
+            signer: None,
         })
     }
 
@@ -211,6 +219,15 @@ impl Client {
     pub fn as_account(&self, account: Option<&str>) -> Self {
         Self {
             account: account.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// The same server, every request signed by `signer` (a server with
+    /// `"authType": "signature"`).
+    pub fn signed_by(&self, signer: Option<std::sync::Arc<super::sign::Signer>>) -> Self {
+        Self {
+            signer,
             ..self.clone()
         }
     }
@@ -245,14 +262,35 @@ impl Client {
 
     /// Sends a request; an error status becomes a [`ClientError`].
     pub fn send(&self, req: RequestBuilder, url: &Url) -> ClientResult<Response> {
-        let resp = req
+        let transport = |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let mut req = req
             .header("accept-version", "*")
             .header("accept", "application/json")
-            .send()
-            .map_err(|source| ClientError::Transport {
-                url: url.to_string(),
-                source,
-            })?;
+            .build()
+            .map_err(transport)?;
+        if let Some(signer) = &self.signer {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let target = match req.url().query() {
+                Some(q) => format!("{}?{q}", req.url().path()),
+                None => req.url().path().to_string(),
+            };
+            let auth = signer
+                .authorization(req.method().as_str(), &target, &date)
+                .map_err(|e| ClientError::Sign {
+                    url: url.to_string(),
+                    detail: e.0,
+                })?;
+            let h = req.headers_mut();
+            for (name, value) in [("date", date), ("authorization", auth)] {
+                if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
+                    h.insert(name, v);
+                }
+            }
+        }
+        let resp = self.http.execute(req).map_err(transport)?;
         if resp.status().is_success() {
             Ok(resp)
         } else {

@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
 //! | [`auth`] | HTTP Signature checks, for the IMGAPI port and the CloudAPI face |
+//! | [`sign`] | signing requests as a client (key files, ssh-agent) |
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
 //! | [`server`] | connections: limits, timeouts, graceful shutdown |
@@ -25,6 +26,7 @@ pub mod remote;
 mod routes;
 pub(crate) use routes::{json_body, json_response, method_not_allowed, not_found};
 pub mod server;
+pub mod sign;
 pub mod tls;
 pub mod wire;
 

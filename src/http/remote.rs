@@ -21,6 +21,8 @@ use crate::transfer::ChunkSource;
 pub struct HttpRemotes {
     /// The pool, or why it could not be built (reported by each copy).
     pool: std::result::Result<reqwest::blocking::Client, String>,
+    /// Signs requests to sources that require signatures (`signingKey`).
+    signer: Option<std::sync::Arc<super::sign::Signer>>,
 }
 
 impl HttpRemotes {
@@ -29,7 +31,14 @@ impl HttpRemotes {
     pub fn new(timeout: Duration) -> Self {
         Self {
             pool: Client::pool(Some(timeout)).map_err(|e| e.to_string()),
+            signer: None,
         }
+    }
+
+    /// The same, every request to a source signed by `signer`.
+    pub fn signed_by(mut self, signer: Option<std::sync::Arc<super::sign::Signer>>) -> Self {
+        self.signer = signer;
+        self
     }
 }
 
@@ -41,7 +50,9 @@ impl RemoteFactory for HttpRemotes {
                 format!("no HTTP client for remote sources: {e}"),
             )
         })?;
-        let client = Client::on_pool(url, pool.clone()).map_err(remote_error)?;
+        let client = Client::on_pool(url, pool.clone())
+            .map_err(remote_error)?
+            .signed_by(self.signer.clone());
         Ok(Box::new(HttpRemote { client }))
     }
 }

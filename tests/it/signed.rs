@@ -243,3 +243,193 @@ fn sdc_clients_works_against_a_daemon_that_requires_signatures() {
     let (ok, text) = run(false);
     assert!(!ok, "unsigned sdc-clients passed:\n{text}");
 }
+
+/// An unencrypted OpenSSH private key file for `sk`, and its public line.
+fn key_file(
+    dir: &std::path::Path,
+    name: &str,
+    sk: &ed25519_dalek::SigningKey,
+) -> (std::path::PathBuf, String) {
+    let keypair = ssh_key::private::Ed25519Keypair::from(sk);
+    let private =
+        ssh_key::PrivateKey::new(ssh_key::private::KeypairData::Ed25519(keypair), name).unwrap();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        private
+            .to_openssh(ssh_key::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        path.with_extension("pub"),
+        private.public_key().to_openssh().unwrap(),
+    )
+    .unwrap();
+    (path, private.public_key().to_openssh().unwrap())
+}
+
+/// An active image made through the rules (the port requires signatures).
+fn image_in(d: &Daemon, owner: &str, data: &[u8]) -> String {
+    let api = &d.state.api;
+    let owner: uuid::Uuid = owner.parse().unwrap();
+    let body =
+        json!({"name": "signed", "version": "1.0.0", "type": "zone-dataset", "os": "smartos"});
+    let img = api.create(Some(&owner), &body).unwrap();
+    let params = imgstore::imgapi::FileParams {
+        compression: Some("none".into()),
+        ..Default::default()
+    };
+    api.add_file(&img.uuid, Some(&owner), &params, data)
+        .unwrap();
+    api.activate(&img.uuid, Some(&owner)).unwrap();
+    img.uuid.to_string()
+}
+
+#[test]
+fn a_copy_between_two_datacenters_that_both_require_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ops, ops_pub, ops_fp) = key(5);
+    let east_sk = ed25519_dalek::SigningKey::from_bytes(&[6u8; 32]);
+    let (east_key, east_pub) = key_file(dir.path(), "east_key", &east_sk);
+    let west = Daemon::start_with(&dir.path().join("west"), move |c| {
+        c.imgapi.datacenter_name = "west".into();
+        c.auth = Some(imgstore::http::auth::KeySources {
+            inline: BTreeMap::from([("east".into(), vec![east_pub])]),
+            dir: None,
+        });
+    });
+    let data = crate::common::bytes(700_000, 9);
+    let uuid = image_in(&west, ALICE, &data);
+    let west_url = west.url.clone();
+    let signer = imgstore::http::sign::Signer::from_key_file("east", &east_key).unwrap();
+    let east = Daemon::start_with(&dir.path().join("east"), move |c| {
+        c.imgapi.datacenter_name = "east".into();
+        c.imgapi
+            .imgapi_url_from_datacenter
+            .insert("west".into(), west_url);
+        c.auth = Some(imgstore::http::auth::KeySources {
+            inline: BTreeMap::from([("ops".into(), vec![ops_pub])]),
+            dir: None,
+        });
+        c.signing_key = Some(std::sync::Arc::new(signer));
+    });
+    let strict = format!("/ops/keys/{ops_fp}");
+    let target = "(request-target) date";
+    let (s, started) = signed(
+        &east,
+        "POST",
+        &format!("/images/{uuid}?action=import-from-datacenter&datacenter=west&account={ALICE}"),
+        &ops,
+        &strict,
+        target,
+        SystemTime::now(),
+    );
+    assert_eq!(s, 200, "{started}");
+    let job = started["job_uuid"].as_str().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let done = loop {
+        let (s, j) = signed(
+            &east,
+            "GET",
+            &format!("/jobs/{job}"),
+            &ops,
+            &strict,
+            target,
+            SystemTime::now(),
+        );
+        assert_eq!(s, 200, "{j}");
+        if j["execution"] == "succeeded" || j["execution"] == "failed" {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["execution"], "succeeded", "{done}");
+    let copied = east
+        .state
+        .api
+        .get_visible(&uuid.parse().unwrap(), None)
+        .unwrap();
+    assert_eq!(copied.files[0].size, data.len() as u64);
+}
+
+/// `imgstore` with `--user` and `--key-id`: the key found in `~/.ssh`, or
+/// in ssh-agent; without them the daemon refuses the request.
+#[test]
+fn the_client_signs_with_a_key_from_ssh_dir_or_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+    let (path, public) = key_file(&home.join(".ssh"), "id_ed25519", &sk);
+    let fp =
+        imgstore::http::auth::md5_fingerprint(&ssh_key::PublicKey::from_openssh(&public).unwrap())
+            .unwrap();
+    let d = with_keys(dir.path(), BTreeMap::from([("ops".into(), vec![public])]));
+    let run = |home: &std::path::Path, agent: Option<&std::path::Path>, sign: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgstore"));
+        cmd.args(["image", "list", "-j", "--url", &d.url])
+            .env("HOME", home)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("IMGSTORE_PROFILE");
+        if sign {
+            cmd.args(["--user", "ops", "--key-id", &format!("MD5:{fp}")]);
+        }
+        if let Some(a) = agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&home, None, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&home, None, false);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidCredentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same key from ssh-agent, with no key file to find.
+    let sock = dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut agent) = agent else {
+        return; // no ssh-agent on this machine: the key-file path was tested
+    };
+    let start = std::time::Instant::now();
+    while !sock.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&path)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let empty = dir.path().join("empty-home");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(&empty, Some(&sock), true);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
