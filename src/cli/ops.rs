@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
 use imgstore::imgapi::share::AccountSettings;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::connect::{ConnArgs, client, describe, report};
 
@@ -37,8 +37,18 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 0.3)]
         threshold: f64,
     },
-    /// Check every record, refcount and reference; exit 1 on problems.
-    Verify,
+    /// Check every record, refcount and reference, and every object in the
+    /// bucket (existence and length); exit 1 on problems.
+    Verify {
+        /// Also read the bucket's objects that have a cached copy and
+        /// compare them with it.
+        #[arg(long)]
+        read_data: bool,
+        /// Fix what can be fixed: refcounts, accounting, a bucket object
+        /// whose cached copy is sound (uploaded again).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -89,7 +99,7 @@ pub fn admin(args: AdminArgs) -> i32 {
     let name = match args.command {
         AdminCommand::Stats => "admin stats",
         AdminCommand::Gc { .. } => "admin gc",
-        AdminCommand::Verify => "admin verify",
+        AdminCommand::Verify { .. } => "admin verify",
     };
     match run_admin(&args) {
         Ok(status) => status,
@@ -105,31 +115,43 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
             let v = c.state().map_err(describe)?;
             let s = &v.store;
             emit(args.json, &v, || {
-                let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                format!(
+                let mut line = format!(
                     "datacenter {}, up {} s: {} files, {} chunks, {} segments; {} bytes logical, {} stored ({} live)",
                     v.datacenter_name,
                     v.uptime_s,
-                    n("files"),
-                    n("chunks"),
-                    n("segments"),
-                    n("logical_bytes"),
-                    n("stored_bytes"),
-                    n("live_stored_bytes"),
-                )
+                    s.files,
+                    s.chunks,
+                    s.segments,
+                    s.logical_bytes,
+                    s.stored_bytes,
+                    s.live_stored_bytes,
+                );
+                if let Some(t) = &s.tier {
+                    line.push_str(&format!(
+                        "; bucket: {} bytes remote, {} cached, {} waiting in {} segments",
+                        t.remote_bytes, t.cached_bytes, t.local_bytes, t.local_segments
+                    ));
+                }
+                if let Some(d) = &s.disk {
+                    line.push_str(&format!(
+                        "; disk: {} of {} bytes free",
+                        d.free_bytes, d.size_bytes
+                    ));
+                }
+                line
             })?;
             Ok(0)
         }
         AdminCommand::Gc { threshold } => {
             let v = c.gc(Some(*threshold)).map_err(describe)?;
             let done = &v.done;
-            let failed = done["failed"].as_array().map_or(0, Vec::len);
+            let failed = done.failed.len();
             emit(args.json, &v, || {
                 format!(
                     "gc: {} segments deleted, {} rewritten, {} bytes freed{}",
-                    done["segments_deleted"],
-                    done["segments_rewritten"],
-                    done["bytes_freed"],
+                    done.segments_deleted,
+                    done.segments_rewritten,
+                    done.bytes_freed,
                     if failed > 0 {
                         format!("; {failed} segments left as they are (see -j)")
                     } else {
@@ -139,18 +161,15 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
             })?;
             Ok(if failed > 0 { 1 } else { 0 })
         }
-        AdminCommand::Verify => {
-            let v = c.verify().map_err(describe)?;
-            let problems: Vec<&Value> = v.report["problems"]
-                .as_array()
-                .map(|p| p.iter().filter(|p| p["repaired"] != true).collect())
-                .unwrap_or_default();
+        AdminCommand::Verify { read_data, repair } => {
+            let v = c.verify(*read_data, *repair).map_err(describe)?;
+            let problems: Vec<_> = v.report.problems.iter().filter(|p| !p.repaired).collect();
             emit(args.json, &v, || {
                 let mut s = format!(
                     "{} files, {} chunks, {} records checked: {}",
-                    v.report["files"],
-                    v.report["chunks"],
-                    v.report["records_checked"],
+                    v.report.files,
+                    v.report.chunks,
+                    v.report.records_checked,
                     if problems.is_empty() {
                         "ok"
                     } else {
@@ -158,11 +177,12 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
                     }
                 );
                 for p in &problems {
-                    s.push_str(&format!(
-                        "\n  {}: {}",
-                        p["kind"].as_str().unwrap_or("?"),
-                        p["detail"].as_str().unwrap_or("")
-                    ));
+                    s.push_str(&format!("\n  {}: {}", p.kind, p.detail));
+                }
+                if !v.damaged_images.is_empty() {
+                    let images: Vec<String> =
+                        v.damaged_images.iter().map(|u| u.to_string()).collect();
+                    s.push_str(&format!("\n  images touched: {}", images.join(", ")));
                 }
                 s
             })?;

@@ -375,9 +375,18 @@ impl Client {
         self.state_action("gc", &q)
     }
 
-    /// Checks every record and refcount of the live store.
-    pub fn verify(&self) -> ClientResult<Verify> {
-        self.state_action("verify", &[])
+    /// Checks every record and refcount of the live store, and every
+    /// object in the bucket (`read_data`: their bytes too; `repair`: fixes
+    /// what can be fixed).
+    pub fn verify(&self, read_data: bool, repair: bool) -> ClientResult<Verify> {
+        let mut q = Vec::new();
+        if read_data {
+            q.push(("read_data", "true"));
+        }
+        if repair {
+            q.push(("repair", "true"));
+        }
+        self.state_action("verify", &q)
     }
 
     /// An account's settings (`image_share_trusted_accounts`).

@@ -1,13 +1,10 @@
 //! The answers of the daemon's own resources (`/ping`, `/state`), one type
 //! for the route that sends each and the client that reads it.
 //!
-//! The store's reports (stats, the GC plan and report, verify) are written
-//! by the engine's types, which only serialise; the answers are generic over
-//! them so the daemon sends those types and the client reads the same
-//! fields as JSON.
+//! The store's reports (stats, the GC plan and report, verify) are the
+//! engine's own types, on both ends.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 /// `GET /ping`.
@@ -29,7 +26,7 @@ pub struct Ping {
 
 /// `GET /state`: the daemon and its store's figures.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct State<S = Value> {
+pub struct State<S = crate::store::StoreStats> {
     pub pid: u32,
     pub uptime_s: u64,
     #[serde(rename = "datacenterName")]
@@ -40,7 +37,7 @@ pub struct State<S = Value> {
 
 /// `POST /state?action=gc`: what GC planned, and what it did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Gc<P = Value, D = Value> {
+pub struct Gc<P = crate::store::GcPlan, D = crate::store::GcReport> {
     pub plan: P,
     pub done: D,
 }
@@ -48,7 +45,7 @@ pub struct Gc<P = Value, D = Value> {
 /// `POST /state?action=verify`: the store's report, and the images its
 /// damaged files belong to.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Verify<R = Value> {
+pub struct Verify<R = crate::store::VerifyReport> {
     #[serde(flatten)]
     pub report: R,
     pub damaged_images: Vec<Uuid>,

@@ -25,7 +25,7 @@ pub fn is_imgapi_store(store: &Store) -> crate::Result<bool> {
 
 fn problem(kind: &'static str, detail: String) -> Problem {
     Problem {
-        kind,
+        kind: kind.into(),
         detail,
         repairable: false,
         repaired: false,

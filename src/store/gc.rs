@@ -23,7 +23,7 @@ use crate::segment::{Location, WriteSession, lock};
 /// Default garbage ratio at which a segment is rewritten.
 pub const DEFAULT_THRESHOLD: f64 = 0.3;
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentAction {
     /// No live bytes: remove the file.
@@ -32,7 +32,7 @@ pub enum SegmentAction {
     Rewrite,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SegmentPlan {
     pub segment: u64,
     pub file_bytes: u64,
@@ -42,7 +42,7 @@ pub struct SegmentPlan {
 }
 
 /// What GC would do.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GcPlan {
     pub threshold: f64,
     pub segments: Vec<SegmentPlan>,
@@ -53,7 +53,7 @@ pub struct GcPlan {
 }
 
 /// What GC did.
-#[derive(Clone, Debug, Serialize, Default)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, Default)]
 pub struct GcReport {
     pub segments_deleted: u64,
     pub segments_rewritten: u64,
@@ -63,7 +63,7 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Segments left as they were, and why (damage, a failed write): each
     /// segment is its own step, so one failure stops no other.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<SegmentFailure>,
     /// Bytes of the space reserve this pass released to rewrite on a full
     /// disk.
@@ -74,7 +74,7 @@ pub struct GcReport {
 }
 
 /// A segment a pass could not compact.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SegmentFailure {
     pub segment: u64,
     pub error: String,

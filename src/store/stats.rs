@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::id::{ChunkId, FileId};
 
-#[derive(Clone, Debug, Serialize, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Distinct files stored.
     pub files: u64,

@@ -156,7 +156,7 @@ pub struct TierReport {
 }
 
 /// Where the store's segment bytes are.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct TierSizes {
     /// Bytes of segments only on the local disk (not uploaded yet).
     pub local_bytes: u64,

@@ -19,20 +19,20 @@ use crate::index::{Batch, ChunkEntry, SegmentEntry};
 use crate::segment::lock;
 
 /// One thing `verify` found wrong.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Problem {
     /// A stable short name: `corrupt_record`, `missing_chunk`,
     /// `bad_chunk`, `wrong_refcount`, `wrong_segment_accounting`,
     /// `bad_file_list`, `missing_segment`, `missing_object` (a remote
     /// segment's object, read from the bucket), `bad_object` (the bucket's
     /// copy of a segment that also has a cached copy).
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     pub detail: String,
     pub repairable: bool,
     pub repaired: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Default)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, Default)]
 pub struct VerifyReport {
     pub files: u64,
     pub chunks: u64,
@@ -41,11 +41,11 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Remote segments left out of a sampled verify: their objects'
     /// existence and length were checked, not their records.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub remote_segments_not_read: u64,
     pub problems: Vec<Problem>,
     /// Files that hold a damaged or missing chunk: what the damage costs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged_files: Vec<crate::id::FileId>,
 }
 
@@ -61,7 +61,7 @@ impl VerifyReport {
 
     fn problem(&mut self, kind: &'static str, detail: String, repairable: bool) {
         self.problems.push(Problem {
-            kind,
+            kind: kind.into(),
             detail,
             repairable,
             repaired: false,
@@ -85,6 +85,8 @@ struct Verify<'a> {
     live: HashMap<SegmentId, SegmentEntry>,
     /// Chunks whose data is damaged or gone.
     damaged: HashSet<ChunkId>,
+    /// Chunks whose record was found and reported damaged (step 3).
+    bad_records: HashSet<ChunkId>,
     fixes: Batch<'a>,
     /// The share of remote segments without a local copy whose records
     /// are read (1: all), and the seed that picks them.
@@ -159,6 +161,7 @@ impl Store {
             found: HashSet::new(),
             live: HashMap::new(),
             damaged: HashSet::new(),
+            bad_records: HashSet::new(),
             fixes: self.inner.index.batch(),
             sample: (share.clamp(0.0, 1.0), seed),
             sound: HashSet::new(),
@@ -402,6 +405,7 @@ impl Verify<'_> {
         }
         for (id, d) in bad {
             self.damaged.insert(id);
+            self.bad_records.insert(id);
             self.report.problem("bad_chunk", d, false);
         }
         let end = match scanned {
@@ -520,13 +524,8 @@ impl Verify<'_> {
         let on_disk = self.store.inner.segments.list()?;
         for (id, e) in &self.entries {
             let key = (e.location.segment, e.location.offset);
-            if self.found.contains(&key)
-                || self
-                    .report
-                    .problems
-                    .iter()
-                    .any(|p| p.kind == "bad_chunk" && p.detail.contains(&id.to_hex()))
-            {
+            // Found sound, or already reported as a bad record of its own.
+            if self.found.contains(&key) || self.bad_records.contains(id) {
                 continue;
             }
             self.damaged.insert(*id);

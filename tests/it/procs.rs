@@ -41,10 +41,24 @@ pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let proc = Proc { child };
+    let mut proc = Proc { child };
     let http = reqwest::blocking::Client::new();
     let start = std::time::Instant::now();
-    while ping.iter().any(|u| http.get(u).send().is_err()) {
+    let pid = proc.child.id();
+    // Ours, not another test's daemon that took the port this one was
+    // given (ports come free and go to whoever binds first): a ping that
+    // names a pid must name this child's.
+    let ours = |u: &String| {
+        http.get(u).send().is_ok_and(|r| {
+            r.json::<serde_json::Value>()
+                .map(|v| v.get("pid").and_then(serde_json::Value::as_u64))
+                .map_or(true, |p| p.is_none_or(|p| p == u64::from(pid)))
+        })
+    };
+    while !ping.iter().all(ours) {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("the daemon exited ({status}) before answering {ping:?}");
+        }
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the daemon did not answer {ping:?}"
