@@ -87,18 +87,28 @@ fn serve(args: ServeArgs) -> Result<()> {
             serde_json::Map::new(),
         );
     }
+    // The ports first: a start that cannot listen leaves nothing behind
+    // (no data directory made for nothing).
+    let imgapi_port = std::net::TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let face_port = match &cfg.cloudapi {
+        Some(c) => Some(
+            std::net::TcpListener::bind(&c.listen)
+                .with_context(|| format!("listening for CloudAPI on {}", c.listen))?,
+        ),
+        None => None,
+    };
     let state = cfg.open(log.clone())?;
     let rt = cfg.runtime().context("starting the async runtime")?;
+    let drain = cfg.limits.shutdown_deadline;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&cfg.listen)
-            .await
-            .with_context(|| format!("listening on {}", cfg.listen))?;
+        imgapi_port.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(imgapi_port)?;
         let addr = listener.local_addr()?;
-        let face = match &cfg.cloudapi {
-            Some(c) => {
-                let l = tokio::net::TcpListener::bind(&c.listen)
-                    .await
-                    .with_context(|| format!("listening for CloudAPI on {}", c.listen))?;
+        let face = match (&cfg.cloudapi, face_port) {
+            (Some(c), Some(port)) => {
+                port.set_nonblocking(true)?;
+                let l = tokio::net::TcpListener::from_std(port)?;
                 let scheme = if c.tls.is_some() { "https" } else { "http" };
                 log.info(&format!(
                     "CloudAPI face listening on {scheme}://{}",
@@ -106,7 +116,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 ));
                 Some((l, c.clone()))
             }
-            None => None,
+            _ => None,
         };
         log.log(
             30,
@@ -124,7 +134,26 @@ fn serve(args: ServeArgs) -> Result<()> {
             .cloned()
             .unwrap_or_default(),
         );
-        daemon::serve_faces(listener, face, state.clone(), daemon::shutdown_signal()).await?;
+        let stopping = {
+            let log = log.clone();
+            async move {
+                daemon::shutdown_signal().await;
+                log.info(&format!(
+                    "stopping: requests in flight get up to {} s to finish; \
+                     SIGINT or SIGTERM again to stop now (a cut upload is not stored)",
+                    drain.as_secs()
+                ));
+                // A second signal ends the process at once: everything
+                // acknowledged is durable already, nothing cut is stored.
+                let log = log.clone();
+                tokio::spawn(async move {
+                    daemon::shutdown_signal().await;
+                    log.info("stopping now, on a second signal");
+                    std::process::exit(130);
+                });
+            }
+        };
+        daemon::serve_faces(listener, face, state.clone(), stopping).await?;
         log.info("shutting down: in-flight requests finished");
         anyhow::Ok(())
     });

@@ -160,7 +160,13 @@ impl Imgapi {
         while let Some(u) = frontier.pop() {
             for i in &all {
                 let child = i.origin == Some(u);
-                let cloned = i.provenance.as_ref().is_some_and(|p| p.source_uuid == u);
+                // A clone derives from its source; a copy from another
+                // datacenter keeps its source's uuid, so it is that image
+                // here, never something derived from it (nor from itself).
+                let cloned = i.uuid != u
+                    && i.provenance
+                        .as_ref()
+                        .is_some_and(|p| p.how == ProvenanceKind::Clone && p.source_uuid == u);
                 if (child || cloned) && seen.insert(i.uuid) {
                     frontier.push(i.uuid);
                     if Imgapi::can_see(i, account) {

@@ -29,6 +29,7 @@ mod request_fuzz;
 mod seaweed;
 mod signed;
 mod soak;
+mod stopping;
 mod store_basic;
 mod tables;
 mod tier;

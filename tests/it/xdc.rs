@@ -845,3 +845,16 @@ fn a_copied_file_is_checked_whole_after_the_copy_and_a_wrong_one_is_disabled() {
     let r = dst.get(&format!("/images/{good}/file?account={ALICE}"));
     assert_eq!(r.bytes().unwrap().to_vec(), data);
 }
+
+#[test]
+fn a_copied_image_is_not_listed_as_derived_from_itself() {
+    let (_s, src) = source();
+    let uuid = src.image(ALICE, "lineage", json!({}), &bytes(200_000, 23), true);
+    let (_d, dst) = dest(&src.url);
+    let (job, _) = import(&dst, &uuid, ALICE);
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    let (s, l) = sj(dst.get(&format!("/images/{uuid}/lineage?account={ALICE}")));
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["derived"], json!([]), "{l}");
+    assert_eq!(l["source"]["how"], "copy", "{l}");
+}
