@@ -571,6 +571,21 @@ impl Client {
         )
     }
 
+    /// GetImageFile from byte `offset` on (a `Range` request when it is
+    /// not 0: the answer is 206 with the rest, or 200 with the whole file
+    /// from a server that ignores ranges).
+    pub fn file_from(&self, uuid: &str, offset: u64) -> ClientResult<Response> {
+        let url = self.url(&format!("/images/{uuid}/file"), &[])?;
+        let mut req = self
+            .http
+            .get(url.clone())
+            .timeout(Duration::from_secs(24 * 3600));
+        if offset > 0 {
+            req = req.header("range", format!("bytes={offset}-"));
+        }
+        self.send(req, &url)
+    }
+
     /// The chunk protocol: the chunk list of an image's file.
     pub fn chunk_list(&self, uuid: &str) -> ClientResult<ChunkList> {
         let url = self.url(&format!("/images/{uuid}/file/chunks"), &[])?;

@@ -641,3 +641,55 @@ fn list_sorts_by_fields_as_triton_does() {
         ["c@0", "b@1", "a@1", "a@2"]
     );
 }
+
+#[test]
+fn download_whole_to_stdout_resumed_and_a_damaged_partial_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let data = bytes(3_000_000, 77);
+    let uuid = d.image(ALICE, "dl", json!({}), &data, true);
+    // Whole, to a file; then to standard output.
+    let out = dir.path().join("whole.img");
+    let o = cli(
+        &d.url,
+        Some(ALICE),
+        None,
+        &["download", &uuid, "-o", out.to_str().unwrap()],
+    );
+    assert!(ok(&o).contains("SHA-1 checked"));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    // Off a terminal, no progress bar: stderr stays empty.
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = cli(&d.url, Some(ALICE), None, &["get-file", "dl", "-q"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, data);
+    // Resumed: the first part is there, the rest comes by Range.
+    let part = dir.path().join("part.img");
+    std::fs::write(&part, &data[..1_234_567]).unwrap();
+    let o = cli(
+        &d.url,
+        Some(ALICE),
+        None,
+        &["download", &uuid, "-o", part.to_str().unwrap(), "-j"],
+    );
+    let summary: Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(summary["resumed_from"], 1_234_567);
+    assert_eq!(std::fs::read(&part).unwrap(), data);
+    // A partial file that is not the file's start: refused at the end.
+    let bad = dir.path().join("bad.img");
+    let mut wrong = data[..1_000_000].to_vec();
+    wrong[10] ^= 1;
+    std::fs::write(&bad, &wrong).unwrap();
+    let o = cli(
+        &d.url,
+        Some(ALICE),
+        None,
+        &["download", &uuid, "-o", bad.to_str().unwrap()],
+    );
+    let e = err(&o);
+    assert!(e.contains("SHA-1") && e.contains("remove"), "{e}");
+}

@@ -8,14 +8,16 @@
 //! | here | the commands, name resolution, profiles |
 //! | `view` | node-triton's columns and flags, tables |
 //! | `follow` | copies to other datacenters and `wait`, with live progress |
+//! | `files` | upload and download of an image's file, with progress and checks |
 
+mod files;
 mod follow;
 mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
 use imgstore::imgapi::manifest::Manifest;
@@ -112,12 +114,28 @@ pub enum ImageCommand {
         /// More manifest fields as KEY=VALUE (VALUE may be JSON).
         fields: Vec<String>,
     },
-    /// Upload an image's file.
+    /// Upload an image's file (a progress bar on a terminal).
     Upload {
         image: String,
         file: PathBuf,
         #[arg(long, default_value = "none")]
         compression: String,
+        /// No progress bar.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Download an image's file to FILE or standard output (`-`), checked
+    /// against the manifest's SHA-1 (and Content-MD5); a FILE that exists
+    /// in part is resumed with a Range request.
+    #[command(alias = "get-file")]
+    Download {
+        image: String,
+        /// Where to write it (default: standard output).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
     /// Activate an image: it becomes `active` and, if public or shared,
     /// visible to others (it must have its file).
@@ -267,7 +285,7 @@ pub(crate) fn resolve(c: &Client, name: &str) -> Result<Manifest> {
 }
 
 /// `uuid` and `name@version` of a manifest.
-fn names(img: &Manifest) -> (String, String) {
+pub(crate) fn names(img: &Manifest) -> (String, String) {
     (
         img.uuid.to_string(),
         format!("{}@{}", img.name, img.version),
@@ -340,7 +358,13 @@ fn execute(args: ImageArgs) -> Result<()> {
             image,
             file,
             compression,
-        } => upload(&c, image, file, compression, json),
+            quiet,
+        } => files::upload(&c, image, file, compression, json, *quiet),
+        ImageCommand::Download {
+            image,
+            output,
+            quiet,
+        } => files::download(&c, image, output.as_deref(), json, *quiet),
         ImageCommand::Activate { image }
         | ImageCommand::Enable { image }
         | ImageCommand::Disable { image } => {
@@ -573,27 +597,6 @@ fn delete(c: &Client, images: &[String], force: bool, json: bool) -> Result<()> 
             format!("Deleted image {uuid} ({label})")
         })?;
     }
-    Ok(())
-}
-
-fn upload(
-    c: &Client,
-    image: &str,
-    file: &std::path::Path,
-    compression: &str,
-    json: bool,
-) -> Result<()> {
-    let (uuid, _) = names(&resolve(c, image)?);
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let len = f.metadata()?.len();
-    let img = c.add_file(&uuid, compression, f, len).map_err(describe)?;
-    emit(json, &img, || {
-        format!(
-            "Uploaded {} bytes to image {uuid} (sha1 {})",
-            len,
-            img.file().map_or("?", |f| f.sha1.as_str())
-        )
-    })?;
     Ok(())
 }
 
