@@ -109,6 +109,12 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The writer's lease of this store is lost (another daemon took it,
+    /// or it ran out): this process writes nothing more to the store or
+    /// its bucket until it is restarted.
+    #[error("fenced: {0}")]
+    Fenced(String),
+
     /// Segments waiting for the object store hold the most the local disk
     /// may (`localLimitBytes`): puts are refused until uploads catch up.
     #[error(

@@ -40,8 +40,18 @@ pub fn run(args: ServeArgs) -> i32 {
     match serve(args) {
         Ok(()) => 0,
         Err(e) => {
-            // One line, whatever the causes' texts hold.
-            let text = format!("{e:#}");
+            // One line, whatever the causes' texts hold, each cause once
+            // (many errors repeat their source in their own text).
+            let mut text = String::new();
+            for cause in e.chain() {
+                let t = cause.to_string();
+                if !text.contains(&t) {
+                    if !text.is_empty() {
+                        text.push_str(": ");
+                    }
+                    text.push_str(&t);
+                }
+            }
             let line: Vec<&str> = text.split_whitespace().collect();
             eprintln!("imgstore serve: error: {}", line.join(" "));
             1

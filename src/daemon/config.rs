@@ -95,12 +95,42 @@ pub struct ConfigFile {
     auth_keys_dir: Option<PathBuf>,
     /// TLS on the IMGAPI port (default: plain HTTP).
     tls: Option<TlsFile>,
+    /// The writer's lease in the bucket (with a `storage` tier):
+    /// `{"advertiseUrl", "leaseSeconds"}`. With it the daemon refuses to
+    /// start on a bucket that does not enforce conditional writes. Every
+    /// daemon with a tier takes the lease (default 30 s), so a second one
+    /// on the same store (a restored or copied data dir) is refused at
+    /// start, and one that loses its lease stops writing. (Followers that
+    /// serve reads and take over are not there yet.)
+    cluster: Option<ClusterFile>,
     /// How this daemon signs its requests to other datacenters' IMGAPIs
     /// that require signatures (copies): `{"user": "LOGIN", "keyFile":
     /// "PATH"}`, an unencrypted OpenSSH private key relative to the config
     /// file.
     signing_key: Option<SigningKeyFile>,
 }
+
+/// `cluster`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterFile {
+    /// Where this daemon answers, as the others should reach it
+    /// (`http://10.0.0.5:8080`); kept in the lease.
+    advertise_url: Option<String>,
+    /// How long the writer's lease holds without a renewal, 3 to 600
+    /// (default 30); it is renewed every third of it.
+    lease_seconds: Option<u64>,
+}
+
+/// The writer's lease of a daemon (`cluster`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub advertise_url: Option<String>,
+    pub lease_seconds: u64,
+}
+
+/// How long the writer's lease holds by default.
+pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
 /// `signingKey`.
 #[derive(Deserialize, JsonSchema)]
@@ -265,6 +295,9 @@ pub struct DaemonConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Signs copies' requests to other datacenters (`signingKey`).
     pub signing_key: Option<Arc<crate::http::sign::Signer>>,
+    /// The writer's lease, as `cluster` sets it (None: the defaults, and a
+    /// bucket without conditional writes is used without a lease).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -288,6 +321,7 @@ impl Default for DaemonConfig {
             auth: None,
             tls: None,
             signing_key: None,
+            cluster: None,
         }
     }
 }
@@ -359,6 +393,19 @@ impl ConfigFile {
         c.storage = self.storage;
         if let Some(t) = &self.tls {
             c.tls = Some(t.load(base, "tls")?);
+        }
+        if let Some(cl) = &self.cluster {
+            let seconds = cl.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
+            if !(3..=600).contains(&seconds) {
+                return Err(invalid(
+                    "cluster.leaseSeconds",
+                    format!("{seconds}: a lease holds 3 to 600 s"),
+                ));
+            }
+            c.cluster = Some(ClusterConfig {
+                advertise_url: cl.advertise_url.clone(),
+                lease_seconds: seconds,
+            });
         }
         if let Some(k) = &self.signing_key {
             let signer = crate::http::sign::Signer::from_key_file(&k.user, &base.join(&k.key_file))

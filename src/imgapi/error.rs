@@ -349,6 +349,10 @@ fn client_terms(e: &crate::error::Error) -> (Code, String) {
             "storage is refusing writes after a disk failure",
         ),
         E::Remote { .. } => (Code::StorageIsDown, "the object store is unreachable"),
+        E::Fenced(_) => (
+            Code::StorageIsDown,
+            "another daemon writes this store now: this one takes no changes",
+        ),
         E::Backlog { .. } => (
             Code::StorageIsDown,
             "the object store is behind: uploads resume once it has caught up",

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! {prefix}{store id}/IMGSTORE                  the data directory's marker
+//! {prefix}{store id}/LEASE                     the writer's lease (JSON)
 //! {prefix}{store id}/segments/{segment}.seg    a sealed segment (12 digits)
 //! {prefix}{store id}/index/{file}              the index's backups (`meta/N` last)
 //! ```
@@ -43,6 +44,11 @@ impl ObjectLayout {
     /// The marker object (the data directory's `IMGSTORE`).
     pub fn marker(&self) -> String {
         format!("{}{MARKER}", self.base)
+    }
+
+    /// The writer's lease (`store::lease`).
+    pub fn lease(&self) -> String {
+        format!("{}LEASE", self.base)
     }
 
     /// Where the segment objects are (a listing prefix).

@@ -5,6 +5,7 @@
 //! | chore | every | does |
 //! | --- | --- | --- |
 //! | `resume-jobs` | once, at start | copy jobs a restart interrupted run again |
+//! | `lease` | a third of the lease, on its own thread | renews the writer's lease; once lost the store is fenced |
 //! | `check-copies` | 5 s; at once while more wait | copied files checked whole after their copy (`imgapi::checks`) |
 //! | `sweep-orphans` | once, with a tier | objects a crash left in the bucket that the index knows nothing of are deleted |
 //! | `tier` | 2 s; at once after work, 10 s after a failure | uploads sealed segments, places cache fills, evicts, deletes retired objects |
@@ -163,6 +164,24 @@ pub fn chores(service: &Service, schedule: &Schedule) -> Vec<Chore> {
     list
 }
 
+/// The writer's lease renewal, a room of its own: no other chore's length
+/// (a recompression step, a GC pass) may delay it past the lease. Empty
+/// when the store holds no lease.
+pub fn lease_chores(service: &Service) -> Vec<Chore> {
+    let Some(lease) = service.api.store().lease() else {
+        return Vec::new();
+    };
+    // Renewed every third of the lease: two renewals may fail (the bucket
+    // slow or away) before it runs out.
+    let every = Duration::from_secs((lease.seconds / 3).max(1));
+    vec![Chore {
+        name: "lease",
+        every,
+        first: every,
+        run: Box::new(renew_lease),
+    }]
+}
+
 /// Runs `chores` on this thread until `stop` is set: each when it is due,
 /// one at a time.
 pub fn run(service: &Service, mut chores: Vec<Chore>, stop: &AtomicBool) {
@@ -232,6 +251,27 @@ fn check_copies(s: &Service, _: &AtomicBool) -> Pace {
         Err(e) => {
             s.log.error(&format!("copy check: {}", chain(&e)));
             Pace::After(Duration::from_secs(30))
+        }
+    }
+}
+
+/// The writer's lease renewed; once lost, the store is fenced and the
+/// chore ends.
+fn renew_lease(s: &Service, _: &AtomicBool) -> Pace {
+    match s.api.store().renew_lease() {
+        Ok(_) => Pace::Usual,
+        Err(e @ crate::Error::Fenced(_)) => {
+            s.metrics.tier_failed();
+            s.log.error(&format!(
+                "{e}: this daemon writes nothing more to the store (writes answer 503); restart it to take the lease again once the other daemon is gone"
+            ));
+            Pace::Done
+        }
+        Err(e) => {
+            s.metrics.tier_failed();
+            s.log
+                .error(&format!("renewing the writer's lease: {}", chain(&e)));
+            Pace::After(Duration::from_secs(1))
         }
     }
 }

@@ -151,6 +151,7 @@ impl Store {
     /// space reserve is released (`segment/reserve.rs`); the reserve is
     /// filled again at the end of the pass, as far as the space allows.
     pub fn gc_execute(&self, plan: &GcPlan) -> Result<GcReport> {
+        self.check_fence()?;
         let _one = lock(&self.inner.compacting);
         let segments = &self.inner.segments;
         let mut report = GcReport::default();

@@ -19,6 +19,7 @@
 
 mod exchange;
 pub mod gc;
+mod lease;
 mod put;
 mod read;
 mod readahead;
@@ -51,6 +52,7 @@ pub use crate::index::{ChunkRef, FileRecord, PartialId};
 pub use crate::segment::backend;
 pub use crate::segment::{Location, TailReport};
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
+pub use lease::{Lease, Refusal};
 pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
@@ -69,6 +71,9 @@ const LOCK: &str = "LOCK";
 /// Meta key: when the newest pushed index backup was taken (u64 LE,
 /// seconds since the epoch).
 const META_LAST_PUSH: &str = "last_index_push";
+/// Meta key: when the backup that holds it was taken (u64 LE, seconds);
+/// written just before each backup, so a restored index knows its age.
+const META_BACKUP_TAKEN: &str = "backup_taken";
 
 /// Seconds since the epoch, by the wall clock.
 fn unix_now() -> u64 {
@@ -177,6 +182,8 @@ struct Inner {
     reads: readahead::ReadPool,
     /// The remote tier's policy, when there is one.
     tier: Option<tier::TierPolicy>,
+    /// The writer's lease, and whether the store is fenced.
+    lease: lease::LeaseState,
     tail: Option<TailReport>,
     _lock: File,
 }
@@ -253,6 +260,7 @@ impl Store {
                     n => n,
                 }),
                 tier,
+                lease: lease::LeaseState::default(),
                 tail,
                 _lock: lock_file,
             }),

@@ -129,6 +129,7 @@ impl Store {
     /// with [`Txn::commit_put`](super::Txn::commit_put), possibly together
     /// with other changes; dropped uncommitted, its bytes become garbage.
     pub fn put_staged(&self, input: impl Read) -> Result<StagedPut<'_>> {
+        self.check_fence()?;
         self.check_local_room()?;
         let inner = &*self.inner;
         let mut pins = PinGuard {

@@ -126,6 +126,7 @@ impl Store {
         memo: &mut ColdMemo,
         stop: &AtomicBool,
     ) -> Result<Option<ColdStep>> {
+        self.check_fence()?;
         let inner = &*self.inner;
         // Ascending: oldest first, and a binary search finds a segment.
         let segments = inner.segments.list()?;

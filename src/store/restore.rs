@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{MARKER, META_LAST_PUSH, Store};
+use super::{MARKER, META_BACKUP_TAKEN, META_LAST_PUSH, Store};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::segment::backend::ObjectBackend;
@@ -172,12 +172,22 @@ impl Store {
         else {
             return Ok(IndexPush::default());
         };
+        self.check_fence()?;
         let mut pushed = lock(&policy.pushed);
+        self.confirm_lease()?;
         let prefix = layout.index();
         let staging = inner.dir.join(STAGING);
         // Taken before the backup: a segment retired before this second is
         // absent from it (see `delete_retired`).
         let taken_at = super::unix_now();
+        {
+            // The backup says when it was taken: a store restored from it
+            // knows how new its index is (see `store::lease`).
+            let _commit = lock(&inner.commit);
+            let mut b = inner.index.batch();
+            b.put_meta(META_BACKUP_TAKEN, &taken_at.to_le_bytes())?;
+            b.commit()?;
+        }
         inner.index.backup_to(&staging, KEEP_BACKUPS)?;
         let local = files_under(&staging)?;
         let remote = match pushed.as_mut() {
@@ -239,6 +249,9 @@ impl Store {
             b.commit()?;
         }
         *lock(&policy.last_push) = Some(taken_at);
+        // The lease says how new the bucket's index is, so no older data
+        // dir takes over from it.
+        self.renew_lease()?;
         Ok(report)
     }
 }
@@ -346,6 +359,10 @@ fn remote_if_uploaded(
         listed.iter().map(|o| (o.name.as_str(), o.len)).collect();
     let index = Index::open(index, &[])?;
     let mut b = index.batch();
+    // The backup restored is in the bucket: its time is the last push.
+    if let Some(taken) = index.get_meta(META_BACKUP_TAKEN)? {
+        b.put_meta(META_LAST_PUSH, &taken)?;
+    }
     let mut marked = 0;
     for (seg, mut e) in index.segments()? {
         let object = layout.segment(seg);

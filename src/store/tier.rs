@@ -186,6 +186,7 @@ impl Store {
         if self.inner.tier.is_none() {
             return Ok(report);
         }
+        self.check_fence()?;
         // Fills first: reads wait on them, and an upload that fails ends
         // the step.
         report.filled = self.inner.segments.finish_fills(FILL_COMPLETE_AT)?;
@@ -204,6 +205,7 @@ impl Store {
         let Some(policy) = &inner.tier else {
             return Ok(None);
         };
+        self.check_fence()?;
         let _compacting = lock(&inner.compacting);
         let segs = &inner.segments;
         let mut pending = segs.local_ids()?;
@@ -317,6 +319,7 @@ impl Store {
         let Some((layout, backend)) = inner.segments.object_base() else {
             return Ok(Vec::new());
         };
+        self.check_fence()?;
         let prefix = layout.segments();
         let _compacting = lock(&inner.compacting);
         // Every segment the index has an entry for, whatever its tier: a

@@ -45,6 +45,7 @@ impl Store {
     ) -> Result<T, E> {
         let inner = &*self.inner;
         let _c = lock(&inner.commit);
+        self.check_fence()?;
         let mut txn = Txn {
             index: &inner.index,
             batch: inner.index.batch(),

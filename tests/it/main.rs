@@ -17,6 +17,7 @@ mod gc;
 mod image_cli;
 mod imgapi_http;
 mod layers;
+mod lease;
 mod load;
 mod metrics;
 mod model;

@@ -35,10 +35,12 @@ pub fn free_port() -> u16 {
 /// kill -9 on a slow machine take a while), until every URL of `ping`
 /// answers.
 pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> Proc {
+    // Its stderr kept in a file, to tell why it stopped if it does.
+    let errors = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(errors.reopen().unwrap())
         .spawn()
         .unwrap();
     let mut proc = Proc { child };
@@ -57,7 +59,8 @@ pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> Proc {
     };
     while !ping.iter().all(ours) {
         if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!("the daemon exited ({status}) before answering {ping:?}");
+            let why = std::fs::read_to_string(errors.path()).unwrap_or_default();
+            panic!("the daemon exited ({status}) before answering {ping:?}: {why}");
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),

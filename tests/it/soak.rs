@@ -146,6 +146,9 @@ impl Soak {
                 "recompressAfterSeconds": 0, "segmentBytes": 1 << 20,
                 "imgapiUrlFromDatacenter": {other: other_url},
                 "transfer": {"attempts": 2, "timeoutSeconds": 5},
+                // A short writer's lease: the rebuild at the end waits for
+                // the killed daemon's to run out.
+                "cluster": {"leaseSeconds": 3},
                 "limits": {"shutdownSeconds": 1}});
             std::fs::write(&path, cfg.to_string()).unwrap();
             path

@@ -698,6 +698,9 @@ fn with_remote_durability_an_activated_image_survives_the_loss_of_the_disk() {
                 "listen": listen,
                 "dataDir": data,
                 "segmentBytes": 1 << 20,
+                // The daemon on the rebuilt data dir waits for the killed
+                // one's writer's lease to run out.
+                "cluster": {"leaseSeconds": 3},
                 "storage": {
                     "type": "s3",
                     "endpoint": sw.endpoint(),

@@ -11,7 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BackendError, BackendResult, ObjectBackend, ObjectInfo, check_name, check_prefix};
+use super::{
+    BackendError, BackendResult, Conditional, ObjectBackend, ObjectInfo, Version, check_name,
+    check_prefix,
+};
 
 const PART: &str = ".part-";
 /// A temporary file this old is what a crash left, not a put in progress.
@@ -108,7 +111,71 @@ impl LocalDir {
     }
 }
 
+impl LocalDir {
+    /// Holds the directory's lock for conditional replaces (flock: other
+    /// processes on this directory wait too).
+    fn locked<T>(&self, f: impl FnOnce() -> BackendResult<T>) -> BackendResult<T> {
+        let path = self.root.join(format!("{PART}lock"));
+        let what = format!("locking {}", path.display());
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| BackendError::failed(&what, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| BackendError::failed(&what, std::io::Error::from(e)))?;
+        f()
+    }
+
+    /// A file's version: the BLAKE3 of its bytes.
+    fn version_of(bytes: &[u8]) -> Version {
+        Version(blake3::hash(bytes).to_hex().to_string())
+    }
+}
+
 impl ObjectBackend for LocalDir {
+    fn get_versioned(&self, name: &str) -> BackendResult<Option<(Vec<u8>, Version)>> {
+        let path = self.path(name)?;
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let v = Self::version_of(&bytes);
+                Ok(Some((bytes, v)))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::failed(
+                format!("reading {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> BackendResult<Conditional> {
+        // Under the lock, so a create never races a replace of the name.
+        self.locked(|| {
+            if self.path(name)?.exists() {
+                return Ok(Conditional::Refused);
+            }
+            self.write_with(name, |f| f.write_all(bytes))?;
+            Ok(Conditional::Written(Self::version_of(bytes)))
+        })
+    }
+
+    fn put_if_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        version: &Version,
+    ) -> BackendResult<Conditional> {
+        self.locked(|| match self.get_versioned(name)? {
+            Some((_, now)) if now == *version => {
+                self.write_with(name, |f| f.write_all(bytes))?;
+                Ok(Conditional::Written(Self::version_of(bytes)))
+            }
+            _ => Ok(Conditional::Refused),
+        })
+    }
+
     fn describe(&self) -> String {
         self.root.display().to_string()
     }

@@ -53,6 +53,10 @@ pub enum BackendError {
     /// A name that is not a plain relative object name.
     #[error("object name {0:?} is not allowed")]
     BadName(String),
+    /// The backend cannot do this (conditional writes on a wrapper that
+    /// does not pass them on).
+    #[error("{0} is not supported by this object store")]
+    Unsupported(&'static str),
     /// Anything else (network, server errors after the retries, local
     /// I/O); `source` is what failed underneath (`object_store`'s error,
     /// an `io::Error`), kept for the log.
@@ -91,6 +95,21 @@ pub struct ObjectInfo {
     pub len: u64,
 }
 
+/// A version of an object as a conditional replace names it (the S3
+/// ETag; a content hash for a local directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// The outcome of a conditional write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the object's new version.
+    Written(Version),
+    /// Not written: the object exists (create-only), or changed since the
+    /// version named (replace).
+    Refused,
+}
+
 /// Immutable objects: written whole, read by range, listed, deleted.
 ///
 /// Names are `/`-separated relative paths of printable ASCII without `..`
@@ -121,6 +140,93 @@ pub trait ObjectBackend: Send + Sync {
 
     /// Deletes object `name`; deleting a missing object succeeds.
     fn delete(&self, name: &str) -> BackendResult<()>;
+
+    /// A small object whole, with its version; None when it is missing.
+    fn get_versioned(&self, _name: &str) -> BackendResult<Option<(Vec<u8>, Version)>> {
+        Err(BackendError::Unsupported("reading an object's version"))
+    }
+
+    /// Creates object `name` only if it does not exist (S3's
+    /// `If-None-Match: *`): of any number of concurrent calls, at most one
+    /// is [`Conditional::Written`]. Stores that ignore the header (Garage)
+    /// break this promise; [`probe_conditional`] finds them.
+    fn put_if_absent(&self, _name: &str, _bytes: &[u8]) -> BackendResult<Conditional> {
+        Err(BackendError::Unsupported("a create-only write"))
+    }
+
+    /// Replaces object `name` only if its version is still `version`
+    /// (S3's `If-Match`).
+    fn put_if_version(
+        &self,
+        _name: &str,
+        _bytes: &[u8],
+        _version: &Version,
+    ) -> BackendResult<Conditional> {
+        Err(BackendError::Unsupported("a conditional replace"))
+    }
+}
+
+/// Checks that a backend enforces conditional writes under `prefix`:
+/// several concurrent create-only writes of one name yield exactly one
+/// success, and a replace naming a version that is no longer current is
+/// refused. What a lease needs of its store; the error names the missing
+/// guarantee.
+pub fn probe_conditional(b: &dyn ObjectBackend, prefix: &str) -> BackendResult<()> {
+    check_prefix(prefix)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{prefix}imgstore-probe/cond-{}-{nanos}", std::process::id());
+    let outcomes: Vec<BackendResult<Conditional>> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..6u8)
+            .map(|i| {
+                let name = &name;
+                s.spawn(move || b.put_if_absent(name, &[i]))
+            })
+            .collect();
+        tries
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(BackendError::failed("probing", "a writer panicked")))
+            })
+            .collect()
+    });
+    let mut written = Vec::new();
+    for o in outcomes {
+        if let Conditional::Written(v) = o? {
+            written.push(v);
+        }
+    }
+    let result = match written.as_slice() {
+        [first] => {
+            let first = first.clone();
+            match b.put_if_version(&name, b"next", &first)? {
+                Conditional::Written(_) => match b.put_if_version(&name, b"stale", &first)? {
+                    Conditional::Refused => Ok(()),
+                    Conditional::Written(_) => Err(BackendError::failed(
+                        format!("probing {}", b.describe()),
+                        "a replace naming a stale version (If-Match) was not refused: \
+                         the store does not enforce conditional replaces",
+                    )),
+                },
+                Conditional::Refused => Err(BackendError::failed(
+                    format!("probing {}", b.describe()),
+                    "a replace naming the current version (If-Match) was refused",
+                )),
+            }
+        }
+        many => Err(BackendError::failed(
+            format!("probing {}", b.describe()),
+            format!(
+                "{} of 6 concurrent create-only writes (If-None-Match: *) of one name \
+                 succeeded: the store does not enforce them",
+                many.len()
+            ),
+        )),
+    };
+    let _ = b.delete(&name);
+    result
 }
 
 /// Checks that a backend can hold a store under `prefix` before anything

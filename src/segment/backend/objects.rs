@@ -18,11 +18,14 @@ use object_store::aws::AmazonS3Builder;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 
-use super::{BackendError, BackendResult, ObjectBackend, ObjectInfo, check_name, check_prefix};
+use super::{
+    BackendError, BackendResult, Conditional, ObjectBackend, ObjectInfo, Version, check_name,
+    check_prefix,
+};
 
 /// Objects up to this size are one PUT; larger ones a multipart upload of
 /// parts this size.
@@ -110,6 +113,10 @@ impl ObjectStoreBackend {
             .with_secret_access_key(secret)
             .with_allow_http(c.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false)
+            // Create-only and compare-and-swap writes (the writer's lease):
+            // If-None-Match: * and If-Match: ETAG; `probe_conditional`
+            // checks the store enforces them.
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
             // The body is not hashed into the signature: every record
             // carries its own CRC and is checked against its BLAKE3 id on
             // every read, and an upload is confirmed by the object's
@@ -172,6 +179,32 @@ impl ObjectStoreBackend {
     fn path(name: &str) -> BackendResult<ObjectPath> {
         check_name(name)?;
         Ok(ObjectPath::from(name))
+    }
+}
+
+impl ObjectStoreBackend {
+    /// A conditional PUT: a refusal (the object exists, or changed) is
+    /// [`Conditional::Refused`], not an error.
+    fn put_mode(&self, name: &str, bytes: &[u8], mode: PutMode) -> BackendResult<Conditional> {
+        let location = Self::path(name)?;
+        let store = Arc::clone(&self.store);
+        let what = format!("writing {name} conditionally");
+        let body = PutPayload::from(bytes.to_vec());
+        self.run(async move {
+            let opts = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            match store.put_opts(&location, body, opts).await {
+                Ok(r) => Ok(Conditional::Written(Version(r.e_tag.unwrap_or_default()))),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotFound { .. },
+                ) => Ok(Conditional::Refused),
+                Err(e) => Err(BackendError::failed(what, e)),
+            }
+        })
     }
 }
 
@@ -349,6 +382,42 @@ impl ObjectBackend for ObjectStoreBackend {
         })?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn get_versioned(&self, name: &str) -> BackendResult<Option<(Vec<u8>, Version)>> {
+        let location = Self::path(name)?;
+        let store = Arc::clone(&self.store);
+        let what = format!("reading {name}");
+        self.run(async move {
+            let got = match store.get(&location).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(BackendError::failed(what, e)),
+            };
+            let version = Version(got.meta.e_tag.clone().unwrap_or_default());
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| BackendError::failed(what, e))?;
+            Ok(Some((bytes.to_vec(), version)))
+        })
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> BackendResult<Conditional> {
+        self.put_mode(name, bytes, PutMode::Create)
+    }
+
+    fn put_if_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        version: &Version,
+    ) -> BackendResult<Conditional> {
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(version.0.clone()),
+            version: None,
+        });
+        self.put_mode(name, bytes, mode)
     }
 
     fn delete(&self, name: &str) -> BackendResult<()> {
