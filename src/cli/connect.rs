@@ -220,12 +220,17 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
 pub(crate) fn describe(e: ClientError) -> anyhow::Error {
     match &e {
         ClientError::Api { body, .. } => {
+            // A field's words that the message already says are not said
+            // twice: one clear sentence per error.
             let details: Vec<String> = body
                 .errors
                 .iter()
-                .filter_map(|f| f.message.as_ref().map(|m| format!("{}: {m}", f.field)))
+                .filter_map(|f| {
+                    let m = f.message.as_ref()?;
+                    (!body.message.contains(m.as_str())).then(|| format!("{}: {m}", f.field))
+                })
                 .collect();
-            if details.is_empty() || details.iter().all(|d| body.message.contains(d.as_str())) {
+            if details.is_empty() {
                 anyhow!("error ({}): {}", body.code, body.message)
             } else {
                 anyhow!(

@@ -109,10 +109,17 @@ impl Imgapi {
                 .map(String::as_str)
                 .filter(|n| n != own)
                 .collect();
+            // Upstream's words first (clients may match them), then what
+            // an operator needs: the key that names the datacenters.
+            let known = if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            };
             return Err(ApiError::validation(
                 format!(
-                    "datacenter \"{dc}\" is not supported, valid datacenters names are: {}",
-                    names.join(", ")
+                    "datacenter \"{dc}\" is not supported, valid datacenters names are: {known} \
+                     (a daemon copies from the datacenters its imgapiUrlFromDatacenter config names)"
                 ),
                 vec![FieldError::invalid("datacenter", "unknown datacenter")],
             ));

@@ -693,3 +693,17 @@ fn download_whole_to_stdout_resumed_and_a_damaged_partial_refused() {
     let e = err(&o);
     assert!(e.contains("SHA-1") && e.contains("remove"), "{e}");
 }
+
+#[test]
+fn an_error_says_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.image(ALICE, "once", json!({}), &bytes(100, 3), true);
+    let o = cli(&d.url, Some(ALICE), None, &["share", "once", "bob"]);
+    let e = err(&o);
+    assert_eq!(
+        e.matches("acl must be an array of account UUIDs").count(),
+        1,
+        "{e}"
+    );
+}

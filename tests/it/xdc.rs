@@ -234,6 +234,8 @@ fn the_error_matrix_of_import_from_datacenter() {
         msg.contains("\"north\" is not supported") && msg.contains("west") && !msg.contains("east"),
         "{msg}"
     );
+    // What to change to copy from it is named.
+    assert!(msg.contains("imgapiUrlFromDatacenter"), "{msg}");
     assert_err(
         dst.post(
             &path(&mine, &format!("&datacenter=east&account={ALICE}")),
