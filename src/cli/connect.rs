@@ -27,6 +27,10 @@ pub struct ConnArgs {
     /// operator).
     #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
     pub account: Option<String>,
+    /// Act as operator (no account), whatever `--account`, the environment
+    /// or the profile say.
+    #[arg(long, global = true)]
+    pub operator: bool,
     /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
     /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
     /// Default: the `default` profile when there is one. A profile named
@@ -120,7 +124,10 @@ impl ConnArgs {
     /// profile.
     pub fn connect(&self) -> Result<(Client, Profile)> {
         let prof = load_profile(self.profile.as_deref())?;
-        let account = self.account.clone().or_else(|| prof.account.clone());
+        let account = match self.operator {
+            true => None,
+            false => self.account.clone().or_else(|| prof.account.clone()),
+        };
         let user = self.user.clone().or_else(|| prof.user.clone());
         let key_id = self.key_id.clone().or_else(|| prof.key_id.clone());
         let signer = match (user, key_id) {

@@ -90,7 +90,10 @@ pub struct DatacentersArgs {
 
 fn operator(c: &Client) -> Result<()> {
     if let Some(a) = c.account() {
-        bail!("error: admin commands are for operators: run them without an account (have {a})");
+        bail!(
+            "error: admin commands are for operators, and this one would act as account {a}: \
+             pass --operator (or drop --account, IMGSTORE_ACCOUNT and the profile's account)"
+        );
     }
     Ok(())
 }

@@ -169,3 +169,15 @@ fn import_from_another_imgapi_into_several_datacenters_and_list_them() {
         "{out}"
     );
 }
+
+#[test]
+fn operator_overrides_an_account_from_anywhere_and_admin_says_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let o = run(&d.url, Some(ALICE), &["admin", "stats"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--operator"), "{}", stderr(&o));
+    let o = run(&d.url, Some(ALICE), &["admin", "stats", "--operator"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("files"), "{}", stdout(&o));
+}
