@@ -10,7 +10,9 @@
 //! (uploads, index pushes, deletions) and every commit first checks that
 //! the lease is held and, by this process's own clock, not past its
 //! expiry; a writer stopped past its lease (a paused VM, SIGSTOP) finds on
-//! waking that it may no longer write, before its renewal is refused.
+//! waking that it may no longer write until a renewal says it still may
+//! (the lease object still names it) or is refused (another daemon took
+//! it: the store is fenced for good).
 //! A fenced store refuses writes with [`Error::Fenced`] until the daemon
 //! restarts.
 
@@ -160,8 +162,11 @@ impl Store {
     }
 
     /// Renews the lease this store holds (none held: nothing to do). A
-    /// refused renewal, or one attempted past the lease's expiry, fences
-    /// the store: [`Error::Fenced`].
+    /// renewal refused because another daemon holds the lease now fences
+    /// the store: [`Error::Fenced`]. A bucket that does not answer is an
+    /// error to retry: meanwhile writes wait (see `check_fence`) and, once
+    /// it answers, a lease that still names this holder and epoch is
+    /// renewed, even past its expiry (nobody took it).
     pub fn renew_lease(&self) -> Result<Option<Lease>> {
         let Some((layout, backend)) = self.inner.segments.object_base() else {
             return Ok(None);
@@ -170,24 +175,31 @@ impl Store {
         let Some(h) = held.as_mut() else {
             return Ok(None);
         };
-        if Instant::now() > h.until {
-            let why = format!(
-                "the writer's lease (epoch {}) ran out before it was renewed",
-                h.lease.epoch
-            );
-            drop(held);
-            return Err(self.fence(why));
-        }
         let name = layout.lease();
+        let remote = |e| Error::remote(format!("renewing the lease {name}"), e);
         let started = Instant::now();
         let mut next = h.lease.clone();
         next.renewed_ms = now_ms();
         next.pushed_s = self.last_push();
         let body = serde_json::to_vec(&next).map_err(|e| Error::Internal(e.to_string()))?;
-        match backend
+        let mut written = backend
             .put_if_version(&name, &body, &h.version)
-            .map_err(|e| Error::remote(format!("renewing the lease {name}"), e))?
-        {
+            .map_err(remote)?;
+        if written == Conditional::Refused {
+            // A retried request whose first attempt landed looks refused:
+            // the object then still names this holder and epoch.
+            let current = backend.get_versioned(&name).map_err(remote)?;
+            if let Some((raw, version)) = current {
+                let cur: Lease = serde_json::from_slice(&raw)
+                    .map_err(|e| Error::bad_record("lease", name.clone(), e))?;
+                if cur.holder == h.lease.holder && cur.epoch == h.lease.epoch {
+                    written = backend
+                        .put_if_version(&name, &body, &version)
+                        .map_err(remote)?;
+                }
+            }
+        }
+        match written {
             Conditional::Written(version) => {
                 h.version = version;
                 h.until = started + Duration::from_secs(next.seconds);
