@@ -512,12 +512,7 @@ impl CloudApiFile {
                         format!("keys of {}: {}: {e}", u.login, path.display()),
                     )
                 })?;
-                lines.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_string),
-                );
+                lines.extend(crate::http::auth::authorized_keys(&text));
             }
             keys.add(&u.login, u.uuid, &lines)
                 .map_err(|e| invalid("cloudapi.users", e))?;

@@ -300,6 +300,15 @@ impl KeyRing {
 #[error("{0}")]
 pub struct KeysError(pub String);
 
+/// The key lines of an `authorized_keys` file: blank lines and comments
+/// dropped.
+pub fn authorized_keys(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+}
+
 /// Where the IMGAPI port's signing keys come from, as upstream IMGAPI
 /// reads them: `authKeys` (login to public key lines) and `authKeysDir`
 /// (a file `LOGIN.keys` per login, `authorized_keys` format).
@@ -330,12 +339,10 @@ impl KeySources {
                 };
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| KeysError(format!("{}: {e}", path.display())))?;
-                lines.entry(login.to_string()).or_default().extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_string),
-                );
+                lines
+                    .entry(login.to_string())
+                    .or_default()
+                    .extend(authorized_keys(&text));
             }
         }
         let mut ring = KeyRing::default();

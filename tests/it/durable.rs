@@ -197,8 +197,14 @@ fn a_bucket_that_cannot_be_used_stops_the_start_with_one_line_naming_it() {
     for (endpoint, bucket, why) in [
         (sw.endpoint(), "no-such-bucket", "missing bucket"),
         (closed.clone(), "images", "wrong endpoint"),
+        (sw.endpoint(), "images", "wrong credentials"),
     ] {
         let cfg = config(dir.path(), &listen, &endpoint, bucket);
+        if why == "wrong credentials" {
+            let mut c: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+            c["storage"]["secretAccessKey"] = json!("not-the-secret");
+            std::fs::write(&cfg, c.to_string()).unwrap();
+        }
         for args in [vec!["serve", "--check-config"], vec!["serve"]] {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgstore"))
                 .args(&args)

@@ -36,6 +36,20 @@ fn config(dir: &std::path::Path, name: &str, endpoint: &str) -> (std::path::Path
     (path, format!("http://127.0.0.1:{port}"))
 }
 
+/// `imgstore store restore --config CONFIG`: a data dir from the bucket.
+fn restore(config: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgstore"))
+        .args(["store", "restore", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `imgstore serve` that is expected to be refused: its status and stderr.
 fn refused(config: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_imgstore"))
@@ -67,16 +81,7 @@ fn one_writer_per_store_a_second_is_refused_a_dead_one_replaced_a_stopped_one_fe
     let data = bytes(300_000, 5);
     let uuid = create_image(&http, &a_url, ALICE, "leased", json!({}), &data, true);
     // B is the same store, rebuilt from the bucket beside the running A.
-    let out = Command::new(env!("CARGO_BIN_EXE_imgstore"))
-        .args(["store", "restore", "--config"])
-        .arg(&b_cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&b_cfg);
     let err = refused(&b_cfg);
     assert!(
         err.contains("another daemon holds the writer's lease"),
@@ -106,16 +111,7 @@ fn one_writer_per_store_a_second_is_refused_a_dead_one_replaced_a_stopped_one_fe
     let err = refused(&a_cfg);
     assert!(err.contains("older than the one"), "{err}");
     let (c_cfg, c_url) = config(dir.path(), "c", &sw.endpoint());
-    let out = Command::new(env!("CARGO_BIN_EXE_imgstore"))
-        .args(["store", "restore", "--config"])
-        .arg(&c_cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&c_cfg);
     let c = start(&c_cfg, &c_url);
     let (s, img) = sj(http.get(format!("{c_url}/images/{second}")).send().unwrap());
     assert_eq!(s, 200, "what B acknowledged is there: {img}");
