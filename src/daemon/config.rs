@@ -290,7 +290,7 @@ pub struct DaemonConfig {
     pub storage: Option<Storage>,
     /// Signing keys the IMGAPI port requires (`authType: signature`; None:
     /// no signatures).
-    pub auth: Option<crate::http::auth::KeySources>,
+    pub auth: Option<crate::http::authkeys::KeySources>,
     /// TLS on the IMGAPI port (None: plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Signs copies' requests to other datacenters (`signingKey`).
@@ -421,7 +421,7 @@ impl ConfigFile {
             }
             AuthType::None => {}
             AuthType::Signature => {
-                let sources = crate::http::auth::KeySources {
+                let sources = crate::http::authkeys::KeySources {
                     inline: self.auth_keys,
                     dir: self.auth_keys_dir.map(|d| base.join(d)),
                 };
@@ -512,7 +512,7 @@ impl CloudApiFile {
                         format!("keys of {}: {}: {e}", u.login, path.display()),
                     )
                 })?;
-                lines.extend(crate::http::auth::authorized_keys(&text));
+                lines.extend(crate::http::authkeys::authorized_keys(&text));
             }
             keys.add(&u.login, u.uuid, &lines)
                 .map_err(|e| invalid("cloudapi.users", e))?;

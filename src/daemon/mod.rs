@@ -178,7 +178,7 @@ impl DaemonConfig {
         let auth = match &self.auth {
             None => None,
             Some(sources) => Some(
-                crate::http::auth::ImgapiAuth::new(sources.clone())
+                crate::http::authkeys::ImgapiAuth::new(sources.clone())
                     .map_err(|e| StartError::Auth(e.0))?,
             ),
         };

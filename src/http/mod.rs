@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `routes` | one file per resource: images, files, icons, sharing, chunks, jobs, state |
 //! | [`auth`] | HTTP Signature checks, for the IMGAPI port and the CloudAPI face |
+//! | [`authkeys`] | the IMGAPI port's keys: config, key files, reloads |
 //! | [`sign`] | signing requests as a client (key files, ssh-agent) |
 //! | [`extract`] | query pairs, the caller (`?account=`), the path uuid |
 //! | [`error`] | [`ApiError`] as a response |
@@ -18,6 +19,7 @@
 //! | [`remote`] | another datacenter through the client, for `imgapi::copy` |
 
 pub mod auth;
+pub mod authkeys;
 pub mod body;
 pub mod client;
 pub mod error;
@@ -57,7 +59,7 @@ pub struct AppState {
     /// Signed requests on this port (`"authType": "signature"`); None:
     /// anyone who reaches the port is an operator, as in upstream's dc
     /// mode.
-    pub auth: Option<auth::ImgapiAuth>,
+    pub auth: Option<authkeys::ImgapiAuth>,
     /// TLS on the IMGAPI port (`tls`); None: plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -95,7 +97,7 @@ impl AppState {
 
     /// The same, with every request but `GET /ping` signed by `auth`'s
     /// keys.
-    pub fn with_auth(mut self, auth: Option<auth::ImgapiAuth>) -> Self {
+    pub fn with_auth(mut self, auth: Option<authkeys::ImgapiAuth>) -> Self {
         self.auth = auth;
         self
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::fetch::fetch_batch;
+use super::fetch::fetch_retried;
 use super::{ChunkSource, Progress, ReceiveOptions};
 use crate::error::{Error, Result};
 use crate::format::{self, ChunkList};
@@ -149,19 +149,17 @@ fn fetcher(
         if !shared.take_turn(i) {
             return;
         }
-        let mut delay = opts.retry_delay;
-        let mut attempt = 0;
-        let chunks = loop {
-            attempt += 1;
-            match fetch_batch(store, source, partial, batch, progress, &mut dctx) {
-                Ok(c) => break c,
-                Err(_) if attempt < opts.attempts => {
-                    progress.retries.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(e) => return fail(e),
-            }
+        let got = fetch_retried(
+            (store, source, partial),
+            batch,
+            progress,
+            opts,
+            &mut dctx,
+            &|| false,
+        );
+        let chunks = match got {
+            Ok(c) => c,
+            Err(e) => return fail(e),
         };
         shared.lock().ready.insert(i, chunks);
         shared.changed.notify_all();

@@ -40,19 +40,16 @@ pub(super) fn fetch_only(
                     let Some(batch) = batches.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
-                    let mut delay = opts.retry_delay;
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
-                        match fetch_batch(store, source, partial, batch, progress, &mut dctx) {
-                            Ok(_) => break,
-                            Err(_) if attempt < opts.attempts && !failed() => {
-                                progress.retries.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(delay);
-                                delay *= 2;
-                            }
-                            Err(e) => return fail(e),
-                        }
+                    let got = fetch_retried(
+                        (store, source, partial),
+                        batch,
+                        progress,
+                        opts,
+                        &mut dctx,
+                        &failed,
+                    );
+                    if let Err(e) = got {
+                        return fail(e);
                     }
                 }
             });
@@ -64,8 +61,34 @@ pub(super) fn fetch_only(
     }
 }
 
+/// [`fetch_batch`] tried up to `opts.attempts` times, the pause doubling
+/// after each failure, unless `stop` says the transfer is over.
+pub(super) fn fetch_retried(
+    (store, source, partial): (&Store, &dyn ChunkSource, &PartialId),
+    batch: &[format::ListEntry],
+    progress: &Progress,
+    opts: &ReceiveOptions,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    stop: &dyn Fn() -> bool,
+) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
+    let mut delay = opts.retry_delay;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match fetch_batch(store, source, partial, batch, progress, dctx) {
+            Ok(c) => return Ok(c),
+            Err(_) if attempt < opts.attempts && !stop() => {
+                progress.retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Fetches one batch, checks every record, appends and indexes it.
-pub(super) fn fetch_batch(
+fn fetch_batch(
     store: &Store,
     source: &dyn ChunkSource,
     partial: &PartialId,

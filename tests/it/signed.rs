@@ -64,7 +64,7 @@ fn with_keys(dir: &std::path::Path, keys: BTreeMap<String, Vec<String>>) -> Daem
     let keys_dir = dir.join("authkeys");
     std::fs::create_dir_all(&keys_dir).unwrap();
     Daemon::start_with(&dir.join("data"), move |c| {
-        c.auth = Some(imgstore::http::auth::KeySources {
+        c.auth = Some(imgstore::http::authkeys::KeySources {
             inline: keys,
             dir: Some(keys_dir),
         })
@@ -297,7 +297,7 @@ fn a_copy_between_two_datacenters_that_both_require_signatures() {
     let (east_key, east_pub) = key_file(dir.path(), "east_key", &east_sk);
     let west = Daemon::start_with(&dir.path().join("west"), move |c| {
         c.imgapi.datacenter_name = "west".into();
-        c.auth = Some(imgstore::http::auth::KeySources {
+        c.auth = Some(imgstore::http::authkeys::KeySources {
             inline: BTreeMap::from([("east".into(), vec![east_pub])]),
             dir: None,
         });
@@ -311,7 +311,7 @@ fn a_copy_between_two_datacenters_that_both_require_signatures() {
         c.imgapi
             .imgapi_url_from_datacenter
             .insert("west".into(), west_url);
-        c.auth = Some(imgstore::http::auth::KeySources {
+        c.auth = Some(imgstore::http::authkeys::KeySources {
             inline: BTreeMap::from([("ops".into(), vec![ops_pub])]),
             dir: None,
         });
