@@ -1,8 +1,8 @@
 //! Operators' commands against a running daemon, over HTTP (the offline
 //! `imgstore store ...` commands cannot open a data dir a daemon holds):
 //!
-//! * `imgstore admin stats|gc|verify`: the daemon's `/state` (operator
-//!   only: run without `--account`);
+//! * `imgstore admin stats|gc|verify|cluster`: the daemon's `/state`
+//!   (operator only: run without `--account`);
 //! * `imgstore account settings|trust|untrust`: an account's
 //!   `image_share_trusted_accounts`;
 //! * `imgstore datacenters`: the profile's datacenters, each asked its name.
@@ -49,6 +49,10 @@ pub enum AdminCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// The datacenter's cluster as this daemon sees it: each member's
+    /// role, the writer's epoch and each follower's lag; exit 1 when no
+    /// member writes.
+    Cluster,
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +107,7 @@ pub fn admin(args: AdminArgs) -> i32 {
         AdminCommand::Stats => "admin stats",
         AdminCommand::Gc { .. } => "admin gc",
         AdminCommand::Verify { .. } => "admin verify",
+        AdminCommand::Cluster => "admin cluster",
     };
     match run_admin(&args) {
         Ok(status) => status,
@@ -114,6 +119,7 @@ fn run_admin(args: &AdminArgs) -> Result<i32> {
     let (c, _) = args.conn.connect()?;
     operator(&c)?;
     match &args.command {
+        AdminCommand::Cluster => cluster(&c, args.json),
         AdminCommand::Stats => {
             let v = c.state().map_err(describe)?;
             let s = &v.store;
@@ -301,4 +307,57 @@ pub fn datacenters(args: DatacentersArgs) -> i32 {
         Ok(s) => s,
         Err(e) => report("datacenters", &e),
     }
+}
+
+/// `admin cluster`: one line per member the bucket knows, the writer
+/// first.
+fn cluster(c: &Client, json: bool) -> Result<i32> {
+    let v = c.state().map_err(describe)?;
+    let Some(cl) = v.cluster else {
+        bail!(
+            "error: this daemon is not a cluster member (its config has no cluster.advertiseUrl)"
+        );
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut members = cl.members.clone();
+    members.sort_by_key(|m| {
+        (
+            m.role.as_str() != "writer" || m.epoch != cl.epoch,
+            m.holder.clone(),
+        )
+    });
+    let writes = members
+        .iter()
+        .any(|m| m.role.as_str() == "writer" && m.epoch == cl.epoch);
+    emit(json, &cl, || {
+        let mut out = format!(
+            "epoch {}, writer {}",
+            cl.epoch,
+            cl.writer
+                .as_deref()
+                .unwrap_or("unknown (a failover is under way)")
+        );
+        for m in &members {
+            // A record older than the writer's epoch is a member that
+            // stopped (or was replaced) before the last failover.
+            let stale = m.epoch < cl.epoch && m.role.as_str() == "writer";
+            out.push_str(&format!(
+                "\n  {:<8} {:<28} epoch {:<4} lag {:>5.1} s  seen {:>5.1} s ago{}",
+                m.role.as_str(),
+                m.advertise.as_deref().unwrap_or(&m.holder),
+                m.epoch,
+                m.lag_seconds,
+                now_ms.saturating_sub(m.seen_ms) as f64 / 1000.0,
+                if stale {
+                    "  (stale: no longer writes)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out
+    })?;
+    Ok(if writes { 0 } else { 1 })
 }

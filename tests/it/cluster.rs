@@ -135,6 +135,30 @@ fn all_there(http: &Client, url: &str, uuids: &[String]) {
     }
 }
 
+/// `imgstore admin cluster --url URL`'s output (it must succeed).
+fn admin_cluster(url: &str) -> String {
+    // Members write their records every few seconds.
+    let start = Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .args(["admin", "cluster", "--url", url])
+            .env_remove("IMGSTORE_ACCOUNT")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.matches("follower").count() == 2 {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn signal(p: &Proc, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &p.child.id().to_string()])
@@ -256,6 +280,14 @@ fn a_cluster_keeps_every_acknowledged_write_through_a_kill_and_a_stopped_writer(
     all_there(&http, &urls[2], std::slice::from_ref(&first));
     let st = standing(&http, &urls[2]).unwrap();
     assert_eq!(st["writer"], json!(urls[0]), "{st}");
+    // The operator's view, from any member: the writer first.
+    let out = admin_cluster(&urls[2]);
+    let first_member = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        first_member.contains("writer") && first_member.contains(&urls[0]),
+        "{out}"
+    );
+    assert_eq!(out.matches("follower").count(), 2, "{out}");
 
     // kill -9 of the writer while a client writes through the followers
     // and another reads from them.

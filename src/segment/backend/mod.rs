@@ -282,3 +282,63 @@ pub(crate) fn check_prefix(prefix: &str) -> BackendResult<()> {
         None => Err(BackendError::BadName(prefix.to_owned())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that takes the conditional headers and ignores them (as
+    /// Garage does): every conditional write "succeeds".
+    struct Ignoring(local::LocalDir);
+
+    impl ObjectBackend for Ignoring {
+        fn describe(&self) -> String {
+            "a store that ignores conditions".into()
+        }
+        fn put_file(&self, name: &str, path: &Path) -> BackendResult<()> {
+            self.0.put_file(name, path)
+        }
+        fn put_bytes(&self, name: &str, bytes: &[u8]) -> BackendResult<()> {
+            self.0.put_bytes(name, bytes)
+        }
+        fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> BackendResult<()> {
+            self.0.read_at(name, offset, buf)
+        }
+        fn len(&self, name: &str) -> BackendResult<Option<u64>> {
+            self.0.len(name)
+        }
+        fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, name: &str) -> BackendResult<()> {
+            self.0.delete(name)
+        }
+        fn get_versioned(&self, name: &str) -> BackendResult<Option<(Vec<u8>, Version)>> {
+            self.0.get_versioned(name)
+        }
+        fn put_if_absent(&self, name: &str, bytes: &[u8]) -> BackendResult<Conditional> {
+            self.0.put_bytes(name, bytes)?;
+            Ok(Conditional::Written(Version(format!("{}", bytes.len()))))
+        }
+        fn put_if_version(
+            &self,
+            name: &str,
+            bytes: &[u8],
+            _version: &Version,
+        ) -> BackendResult<Conditional> {
+            self.0.put_bytes(name, bytes)?;
+            Ok(Conditional::Written(Version(format!("{}", bytes.len()))))
+        }
+    }
+
+    #[test]
+    fn the_probe_passes_a_store_that_enforces_conditions_and_names_what_another_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = local::LocalDir::new(dir.path().join("good")).unwrap();
+        probe_conditional(&good, "dc1/").unwrap();
+        let bad = Ignoring(local::LocalDir::new(dir.path().join("bad")).unwrap());
+        let err = probe_conditional(&bad, "dc1/").unwrap_err().to_string();
+        assert!(err.contains("If-None-Match"), "{err}");
+        assert!(err.contains("does not enforce"), "{err}");
+    }
+}
