@@ -21,10 +21,10 @@
 //! | [`store`] | the engine's one door: put, read, link/unlink, transactions generic over the caller's error, typed [`Table`]s for the layers above, gc, verify, stats, the remote tier's steps (upload, evict, delete after a grace period) |
 //! | [`transfer`] | both ends of the chunk-diff copy between stores: serving, receiving (diff, verified batches, resume), byte progress |
 //! | [`imgapi`] | IMGAPI rules over the store: typed codes and states, manifests, visibility, ACLs, files, icons, clones, copies and their jobs |
-//! | [`service`] | one running image service below its HTTP faces: the rules plus its log, metrics and upkeep chores (GC, recompression, the tier's steps, index pushes, copy jobs resumed) |
+//! | [`service`] | one running image service below its HTTP faces: the rules plus its log, metrics, upkeep chores (GC, recompression, the tier's steps, index pushes, copy jobs resumed) and its role in a cluster |
 //! | [`http`] | routes by resource, extractors, the one error mapping, the blocking bridge, request logs, the one IMGAPI client |
 //! | [`cloudapi`] | CloudAPI's face for images (what the `triton` CLI calls): HTTP Signature auth, the same IMGAPI rules, CloudAPI's translation |
-//! | [`daemon`] | the one validated configuration (and its reference), start-up, `serve(listener, state, shutdown)` (and the CloudAPI listener) |
+//! | [`daemon`] | the one validated configuration (and its reference), start-up, `serve(listener, state, shutdown)` (and the CloudAPI listener); a cluster member's protocol (one writer by lease, followers on copies of the newest publication, failover) |
 //! | `cli` (binary only) | `imgstore serve`, `imgstore image ...` (the client), `imgstore store ...` (offline admin) |
 //!
 //! Public API is what an embedder needs: [`Store`], [`Txn`], [`Table`],

@@ -6,6 +6,7 @@
 //!
 //! | module | |
 //! | --- | --- |
+//! | [`cluster`] | a member of a datacenter's cluster: the writer by lease, or a follower serving copies of the newest publication; failover |
 //! | [`config`] | the raw config file and the validated [`DaemonConfig`] |
 //! | `storage` | its `storage` object and the validated tier configuration |
 //! | [`reference`] | `imgstore config reference`, from the config types' docs |

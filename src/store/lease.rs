@@ -250,14 +250,6 @@ impl Store {
         }
     }
 
-    /// Proves the lease is still this store's right before a write to the
-    /// bucket that another writer's could collide with (an upload, an
-    /// index push): a renewal, which fences the store when refused.
-    pub(super) fn confirm_lease(&self) -> Result<()> {
-        self.check_fence()?;
-        self.renew_lease().map(|_| ())
-    }
-
     /// The newest index backup this store pushed, once it is in the
     /// bucket (the lease's pointer moves to it at the next renewal).
     fn published(&self) -> Option<IndexRef> {

@@ -176,7 +176,9 @@ impl Store {
         };
         self.check_fence()?;
         let mut pushed = lock(&policy.pushed);
-        self.confirm_lease()?;
+        // No renewal first: the backup goes under this writer's epoch,
+        // where no other writer writes, and only the conditional renewal
+        // at the end makes it count.
         let epoch = self.lease().map_or(0, |l| l.epoch);
         // Nothing committed since the last push under this epoch: the
         // bucket has it all, and followers need no new copy.
@@ -210,10 +212,14 @@ impl Store {
             return Err(Error::Internal("the pushed files were just listed".into()));
         };
         let report = mirror(layout, backend.as_ref(), epoch, &local, &mut remote.files)?;
-        let marker = inner.dir.join(MARKER);
-        backend
-            .put_file(&layout.marker(), &marker)
-            .map_err(|e| e.into_error(format!("uploading {}", layout.marker())))?;
+        // The marker never changes: once per epoch's pushes is enough.
+        if !remote.marker_pushed {
+            let marker = inner.dir.join(MARKER);
+            backend
+                .put_file(&layout.marker(), &marker)
+                .map_err(|e| e.into_error(format!("uploading {}", layout.marker())))?;
+            remote.marker_pushed = true;
+        }
         {
             let _commit = lock(&inner.commit);
             let mut b = inner.index.batch();
@@ -250,6 +256,7 @@ pub(super) struct Pushed {
     epoch: u64,
     files: BTreeMap<String, u64>,
     superseded: Vec<String>,
+    marker_pushed: bool,
 }
 
 impl Pushed {
@@ -262,6 +269,7 @@ impl Pushed {
             epoch,
             files: BTreeMap::new(),
             superseded: Vec::new(),
+            marker_pushed: false,
         };
         for o in listed {
             match layout.parse_epoch_file(&o.name) {
