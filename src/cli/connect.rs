@@ -23,8 +23,8 @@ pub struct ConnArgs {
     /// http://127.0.0.1:8080).
     #[arg(long, env = "IMGSTORE_URL", global = true)]
     pub url: Option<String>,
-    /// Act as this account (default: the profile's `account`; none:
-    /// operator).
+    /// Act as this account, a uuid or a login the daemon knows (default:
+    /// the profile's `account`; none or empty: operator).
     #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
     pub account: Option<String>,
     /// Act as operator (no account), whatever `--account`, the environment
@@ -141,8 +141,14 @@ impl ConnArgs {
             (None, Some(_)) => bail!("error: --key-id needs --user (the login that signs)"),
         };
         let _ = SIGNER.set(signer);
-        let c = client(&self.target_url(&prof)?, account.as_deref())?;
-        Ok((c, prof))
+        let c = client(&self.target_url(&prof)?, None)?;
+        // An empty account is the operator; a login is the account the
+        // daemon's table names, so every comparison below sees uuids.
+        let account = match account.filter(|a| !a.is_empty()) {
+            Some(a) => Some(account_uuid(&c, &a)?),
+            None => None,
+        };
+        Ok((c.as_account(account.as_deref()), prof))
     }
 
     /// The daemon's URL: `--dc` (from the profile), `--url`, the
@@ -220,6 +226,32 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
         user: text("user"),
         key_id: text("keyId"),
     })
+}
+
+/// What `GET /accounts/:name` answers.
+#[derive(serde::Deserialize)]
+struct AccountName {
+    uuid: String,
+}
+
+/// The account uuid `name` stands for: itself when it is a uuid, else the
+/// login's in the daemon's account table (an unknown one is an error that
+/// says so).
+pub(crate) fn account_uuid(c: &Client, name: &str) -> Result<String> {
+    if let Ok(u) = uuid::Uuid::parse_str(name) {
+        return Ok(u.to_string());
+    }
+    let safe = |ch: char| ch.is_ascii_alphanumeric() || "_.@-".contains(ch);
+    if !name.chars().all(safe) {
+        bail!(
+            "error: account {name:?} is neither a uuid nor a login (letters, digits, '_', '.', '@', '-')"
+        );
+    }
+    let found: AccountName = c
+        .as_account(None)
+        .get(&format!("/accounts/{name}"), &[])
+        .map_err(describe)?;
+    Ok(found.uuid)
 }
 
 /// A daemon's error as the CLI prints it: `error (CODE): message`, or

@@ -52,8 +52,12 @@ pub struct ConfigFile {
     /// The data directory (default `./imgstore-data`).
     data_dir: Option<PathBuf>,
     /// When set, image owners must be one of these accounts (or the admin);
-    /// by default owners are not checked, as IMGAPI allows in dc mode.
-    accounts: Option<Vec<Uuid>>,
+    /// by default owners are not checked, as IMGAPI allows in dc mode. A
+    /// list of uuids, or an object of login to uuid (`{"alice": "UUID"}`)
+    /// whose logins the client and the API then take wherever an account
+    /// uuid is expected (`--account`, `owner`, `acl`, trusted accounts),
+    /// as they take the logins of `cloudapi.users`.
+    accounts: Option<AccountsFile>,
     /// Tuning of copies from other datacenters.
     transfer: Option<TransferFile>,
     /// Seconds between background garbage collections (default 600; 0
@@ -108,6 +112,53 @@ pub struct ConfigFile {
     /// "PATH"}`, an unencrypted OpenSSH private key relative to the config
     /// file.
     signing_key: Option<SigningKeyFile>,
+}
+
+/// `accounts`: uuids, or logins with their uuids.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum AccountsFile {
+    /// Account uuids.
+    Uuids(Vec<Uuid>),
+    /// Login to account uuid.
+    Logins(BTreeMap<String, Uuid>),
+}
+
+/// The accounts owners must be among (when listed), and login to uuid.
+type AccountTable = (Option<Vec<Uuid>>, BTreeMap<String, Uuid>);
+
+/// The account table: `accounts` (when given as logins) and the CloudAPI
+/// face's users; a login named twice must name one account.
+fn account_table(
+    accounts: Option<AccountsFile>,
+    face: Option<&CloudApiFile>,
+) -> Result<AccountTable, ConfigError> {
+    let (listed, mut logins) = match accounts {
+        None => (None, BTreeMap::new()),
+        Some(AccountsFile::Uuids(u)) => (Some(u), BTreeMap::new()),
+        Some(AccountsFile::Logins(m)) => (Some(m.values().copied().collect()), m),
+    };
+    if let Some(l) = logins.keys().find(|l| imgapi::parse_uuid(l).is_some()) {
+        return Err(invalid("accounts", format!("{l:?} is a uuid, not a login")));
+    }
+    // A login twice among the users is the key ring's error to give.
+    let from_accounts = logins.clone();
+    for u in face.map(|f| f.users.as_slice()).unwrap_or_default() {
+        logins.insert(u.login.clone(), u.uuid);
+        match from_accounts.get(&u.login) {
+            Some(&other) if other != u.uuid => {
+                return Err(invalid(
+                    "cloudapi.users",
+                    format!(
+                        "login {:?} is account {other} in \"accounts\" but {} here",
+                        u.login, u.uuid
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((listed, logins))
 }
 
 /// `cluster`.
@@ -348,7 +399,8 @@ impl ConfigFile {
         }
         c.imgapi.admin_uuid = self.admin_uuid;
         c.imgapi.imgapi_url_from_datacenter = self.imgapi_url_from_datacenter;
-        c.imgapi.accounts = self.accounts;
+        (c.imgapi.accounts, c.imgapi.logins) =
+            account_table(self.accounts, self.cloudapi.as_ref())?;
         if let Some(l) = self.listen {
             c.listen = l;
         }

@@ -210,13 +210,17 @@ impl Imgapi {
         for (k, v) in obj {
             match k.as_str() {
                 "image_share_trusted_accounts" => {
+                    let field = "image_share_trusted_accounts";
+                    let one =
+                        |x: &Value| x.as_str().map(|s| self.config().resolve_account(field, s));
                     let list: Option<Vec<Uuid>> = match v {
                         Value::Null => Some(Vec::new()),
-                        Value::String(one) => super::parse_uuid(one).map(|u| vec![u]),
+                        Value::String(_) => one(v).transpose()?.map(|u| vec![u]),
                         Value::Array(a) => a
                             .iter()
-                            .map(|x| x.as_str().and_then(super::parse_uuid))
-                            .collect(),
+                            .map(one)
+                            .collect::<Option<ApiResult<_>>>()
+                            .transpose()?,
                         _ => None,
                     };
                     s.image_share_trusted_accounts = list.ok_or_else(|| {
@@ -224,7 +228,7 @@ impl Imgapi {
                             "invalid settings: image_share_trusted_accounts",
                             vec![FieldError::invalid(
                                 "image_share_trusted_accounts",
-                                "must be an array of account UUIDs",
+                                "must be an array of accounts (uuids or logins)",
                             )],
                         )
                     })?;

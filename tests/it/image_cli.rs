@@ -702,7 +702,8 @@ fn an_error_says_each_thing_once() {
     let o = cli(&d.url, Some(ALICE), None, &["share", "once", "bob"]);
     let e = err(&o);
     assert_eq!(
-        e.matches("acl must be an array of account UUIDs").count(),
+        e.matches("\"bob\" is neither an account uuid nor a login")
+            .count(),
         1,
         "{e}"
     );

@@ -19,6 +19,7 @@ mod imgapi_http;
 mod layers;
 mod lease;
 mod load;
+mod logins;
 mod metrics;
 mod model;
 mod ops_cli;

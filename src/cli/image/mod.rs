@@ -155,7 +155,7 @@ pub enum ImageCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
-    /// Share an image with an account.
+    /// Share an image with an account (its uuid or its login).
     Share {
         image: String,
         #[arg(value_name = "ACCOUNT")]
@@ -164,7 +164,7 @@ pub enum ImageCommand {
         #[arg(short = 'n', long)]
         dry_run: bool,
     },
-    /// Stop sharing an image with an account.
+    /// Stop sharing an image with an account (its uuid or its login).
     Unshare {
         image: String,
         #[arg(value_name = "ACCOUNT")]
@@ -611,7 +611,13 @@ fn share(
 ) -> Result<()> {
     let img = resolve(c, image)?;
     let (uuid, label) = names(&img);
-    let in_acl = img.acl.iter().any(|x| x.to_string() == account);
+    let member = super::connect::account_uuid(c, account)?;
+    // A login is named with its uuid, so the line says who it is.
+    let account = match member == account {
+        true => member.clone(),
+        false => format!("{account} ({member})"),
+    };
+    let in_acl = img.acl.iter().any(|x| x.to_string() == member);
     if !add && !in_acl {
         bail!("error: image is not shared with {account}");
     }
@@ -624,7 +630,7 @@ fn share(
         say!("Image {uuid} ({label}) {what} account {account}");
         return Ok(());
     }
-    let changed = c.change_acl(&uuid, add, &[account]).map_err(describe)?;
+    let changed = c.change_acl(&uuid, add, &[&member]).map_err(describe)?;
     let done = if add { "Shared" } else { "Unshared" };
     emit(json, &changed, || {
         format!("{done} image {image} with account {account}")

@@ -17,7 +17,7 @@ use crate::imgapi::manifest::Manifest;
 use crate::imgapi::{ApiError, Code, FieldCode, FieldError, Imgapi};
 
 pub(super) async fn list(State(st): St, caller: Caller) -> HttpResult<Response> {
-    let query = ListQuery::parse(&caller.query.0)?;
+    let query = ListQuery::parse(&caller.query.0, st.api.config())?;
     let admin = caller.query.admin_fields();
     let images = st.run(move |api| api.list(&query)).await?;
     let body: Vec<Manifest> = images.iter().map(|i| i.manifest(admin)).collect();

@@ -50,6 +50,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/images/{uuid}/acl", post(sharing::acl))
         .route("/images/{uuid}/clone", post(sharing::clone))
         .route("/images/{uuid}/lineage", get(sharing::lineage))
+        .route("/accounts/{uuid}", get(sharing::account))
         .route(
             "/accounts/{uuid}/settings",
             get(sharing::get_settings)

@@ -1,8 +1,8 @@
-//! Sharing: the ACL routes, CloneImage, an image's lineage, and an
-//! account's settings (`image_share_trusted_accounts`).
+//! Sharing: the ACL routes, CloneImage, an image's lineage, the account a
+//! login names, and an account's settings (`image_share_trusted_accounts`).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
@@ -27,7 +27,7 @@ pub(super) async fn acl(
     let body = json_body(&headers, &body).map_err(|_| {
         HttpError::from(ApiError::invalid_param(
             "acl",
-            "acl must be a JSON array of account UUIDs",
+            "acl must be a JSON array of accounts (uuids or logins)",
         ))
     })?;
     let img = st
@@ -48,6 +48,20 @@ pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
 pub(super) async fn lineage(State(st): St, r: ImageReq) -> HttpResult<Response> {
     let body = st.run(move |api| api.lineage(&r.uuid, r.account())).await?;
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /accounts/:name` (ours, not upstream's): the account a login or a
+/// uuid names in the daemon's account table, `{"uuid", "login"}`, so a
+/// client may take logins where the API takes uuids.
+pub(super) async fn account(State(st): St, Path(name): Path<String>) -> HttpResult<Response> {
+    let c = st.api.config();
+    let uuid = c
+        .account(&name)
+        .ok_or_else(|| ApiError::not_found(c.unknown_account("account", &name)))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"uuid": uuid, "login": c.login_of(&uuid)}),
+    ))
 }
 
 /// `GET /accounts/:uuid/settings`: the account itself or an operator.
