@@ -193,6 +193,16 @@ fn an_unknown_login_is_one_clear_sentence_everywhere() {
         &err(&run(&url, None, &["image", "list", "owner=dave"])),
         what,
     );
+    // An operator's create without an owner says how to give one.
+    let e = err(&run(
+        &url,
+        None,
+        &["image", "create", "--name", "x", "--version", "1"],
+    ));
+    assert!(
+        e.contains("owner=ACCOUNT") && e.contains("--account"),
+        "{e}"
+    );
     // Over the API: the body's message names the field and the login.
     let http = reqwest::blocking::Client::new();
     let r = http

@@ -441,6 +441,11 @@ fn create(c: &Client, cmd: &ImageCommand, json: bool) -> Result<()> {
         bail!("error: not a create command");
     };
     let mut body = fields(extra, false)?;
+    if c.account().is_none() && !body.contains_key("owner") {
+        bail!(
+            "error: an operator's image needs an owner: add owner=ACCOUNT (a uuid or a login), or create it with --account ACCOUNT"
+        );
+    }
     body.insert("name".into(), json!(name));
     body.insert("version".into(), json!(version));
     body.insert("type".into(), json!(type_));
