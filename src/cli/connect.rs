@@ -4,9 +4,12 @@
 //! A profile (node-triton's, as a file) is
 //! `$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json` (default
 //! `~/.config/imgstore`), or a path: `{"url", "account", "datacenters":
-//! {"NAME": "URL"}, "user", "keyId"}` (the last two sign requests). Without `--profile` the `default` profile is used
-//! when there is one (or the older single `profile.json`); a profile that
-//! is named and missing is an error.
+//! {"NAME": "URL"}, "user", "keyId"}` (the last two sign requests);
+//! `imgstore profile` makes and lists them. Without `--profile` the
+//! current profile is used (`imgstore profile set-current`, kept in
+//! `config.json` as `triton` keeps it), else the `default` profile when
+//! there is one (or the older single `profile.json`); a profile that is
+//! named and missing is an error.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,8 +36,9 @@ pub struct ConnArgs {
     pub operator: bool,
     /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
     /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
-    /// Default: the `default` profile when there is one. A profile named
-    /// and missing is an error.
+    /// Default: the current profile (`imgstore profile set-current`),
+    /// else the `default` one when there is one. A profile named and
+    /// missing is an error.
     #[arg(long, env = "IMGSTORE_PROFILE", global = true)]
     pub profile: Option<String>,
     /// Talk to this datacenter of the profile instead of its `url`.
@@ -170,12 +174,24 @@ impl ConnArgs {
 }
 
 /// `$XDG_CONFIG_HOME/imgstore` (default `~/.config/imgstore`).
-fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .map(|d| d.join("imgstore"))
+}
+
+/// `config.json` beside `profiles.d`.
+pub(crate) fn config_file() -> Option<PathBuf> {
+    config_dir().map(|d| d.join("config.json"))
+}
+
+/// The current profile's name, when one is set.
+pub(crate) fn current() -> Option<String> {
+    let raw = std::fs::read(config_file()?).ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    v["profile"].as_str().map(str::to_string)
 }
 
 /// The profile `--profile` names (a name or a path), or the `default`
@@ -190,8 +206,16 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
                 anyhow!("error: no profile {n:?}: HOME and XDG_CONFIG_HOME are unset")
             })?,
         None => {
+            let current = current();
             let candidates = dir
-                .map(|d| vec![d.join("profiles.d/default.json"), d.join("profile.json")])
+                .map(|d| {
+                    let mut c = Vec::new();
+                    if let Some(n) = current {
+                        c.push(d.join("profiles.d").join(format!("{n}.json")));
+                    }
+                    c.extend([d.join("profiles.d/default.json"), d.join("profile.json")]);
+                    c
+                })
                 .unwrap_or_default();
             match candidates.into_iter().find(|p| p.exists()) {
                 Some(p) => p,

@@ -15,6 +15,7 @@ macro_rules! say {
 pub mod connect;
 pub mod image;
 pub mod ops;
+pub mod profile;
 pub mod serve_cmd;
 pub mod store_cmd;
 
@@ -76,6 +77,8 @@ pub enum Command {
     Account(ops::AccountArgs),
     /// The profile's datacenters and whether they answer.
     Datacenters(ops::DatacentersArgs),
+    /// Profiles: where the client talks and as whom (as `triton profile`).
+    Profile(profile::ProfileArgs),
     /// Run the IMGAPI daemon (no configuration needed).
     Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
@@ -106,6 +109,7 @@ pub fn run() -> i32 {
         Command::Admin(args) => ops::admin(args),
         Command::Account(args) => ops::account(args),
         Command::Datacenters(args) => ops::datacenters(args),
+        Command::Profile(args) => profile::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Completion { shell } => {

@@ -25,6 +25,7 @@ mod model;
 mod ops_cli;
 mod power_loss;
 mod procs;
+mod profiles;
 mod reads;
 mod recompress;
 mod request_fuzz;
