@@ -9,6 +9,7 @@ mod clone_crash;
 mod common;
 mod compat;
 mod concurrency;
+mod copy_output;
 mod crash;
 mod daemon;
 mod durable;
