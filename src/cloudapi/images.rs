@@ -267,6 +267,7 @@ pub(super) async fn action(
             face.app
                 .run(move |api| api.clone_image(&uuid, Some(&account)))
                 .await?
+                .0
         }
         other => {
             // As upstream, an image the caller cannot see is "not found"

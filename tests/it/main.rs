@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod clone;
 mod clone_crash;
+mod clone_origins;
 mod common;
 mod compat;
 mod concurrency;

@@ -21,6 +21,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
 use imgstore::imgapi::manifest::Manifest;
+use imgstore::imgapi::share::CloneReport;
 use serde_json::{Map, Value, json};
 
 use super::connect::{ConnArgs, pick_datacenters};
@@ -516,10 +517,33 @@ fn clone(c: &Client, image: &str, dry_run: bool, json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let clone = c.clone_image(&uuid).map_err(describe)?;
+    let (clone, headers) = c
+        .post::<Manifest>(&format!("/images/{uuid}/clone"), &[], &json!({}))
+        .map_err(describe)?;
     let (new, label) = names(&clone);
     emit(json, &clone, || {
-        format!("Cloned image {image} to {new} ({label})")
+        let mut out = format!("Cloned image {image} to {new} ({label})");
+        let report = headers
+            .get(imgstore::http::wire::CLONE_ORIGINS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| serde_json::from_str::<CloneReport>(v).ok())
+            .unwrap_or_default();
+        for o in &report.cloned {
+            out.push_str(&format!(
+                "\nCloned its origin {} to {} (disabled)",
+                o.source, o.clone
+            ));
+        }
+        for o in &report.reused {
+            out.push_str(&format!(
+                "\nKept your clone {} of its origin {}",
+                o.clone, o.source
+            ));
+        }
+        for why in &report.not_reused {
+            out.push_str(&format!("\nNote: {why}"));
+        }
+        out
     })
 }
 

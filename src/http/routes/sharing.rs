@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
@@ -36,11 +36,18 @@ pub(super) async fn acl(
     Ok(changed_image(&img))
 }
 
+/// CloneImage; what became of the origins (cloned along, or served by the
+/// caller's earlier clones) rides in `x-imgstore-clone-origins` as JSON.
 pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
-    let img = st
+    let (img, report) = st
         .run(move |api| api.clone_image(&r.uuid, r.account()))
         .await?;
-    Ok(changed_image(&img))
+    let mut resp = changed_image(&img);
+    if let Ok(v) = HeaderValue::from_str(&json!(report).to_string()) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(crate::http::wire::CLONE_ORIGINS), v);
+    }
+    Ok(resp)
 }
 
 /// Origin chain, derived images, provenance and stored bytes (not part of
