@@ -14,6 +14,7 @@ macro_rules! say {
 
 pub mod connect;
 pub mod image;
+pub mod man;
 pub mod ops;
 pub mod profile;
 pub mod serve_cmd;
@@ -85,8 +86,9 @@ pub enum Command {
     Store(store_cmd::StoreArgs),
     /// Print a shell completion script: `imgstore completion bash > /etc/bash_completion.d/imgstore`.
     Completion { shell: clap_complete::Shell },
-    /// Print the man page (roff): `imgstore man | man -l -`.
-    Man,
+    /// Print a man page (roff): `imgstore man image copy | man -l -`; or
+    /// write them all: `imgstore man --dir /usr/local/share/man/man1`.
+    Man(man::ManArgs),
     /// The daemon's configuration file.
     Config {
         #[command(subcommand)]
@@ -117,17 +119,7 @@ pub fn run() -> i32 {
             clap_complete::generate(shell, &mut cmd, "imgstore", &mut std::io::stdout());
             0
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut page = Vec::new();
-            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut page) {
-                eprintln!("imgstore man: error: {e}");
-                return 1;
-            }
-            say!("{}", String::from_utf8_lossy(&page));
-            say!("{}", config_section());
-            0
-        }
+        Command::Man(args) => man::run(args),
         Command::Config {
             command: ConfigCommand::Reference,
         } => {
@@ -135,22 +127,4 @@ pub fn run() -> i32 {
             0
         }
     }
-}
-
-/// The configuration reference as a section of the man page (the
-/// Markdown as it is, unfilled).
-fn config_section() -> String {
-    let mut out = String::from(".SH CONFIGURATION\n.nf\n");
-    for line in imgstore::daemon::reference::reference().lines() {
-        // roff: a leading dot or quote would be a request, a backslash an
-        // escape.
-        let line = line.replace('\\', "\\e");
-        if line.starts_with('.') || line.starts_with('\'') {
-            out.push_str("\\&");
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out.push_str(".fi");
-    out
 }

@@ -22,6 +22,7 @@ mod layers;
 mod lease;
 mod load;
 mod logins;
+mod man_pages;
 mod metrics;
 mod model;
 mod ops_cli;
