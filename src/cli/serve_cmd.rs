@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// start does) and exit: 0 when the daemon would start.
     #[arg(long)]
     pub check_config: bool,
+    /// More log lines: each `-v` lowers the config's `logLevel` one step
+    /// (info, debug, trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 pub fn run(args: ServeArgs) -> i32 {
@@ -85,7 +89,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let log = Logger::stdout("imgstore");
+    let level = cfg
+        .log_level
+        .saturating_sub(10u8.saturating_mul(args.verbose))
+        .max(10);
+    let log = Logger::stdout("imgstore").with_level(level);
     if let Some(l) = args.cloudapi_listen {
         cfg.cloudapi.get_or_insert_with(Default::default).listen = l;
     }

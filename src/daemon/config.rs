@@ -99,6 +99,11 @@ pub struct ConfigFile {
     auth_keys_dir: Option<PathBuf>,
     /// TLS on the IMGAPI port (default: plain HTTP).
     tls: Option<TlsFile>,
+    /// The least severe log lines written: `trace`, `debug`, `info`
+    /// (default: every request and chore), `warn` (4xx answers and
+    /// problems that heal), `error` (5xx answers and failures), `fatal`.
+    /// Each `-v` of `imgstore serve` lowers it one step.
+    log_level: Option<LogLevel>,
     /// The writer's lease in the bucket (with a `storage` tier):
     /// `{"advertiseUrl", "leaseSeconds"}`. With it the daemon refuses to
     /// start on a bucket that does not enforce conditional writes. Every
@@ -208,6 +213,32 @@ impl TlsFile {
     fn load(&self, base: &Path, key: &str) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
         crate::http::tls::server_config(&base.join(&self.cert_file), &base.join(&self.key_file))
             .map_err(|e| invalid(key, e.to_string()))
+    }
+}
+
+/// `logLevel`: bunyan's level names.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl LogLevel {
+    /// Bunyan's number for it.
+    pub fn bunyan(self) -> u8 {
+        match self {
+            LogLevel::Trace => 10,
+            LogLevel::Debug => 20,
+            LogLevel::Info => 30,
+            LogLevel::Warn => 40,
+            LogLevel::Error => 50,
+            LogLevel::Fatal => 60,
+        }
     }
 }
 
@@ -349,6 +380,9 @@ pub struct DaemonConfig {
     /// The writer's lease, as `cluster` sets it (None: the defaults, and a
     /// bucket without conditional writes is used without a lease).
     pub cluster: Option<ClusterConfig>,
+    /// The least severe log lines written, as bunyan's number (`logLevel`;
+    /// default 30, info).
+    pub log_level: u8,
 }
 
 impl Default for DaemonConfig {
@@ -373,6 +407,7 @@ impl Default for DaemonConfig {
             tls: None,
             signing_key: None,
             cluster: None,
+            log_level: LogLevel::Info.bunyan(),
         }
     }
 }
@@ -443,6 +478,7 @@ impl ConfigFile {
             c.cloudapi = Some(face.load(base)?);
         }
         c.storage = self.storage;
+        c.log_level = self.log_level.unwrap_or(LogLevel::Info).bunyan();
         if let Some(t) = &self.tls {
             c.tls = Some(t.load(base, "tls")?);
         }

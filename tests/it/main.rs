@@ -21,6 +21,7 @@ mod imgapi_http;
 mod layers;
 mod lease;
 mod load;
+mod log_level;
 mod logins;
 mod man_pages;
 mod metrics;
