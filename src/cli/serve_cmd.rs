@@ -63,6 +63,13 @@ pub fn run(args: ServeArgs) -> i32 {
     }
 }
 
+/// `logLevel` lowered one bunyan step (10) by each `-v`, down to trace.
+fn log_level(configured: u8, verbose: u8) -> u8 {
+    configured
+        .saturating_sub(10u8.saturating_mul(verbose))
+        .max(10)
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let mut cfg = match &args.config {
         Some(p) => DaemonConfig::load(p)?,
@@ -89,11 +96,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let level = cfg
-        .log_level
-        .saturating_sub(10u8.saturating_mul(args.verbose))
-        .max(10);
-    let log = Logger::stdout("imgstore").with_level(level);
+    let log = Logger::stdout("imgstore").with_level(log_level(cfg.log_level, args.verbose));
     if let Some(l) = args.cloudapi_listen {
         cfg.cloudapi.get_or_insert_with(Default::default).listen = l;
     }
