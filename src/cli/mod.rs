@@ -116,7 +116,11 @@ pub fn run() -> i32 {
         Command::Store(args) => store_cmd::run(args),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "imgstore", &mut std::io::stdout());
+            // Through `say!`, so `| head` ends it quietly (clap_complete
+            // panics on a closed stdout).
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "imgstore", &mut out);
+            say!("{}", String::from_utf8_lossy(&out).trim_end());
             0
         }
         Command::Man(args) => man::run(args),
