@@ -3,6 +3,7 @@
 //! `local`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -70,20 +71,47 @@ fn log_level(configured: u8, verbose: u8) -> u8 {
         .max(10)
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+/// The configuration file with the command line's settings over it.
+fn configuration(args: &ServeArgs) -> Result<DaemonConfig> {
     let mut cfg = match &args.config {
         Some(p) => DaemonConfig::load(p)?,
         None => DaemonConfig::default(),
     };
-    if let Some(l) = args.listen {
-        cfg.listen = l;
+    if let Some(l) = &args.listen {
+        cfg.listen = l.clone();
     }
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
     }
-    if let Some(d) = args.datacenter {
-        cfg.imgapi.datacenter_name = d;
+    if let Some(d) = &args.datacenter {
+        cfg.imgapi.datacenter_name = d.clone();
     }
+    if let Some(l) = &args.cloudapi_listen {
+        cfg.cloudapi.get_or_insert_with(Default::default).listen = l.clone();
+    }
+    Ok(cfg)
+}
+
+/// Completes on the first SIGINT or SIGTERM, after saying what happens
+/// now; a second one ends the process at once.
+async fn stopping(log: Logger, drain: std::time::Duration) {
+    daemon::shutdown_signal().await;
+    log.info(&format!(
+        "stopping: requests in flight get up to {} s to finish; \
+         SIGINT or SIGTERM again to stop now (a cut upload is not stored)",
+        drain.as_secs()
+    ));
+    // A second signal ends the process at once: everything acknowledged
+    // is durable already, nothing cut is stored.
+    tokio::spawn(async move {
+        daemon::shutdown_signal().await;
+        log.info("stopping now, on a second signal");
+        std::process::exit(130);
+    });
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let cfg = configuration(&args)?;
     if args.check_config {
         let opts = cfg.store_options()?;
         cfg.check_storage(&opts)?;
@@ -97,9 +125,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Ok(());
     }
     let log = Logger::stdout("imgstore").with_level(log_level(cfg.log_level, args.verbose));
-    if let Some(l) = args.cloudapi_listen {
-        cfg.cloudapi.get_or_insert_with(Default::default).listen = l;
-    }
     if cfg.cloudapi.as_ref().is_some_and(|c| c.keys.is_empty()) {
         log.log(
             40,
@@ -119,7 +144,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let state = cfg.open(log.clone())?;
+    let serving = match &cfg.cluster {
+        Some(c) if c.is_member() => Serving::Member(daemon::cluster::Member::start(
+            &cfg,
+            cfg.cloudapi.clone(),
+            log.clone(),
+        )?),
+        _ => Serving::Alone(cfg.open(log.clone())?),
+    };
     let rt = cfg.runtime().context("starting the async runtime")?;
     let drain = cfg.limits.shutdown_deadline;
     let result = rt.block_on(async {
@@ -139,6 +171,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
             _ => None,
         };
+        let role = match &serving {
+            Serving::Alone(_) => "alone".to_string(),
+            Serving::Member(m) => m.membership.role().as_str().to_string(),
+        };
         log.log(
             30,
             &format!(
@@ -150,31 +186,27 @@ fn serve(args: ServeArgs) -> Result<()> {
                 "dataDir": cfg.data_dir.display().to_string(),
                 "mode": cfg.imgapi.mode.as_str(),
                 "storage": cfg.storage.as_ref().map_or("local disk only".to_string(), |s| s.describe()),
+                "cluster": role,
             })
             .as_object()
             .cloned()
             .unwrap_or_default(),
         );
-        let stopping = {
-            let log = log.clone();
-            async move {
-                daemon::shutdown_signal().await;
-                log.info(&format!(
-                    "stopping: requests in flight get up to {} s to finish; \
-                     SIGINT or SIGTERM again to stop now (a cut upload is not stored)",
-                    drain.as_secs()
-                ));
-                // A second signal ends the process at once: everything
-                // acknowledged is durable already, nothing cut is stored.
-                let log = log.clone();
-                tokio::spawn(async move {
-                    daemon::shutdown_signal().await;
-                    log.info("stopping now, on a second signal");
-                    std::process::exit(130);
-                });
+        let stopping = stopping(log.clone(), drain);
+        match &serving {
+            Serving::Alone(state) => {
+                daemon::serve_faces(listener, face, state.clone(), stopping).await?
             }
-        };
-        daemon::serve_faces(listener, face, state.clone(), stopping).await?;
+            Serving::Member(m) => {
+                daemon::cluster::serve_member(
+                    listener,
+                    face.map(|f| f.0),
+                    Arc::clone(m),
+                    stopping,
+                )
+                .await?
+            }
+        }
         log.info("shutting down: in-flight requests finished");
         anyhow::Ok(())
     });
@@ -182,8 +214,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     // closes; a put whose connection was cut ends at once with an error.
     rt.shutdown_timeout(cfg.limits.shutdown_deadline);
     result?;
-    let store = state.api.store().clone();
-    drop(state);
-    store.close()?;
+    match serving {
+        Serving::Alone(state) => {
+            let store = state.api.store().clone();
+            drop(state);
+            store.close()?;
+        }
+        Serving::Member(m) => m.close()?,
+    }
     Ok(())
+}
+
+/// What `serve` runs: a daemon alone, or a member of a cluster.
+enum Serving {
+    Alone(Arc<imgstore::http::AppState>),
+    Member(Arc<daemon::cluster::Member>),
 }

@@ -170,8 +170,12 @@ fn account_table(
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ClusterFile {
-    /// Where this daemon answers, as the others should reach it
-    /// (`http://10.0.0.5:8080`); kept in the lease.
+    /// Where this daemon answers, as the other members should reach it
+    /// (`http://10.0.0.5:8080`); kept in the lease. Set, the daemon is a
+    /// member of its datacenter's cluster: it writes while it holds the
+    /// lease, else follows the writer (serving reads, forwarding writes),
+    /// and takes over when the writer stops renewing. Unset, the daemon
+    /// runs alone and refuses to start while another holds the lease.
     advertise_url: Option<String>,
     /// How long the writer's lease holds without a renewal, 3 to 600
     /// (default 30); it is renewed every third of it.
@@ -185,8 +189,25 @@ pub struct ClusterConfig {
     pub lease_seconds: u64,
 }
 
+impl ClusterConfig {
+    /// True for a member of a cluster (it says where it answers); false
+    /// for a daemon alone with a lease of its own length.
+    pub fn is_member(&self) -> bool {
+        self.advertise_url.is_some()
+    }
+}
+
 /// How long the writer's lease holds by default.
 pub const DEFAULT_LEASE_SECONDS: u64 = 30;
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            advertise_url: None,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
+        }
+    }
+}
 
 /// `signingKey`.
 #[derive(Deserialize, JsonSchema)]
@@ -489,6 +510,20 @@ impl ConfigFile {
                     "cluster.leaseSeconds",
                     format!("{seconds}: a lease holds 3 to 600 s"),
                 ));
+            }
+            if let Some(url) = &cl.advertise_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "cluster.advertiseUrl",
+                        format!("{url:?}: an http:// or https:// URL the other members reach"),
+                    ));
+                }
+                if c.storage.is_none() {
+                    return Err(invalid(
+                        "cluster.advertiseUrl",
+                        "a cluster's members share a bucket: configure \"storage\" (type s3)",
+                    ));
+                }
             }
             c.cluster = Some(ClusterConfig {
                 advertise_url: cl.advertise_url.clone(),

@@ -10,6 +10,7 @@
 //! | `storage` | its `storage` object and the validated tier configuration |
 //! | [`reference`] | `imgstore config reference`, from the config types' docs |
 
+pub mod cluster;
 pub mod config;
 pub mod reference;
 mod storage;
@@ -166,6 +167,33 @@ impl DaemonConfig {
             self.take_lease(&store, backend.as_ref(), &prefix, &log)?;
         }
         let metrics = Arc::new(Metrics::new());
+        let auth = self.auth()?;
+        self.state_over(store, log, metrics, auth, None)
+    }
+
+    /// The IMGAPI port's signature check, if `authType` asks for one.
+    pub(crate) fn auth(
+        &self,
+    ) -> Result<Option<Arc<crate::http::authkeys::ImgapiAuth>>, StartError> {
+        match &self.auth {
+            None => Ok(None),
+            Some(sources) => crate::http::authkeys::ImgapiAuth::new(sources.clone())
+                .map(|a| Some(Arc::new(a)))
+                .map_err(|e| StartError::Auth(e.0)),
+        }
+    }
+
+    /// The service over an opened `store` and its HTTP state; `metrics`,
+    /// `auth` and `membership` are shared by a cluster member's
+    /// generations.
+    pub(crate) fn state_over(
+        &self,
+        store: Store,
+        log: Logger,
+        metrics: Arc<Metrics>,
+        auth: Option<Arc<crate::http::authkeys::ImgapiAuth>>,
+        membership: Option<Arc<crate::service::cluster::Membership>>,
+    ) -> Result<Arc<AppState>, StartError> {
         let copies = Copies {
             remotes: Arc::new(
                 HttpRemotes::new(self.transfer_timeout).signed_by(self.signing_key.clone()),
@@ -174,14 +202,7 @@ impl DaemonConfig {
             events: job_events(&log, &metrics),
         };
         let api = Imgapi::new(store, self.imgapi.clone(), copies)?;
-        let service = Service::new(api, log, metrics, self.schedule());
-        let auth = match &self.auth {
-            None => None,
-            Some(sources) => Some(
-                crate::http::authkeys::ImgapiAuth::new(sources.clone())
-                    .map_err(|e| StartError::Auth(e.0))?,
-            ),
-        };
+        let service = Service::new(api, log, metrics, self.schedule()).in_cluster(membership);
         Ok(Arc::new(
             AppState::new(Arc::new(service), self.limits.clone())
                 .with_auth(auth)
@@ -191,6 +212,41 @@ impl DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Whether the bucket enforces conditional writes, as a lease needs:
+    /// when it does not, a daemon that needs one (`required`: a cluster)
+    /// does not start, and one alone runs without (and says so).
+    pub(crate) fn probe_for_lease(
+        &self,
+        backend: &dyn crate::store::backend::ObjectBackend,
+        prefix: &str,
+        required: bool,
+        log: &Logger,
+    ) -> Result<bool, StartError> {
+        let described = self
+            .storage
+            .as_ref()
+            .map_or_else(|| backend.describe(), |s| s.describe());
+        let Err(e) = probe_conditional_once(backend, prefix) else {
+            return Ok(true);
+        };
+        if required {
+            return Err(StartError::Storage(ConfigError::Unusable {
+                what: format!("{described} (a cluster's lease needs conditional writes)"),
+                source: e,
+            }));
+        }
+        log.log(
+            40,
+            &format!(
+                "no writer's lease: {described} does not enforce conditional writes ({}); \
+                 a second daemon on this store could not be told apart",
+                crate::error::chain(&e)
+            ),
+            serde_json::Map::new(),
+        );
+        Ok(false)
+    }
+
     /// Takes the writer's lease of `store` (see `store::lease`): refused
     /// while another daemon holds it. On a bucket that does not enforce
     /// conditional writes, a daemon with `cluster` does not start and one
@@ -202,28 +258,13 @@ impl DaemonConfig {
         prefix: &str,
         log: &Logger,
     ) -> Result<(), StartError> {
+        if !self.probe_for_lease(backend, prefix, false, log)? {
+            return Ok(());
+        }
         let described = self
             .storage
             .as_ref()
             .map_or_else(|| backend.describe(), |s| s.describe());
-        if let Err(e) = probe_conditional_once(backend, prefix) {
-            if self.cluster.is_some() {
-                return Err(StartError::Storage(ConfigError::Unusable {
-                    what: format!("{described} (a lease needs conditional writes)"),
-                    source: e,
-                }));
-            }
-            log.log(
-                40,
-                &format!(
-                    "no writer's lease: {described} does not enforce conditional writes ({}); \
-                     a second daemon on this store could not be told apart",
-                    crate::error::chain(&e)
-                ),
-                serde_json::Map::new(),
-            );
-            return Ok(());
-        }
         let seconds = self
             .cluster
             .as_ref()
@@ -328,7 +369,7 @@ impl DaemonConfig {
     /// the data directory, so a restart of the same data dir (after a
     /// kill -9) takes its own lease back at once, and any other data dir
     /// (a restore, another machine) is another holder.
-    fn holder_id(&self) -> Result<String, StartError> {
+    pub(crate) fn holder_id(&self) -> Result<String, StartError> {
         let path = self.data_dir.join("LEASE-HOLDER");
         let id = match std::fs::read_to_string(&path) {
             Ok(id) if !id.trim().is_empty() => id.trim().to_string(),

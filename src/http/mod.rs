@@ -22,6 +22,7 @@ pub mod auth;
 pub mod authkeys;
 pub mod body;
 pub mod client;
+mod cluster;
 pub mod error;
 pub mod extract;
 pub mod remote;
@@ -59,9 +60,11 @@ pub struct AppState {
     /// Signed requests on this port (`"authType": "signature"`); None:
     /// anyone who reaches the port is an operator, as in upstream's dc
     /// mode.
-    pub auth: Option<authkeys::ImgapiAuth>,
+    pub auth: Option<Arc<authkeys::ImgapiAuth>>,
     /// TLS on the IMGAPI port (`tls`); None: plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The client a follower forwards writes with (`http::cluster`).
+    pub forwarder: reqwest::Client,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +89,7 @@ impl AppState {
             service,
             auth: None,
             tls: None,
+            forwarder: reqwest::Client::new(),
         }
     }
 
@@ -97,7 +101,7 @@ impl AppState {
 
     /// The same, with every request but `GET /ping` signed by `auth`'s
     /// keys.
-    pub fn with_auth(mut self, auth: Option<authkeys::ImgapiAuth>) -> Self {
+    pub fn with_auth(mut self, auth: Option<Arc<authkeys::ImgapiAuth>>) -> Self {
         self.auth = auth;
         self
     }
@@ -336,7 +340,7 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
         ))
         .into_response(),
         _ => match signed(&state, &req) {
-            Ok(()) => as_imgapi_error(next.run(req).await).await,
+            Ok(()) => as_imgapi_error(cluster::route(Arc::clone(&state), req, next).await).await,
             Err(e) => HttpError::from(e).into_response(),
         },
     };

@@ -87,6 +87,38 @@ impl Limits {
     }
 }
 
+/// A router that can be replaced while serving (a cluster member's copy
+/// of the store changes with each publication): each request goes to the
+/// one current when it arrives, and finishes there.
+#[derive(Clone)]
+pub struct Current(Arc<std::sync::RwLock<Router>>);
+
+impl Current {
+    pub fn new(router: Router) -> Self {
+        Current(Arc::new(std::sync::RwLock::new(router)))
+    }
+
+    /// Serves `router` from the next request on.
+    pub fn replace(&self, router: Router) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
+    }
+
+    /// The router to serve: it hands each request to the current one.
+    pub fn router(&self) -> Router {
+        let current = Arc::clone(&self.0);
+        Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+            let router = current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            tower::ServiceExt::oneshot(router, req)
+        }))
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown` completes,
 /// then drains as the module docs say.
 pub async fn serve(

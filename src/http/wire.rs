@@ -38,6 +38,9 @@ pub struct State<S = crate::store::StoreStats> {
     pub datacenter_name: String,
     pub mode: String,
     pub store: S,
+    /// This daemon's place in its datacenter's cluster (`cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::service::cluster::Standing>,
 }
 
 /// `POST /state?action=gc`: what GC planned, and what it did.

@@ -16,6 +16,8 @@
 //! tables (`store::Table`) that the store maps onto column families of
 //! their own, opened here by name.
 
+mod backup;
+
 use std::path::Path;
 
 use rocksdb::{
@@ -620,35 +622,6 @@ impl Index {
             out.push((SegmentId(u64::from_be_bytes(id)), e));
         }
         Ok(out)
-    }
-
-    /// Takes a consistent backup of the whole index (every column family,
-    /// the layers' tables included) into `dir` with RocksDB's backup
-    /// engine: memtables flushed, table files copied once and shared by
-    /// later backups, all but the newest `keep` backups purged. The files
-    /// of `dir` are then exactly the live backups: `meta/N` names a
-    /// backup's files, written last.
-    pub fn backup_to(&self, dir: &Path, keep: usize) -> Result<()> {
-        use rocksdb::backup::{BackupEngine, BackupEngineOptions};
-        let opts = BackupEngineOptions::new(dir).map_err(db_err)?;
-        let env = rocksdb::Env::new().map_err(db_err)?;
-        let mut engine = BackupEngine::open(&opts, &env).map_err(db_err)?;
-        engine
-            .create_new_backup_flush(&self.db, true)
-            .map_err(db_err)?;
-        engine.purge_old_backups(keep.max(1)).map_err(db_err)
-    }
-
-    /// Restores the newest backup in `backup_dir` as a new index at `path`
-    /// (which must not hold one).
-    pub fn restore_from(backup_dir: &Path, path: &Path) -> Result<()> {
-        use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
-        let opts = BackupEngineOptions::new(backup_dir).map_err(db_err)?;
-        let env = rocksdb::Env::new().map_err(db_err)?;
-        let mut engine = BackupEngine::open(&opts, &env).map_err(db_err)?;
-        engine
-            .restore_from_latest_backup(path, path, &RestoreOptions::default())
-            .map_err(db_err)
     }
 
     /// Flushes memtables (used on close so the WAL stays short).

@@ -4,9 +4,16 @@
 //! ```text
 //! {prefix}{store id}/IMGSTORE                  the data directory's marker
 //! {prefix}{store id}/LEASE                     the writer's lease (JSON)
-//! {prefix}{store id}/segments/{segment}.seg    a sealed segment (12 digits)
-//! {prefix}{store id}/index/{file}              the index's backups (`meta/N` last)
+//! {prefix}{store id}/members/{holder}.json     what a cluster member says of itself
+//! {prefix}{store id}/segments/{segment}.seg    a sealed segment (12 digits or more)
+//! {prefix}{store id}/index/e{epoch}/{file}     the index's backups of one writer's epoch (`meta/N` last)
+//! {prefix}{store id}/index/{file}              the same, as stores wrote them before epochs
+//! {prefix}CLUSTER                              the store id a cluster's members share
 //! ```
+//!
+//! Backups live under their writer's epoch (`store::lease`), so a writer
+//! that lost its lease and does not know it yet writes only where nobody
+//! reads: the lease names the one backup that counts (its `index`).
 //!
 //! The store id is random per data directory (32 lower-case hex digits),
 //! so datacenters and daemons can share one bucket and one prefix; a
@@ -42,6 +49,30 @@ impl ObjectLayout {
     }
 
     /// The marker object (the data directory's `IMGSTORE`).
+    /// Every object of the store starts with this.
+    pub fn root(&self) -> &str {
+        &self.base
+    }
+
+    /// Where cluster member `holder` says who it is (`daemon::cluster`).
+    pub fn member(&self, holder: &str) -> String {
+        let safe: String = holder
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{}members/{safe}.json", self.base)
+    }
+
+    pub fn members(&self) -> String {
+        format!("{}members/", self.base)
+    }
+
     pub fn marker(&self) -> String {
         format!("{}{MARKER}", self.base)
     }
@@ -86,7 +117,30 @@ impl ObjectLayout {
 
     /// The backup file an index object holds, relative to the backup
     /// directory.
+    /// Where the writer of `epoch` keeps its index backups.
+    pub fn index_epoch(&self, epoch: u64) -> String {
+        format!("{}{INDEX}e{epoch}/", self.base)
+    }
+
+    /// The epoch of an epoch's index object, and its path in that epoch's
+    /// backup directory.
+    pub fn parse_epoch_file<'n>(&self, name: &'n str) -> Option<(u64, &'n str)> {
+        let rest = name.strip_prefix(&self.base)?.strip_prefix(INDEX)?;
+        let (dir, rel) = rest.split_once('/')?;
+        let epoch = dir.strip_prefix('e')?.parse().ok()?;
+        (format!("e{epoch}") == dir && !rel.is_empty()).then_some((epoch, rel))
+    }
+
+    /// The object a cluster's first member claims for its store id
+    /// (create-only): every later member joins that store.
+    pub fn cluster_claim(prefix: &str) -> String {
+        format!("{prefix}CLUSTER")
+    }
+
     pub fn parse_index_file<'n>(&self, name: &'n str) -> Option<&'n str> {
+        if self.parse_epoch_file(name).is_some() {
+            return None;
+        }
         name.strip_prefix(&self.base)?
             .strip_prefix(INDEX)
             .filter(|rel| !rel.is_empty())
@@ -130,6 +184,15 @@ mod tests {
             let f = l.index_file("shared_checksum/12_34.sst");
             assert!(f.starts_with(&l.index()));
             assert_eq!(l.parse_index_file(&f), Some("shared_checksum/12_34.sst"));
+            let e = format!("{}meta/3", l.index_epoch(12));
+            assert!(e.starts_with(&l.index()));
+            assert_eq!(l.parse_epoch_file(&e), Some((12, "meta/3")));
+            assert_eq!(
+                l.parse_index_file(&e),
+                None,
+                "an epoch's file is not a legacy one"
+            );
+            assert_eq!(l.parse_epoch_file(&f), None);
             assert_eq!(
                 ObjectLayout::stores_in(prefix, [l.marker().as_str()]),
                 vec!["ab".repeat(16)]

@@ -527,9 +527,11 @@ fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        // Only the one spelling segment files get: at least 12 digits,
+        // zero-padded (ids of later writer epochs are longer).
         if let Some(num) = name.strip_suffix(".seg")
-            && num.len() == 12
             && let Ok(n) = num.parse::<u64>()
+            && SegmentId(n).to_string() == num
         {
             ids.push(SegmentId(n));
         }

@@ -463,6 +463,16 @@ impl SegmentSet {
         Ok(())
     }
 
+    /// New segments get ids from `first` on (if past the next one): a
+    /// writer's epoch gives it a range of ids no other writer uses
+    /// (`store::lease`). An active segment (this data dir's own, reopened
+    /// after a restart) is finished under its id: only this data dir
+    /// ever wrote it.
+    pub fn start_ids_at(&self, first: u64) {
+        let mut w = lock(&self.writer);
+        w.next_id = w.next_id.max(first);
+    }
+
     /// Fills `buf` from remote segment `id`'s object at `offset`, in the
     /// bucket whatever the cache holds (verify compares the two).
     pub fn read_object_at(&self, id: SegmentId, offset: u64, buf: &mut [u8]) -> Result<()> {

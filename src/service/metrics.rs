@@ -22,6 +22,12 @@
 //! | `imgstore_copy_fetched_bytes_total` | outcome | bytes those copies fetched |
 //! | `imgstore_copy_checks_waiting` | | copied files waiting for their whole-file check |
 //! | `imgstore_copy_check_failures_total` | | copied files that failed it (their images disabled) |
+//! | `imgstore_cluster_writer` | | 1 while this member writes, 0 while it follows (absent without `cluster`) |
+//! | `imgstore_cluster_epoch` | | the writer's epoch as this member knows it |
+//! | `imgstore_cluster_lag_seconds` | | how far a follower's copy may be behind the newest publication |
+//! | `imgstore_cluster_lease_renewals_total` | outcome | the writer's lease renewals: ok, failed |
+//! | `imgstore_cluster_takeovers_total` | | leases this member took over from a writer that stopped renewing |
+//! | `imgstore_cluster_step_downs_total` | | times this member lost the lease and became a follower |
 //!
 //! Like `/state`, it answers operators only: store-wide byte counts would
 //! tell an account whether others store given bytes.
@@ -76,6 +82,60 @@ pub struct Metrics {
     check_failures: Counter,
     checks_waiting: ByteGauge,
     store: [(&'static str, ByteGauge); 14],
+    cluster: ClusterMetrics,
+}
+
+/// A cluster member's figures (`daemon::cluster`).
+struct ClusterMetrics {
+    writer: ByteGauge,
+    epoch: ByteGauge,
+    lag: Gauge<f64, AtomicU64>,
+    renewals: Family<Outcome, Counter>,
+    takeovers: Counter,
+    step_downs: Counter,
+}
+
+impl ClusterMetrics {
+    fn new(r: &mut Registry) -> Self {
+        ClusterMetrics {
+            writer: register(
+                r,
+                "imgstore_cluster_writer",
+                "1 while this member writes, 0 while it follows",
+                ByteGauge::default(),
+            ),
+            epoch: register(
+                r,
+                "imgstore_cluster_epoch",
+                "The writer's epoch as this member knows it",
+                ByteGauge::default(),
+            ),
+            lag: register(
+                r,
+                "imgstore_cluster_lag_seconds",
+                "How far this follower's copy may be behind the newest publication",
+                Gauge::default(),
+            ),
+            renewals: register(
+                r,
+                "imgstore_cluster_lease_renewals",
+                "The writer's lease renewals by outcome: ok, failed",
+                Family::<Outcome, Counter>::default(),
+            ),
+            takeovers: register(
+                r,
+                "imgstore_cluster_takeovers",
+                "Leases this member took over from a writer that stopped renewing",
+                Counter::default(),
+            ),
+            step_downs: register(
+                r,
+                "imgstore_cluster_step_downs",
+                "Times this member lost the lease and became a follower",
+                Counter::default(),
+            ),
+        }
+    }
 }
 
 /// The tier's counters: uploaded bytes, evicted bytes, deleted objects,
@@ -242,7 +302,9 @@ impl Metrics {
         );
         let store = STORE_GAUGES
             .map(|(name, help)| (name, register(&mut r, name, help, ByteGauge::default())));
+        let cluster = ClusterMetrics::new(&mut r);
         Metrics {
+            cluster,
             registry: r,
             requests,
             latency,
@@ -259,6 +321,32 @@ impl Metrics {
             checks_waiting,
             store,
         }
+    }
+
+    /// This member's role, the epoch it knows and its lag.
+    pub fn cluster(&self, role: super::cluster::Role, epoch: u64, lag_seconds: f64) {
+        let c = &self.cluster;
+        c.writer
+            .set(i64::from(role == super::cluster::Role::Writer));
+        c.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        c.lag.set(lag_seconds);
+    }
+
+    /// One renewal of the writer's lease.
+    pub fn lease_renewal(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.cluster
+            .renewals
+            .get_or_create(&Outcome { outcome })
+            .inc();
+    }
+
+    pub fn cluster_took_over(&self) {
+        self.cluster.takeovers.inc();
+    }
+
+    pub fn cluster_stepped_down(&self) {
+        self.cluster.step_downs.inc();
     }
 
     /// A copied file failed its check after the copy.

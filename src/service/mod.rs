@@ -9,8 +9,10 @@
 //! | --- | --- |
 //! | [`log`] | bunyan lines |
 //! | [`metrics`] | what `/metrics` reports, in Prometheus' text format |
+//! | [`cluster`] | this daemon's role among its datacenter's members |
 //! | [`upkeep`] | the chores: GC, recompression, the tier's steps, index pushes, orphan sweeps, copy jobs resumed |
 
+pub mod cluster;
 pub mod log;
 pub mod metrics;
 pub mod upkeep;
@@ -33,6 +35,9 @@ pub struct Service {
     pub started: Instant,
     /// When the upkeep chores run.
     pub schedule: upkeep::Schedule,
+    /// This daemon's place in its datacenter's cluster (None: a daemon
+    /// alone, without `cluster`).
+    pub cluster: Option<Arc<cluster::Membership>>,
 }
 
 impl Service {
@@ -48,7 +53,14 @@ impl Service {
             metrics,
             started: Instant::now(),
             schedule,
+            cluster: None,
         }
+    }
+
+    /// The same, as a member of a cluster.
+    pub fn in_cluster(mut self, membership: Option<Arc<cluster::Membership>>) -> Self {
+        self.cluster = membership;
+        self
     }
 
     /// One GC pass at `threshold` on the live store: plans, executes,

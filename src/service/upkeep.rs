@@ -6,6 +6,8 @@
 //! | --- | --- | --- |
 //! | `resume-jobs` | once, at start | copy jobs a restart interrupted run again |
 //! | `lease` | a third of the lease, on its own thread | renews the writer's lease; once lost the store is fenced |
+//! | `publish` | 1 s, a cluster's writer, on its own thread | what was committed since the last publication reaches the bucket and the followers |
+//! | `cache` | 2 s, a cluster's follower (its only chore) | cache fills placed, old cached copies evicted |
 //! | `check-copies` | 5 s; at once while more wait | copied files checked whole after their copy (`imgapi::checks`) |
 //! | `sweep-orphans` | once, with a tier | objects a crash left in the bucket that the index knows nothing of are deleted |
 //! | `tier` | 2 s; at once after work, 10 s after a failure | uploads sealed segments, places cache fills, evicts, deletes retired objects |
@@ -182,6 +184,57 @@ pub fn lease_chores(service: &Service) -> Vec<Chore> {
     }]
 }
 
+/// A cluster writer's publications: each second, what was committed
+/// since the last one (writes that did not publish themselves: copy jobs,
+/// GC, the tier's steps) reaches the bucket and the followers. Nothing
+/// committed: nothing is done.
+pub fn publish_chores(service: &Service) -> Vec<Chore> {
+    if service.cluster.is_none() || !service.api.store().has_tier() {
+        return Vec::new();
+    }
+    vec![Chore {
+        name: "publish",
+        every: Duration::from_secs(1),
+        first: Duration::from_secs(1),
+        run: Box::new(
+            |s: &Service, _: &AtomicBool| match s.api.store().publish() {
+                Ok(()) => Pace::Usual,
+                Err(e) => {
+                    s.metrics.tier_failed();
+                    s.log.error(&format!("publishing: {}", chain(&e)));
+                    Pace::After(Duration::from_secs(2))
+                }
+            },
+        ),
+    }]
+}
+
+/// A cluster follower's chores: its cache of the bucket's segments kept
+/// (fills placed, old copies evicted). Following itself is the
+/// member's (`daemon::cluster`).
+pub fn follower_chores(service: &Service) -> Vec<Chore> {
+    if !service.api.store().has_tier() {
+        return Vec::new();
+    }
+    vec![Chore {
+        name: "cache",
+        every: Duration::from_secs(2),
+        first: Duration::from_secs(2),
+        run: Box::new(
+            |s: &Service, _: &AtomicBool| match s.api.store().cache_step() {
+                Ok(r) => {
+                    s.metrics.tier_step(&r);
+                    Pace::Usual
+                }
+                Err(e) => {
+                    s.log.error(&format!("cache: {}", chain(&e)));
+                    Pace::After(Duration::from_secs(10))
+                }
+            },
+        ),
+    }]
+}
+
 /// Runs `chores` on this thread until `stop` is set: each when it is due,
 /// one at a time.
 pub fn run(service: &Service, mut chores: Vec<Chore>, stop: &AtomicBool) {
@@ -259,16 +312,27 @@ fn check_copies(s: &Service, _: &AtomicBool) -> Pace {
 /// chore ends.
 fn renew_lease(s: &Service, _: &AtomicBool) -> Pace {
     match s.api.store().renew_lease() {
-        Ok(_) => Pace::Usual,
+        Ok(_) => {
+            s.metrics.lease_renewal(true);
+            Pace::Usual
+        }
         Err(e @ crate::Error::Fenced(_)) => {
             s.metrics.tier_failed();
-            s.log.error(&format!(
-                "{e}: this daemon writes nothing more to the store (writes answer 503); restart it to take the lease again once the other daemon is gone"
-            ));
+            s.metrics.lease_renewal(false);
+            if s.cluster.is_some() {
+                s.log.error(&format!(
+                    "{e}: this daemon writes nothing more and follows the new writer"
+                ));
+            } else {
+                s.log.error(&format!(
+                    "{e}: this daemon writes nothing more to the store (writes answer 503); restart it to take the lease again once the other daemon is gone"
+                ));
+            }
             Pace::Done
         }
         Err(e) => {
             s.metrics.tier_failed();
+            s.metrics.lease_renewal(false);
             s.log
                 .error(&format!("renewing the writer's lease: {}", chain(&e)));
             Pace::After(Duration::from_secs(1))

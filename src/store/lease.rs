@@ -47,7 +47,26 @@ pub struct Lease {
     /// acknowledged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed_s: Option<u64>,
+    /// The index backup that holds everything acknowledged: the pointer
+    /// followers and restores read. Moved only by a conditional write of
+    /// this object, so a writer whose epoch was superseded cannot move
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexRef>,
 }
+
+/// One published index backup: the writer's epoch whose directory holds
+/// it, and its backup number there (`ObjectLayout::index_epoch`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexRef {
+    pub epoch: u64,
+    pub backup: u32,
+}
+
+/// Segment ids of the writer of epoch E start at `E << EPOCH_ID_SHIFT`:
+/// two writers (one superseded and not yet aware of it) never name a
+/// segment object alike.
+pub const EPOCH_ID_SHIFT: u32 = 40;
 
 impl Lease {
     fn expired(&self, now_ms: u64) -> bool {
@@ -72,6 +91,10 @@ pub(super) struct LeaseState {
     held: Mutex<Option<Held>>,
     /// Set once the lease is lost: writes are refused for good.
     fenced: Mutex<Option<String>>,
+    /// Set on a follower's store (a copy of the published index that
+    /// another daemon writes): every write is refused with this reason
+    /// until the store takes the lease.
+    following: Mutex<Option<String>>,
 }
 
 /// Why the lease was not taken.
@@ -114,6 +137,7 @@ impl Store {
             renewed_ms: now_ms(),
             seconds,
             pushed_s: self.last_push(),
+            index: None,
         };
         let body = |l: &Lease| serde_json::to_vec(l).map_err(|e| Error::Internal(e.to_string()));
         let written = match current {
@@ -133,6 +157,8 @@ impl Store {
                     }));
                 }
                 lease.epoch = old.epoch + 1;
+                // The pointer stays until this holder publishes its own.
+                lease.index = old.index;
                 backend
                     .put_if_version(&name, &body(&lease)?, &version)
                     .map_err(remote)?
@@ -140,6 +166,10 @@ impl Store {
         };
         match written {
             Conditional::Written(version) => {
+                self.inner
+                    .segments
+                    .start_ids_at(lease.epoch << EPOCH_ID_SHIFT);
+                *lock(&self.inner.lease.following) = None;
                 *lock(&self.inner.lease.held) = Some(Held {
                     lease: lease.clone(),
                     version,
@@ -181,6 +211,9 @@ impl Store {
         let mut next = h.lease.clone();
         next.renewed_ms = now_ms();
         next.pushed_s = self.last_push();
+        if let Some(published) = self.published() {
+            next.index = Some(published);
+        }
         let body = serde_json::to_vec(&next).map_err(|e| Error::Internal(e.to_string()))?;
         let mut written = backend
             .put_if_version(&name, &body, &h.version)
@@ -225,6 +258,42 @@ impl Store {
         self.renew_lease().map(|_| ())
     }
 
+    /// The newest index backup this store pushed, once it is in the
+    /// bucket (the lease's pointer moves to it at the next renewal).
+    fn published(&self) -> Option<IndexRef> {
+        self.inner.tier.as_ref().and_then(|t| *lock(&t.published))
+    }
+
+    /// The lease object as the bucket has it now, and its version: what a
+    /// follower reads to learn the writer, its epoch and the newest
+    /// publication.
+    pub fn read_lease(&self) -> Result<Option<(Lease, Version)>> {
+        let Some((layout, backend)) = self.inner.segments.object_base() else {
+            return Ok(None);
+        };
+        let name = layout.lease();
+        let Some((raw, version)) = backend
+            .get_versioned(&name)
+            .map_err(|e| Error::remote(format!("reading the lease {name}"), e))?
+        else {
+            return Ok(None);
+        };
+        let lease =
+            serde_json::from_slice(&raw).map_err(|e| Error::bad_record("lease", name, e))?;
+        Ok(Some((lease, version)))
+    }
+
+    /// Makes this store a follower's copy: every write is refused, saying
+    /// `why` (who writes), until it takes the lease.
+    pub fn follow(&self, why: String) {
+        *lock(&self.inner.lease.following) = Some(why);
+    }
+
+    /// True while this store is a follower's copy.
+    pub fn is_following(&self) -> bool {
+        lock(&self.inner.lease.following).is_some()
+    }
+
     /// When the newest index backup this store pushed was taken.
     fn last_push(&self) -> Option<u64> {
         self.inner.tier.as_ref().and_then(|t| *lock(&t.last_push))
@@ -249,6 +318,9 @@ impl Store {
     /// woke up must not write before a renewal says it still may).
     pub(super) fn check_fence(&self) -> Result<()> {
         if let Some(why) = lock(&self.inner.lease.fenced).as_ref() {
+            return Err(Error::Fenced(why.clone()));
+        }
+        if let Some(why) = lock(&self.inner.lease.following).as_ref() {
             return Err(Error::Fenced(why.clone()));
         }
         if let Some(h) = lock(&self.inner.lease.held).as_ref()

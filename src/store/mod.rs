@@ -44,20 +44,20 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId, SegmentId};
 use crate::index::{Index, SegmentEntry};
 use crate::segment::io::{FsIo, SegmentIo};
-use crate::segment::{MARKER, SegmentSet, lock};
+use crate::segment::{SegmentSet, lock};
 
 pub use crate::index::{ChunkRef, FileRecord, PartialId};
 /// The remote tier's backends (local directory, S3, in-memory), for the
 /// layers above that configure one.
 pub use crate::segment::backend;
-pub use crate::segment::{Location, TailReport};
+pub use crate::segment::{Location, MARKER, ObjectLayout, TailReport};
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
-pub use lease::{Lease, Refusal};
+pub use lease::{EPOCH_ID_SHIFT, IndexRef, Lease, Refusal};
 pub use put::{PutResult, StagedPut};
 pub use read::{BATCH_BYTES, FileReader, READAHEAD_BATCHES};
 pub use readahead::READAHEAD_BUDGET;
 pub use recompress::{ColdMemo, ColdStep, DEFAULT_RECOMPRESS_LEVEL, RecompressReport};
-pub use restore::{IndexPush, RestoreReport, restore};
+pub use restore::{BucketCopy, IndexPush, RestoreReport, restore};
 pub use stats::{FileUsage, StoreSize, StoreStats};
 pub use table::{CodecError, Table, json_decode, json_encode};
 pub use tier::{TierOptions, TierReport, TierSizes};

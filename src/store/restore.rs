@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::lease::IndexRef;
 use super::{MARKER, META_BACKUP_TAKEN, META_LAST_PUSH, Store};
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -167,6 +168,7 @@ impl Store {
     /// docs). One push at a time; a failed push is repeated whole by the
     /// next (what it uploaded is found there by name and length).
     pub fn push_index(&self) -> Result<IndexPush> {
+        use std::sync::atomic::Ordering;
         let inner = &*self.inner;
         let (Some(policy), Some((layout, backend))) = (&inner.tier, inner.segments.object_base())
         else {
@@ -175,69 +177,39 @@ impl Store {
         self.check_fence()?;
         let mut pushed = lock(&policy.pushed);
         self.confirm_lease()?;
-        let prefix = layout.index();
+        let epoch = self.lease().map_or(0, |l| l.epoch);
+        // Nothing committed since the last push under this epoch: the
+        // bucket has it all, and followers need no new copy.
+        let sequence = policy.pushed_sequence.load(Ordering::SeqCst);
+        if sequence == inner.index.sequence()
+            && pushed.as_ref().is_some_and(|p| p.epoch == epoch)
+            && lock(&policy.published).is_some_and(|p| p.epoch == epoch)
+        {
+            return Ok(IndexPush::default());
+        }
         let staging = inner.dir.join(STAGING);
         // Taken before the backup: a segment retired before this second is
         // absent from it (see `delete_retired`).
         let taken_at = super::unix_now();
-        {
+        let backed_up = {
             // The backup says when it was taken: a store restored from it
             // knows how new its index is (see `store::lease`).
             let _commit = lock(&inner.commit);
             let mut b = inner.index.batch();
             b.put_meta(META_BACKUP_TAKEN, &taken_at.to_le_bytes())?;
             b.commit()?;
-        }
-        inner.index.backup_to(&staging, KEEP_BACKUPS)?;
-        let local = files_under(&staging)?;
-        let remote = match pushed.as_mut() {
-            Some(r) => r,
-            None => {
-                let listed = backend
-                    .list(&prefix)
-                    .map_err(|e| e.into_error(format!("listing {prefix}")))?;
-                pushed.insert(
-                    listed
-                        .into_iter()
-                        .filter_map(|o| Some((layout.parse_index_file(&o.name)?.to_owned(), o.len)))
-                        .collect(),
-                )
-            }
+            // The backup below holds every write up to here.
+            inner.index.sequence()
         };
-        let mut report = IndexPush::default();
-        let order = local
-            .iter()
-            .filter(|(rel, _)| !is_meta(rel))
-            .chain(local.iter().filter(|(rel, _)| is_meta(rel)));
-        for (rel, (path, len)) in order {
-            if remote.get(rel) == Some(len) && !is_meta(rel) {
-                continue;
-            }
-            let name = layout.index_file(rel);
-            backend
-                .put_file(&name, path)
-                .map_err(|e| e.into_error(format!("uploading {name}")))?;
-            remote.insert(rel.clone(), *len);
-            report.uploaded += 1;
-            report.uploaded_bytes += len;
+        let backup = inner.index.backup_to(&staging, KEEP_BACKUPS)?;
+        let local = files_under(&staging)?;
+        if pushed.as_ref().is_none_or(|p| p.epoch != epoch) {
+            *pushed = Some(Pushed::list(layout, backend.as_ref(), epoch)?);
         }
-        let stale: Vec<String> = remote
-            .keys()
-            .filter(|rel| !local.contains_key(*rel))
-            .cloned()
-            .collect();
-        let order = stale
-            .iter()
-            .filter(|rel| is_meta(rel))
-            .chain(stale.iter().filter(|rel| !is_meta(rel)));
-        for rel in order {
-            let name = layout.index_file(rel);
-            backend
-                .delete(&name)
-                .map_err(|e| e.into_error(format!("deleting {name}")))?;
-            remote.remove(rel);
-            report.deleted += 1;
-        }
+        let Some(remote) = pushed.as_mut() else {
+            return Err(Error::Internal("the pushed files were just listed".into()));
+        };
+        let report = mirror(layout, backend.as_ref(), epoch, &local, &mut remote.files)?;
         let marker = inner.dir.join(MARKER);
         backend
             .put_file(&layout.marker(), &marker)
@@ -247,13 +219,111 @@ impl Store {
             let mut b = inner.index.batch();
             b.put_meta(META_LAST_PUSH, &taken_at.to_le_bytes())?;
             b.commit()?;
+            // Only this batch's one write since the backup: the bucket
+            // has everything. Otherwise a commit slipped in between, and
+            // the next push must not be skipped.
+            let now = inner.index.sequence();
+            let covered = if now == backed_up + 1 { now } else { backed_up };
+            policy.pushed_sequence.store(covered, Ordering::SeqCst);
         }
         *lock(&policy.last_push) = Some(taken_at);
-        // The lease says how new the bucket's index is, so no older data
-        // dir takes over from it.
+        *lock(&policy.published) = Some(IndexRef { epoch, backup });
+        // The lease's pointer moves to this backup (a conditional write: a
+        // writer whose epoch was superseded is refused here), and says how
+        // new the bucket's index is, so no older data dir takes over.
         self.renew_lease()?;
+        // Backups of earlier epochs (and of stores before epochs) are
+        // nobody's pointer any more.
+        for name in std::mem::take(&mut remote.superseded) {
+            backend
+                .delete(&name)
+                .map_err(|e| e.into_error(format!("deleting {name}")))?;
+        }
         Ok(report)
     }
+}
+
+/// What one store's pushes found in the bucket: the files of the epoch
+/// they write to, and the index objects of earlier epochs, deleted once
+/// this epoch's first backup is the pointer.
+pub(super) struct Pushed {
+    epoch: u64,
+    files: BTreeMap<String, u64>,
+    superseded: Vec<String>,
+}
+
+impl Pushed {
+    fn list(layout: &ObjectLayout, backend: &dyn ObjectBackend, epoch: u64) -> Result<Self> {
+        let prefix = layout.index();
+        let listed = backend
+            .list(&prefix)
+            .map_err(|e| e.into_error(format!("listing {prefix}")))?;
+        let mut out = Pushed {
+            epoch,
+            files: BTreeMap::new(),
+            superseded: Vec::new(),
+        };
+        for o in listed {
+            match layout.parse_epoch_file(&o.name) {
+                Some((e, rel)) if e == epoch => {
+                    out.files.insert(rel.to_owned(), o.len);
+                }
+                Some((e, _)) if e > epoch => {}
+                _ => out.superseded.push(o.name),
+            }
+        }
+        // `meta/N` first: a backup stops being one before its files go.
+        out.superseded.sort_by_key(|n| !n.contains("/meta/"));
+        Ok(out)
+    }
+}
+
+/// Mirrors the local backup directory's files (`local`) to the bucket
+/// under `epoch`: new files first, each backup's `meta/N` last, then the
+/// objects of purged backups deleted, their `meta/N` first.
+fn mirror(
+    layout: &ObjectLayout,
+    backend: &dyn ObjectBackend,
+    epoch: u64,
+    local: &BTreeMap<String, (PathBuf, u64)>,
+    remote: &mut BTreeMap<String, u64>,
+) -> Result<IndexPush> {
+    let dir = layout.index_epoch(epoch);
+    let mut report = IndexPush::default();
+    let order = local
+        .iter()
+        .filter(|(rel, _)| !is_meta(rel))
+        .chain(local.iter().filter(|(rel, _)| is_meta(rel)));
+    for (rel, (path, len)) in order {
+        if remote.get(rel) == Some(len) && !is_meta(rel) {
+            continue;
+        }
+        let name = format!("{dir}{rel}");
+        backend
+            .put_file(&name, path)
+            .map_err(|e| e.into_error(format!("uploading {name}")))?;
+        remote.insert(rel.clone(), *len);
+        report.uploaded += 1;
+        report.uploaded_bytes += len;
+    }
+    let stale: Vec<String> = remote
+        .keys()
+        .filter(|rel| !local.contains_key(*rel))
+        .cloned()
+        .collect();
+    let order = stale
+        .iter()
+        .filter(|rel| is_meta(rel))
+        .chain(stale.iter().filter(|rel| !is_meta(rel)));
+    for rel in order {
+        let name = format!("{dir}{rel}");
+        backend
+            .delete(&name)
+            .map_err(|e| e.into_error(format!("deleting {name}")))?;
+        remote.remove(rel);
+        report.deleted += 1;
+    }
+    Ok(report)
 }
 
 /// Builds a new data directory at `dest` from the bucket alone: the store
@@ -302,61 +372,181 @@ pub fn restore(
         }
     };
     let layout = ObjectLayout::of(prefix, &id);
-    let staging = dest.join(STAGING);
-    let mut report = RestoreReport {
-        store_id: id.clone(),
-        data_dir: dest.to_path_buf(),
-        index_files: 0,
-        index_bytes: 0,
-        segments_found_in_bucket: 0,
+    let copy = BucketCopy {
+        backend: backend.as_ref(),
+        layout: &layout,
+        listed: &listed,
     };
-    for o in &listed {
-        let Some(rel) = layout.parse_index_file(&o.name) else {
-            continue;
+    let staging = dest.join("restore-staging");
+    let built = copy.build(&staging, dest, None).map(|(r, _)| r)?;
+    std::fs::remove_dir_all(&staging)
+        .map_err(|e| Error::io(format!("removing {}", staging.display()), e))?;
+    Ok(built)
+}
+
+/// The published index of one store in the bucket, copied into data
+/// directories: what [`restore`] builds once and a follower builds again
+/// each time the writer publishes (`daemon::cluster`).
+pub struct BucketCopy<'a> {
+    pub backend: &'a dyn ObjectBackend,
+    pub layout: &'a ObjectLayout,
+    /// The store's objects, as listed now.
+    pub listed: &'a [crate::segment::backend::ObjectInfo],
+}
+
+impl BucketCopy<'_> {
+    /// Builds a data directory at `dest` (new) from the publication the
+    /// lease points at (or, for a store that never held a lease, the
+    /// newest backup). `staging` keeps the backup files between builds
+    /// (one directory per epoch): only what is new is fetched. Complete cache files of segments the
+    /// index reads from the bucket are linked from `cache_from` (the
+    /// previous copy's data directory), so a follower's cache survives.
+    /// Returns what the copy holds: the publication, if the lease named
+    /// one.
+    pub fn build(
+        &self,
+        staging: &Path,
+        dest: &Path,
+        cache_from: Option<&Path>,
+    ) -> Result<(RestoreReport, Option<IndexRef>)> {
+        let (layout, backend) = (self.layout, self.backend);
+        let id = layout_store_id(layout, self.listed)?;
+        let mut report = RestoreReport {
+            store_id: id.clone(),
+            data_dir: dest.to_path_buf(),
+            index_files: 0,
+            index_bytes: 0,
+            segments_found_in_bucket: 0,
         };
-        let path = staging.join(rel);
-        fetch(backend.as_ref(), &o.name, o.len, &path)?;
-        report.index_files += 1;
-        report.index_bytes += o.len;
+        let pointer = match backend
+            .get_versioned(&layout.lease())
+            .map_err(|e| Error::remote(format!("reading {}", layout.lease()), e))?
+        {
+            Some((raw, _)) => {
+                serde_json::from_slice::<super::Lease>(&raw)
+                    .map_err(|e| Error::bad_record("lease", layout.lease(), e))?
+                    .index
+            }
+            None => None,
+        };
+        // The pointer's epoch; else the newest epoch's newest backup;
+        // else the backups stores wrote before epochs.
+        let newest = self
+            .listed
+            .iter()
+            .filter_map(|o| layout.parse_epoch_file(&o.name).map(|(e, _)| e))
+            .max();
+        let epoch = pointer.map(|p| p.epoch).or(newest);
+        let files: BTreeMap<&str, u64> = self
+            .listed
+            .iter()
+            .filter_map(|o| {
+                let rel = match epoch {
+                    Some(want) => layout
+                        .parse_epoch_file(&o.name)
+                        .filter(|(e, _)| *e == want)
+                        .map(|(_, rel)| rel),
+                    None => layout.parse_index_file(&o.name),
+                }?;
+                Some((rel, o.len))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "store {id} has no index backup in {}",
+                backend.describe()
+            )));
+        }
+        // One directory per epoch: backup numbers start again in each.
+        let name = epoch.map_or_else(|| "before-epochs".to_string(), |e| format!("e{e}"));
+        if let Ok(rd) = std::fs::read_dir(staging) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy() != name.as_str() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let staging = &staging.join(name);
+        let have = if staging.exists() {
+            files_under(staging)?
+        } else {
+            BTreeMap::new()
+        };
+        for (rel, (path, len)) in &have {
+            if files.get(rel.as_str()) != Some(len) {
+                std::fs::remove_file(path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            }
+        }
+        for (rel, len) in &files {
+            if have.get(*rel).map(|h| h.1) == Some(*len) {
+                continue;
+            }
+            let name = match epoch {
+                Some(e) => format!("{}{rel}", layout.index_epoch(e)),
+                None => layout.index_file(rel),
+            };
+            fetch(backend, &name, *len, &staging.join(rel))?;
+            report.index_files += 1;
+            report.index_bytes += len;
+        }
+        std::fs::create_dir_all(dest)
+            .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+        Index::restore_from(staging, pointer.map(|p| p.backup), &dest.join("index"))?;
+        report.segments_found_in_bucket =
+            remote_if_uploaded(&dest.join("index"), layout, self.listed, cache_from, dest)?;
+        // The listing found the store by its marker, so the marker is listed
+        // (an object that went since then fails the fetch).
+        let marker = layout.marker();
+        let len = self
+            .listed
+            .iter()
+            .find(|o| o.name == marker)
+            .map(|o| o.len)
+            .ok_or_else(|| Error::Internal(format!("{marker} was listed and is gone")))?;
+        fetch(backend, &marker, len, &dest.join(MARKER))?;
+        std::fs::File::open(dest)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))?;
+        Ok((report, pointer))
     }
-    if report.index_files == 0 {
-        return Err(Error::InvalidInput(format!(
-            "store {id} has no index backup in {}",
-            backend.describe()
-        )));
-    }
-    Index::restore_from(&staging, &dest.join("index"))?;
-    report.segments_found_in_bucket = remote_if_uploaded(&dest.join("index"), &layout, &listed)?;
-    // The listing found the store by its marker, so the marker is listed
-    // (an object that went since then fails the fetch).
+}
+
+/// The store id a layout was made for, checked against the listing.
+fn layout_store_id(
+    layout: &ObjectLayout,
+    listed: &[crate::segment::backend::ObjectInfo],
+) -> Result<String> {
     let marker = layout.marker();
-    let len = listed
-        .iter()
-        .find(|o| o.name == marker)
-        .map(|o| o.len)
-        .ok_or_else(|| Error::Internal(format!("{marker} was listed and is gone")))?;
-    fetch(backend.as_ref(), &marker, len, &dest.join(MARKER))?;
-    std::fs::create_dir_all(dest.join("segments"))
-        .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
-    std::fs::File::open(dest)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))?;
-    Ok(report)
+    marker
+        .strip_suffix(MARKER)
+        .and_then(|base| base.strip_suffix('/'))
+        .and_then(|base| base.rsplit('/').next())
+        .filter(|_| listed.iter().any(|o| o.name == marker))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::InvalidInput(format!("no store at {marker}")))
 }
 
 /// Marks remote the segments the restored index names as local whose
 /// object is in the bucket: with `"durability": "local"` a backup can be
 /// pushed while a segment (the active one, say) is still local, and that
 /// segment be sealed and uploaded afterwards. Its object is then its only
-/// copy, and the rebuilt store reads it from there. Returns how many.
+/// copy, and the rebuilt store reads it from there. Links the complete
+/// cache files of remote segments from `cache_from` into `dest`. Returns
+/// how many segments were marked.
 fn remote_if_uploaded(
     index: &Path,
     layout: &ObjectLayout,
     listed: &[crate::segment::backend::ObjectInfo],
+    cache_from: Option<&Path>,
+    dest: &Path,
 ) -> Result<u64> {
     use crate::index::SegmentTier;
     let objects: std::collections::HashMap<&str, u64> =
         listed.iter().map(|o| (o.name.as_str(), o.len)).collect();
+    let segments = dest.join("segments");
+    std::fs::create_dir_all(&segments)
+        .map_err(|e| Error::io(format!("creating {}", segments.display()), e))?;
     let index = Index::open(index, &[])?;
     let mut b = index.batch();
     // The backup restored is in the bucket: its time is the last push.
@@ -370,6 +560,14 @@ fn remote_if_uploaded(
             e.tier = SegmentTier::Remote { len };
             b.put_segment(seg, &e)?;
             marked += 1;
+        }
+        if let (SegmentTier::Remote { len }, Some(from)) = (e.tier, cache_from) {
+            let cached = crate::segment::segment_path(&from.join("segments"), seg);
+            if std::fs::metadata(&cached).is_ok_and(|m| m.len() == len) {
+                // Best effort: a cache file that cannot be linked is read
+                // from the bucket again.
+                let _ = std::fs::hard_link(&cached, crate::segment::segment_path(&segments, seg));
+            }
         }
     }
     b.commit()?;

@@ -61,12 +61,19 @@ pub struct TierOptions {
 /// A store's tier: its options, and what the store learns as it runs.
 pub(super) struct TierPolicy {
     pub options: TierOptions,
-    /// Index backup files known to be in the bucket (listed at the first
-    /// push), and the lock that makes pushes one at a time.
-    pub pushed: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
+    /// The index's sequence number right after the newest push: a push
+    /// that finds it unchanged has nothing to publish.
+    pub pushed_sequence: std::sync::atomic::AtomicU64,
+    /// Index backup files known to be in the bucket under the epoch
+    /// pushes go to (listed at that epoch's first push), and the lock
+    /// that makes pushes one at a time.
+    pub pushed: std::sync::Mutex<Option<super::restore::Pushed>>,
     /// When the newest index backup in the bucket was taken (seconds since
     /// the epoch; kept in the index's meta), if one ever was.
     pub last_push: std::sync::Mutex<Option<u64>>,
+    /// The newest index backup pushed to the bucket under this store's
+    /// lease (the pointer the next renewal writes).
+    pub published: std::sync::Mutex<Option<super::lease::IndexRef>>,
     /// Tickets of [`Store::publish`], issued in order after the callers'
     /// commits.
     pub tickets: std::sync::atomic::AtomicU64,
@@ -136,6 +143,8 @@ pub(super) fn open_tier(
         options: t,
         pushed: std::sync::Mutex::new(None),
         last_push: std::sync::Mutex::new(last_push),
+        published: std::sync::Mutex::new(None),
+        pushed_sequence: std::sync::atomic::AtomicU64::new(u64::MAX),
         tickets: std::sync::atomic::AtomicU64::new(0),
         publication: std::sync::Mutex::new(Publication::default()),
     }))
@@ -175,6 +184,19 @@ impl Store {
     /// True when this store has a remote tier.
     pub fn has_tier(&self) -> bool {
         self.inner.tier.is_some()
+    }
+
+    /// A follower's part of the tier step: cache fills placed, cached
+    /// copies past the cache size evicted. Nothing is uploaded, committed
+    /// or deleted in the bucket.
+    pub fn cache_step(&self) -> Result<TierReport> {
+        let mut report = TierReport::default();
+        if self.inner.tier.is_none() {
+            return Ok(report);
+        }
+        report.filled = self.inner.segments.finish_fills(FILL_COMPLETE_AT)?;
+        report.evicted = self.evict()?;
+        Ok(report)
     }
 
     /// Uploads every sealed segment not yet remote, evicts cached copies

@@ -7,6 +7,7 @@ mod client;
 mod clone;
 mod clone_crash;
 mod clone_origins;
+mod cluster;
 mod common;
 mod compat;
 mod concurrency;

@@ -37,9 +37,21 @@ pub fn free_port() -> u16 {
 pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], ping: &[String]) -> Proc {
     // Its stderr kept in a file, to tell why it stopped if it does.
     let errors = tempfile::NamedTempFile::new().unwrap();
+    // IMGSTORE_TEST_LOGS=DIR keeps each daemon's log there, to debug.
+    let stdout = match std::env::var_os("IMGSTORE_TEST_LOGS") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!(
+                "{}-{}.log",
+                std::process::id(),
+                free_port()
+            ));
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        None => Stdio::null(),
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_imgstore"))
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(errors.reopen().unwrap())
         .spawn()
         .unwrap();

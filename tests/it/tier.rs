@@ -650,7 +650,7 @@ fn a_store_is_rebuilt_from_its_bucket_alone() {
             .list("dc1/")
             .unwrap()
             .into_iter()
-            .filter(|o| o.name.contains("/index/meta/"))
+            .filter(|o| o.name.contains("/index/") && o.name.contains("/meta/"))
             .count();
         assert_eq!(metas, 2, "two backups are kept");
         (a_id, b_id)

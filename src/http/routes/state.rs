@@ -43,6 +43,18 @@ pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
         return Err(ApiError::operator_only().into());
     }
     let stats = st.run(|api| Ok(api.store().stats()?)).await?;
+    let cluster = match st.cluster.clone() {
+        None => None,
+        Some(m) => Some(
+            tokio::task::spawn_blocking(move || {
+                let mut standing = m.standing();
+                standing.members = m.members();
+                standing
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?,
+        ),
+    };
     Ok(json_response(
         StatusCode::OK,
         &wire::State {
@@ -51,6 +63,7 @@ pub(super) async fn get(State(st): St, q: QueryPairs) -> HttpResult<Response> {
             datacenter_name: st.api.config().datacenter_name.clone(),
             mode: st.api.config().mode.as_str().into(),
             store: stats,
+            cluster,
         },
     ))
 }

@@ -1,0 +1,153 @@
+//! What a cluster member's IMGAPI port does with a request beyond the
+//! routes: on a follower, a write is forwarded to the writer, its body
+//! streamed through and the writer's answer streamed back; on a writer
+//! (and on any daemon with `"durability": "remote"`), a write is answered
+//! only once the bucket has it ([`Store::publish`], which batches the
+//! writes that wait at once into one publication).
+//!
+//! Reads never leave the member: a follower serves them from its copy of
+//! the newest publication (`daemon::cluster`).
+//!
+//! [`Store::publish`]: crate::store::Store::publish
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::imgapi::{ApiError, Code};
+use crate::service::cluster::Role;
+
+/// Set on a forwarded request: a member never forwards one twice (two
+/// members that each think the other writes would bounce it forever).
+const FORWARDED: &str = "x-imgstore-forwarded-by";
+
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// True for a request that changes what the datacenter holds (every
+/// method but GET and HEAD), apart from the member's own operations
+/// (`/ping`, key reloads, dropping caches), which concern only it. GC and
+/// verify (`POST /state`) run where the writer is.
+pub(crate) fn is_write(req: &Request) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    match req.uri().path() {
+        "/ping" | "/authkeys/reload" => false,
+        "/state" => !req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .contains("action=dropcaches"),
+        _ => true,
+    }
+}
+
+/// Runs `req` here, forwards it, or runs it and publishes before the
+/// answer, as the module docs say.
+pub(crate) async fn route(state: Arc<AppState>, req: Request, next: Next) -> Response {
+    if !is_write(&req) {
+        return next.run(req).await;
+    }
+    if let Some(m) = &state.cluster
+        && m.role() == Role::Follower
+    {
+        return forward(&state, m.writer(), m.holder(), req).await;
+    }
+    let own_operation = req.uri().path() == "/state";
+    let resp = next.run(req).await;
+    if own_operation || !resp.status().is_success() || !publishes(&state) {
+        return resp;
+    }
+    let api = state.api.clone();
+    match tokio::task::spawn_blocking(move || api.store().publish()).await {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => {
+            let mut err = ApiError::from(e);
+            err.message = format!(
+                "{}: the change was made but is not acknowledged (it did not reach the bucket); retry",
+                err.message
+            );
+            HttpError::from(err).into_response()
+        }
+        Err(e) => {
+            HttpError::from(ApiError::internal(format!("worker failed: {e}"))).into_response()
+        }
+    }
+}
+
+/// True when writes are acknowledged only once in the bucket: remote
+/// durability, or a cluster (whose followers and failover read only
+/// what was published).
+fn publishes(state: &AppState) -> bool {
+    state.cluster.is_some() || state.api.store().remote_durability()
+}
+
+/// Sends `req` to the writer at `writer` and its answer back.
+async fn forward(state: &AppState, writer: Option<String>, holder: &str, req: Request) -> Response {
+    let unavailable = |msg: &str| {
+        HttpError::from(ApiError::new(Code::ServiceUnavailableError, msg)).into_response()
+    };
+    if req.headers().contains_key(FORWARDED) {
+        return unavailable(
+            "the datacenter's writer is changing (a forwarded write reached another follower); retry shortly",
+        );
+    }
+    let Some(writer) = writer else {
+        return unavailable(
+            "the datacenter has no writer at the moment (a failover is under way); retry shortly",
+        );
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let url = format!("{}{target}", writer.trim_end_matches('/'));
+    let (parts, body) = req.into_parts();
+    let mut out = state
+        .forwarder
+        .request(parts.method.clone(), &url)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            out = out.header(name, value);
+        }
+    }
+    out = out.header(HeaderName::from_static(FORWARDED), holder);
+    match out.send().await {
+        Ok(answer) => {
+            let mut resp = Response::builder().status(answer.status().as_u16());
+            for (name, value) in answer.headers() {
+                if !HOP_BY_HOP.contains(&name.as_str()) {
+                    resp = resp.header(name.as_str(), value.as_bytes());
+                }
+            }
+            resp.body(Body::from_stream(answer.bytes_stream()))
+                .unwrap_or_else(|e| unavailable(&format!("the writer's answer: {e}")))
+        }
+        Err(e) => {
+            let err = ApiError::new(
+                Code::ServiceUnavailableError,
+                "the datacenter's writer did not answer; retry shortly",
+            )
+            .caused_by(crate::Error::remote(format!("forwarding to {url}"), e));
+            HttpError::from(err).into_response()
+        }
+    }
+}
