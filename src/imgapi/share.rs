@@ -153,24 +153,7 @@ impl Imgapi {
     /// The clone chain made here: the final clone, and what became of each
     /// origin (cloned, or served by an earlier clone).
     fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<(Image, CloneReport)> {
-        let (img, account) = self.clonable(uuid, account)?;
-        let (origins, base) = self.origin_chain(&img)?;
-        // Upstream clones whatever sits in the chain. We refuse an origin
-        // that belongs to a third account and was not shared with the
-        // caller: cloning it would hand over content its owner never shared.
-        for o in &origins {
-            if o.owner != img.owner && !Imgapi::can_see(o, Some(&account)) {
-                return Err(ApiError::new(
-                    Code::ImageNotShared,
-                    format!(
-                        "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
-                        o.uuid
-                    ),
-                ));
-            }
-        }
-        let base = base.map(|b| b.uuid);
-        let (reuse, not_reused) = self.reusable_clones(&account, &origins, base)?;
+        let (img, account, origins, base, reuse, not_reused) = self.clone_checks(uuid, account)?;
         let now = time::now_ms();
         let published = time::iso8601(now);
         let dc = self.config().datacenter_name.clone();
@@ -246,6 +229,70 @@ impl Imgapi {
         })
     }
 
+    /// What CloneImage would do, checked as it checks, changing nothing
+    /// (`GET /images/:uuid/clone-plan`, a dry run): the origins it would clone
+    /// (`clone` nil) and those an earlier clone would serve for.
+    pub fn plan_clone(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<CloneReport> {
+        let (_, _, origins, _, reuse, not_reused) = self.clone_checks(uuid, account)?;
+        let mut plan = CloneReport {
+            not_reused,
+            ..CloneReport::default()
+        };
+        for (o, r) in origins.iter().zip(reuse) {
+            match r {
+                Some(clone) => plan.reused.push(OriginClone {
+                    source: o.uuid,
+                    clone,
+                }),
+                None => plan.cloned.push(OriginClone {
+                    source: o.uuid,
+                    clone: Uuid::nil(),
+                }),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Every check of CloneImage, and what it would do with the origins:
+    /// the image, the caller, the origins (base-most first), the base, the
+    /// earlier clone serving each origin, and why others could not.
+    #[expect(
+        clippy::type_complexity,
+        reason = "one private tuple, taken apart at once"
+    )]
+    fn clone_checks(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+    ) -> ApiResult<(
+        Image,
+        Uuid,
+        Vec<Image>,
+        Option<Uuid>,
+        Vec<Option<Uuid>>,
+        Vec<String>,
+    )> {
+        let (img, account) = self.clonable(uuid, account)?;
+        let (origins, base) = self.origin_chain(&img)?;
+        // Upstream clones whatever sits in the chain. We refuse an origin
+        // that belongs to a third account and was not shared with the
+        // caller: cloning it would hand over content its owner never shared.
+        for o in &origins {
+            if o.owner != img.owner && !Imgapi::can_see(o, Some(&account)) {
+                return Err(ApiError::new(
+                    Code::ImageNotShared,
+                    format!(
+                        "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
+                        o.uuid
+                    ),
+                ));
+            }
+        }
+        let base = base.map(|b| b.uuid);
+        let (reuse, not_reused) = self.reusable_clones(&account, &origins, base)?;
+        Ok((img, account, origins, base, reuse, not_reused))
+    }
+
     /// For each origin (base-most first), the caller's earlier clone of it
     /// that stands in the new chain: the longest run of origins from the
     /// base whose earlier clones form a chain of their own (each clone
@@ -303,7 +350,7 @@ impl Imgapi {
             }
             if let Some(c) = first {
                 why.push(format!(
-                    "your clone {c} of origin {} does not derive from your clones of the origins below it, so that origin was cloned again",
+                    "your clone {c} of origin {} does not derive from your clones of the origins below it, so it cannot serve in this chain",
                     origin.uuid
                 ));
             }

@@ -97,6 +97,16 @@ fn a_clone_keeps_the_callers_earlier_clones_of_its_origins() {
     // Another clone of base does not confuse the choice for app: the
     // clones that form a chain (b1 <- m1) serve.
     bob(&["clone", &base]);
+    // -n says so first, and clones nothing.
+    let (_, before) = sj(d.get(&format!("/images?owner={BOB}&state=all")));
+    let out = bob(&["clone", "-n", &app]);
+    assert!(
+        out.contains(&format!("Would keep your clone {b1} of its origin {base}"))
+            && out.contains(&format!("Would keep your clone {m1} of its origin {mid}")),
+        "{out}"
+    );
+    let (_, after) = sj(d.get(&format!("/images?owner={BOB}&state=all")));
+    assert_eq!(before, after);
     let out = bob(&["clone", &app]);
     assert!(
         out.contains(&format!("Kept your clone {b1} of its origin {base}"))
@@ -135,6 +145,13 @@ fn a_clone_names_the_origins_it_cloned_and_why_an_earlier_clone_could_not_serve(
         &json!({"owner": DAVE}),
     );
     assert_eq!(r.status(), 200);
+    let out = carol(&["clone", "-n", &app]);
+    assert!(
+        out.contains(&format!("Would clone its origin {base} too"))
+            && out.contains(&format!("Would clone its origin {mid} too"))
+            && out.contains(&format!("Note: your clone {cm} of origin {mid}")),
+        "{out}"
+    );
     let out = carol(&["clone", &app]);
     assert!(
         out.contains(&format!("Cloned its origin {base} to "))

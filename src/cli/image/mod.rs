@@ -510,11 +510,27 @@ fn clone(c: &Client, image: &str, dry_run: bool, json: bool) -> Result<()> {
     let img = resolve_among(c, image, Among::Active)?;
     let (uuid, label) = names(&img);
     if dry_run {
+        let plan: CloneReport = c
+            .get(&format!("/images/{uuid}/clone-plan"), &[])
+            .map_err(describe)?;
         say!(
             "Would clone image {uuid} ({label}) of account {} into account {}",
             img.owner,
             c.account().unwrap_or("(operator)")
         );
+        for o in &plan.cloned {
+            say!("Would clone its origin {} too (disabled)", o.source);
+        }
+        for o in &plan.reused {
+            say!(
+                "Would keep your clone {} of its origin {}",
+                o.clone,
+                o.source
+            );
+        }
+        for why in &plan.not_reused {
+            say!("Note: {why}");
+        }
         return Ok(());
     }
     let (clone, headers) = c

@@ -50,6 +50,16 @@ pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
     Ok(resp)
 }
 
+/// `GET /images/:uuid/clone-plan` (ours): what CloneImage would do with
+/// the origins, checked as it checks, changing nothing (a daemon without
+/// it answers 404, never clones).
+pub(super) async fn plan_clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let plan = st
+        .run(move |api| api.plan_clone(&r.uuid, r.account()))
+        .await?;
+    Ok(json_response(StatusCode::OK, &plan))
+}
+
 /// Origin chain, derived images, provenance and stored bytes (not part of
 /// the manifest).
 pub(super) async fn lineage(State(st): St, r: ImageReq) -> HttpResult<Response> {
