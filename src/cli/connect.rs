@@ -4,9 +4,12 @@
 //! A profile (node-triton's, as a file) is
 //! `$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json` (default
 //! `~/.config/imgstore`), or a path: `{"url", "account", "datacenters":
-//! {"NAME": "URL"}, "user", "keyId"}` (the last two sign requests). Without `--profile` the `default` profile is used
-//! when there is one (or the older single `profile.json`); a profile that
-//! is named and missing is an error.
+//! {"NAME": "URL"}, "user", "keyId"}` (the last two sign requests);
+//! `imgstore profile` makes and lists them. Without `--profile` the
+//! current profile is used (`imgstore profile set-current`, kept in
+//! `config.json` as `triton` keeps it), else the `default` profile when
+//! there is one (or the older single `profile.json`); a profile that is
+//! named and missing is an error.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,8 +26,8 @@ pub struct ConnArgs {
     /// http://127.0.0.1:8080).
     #[arg(long, env = "IMGSTORE_URL", global = true)]
     pub url: Option<String>,
-    /// Act as this account (default: the profile's `account`; none:
-    /// operator).
+    /// Act as this account, a uuid or a login the daemon knows (default:
+    /// the profile's `account`; none or empty: operator).
     #[arg(long, env = "IMGSTORE_ACCOUNT", global = true)]
     pub account: Option<String>,
     /// Act as operator (no account), whatever `--account`, the environment
@@ -33,8 +36,9 @@ pub struct ConnArgs {
     pub operator: bool,
     /// Profile NAME (`$XDG_CONFIG_HOME/imgstore/profiles.d/NAME.json`) or
     /// a path to one: {"url", "account", "datacenters": {"NAME": "URL"}}.
-    /// Default: the `default` profile when there is one. A profile named
-    /// and missing is an error.
+    /// Default: the current profile (`imgstore profile set-current`),
+    /// else the `default` one when there is one. A profile named and
+    /// missing is an error.
     #[arg(long, env = "IMGSTORE_PROFILE", global = true)]
     pub profile: Option<String>,
     /// Talk to this datacenter of the profile instead of its `url`.
@@ -141,8 +145,14 @@ impl ConnArgs {
             (None, Some(_)) => bail!("error: --key-id needs --user (the login that signs)"),
         };
         let _ = SIGNER.set(signer);
-        let c = client(&self.target_url(&prof)?, account.as_deref())?;
-        Ok((c, prof))
+        let c = client(&self.target_url(&prof)?, None)?;
+        // An empty account is the operator; a login is the account the
+        // daemon's table names, so every comparison below sees uuids.
+        let account = match account.filter(|a| !a.is_empty()) {
+            Some(a) => Some(account_uuid(&c, &a)?),
+            None => None,
+        };
+        Ok((c.as_account(account.as_deref()), prof))
     }
 
     /// The daemon's URL: `--dc` (from the profile), `--url`, the
@@ -164,12 +174,24 @@ impl ConnArgs {
 }
 
 /// `$XDG_CONFIG_HOME/imgstore` (default `~/.config/imgstore`).
-fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .map(|d| d.join("imgstore"))
+}
+
+/// `config.json` beside `profiles.d`.
+pub(crate) fn config_file() -> Option<PathBuf> {
+    config_dir().map(|d| d.join("config.json"))
+}
+
+/// The current profile's name, when one is set.
+pub(crate) fn current() -> Option<String> {
+    let raw = std::fs::read(config_file()?).ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    v["profile"].as_str().map(str::to_string)
 }
 
 /// The profile `--profile` names (a name or a path), or the `default`
@@ -184,8 +206,16 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
                 anyhow!("error: no profile {n:?}: HOME and XDG_CONFIG_HOME are unset")
             })?,
         None => {
+            let current = current();
             let candidates = dir
-                .map(|d| vec![d.join("profiles.d/default.json"), d.join("profile.json")])
+                .map(|d| {
+                    let mut c = Vec::new();
+                    if let Some(n) = current {
+                        c.push(d.join("profiles.d").join(format!("{n}.json")));
+                    }
+                    c.extend([d.join("profiles.d/default.json"), d.join("profile.json")]);
+                    c
+                })
                 .unwrap_or_default();
             match candidates.into_iter().find(|p| p.exists()) {
                 Some(p) => p,
@@ -220,6 +250,32 @@ fn load_profile(named: Option<&str>) -> Result<Profile> {
         user: text("user"),
         key_id: text("keyId"),
     })
+}
+
+/// What `GET /accounts/:name` answers.
+#[derive(serde::Deserialize)]
+struct AccountName {
+    uuid: String,
+}
+
+/// The account uuid `name` stands for: itself when it is a uuid, else the
+/// login's in the daemon's account table (an unknown one is an error that
+/// says so).
+pub(crate) fn account_uuid(c: &Client, name: &str) -> Result<String> {
+    if let Ok(u) = uuid::Uuid::parse_str(name) {
+        return Ok(u.to_string());
+    }
+    let safe = |ch: char| ch.is_ascii_alphanumeric() || "_.@-".contains(ch);
+    if !name.chars().all(safe) {
+        bail!(
+            "error: account {name:?} is neither a uuid nor a login (letters, digits, '_', '.', '@', '-')"
+        );
+    }
+    let found: AccountName = c
+        .as_account(None)
+        .get(&format!("/accounts/{name}"), &[])
+        .map_err(describe)?;
+    Ok(found.uuid)
 }
 
 /// A daemon's error as the CLI prints it: `error (CODE): message`, or

@@ -14,7 +14,9 @@ macro_rules! say {
 
 pub mod connect;
 pub mod image;
+pub mod man;
 pub mod ops;
+pub mod profile;
 pub mod serve_cmd;
 pub mod store_cmd;
 
@@ -76,14 +78,17 @@ pub enum Command {
     Account(ops::AccountArgs),
     /// The profile's datacenters and whether they answer.
     Datacenters(ops::DatacentersArgs),
+    /// Profiles: where the client talks and as whom (as `triton profile`).
+    Profile(profile::ProfileArgs),
     /// Run the IMGAPI daemon (no configuration needed).
     Serve(serve_cmd::ServeArgs),
     /// Offline administration of a data directory (the daemon must not be running on it).
     Store(store_cmd::StoreArgs),
     /// Print a shell completion script: `imgstore completion bash > /etc/bash_completion.d/imgstore`.
     Completion { shell: clap_complete::Shell },
-    /// Print the man page (roff): `imgstore man | man -l -`.
-    Man,
+    /// Print a man page (roff): `imgstore man image copy | man -l -`; or
+    /// write them all: `imgstore man --dir /usr/local/share/man/man1`.
+    Man(man::ManArgs),
     /// The daemon's configuration file.
     Config {
         #[command(subcommand)]
@@ -106,24 +111,19 @@ pub fn run() -> i32 {
         Command::Admin(args) => ops::admin(args),
         Command::Account(args) => ops::account(args),
         Command::Datacenters(args) => ops::datacenters(args),
+        Command::Profile(args) => profile::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "imgstore", &mut std::io::stdout());
+            // Through `say!`, so `| head` ends it quietly (clap_complete
+            // panics on a closed stdout).
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "imgstore", &mut out);
+            say!("{}", String::from_utf8_lossy(&out).trim_end());
             0
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut page = Vec::new();
-            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut page) {
-                eprintln!("imgstore man: error: {e}");
-                return 1;
-            }
-            say!("{}", String::from_utf8_lossy(&page));
-            say!("{}", config_section());
-            0
-        }
+        Command::Man(args) => man::run(args),
         Command::Config {
             command: ConfigCommand::Reference,
         } => {
@@ -131,22 +131,4 @@ pub fn run() -> i32 {
             0
         }
     }
-}
-
-/// The configuration reference as a section of the man page (the
-/// Markdown as it is, unfilled).
-fn config_section() -> String {
-    let mut out = String::from(".SH CONFIGURATION\n.nf\n");
-    for line in imgstore::daemon::reference::reference().lines() {
-        // roff: a leading dot or quote would be a request, a backslash an
-        // escape.
-        let line = line.replace('\\', "\\e");
-        if line.starts_with('.') || line.starts_with('\'') {
-            out.push_str("\\&");
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out.push_str(".fi");
-    out
 }

@@ -70,8 +70,8 @@ pub struct AccountArgs {
 pub enum AccountCommand {
     /// Show the account's settings.
     Settings,
-    /// Trust accounts: images they share with this account may be
-    /// provisioned from (`image_share_trusted_accounts`).
+    /// Trust accounts (uuids or logins): images they share with this
+    /// account may be provisioned from (`image_share_trusted_accounts`).
     Trust {
         #[arg(required = true, value_name = "ACCOUNT")]
         accounts: Vec<String>,
@@ -244,11 +244,11 @@ fn run_account(args: &AccountArgs) -> Result<()> {
         AccountCommand::Trust { accounts } => (accounts, true),
         AccountCommand::Untrust { accounts } => (accounts, false),
     };
-    for a in accounts {
-        if uuid::Uuid::parse_str(a).is_err() {
-            bail!("error: {a:?} is not an account uuid");
-        }
-    }
+    let accounts = accounts
+        .iter()
+        .map(|a| super::connect::account_uuid(&c, a))
+        .collect::<Result<Vec<_>>>()?;
+    let accounts = &accounts;
     let mut list = trusted(&current);
     if add {
         for a in accounts {

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// start does) and exit: 0 when the daemon would start.
     #[arg(long)]
     pub check_config: bool,
+    /// More log lines: each `-v` lowers the config's `logLevel` one step
+    /// (info, debug, trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 pub fn run(args: ServeArgs) -> i32 {
@@ -58,6 +62,13 @@ pub fn run(args: ServeArgs) -> i32 {
             1
         }
     }
+}
+
+/// `logLevel` lowered one bunyan step (10) by each `-v`, down to trace.
+fn log_level(configured: u8, verbose: u8) -> u8 {
+    configured
+        .saturating_sub(10u8.saturating_mul(verbose))
+        .max(10)
 }
 
 /// The configuration file with the command line's settings over it.
@@ -113,7 +124,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let log = Logger::stdout("imgstore");
+    let log = Logger::stdout("imgstore").with_level(log_level(cfg.log_level, args.verbose));
     if cfg.cloudapi.as_ref().is_some_and(|c| c.keys.is_empty()) {
         log.log(
             40,

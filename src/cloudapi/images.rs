@@ -194,7 +194,7 @@ pub(super) async fn list(
             .into_iter()
             .filter_map(|k| query.get(k).map(|v| (k.to_string(), v.to_string())))
             .collect();
-    let mut q = ListQuery::parse(&pairs)?;
+    let mut q = ListQuery::parse(&pairs, face.app.api.config())?;
     q.account = Some(account);
     q.type_.get_or_insert_with(|| "!docker".into());
     let images = face.app.run(move |api| api.list_all(&q)).await?;
@@ -267,6 +267,7 @@ pub(super) async fn action(
             face.app
                 .run(move |api| api.clone_image(&uuid, Some(&account)))
                 .await?
+                .0
         }
         other => {
             // As upstream, an image the caller cannot see is "not found"

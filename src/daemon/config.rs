@@ -52,8 +52,12 @@ pub struct ConfigFile {
     /// The data directory (default `./imgstore-data`).
     data_dir: Option<PathBuf>,
     /// When set, image owners must be one of these accounts (or the admin);
-    /// by default owners are not checked, as IMGAPI allows in dc mode.
-    accounts: Option<Vec<Uuid>>,
+    /// by default owners are not checked, as IMGAPI allows in dc mode. A
+    /// list of uuids, or an object of login to uuid (`{"alice": "UUID"}`)
+    /// whose logins the client and the API then take wherever an account
+    /// uuid is expected (`--account`, `owner`, `acl`, trusted accounts),
+    /// as they take the logins of `cloudapi.users`.
+    accounts: Option<AccountsFile>,
     /// Tuning of copies from other datacenters.
     transfer: Option<TransferFile>,
     /// Seconds between background garbage collections (default 600; 0
@@ -95,19 +99,74 @@ pub struct ConfigFile {
     auth_keys_dir: Option<PathBuf>,
     /// TLS on the IMGAPI port (default: plain HTTP).
     tls: Option<TlsFile>,
-    /// The writer's lease in the bucket (with a `storage` tier):
-    /// `{"advertiseUrl", "leaseSeconds"}`. With it the daemon refuses to
-    /// start on a bucket that does not enforce conditional writes. Every
-    /// daemon with a tier takes the lease (default 30 s), so a second one
-    /// on the same store (a restored or copied data dir) is refused at
-    /// start, and one that loses its lease stops writing. (Followers that
-    /// serve reads and take over are not there yet.)
+    /// The least severe log lines written: `trace`, `debug`, `info`
+    /// (default: every request and chore), `warn` (4xx answers and
+    /// problems that heal), `error` (5xx answers and failures), `fatal`.
+    /// Each `-v` of `imgstore serve` lowers it one step.
+    log_level: Option<LogLevel>,
+    /// The writer's lease in the bucket (with a `storage` tier), and the
+    /// datacenter's cluster: `{"advertiseUrl", "leaseSeconds"}`. Every
+    /// daemon with a tier takes the lease (default 30 s). Alone (no
+    /// `advertiseUrl`), a second daemon on the same store (a restored or
+    /// copied data dir) is refused at start, and one that loses its lease
+    /// stops writing. With `advertiseUrl` the daemon is a member: the
+    /// lease holder writes, the others follow (reads served from their
+    /// copy of the newest publication, writes forwarded) and one takes
+    /// over when the writer stops renewing; a bucket that does not
+    /// enforce conditional writes is refused.
     cluster: Option<ClusterFile>,
     /// How this daemon signs its requests to other datacenters' IMGAPIs
     /// that require signatures (copies): `{"user": "LOGIN", "keyFile":
     /// "PATH"}`, an unencrypted OpenSSH private key relative to the config
     /// file.
     signing_key: Option<SigningKeyFile>,
+}
+
+/// `accounts`: uuids, or logins with their uuids.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum AccountsFile {
+    /// Account uuids.
+    Uuids(Vec<Uuid>),
+    /// Login to account uuid.
+    Logins(BTreeMap<String, Uuid>),
+}
+
+/// The accounts owners must be among (when listed), and login to uuid.
+type AccountTable = (Option<Vec<Uuid>>, BTreeMap<String, Uuid>);
+
+/// The account table: `accounts` (when given as logins) and the CloudAPI
+/// face's users; a login named twice must name one account.
+fn account_table(
+    accounts: Option<AccountsFile>,
+    face: Option<&CloudApiFile>,
+) -> Result<AccountTable, ConfigError> {
+    let (listed, mut logins) = match accounts {
+        None => (None, BTreeMap::new()),
+        Some(AccountsFile::Uuids(u)) => (Some(u), BTreeMap::new()),
+        Some(AccountsFile::Logins(m)) => (Some(m.values().copied().collect()), m),
+    };
+    if let Some(l) = logins.keys().find(|l| imgapi::parse_uuid(l).is_some()) {
+        return Err(invalid("accounts", format!("{l:?} is a uuid, not a login")));
+    }
+    // A login twice among the users is the key ring's error to give.
+    let from_accounts = logins.clone();
+    for u in face.map(|f| f.users.as_slice()).unwrap_or_default() {
+        logins.insert(u.login.clone(), u.uuid);
+        match from_accounts.get(&u.login) {
+            Some(&other) if other != u.uuid => {
+                return Err(invalid(
+                    "cloudapi.users",
+                    format!(
+                        "login {:?} is account {other} in \"accounts\" but {} here",
+                        u.login, u.uuid
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((listed, logins))
 }
 
 /// `cluster`.
@@ -178,6 +237,32 @@ impl TlsFile {
     fn load(&self, base: &Path, key: &str) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
         crate::http::tls::server_config(&base.join(&self.cert_file), &base.join(&self.key_file))
             .map_err(|e| invalid(key, e.to_string()))
+    }
+}
+
+/// `logLevel`: bunyan's level names.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl LogLevel {
+    /// Bunyan's number for it.
+    pub fn bunyan(self) -> u8 {
+        match self {
+            LogLevel::Trace => 10,
+            LogLevel::Debug => 20,
+            LogLevel::Info => 30,
+            LogLevel::Warn => 40,
+            LogLevel::Error => 50,
+            LogLevel::Fatal => 60,
+        }
     }
 }
 
@@ -319,6 +404,9 @@ pub struct DaemonConfig {
     /// The writer's lease, as `cluster` sets it (None: the defaults, and a
     /// bucket without conditional writes is used without a lease).
     pub cluster: Option<ClusterConfig>,
+    /// The least severe log lines written, as bunyan's number (`logLevel`;
+    /// default 30, info).
+    pub log_level: u8,
 }
 
 impl Default for DaemonConfig {
@@ -343,6 +431,7 @@ impl Default for DaemonConfig {
             tls: None,
             signing_key: None,
             cluster: None,
+            log_level: LogLevel::Info.bunyan(),
         }
     }
 }
@@ -369,7 +458,8 @@ impl ConfigFile {
         }
         c.imgapi.admin_uuid = self.admin_uuid;
         c.imgapi.imgapi_url_from_datacenter = self.imgapi_url_from_datacenter;
-        c.imgapi.accounts = self.accounts;
+        (c.imgapi.accounts, c.imgapi.logins) =
+            account_table(self.accounts, self.cloudapi.as_ref())?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -412,6 +502,7 @@ impl ConfigFile {
             c.cloudapi = Some(face.load(base)?);
         }
         c.storage = self.storage;
+        c.log_level = self.log_level.unwrap_or(LogLevel::Info).bunyan();
         if let Some(t) = &self.tls {
             c.tls = Some(t.load(base, "tls")?);
         }

@@ -83,6 +83,11 @@ fn type_of(p: &Value, defs: &Map<String, Value>) -> (String, Option<(String, Val
         if let Some(values) = enum_values(&def) {
             return (format!("one of {values}"), None);
         }
+        // An untagged enum: each of its forms.
+        if let Some(forms) = def.get("anyOf").and_then(Value::as_array) {
+            let words: Vec<String> = forms.iter().map(|f| type_of(f, defs).0).collect();
+            return (words.join(" or "), None);
+        }
         return ("object".into(), Some((name, def)));
     }
     if let Some(any) = p.get("anyOf").and_then(Value::as_array) {

@@ -1,13 +1,16 @@
 //! The parts every route reads, as extractors: the query pairs, the caller
-//! (`?account=`), and for image routes the path uuid. Each refuses a bad
+//! (`?account=`, a uuid or a login), and for image routes the path uuid. Each refuses a bad
 //! value as IMGAPI does before the handler runs.
 
 use axum::extract::{FromRequestParts, OriginalUri, Path, Query};
+use std::sync::Arc;
+
 use axum::http::request::Parts;
 use uuid::Uuid;
 
+use super::AppState;
 use super::error::HttpError;
-use crate::imgapi::{ApiError, Code, FieldCode, FieldError, parse_uuid};
+use crate::imgapi::{self, ApiError, Code, FieldCode, FieldError, parse_uuid};
 
 /// The query string as pairs, in order; repeated keys are kept.
 #[derive(Clone, Debug, Default)]
@@ -45,14 +48,15 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// `?account=`: a lower-case uuid, or none for an operator.
-fn account_of(q: &QueryPairs) -> Result<Option<Uuid>, HttpError> {
+/// `?account=`: an account uuid or a login of the daemon's account table,
+/// or none for an operator.
+fn account_of(q: &QueryPairs, accounts: &imgapi::Config) -> Result<Option<Uuid>, HttpError> {
     match q.get("account") {
         None => Ok(None),
-        Some(a) => parse_uuid(a).map(Some).ok_or_else(|| {
+        Some(a) => accounts.account(a).map(Some).ok_or_else(|| {
             ApiError::new(
                 Code::InvalidParameter,
-                format!("invalid \"account\": {a:?} is not a UUID"),
+                accounts.unknown_account("account", a),
             )
             .with_errors(vec![FieldError::bare("account", FieldCode::Invalid)])
             .into()
@@ -66,13 +70,16 @@ pub struct Caller {
     pub query: QueryPairs,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let query = QueryPairs::from_request_parts(parts, state).await?;
         Ok(Caller {
-            account: account_of(&query)?,
+            account: account_of(&query, state.api.config())?,
             query,
         })
     }
@@ -93,10 +100,13 @@ impl ImageReq {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ImageReq {
+impl FromRequestParts<Arc<AppState>> for ImageReq {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let path = parts
             .extensions
             .get::<OriginalUri>()

@@ -7,6 +7,11 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The header of CloneImage's answer that tells what became of the
+/// origins: an [`imgapi::share::CloneReport`](crate::imgapi::share::CloneReport)
+/// as JSON.
+pub const CLONE_ORIGINS: &str = "x-imgstore-clone-origins";
+
 /// `GET /ping`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ping {

@@ -24,6 +24,45 @@ use crate::transfer::{self, ChunkSource, Expect, Progress, ReceiveOptions};
 /// Deepest remote origin chain walked.
 const MAX_DEPTH: usize = 100;
 
+/// What a copy would do (`plan_import`), as the dry run reports it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ImportPlan {
+    pub action: PlanAction,
+    /// Origins it would copy first, base-most first (`copy` only).
+    pub origins: Vec<Uuid>,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanAction {
+    /// A new copy.
+    Copy,
+    /// An earlier copy from there is running: follow it.
+    Attach,
+    /// An earlier copy from there stopped: go on from where it stopped.
+    Resume,
+    /// The image is here, copied from there: only its mutable fields
+    /// would be refreshed.
+    UpToDate,
+}
+
+/// What the checks of an import found.
+struct Checked {
+    account: Uuid,
+    dc: String,
+    url: String,
+    remote: Box<dyn Remote>,
+    manifest: Manifest,
+    local: Option<Image>,
+}
+
+/// A local image with the uuid of a copy, as an earlier copy.
+enum Existing {
+    Running(Job),
+    Unfinished(Option<Job>),
+    Active,
+}
+
 /// What the source's `files[0]` says the file is.
 struct RemoteFile {
     size: Option<u64>,
@@ -61,6 +100,54 @@ impl Imgapi {
         account: Option<&Uuid>,
         datacenter: Option<&str>,
     ) -> ApiResult<Decision> {
+        let c = self.import_checks(uuid, account, datacenter)?;
+        if let Some(local) = c.local {
+            return self.decide_existing(uuid, &c.account, &c.dc, &c.url, &c.manifest, local);
+        }
+        let origins = self.origins_to_copy(uuid, &c.account, &c.manifest, c.remote.as_ref())?;
+        let job = Job::new(uuid, &c.account, &c.dc, &c.url, origins);
+        self.save_job(&job)?;
+        Ok(Decision::Run(job))
+    }
+
+    /// What ImportFromDatacenter would do, checked as it checks (the
+    /// source datacenter, the image there, a local one), changing nothing:
+    /// a dry run of a copy.
+    pub fn plan_import(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        datacenter: Option<&str>,
+    ) -> ApiResult<ImportPlan> {
+        let c = self.import_checks(uuid, account, datacenter)?;
+        let action = match &c.local {
+            None => {
+                let origins =
+                    self.origins_to_copy(uuid, &c.account, &c.manifest, c.remote.as_ref())?;
+                return Ok(ImportPlan {
+                    action: PlanAction::Copy,
+                    origins,
+                });
+            }
+            Some(local) => match self.existing_copy(uuid, &c.dc, local)? {
+                Existing::Running(_) => PlanAction::Attach,
+                Existing::Unfinished(_) => PlanAction::Resume,
+                Existing::Active => PlanAction::UpToDate,
+            },
+        };
+        Ok(ImportPlan {
+            action,
+            origins: Vec::new(),
+        })
+    }
+
+    /// The checks every import makes before it decides anything.
+    fn import_checks(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+        datacenter: Option<&str>,
+    ) -> ApiResult<Checked> {
         let Some(account) = account else {
             return Err(ApiError::validation(
                 "\"account\" is required",
@@ -89,13 +176,15 @@ impl Imgapi {
             ));
         }
         // Only now look locally, so nobody can probe for local images.
-        if let Some(local) = self.load(uuid)? {
-            return self.decide_existing(uuid, account, dc, &url, &manifest, local);
-        }
-        let origins = self.origins_to_copy(uuid, account, &manifest, remote.as_ref())?;
-        let job = Job::new(uuid, account, dc, &url, origins);
-        self.save_job(&job)?;
-        Ok(Decision::Run(job))
+        let local = self.load(uuid)?;
+        Ok(Checked {
+            account: *account,
+            dc: dc.to_string(),
+            url,
+            remote,
+            manifest,
+            local,
+        })
     }
 
     /// The URL copies from `dc` pull from.
@@ -144,6 +233,24 @@ impl Imgapi {
         manifest: &Manifest,
         local: Image,
     ) -> ApiResult<Decision> {
+        match self.existing_copy(uuid, dc, &local)? {
+            Existing::Running(j) => Ok(Decision::Done(j)), // attach
+            Existing::Unfinished(last) => {
+                // Failed or interrupted: resume the last job.
+                let mut job = last.unwrap_or_else(|| Job::new(uuid, account, dc, url, Vec::new()));
+                job.execution = Execution::Queued;
+                self.save_job(&job)?;
+                Ok(Decision::Run(job))
+            }
+            Existing::Active => self
+                .refresh(uuid, account, dc, url, manifest, local)
+                .map(Decision::Done),
+        }
+    }
+
+    /// What a local image with the uuid is to a copy from `dc`: an earlier
+    /// copy from there (running, unfinished or active), or a conflict.
+    fn existing_copy(&self, uuid: &Uuid, dc: &str, local: &Image) -> ApiResult<Existing> {
         let ours = local
             .provenance
             .as_ref()
@@ -153,20 +260,12 @@ impl Imgapi {
         }
         let jobs = self.image_jobs(uuid)?;
         if let Some(j) = self.running_job_of(&jobs) {
-            return Ok(Decision::Done(j)); // attach
+            return Ok(Existing::Running(j));
         }
         if !local.activated {
-            // Failed or interrupted: resume the last job.
-            let mut job = match jobs.last() {
-                Some(j) => j.clone(),
-                None => Job::new(uuid, account, dc, url, Vec::new()),
-            };
-            job.execution = Execution::Queued;
-            self.save_job(&job)?;
-            return Ok(Decision::Run(job));
+            return Ok(Existing::Unfinished(jobs.last().cloned()));
         }
-        self.refresh(uuid, account, dc, url, manifest, local)
-            .map(Decision::Done)
+        Ok(Existing::Active)
     }
 
     /// Owned origins to copy (base-most first); foreign ones must exist.

@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::manifest::{self, Editor, ManifestField, Placeholder};
+use super::time;
 use super::{ApiError, ApiResult, Code, Dependents, FieldError, Image, ImageState, Images, Imgapi};
-use super::{parse_uuid, time};
 
 /// Fields a manifest body may not hold at create (import only).
 const IMPORT_ONLY: &[ManifestField] = &[
@@ -60,6 +60,7 @@ impl Imgapi {
             ));
         }
         m.remove("files");
+        self.config().resolve_manifest(&mut m)?;
         refuse_extra(&m, |k| {
             ManifestField::parse(k).is_some_and(|f| !IMPORT_ONLY.contains(&f))
         })?;
@@ -242,7 +243,7 @@ impl Imgapi {
 
     /// UpdateImage.
     pub fn update(&self, uuid: &Uuid, account: Option<&Uuid>, body: &Value) -> ApiResult<Image> {
-        let patch = match body.as_object() {
+        let mut patch = match body.as_object() {
             Some(o) if !o.is_empty() => o.clone(),
             _ => {
                 return Err(ApiError::validation(
@@ -251,6 +252,7 @@ impl Imgapi {
                 ));
             }
         };
+        self.config().resolve_manifest(&mut patch)?;
         check_update_keys(&patch, account.is_some())?;
         let before = self.load(uuid)?;
         let image = self.mutate(uuid, account, |_, img| {
@@ -289,12 +291,16 @@ impl Imgapi {
         body: &Value,
         add: bool,
     ) -> ApiResult<Image> {
+        let not_a_list = || ApiError::invalid_param("acl", "acl must be an array of accounts");
         let list: Vec<Uuid> = body
             .as_array()
-            .and_then(|a| a.iter().map(|x| x.as_str().and_then(parse_uuid)).collect())
-            .ok_or_else(|| {
-                ApiError::invalid_param("acl", "acl must be an array of account UUIDs")
-            })?;
+            .ok_or_else(not_a_list)?
+            .iter()
+            .map(|x| match x.as_str() {
+                Some(s) => self.config().resolve_account("acl", s),
+                None => Err(not_a_list()),
+            })
+            .collect::<ApiResult<_>>()?;
         self.mutate(uuid, account, |_, img| {
             // Set membership, so a change is linear in the lists' sizes
             // (it runs under the commit lock).

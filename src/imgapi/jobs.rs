@@ -137,7 +137,7 @@ pub struct JobProgress {
 pub const JOB_NAME: &str = "import-remote-image";
 const STEP_ORIGIN: &str = "origin_import_images";
 const STEP_IMAGE: &str = "import_image";
-pub(super) const STEP_REFRESH: &str = "refresh_image";
+pub const STEP_REFRESH: &str = "refresh_image";
 
 /// A copy job, stored in its own table.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -50,8 +50,9 @@ pub struct ListQuery {
 pub const MAX_LIMIT: usize = 1000;
 
 impl ListQuery {
-    /// Parses the query string pairs (repeated keys allowed).
-    pub fn parse(pairs: &[(String, String)]) -> ApiResult<Self> {
+    /// Parses the query string pairs (repeated keys allowed); `account`
+    /// and `owner` may be logins of `accounts`' table.
+    pub fn parse(pairs: &[(String, String)], accounts: &super::Config) -> ApiResult<Self> {
         let mut q = ListQuery::default();
         let one = |k: &str| {
             pairs
@@ -61,17 +62,10 @@ impl ListQuery {
                 .map(|(_, v)| v.clone())
         };
         if let Some(a) = one("account") {
-            q.account = Some(parse_uuid(&a).ok_or_else(|| {
-                ApiError::invalid_param(
-                    "account",
-                    format!("invalid \"account\": {a:?} is not a UUID"),
-                )
-            })?);
+            q.account = Some(accounts.resolve_account("account", &a)?);
         }
         if let Some(o) = one("owner") {
-            q.owner = Some(parse_uuid(&o).ok_or_else(|| {
-                ApiError::invalid_param("owner", format!("invalid \"owner\": {o:?} is not a UUID"))
-            })?);
+            q.owner = Some(accounts.resolve_account("owner", &o)?);
         }
         if let Some(s) = one("state") {
             q.state =

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`error`] | [`Code`] (every error code with its status), [`ApiError`], [`FieldError`] |
 //! | [`manifest`] | the stored image, its states, the strict v2 manifest, validation as a table of rules |
+//! | `accounts` | the account table: logins where account uuids are expected |
 //! | `images` | CreateImage, AdminImportImage, Activate, Enable/Disable, UpdateImage, ACLs, DeleteImage |
 //! | `files` | AddImageFile (also from another IMGAPI), GetImageFile, icons |
 //! | [`list`] | ListImages: filters, account scoping, sorting, the inclusive marker |
@@ -24,6 +25,7 @@
 //! an image and the file references it holds change together (after a crash
 //! either both changed or neither did).
 
+mod accounts;
 pub mod audit;
 pub mod catalog;
 pub mod checks;
@@ -193,6 +195,10 @@ pub struct Config {
     /// When set, owners must be one of these (or the admin); when absent,
     /// owner-existence checks are skipped, as the reference allows in dc mode.
     pub accounts: Option<Vec<Uuid>>,
+    /// Login to account uuid: the `accounts` config given as logins and
+    /// the CloudAPI face's users. A login is accepted wherever an account
+    /// uuid is (`?account=`, `owner`, `acl`, trusted accounts).
+    pub logins: BTreeMap<String, Uuid>,
 }
 
 impl Default for Config {
@@ -203,6 +209,7 @@ impl Default for Config {
             admin_uuid: None,
             imgapi_url_from_datacenter: BTreeMap::new(),
             accounts: None,
+            logins: BTreeMap::new(),
         }
     }
 }

@@ -18,6 +18,25 @@ use super::{ApiError, ApiResult, Code, FieldError, Images, Imgapi, Mode, Setting
 /// Deepest origin chain a clone walks (as upstream's `MAX_ORIGIN_DEPTH`).
 pub const MAX_ORIGIN_DEPTH: usize = 100;
 
+/// An origin of a clone and the caller's clone of it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OriginClone {
+    pub source: Uuid,
+    pub clone: Uuid,
+}
+
+/// What CloneImage did with the origin chain (the
+/// `x-imgstore-clone-origins` header of its answer, as JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneReport {
+    /// Origins cloned along, base-most first.
+    pub cloned: Vec<OriginClone>,
+    /// Origins the caller's earlier clones stand in for.
+    pub reused: Vec<OriginClone>,
+    /// Why an earlier clone of an origin could not serve.
+    pub not_reused: Vec<String>,
+}
+
 /// An account's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccountSettings {
@@ -54,13 +73,24 @@ impl Imgapi {
     }
 
     /// CloneImage: clones `uuid` and its non-operator origin chain into
-    /// `account`. Returns the final clone (the one for `uuid`).
-    pub fn clone_image(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<Image> {
-        let (clone, made) = self.clone_here(uuid, account)?;
+    /// `account`, reusing the caller's earlier clones of origins where they
+    /// can serve. Returns the final clone (the one for `uuid`) and what
+    /// happened to each origin.
+    pub fn clone_image(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+    ) -> ApiResult<(Image, CloneReport)> {
+        let (clone, report) = self.clone_here(uuid, account)?;
         if let Err(e) = self.in_bucket(&clone.uuid, Vec::new()) {
-            // Not in the bucket: not done. The clones go again, base-most
-            // last (each names the one before as origin).
-            for c in made.iter().rev() {
+            // Not in the bucket: not done. The clones made go again,
+            // base-most last (each names the one before as origin).
+            let made = report
+                .cloned
+                .iter()
+                .map(|c| c.clone)
+                .chain(std::iter::once(clone.uuid));
+            for c in made.collect::<Vec<_>>().iter().rev() {
                 if let Err(undo) = self.delete(c, None) {
                     let mut e = e;
                     e.message = format!("{} (undoing clone {c}: {})", e.message, undo.message);
@@ -69,12 +99,11 @@ impl Imgapi {
             }
             return Err(e);
         }
-        Ok(clone)
+        Ok((clone, report))
     }
 
-    /// The clone chain made here: the final clone, and every clone made,
-    /// base-most first.
-    fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<(Image, Vec<Uuid>)> {
+    /// The checks CloneImage makes of the image and the caller.
+    fn clonable(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<(Image, Uuid)> {
         if self.config().mode != Mode::Dc {
             return Err(ApiError::no_such_path(&format!("/images/{uuid}/clone")));
         }
@@ -118,31 +147,45 @@ impl Imgapi {
                 ),
             ));
         }
-        let (origins, base) = self.origin_chain(&img)?;
-        // Upstream clones whatever sits in the chain. We refuse an origin
-        // that belongs to a third account and was not shared with the
-        // caller: cloning it would hand over content its owner never shared.
-        for o in &origins {
-            if o.owner != img.owner && !Imgapi::can_see(o, Some(account)) {
-                return Err(ApiError::new(
-                    Code::ImageNotShared,
-                    format!(
-                        "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
-                        o.uuid
-                    ),
-                ));
-            }
-        }
+        Ok((img, *account))
+    }
+
+    /// The clone chain made here: the final clone, and what became of each
+    /// origin (cloned, or served by an earlier clone).
+    fn clone_here(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<(Image, CloneReport)> {
+        let (img, account, origins, base, reuse, not_reused) = self.clone_checks(uuid, account)?;
         let now = time::now_ms();
         let published = time::iso8601(now);
         let dc = self.config().datacenter_name.clone();
         let sources: Vec<Image> = origins.into_iter().chain(std::iter::once(img)).collect();
         let last = sources.len() - 1;
         self.write(|t| {
-            let mut parent = base.as_ref().map(|b| b.uuid);
+            let mut parent = base;
             let mut made = None;
-            let mut all = Vec::new();
+            let mut report = CloneReport {
+                not_reused: not_reused.clone(),
+                ..CloneReport::default()
+            };
             for (i, src) in sources.iter().enumerate() {
+                if let Some(Some(earlier)) = reuse.get(i) {
+                    // Still there (a delete meanwhile would leave the new
+                    // chain on nothing).
+                    if t.get::<Images>(earlier)?.is_none() {
+                        return Err(ApiError::new(
+                            Code::OriginDoesNotExist,
+                            format!(
+                                "clone {earlier} of origin {} went away meanwhile; clone again",
+                                src.uuid
+                            ),
+                        ));
+                    }
+                    report.reused.push(OriginClone {
+                        source: src.uuid,
+                        clone: *earlier,
+                    });
+                    parent = Some(*earlier);
+                    continue;
+                }
                 // Re-read inside the transaction: a concurrent delete of the
                 // source must not leave a clone pointing at released content.
                 let src = t
@@ -150,7 +193,7 @@ impl Imgapi {
                     .ok_or_else(ApiError::image_not_found)?;
                 let mut c = src.clone();
                 c.uuid = Uuid::new_v4();
-                c.owner = *account;
+                c.owner = account;
                 c.acl.clear();
                 c.origin = parent;
                 c.published_at = Some(published.clone());
@@ -173,12 +216,147 @@ impl Imgapi {
                 }
                 t.put::<Images>(&c.uuid, &c)?;
                 parent = Some(c.uuid);
-                all.push(c.uuid);
+                if i != last {
+                    report.cloned.push(OriginClone {
+                        source: src.uuid,
+                        clone: c.uuid,
+                    });
+                }
                 made = Some(c);
             }
-            made.map(|m| (m, all))
+            made.map(|m| (m, report))
                 .ok_or_else(|| ApiError::internal("nothing to clone"))
         })
+    }
+
+    /// What CloneImage would do, checked as it checks, changing nothing
+    /// (`GET /images/:uuid/clone-plan`, a dry run): the origins it would clone
+    /// (`clone` nil) and those an earlier clone would serve for.
+    pub fn plan_clone(&self, uuid: &Uuid, account: Option<&Uuid>) -> ApiResult<CloneReport> {
+        let (_, _, origins, _, reuse, not_reused) = self.clone_checks(uuid, account)?;
+        let mut plan = CloneReport {
+            not_reused,
+            ..CloneReport::default()
+        };
+        for (o, r) in origins.iter().zip(reuse) {
+            match r {
+                Some(clone) => plan.reused.push(OriginClone {
+                    source: o.uuid,
+                    clone,
+                }),
+                None => plan.cloned.push(OriginClone {
+                    source: o.uuid,
+                    clone: Uuid::nil(),
+                }),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Every check of CloneImage, and what it would do with the origins:
+    /// the image, the caller, the origins (base-most first), the base, the
+    /// earlier clone serving each origin, and why others could not.
+    #[expect(
+        clippy::type_complexity,
+        reason = "one private tuple, taken apart at once"
+    )]
+    fn clone_checks(
+        &self,
+        uuid: &Uuid,
+        account: Option<&Uuid>,
+    ) -> ApiResult<(
+        Image,
+        Uuid,
+        Vec<Image>,
+        Option<Uuid>,
+        Vec<Option<Uuid>>,
+        Vec<String>,
+    )> {
+        let (img, account) = self.clonable(uuid, account)?;
+        let (origins, base) = self.origin_chain(&img)?;
+        // Upstream clones whatever sits in the chain. We refuse an origin
+        // that belongs to a third account and was not shared with the
+        // caller: cloning it would hand over content its owner never shared.
+        for o in &origins {
+            if o.owner != img.owner && !Imgapi::can_see(o, Some(&account)) {
+                return Err(ApiError::new(
+                    Code::ImageNotShared,
+                    format!(
+                        "origin image {} of image {uuid} belongs to another account and is not shared with account {account}",
+                        o.uuid
+                    ),
+                ));
+            }
+        }
+        let base = base.map(|b| b.uuid);
+        let (reuse, not_reused) = self.reusable_clones(&account, &origins, base)?;
+        Ok((img, account, origins, base, reuse, not_reused))
+    }
+
+    /// For each origin (base-most first), the caller's earlier clone of it
+    /// that stands in the new chain: the longest run of origins from the
+    /// base whose earlier clones form a chain of their own (each clone
+    /// derives from the clone below it, the lowest from the base, each
+    /// file the origin's). Also why an earlier clone above that run could
+    /// not serve, one sentence each.
+    fn reusable_clones(
+        &self,
+        account: &Uuid,
+        origins: &[Image],
+        base: Option<Uuid>,
+    ) -> ApiResult<(Vec<Option<Uuid>>, Vec<String>)> {
+        let mut reuse = vec![None; origins.len()];
+        if origins.is_empty() {
+            return Ok((reuse, Vec::new()));
+        }
+        let all = self.all()?;
+        let by_uuid: std::collections::HashMap<Uuid, &Image> =
+            all.iter().map(|i| (i.uuid, i)).collect();
+        // The caller's clone `c` of `o`, with `o`'s file.
+        let clone_of = |c: &Image, o: &Image| {
+            c.owner == *account
+                && c.activated
+                && c.provenance
+                    .as_ref()
+                    .is_some_and(|p| p.how == ProvenanceKind::Clone && p.source_uuid == o.uuid)
+                && c.files
+                    .iter()
+                    .map(|f| &f.sha1)
+                    .eq(o.files.iter().map(|f| &f.sha1))
+        };
+        // The chain under clone `c` of origin `k`, if it is clones of
+        // origins `k-1 .. 0` then the base.
+        let chain_of = |c: &Image, k: usize| -> Option<Vec<Uuid>> {
+            let mut chain = vec![c.uuid];
+            let mut x = c;
+            for o in origins.iter().take(k).rev() {
+                x = by_uuid
+                    .get(&x.origin?)
+                    .copied()
+                    .filter(|y| clone_of(y, o))?;
+                chain.push(x.uuid);
+            }
+            (x.origin == base).then(|| chain.into_iter().rev().collect())
+        };
+        let mut why = Vec::new();
+        for (k, origin) in origins.iter().enumerate().rev() {
+            let mut candidates = all.iter().filter(|c| clone_of(c, origin)).peekable();
+            let first = candidates.peek().map(|c| c.uuid);
+            if let Some(chain) = candidates.find_map(|c| chain_of(c, k)) {
+                for (slot, u) in reuse.iter_mut().zip(chain) {
+                    *slot = Some(u);
+                }
+                break;
+            }
+            if let Some(c) = first {
+                why.push(format!(
+                    "your clone {c} of origin {} does not derive from your clones of the origins below it, so it cannot serve in this chain",
+                    origin.uuid
+                ));
+            }
+        }
+        why.reverse();
+        Ok((reuse, why))
     }
 
     /// An account's settings (defaults when never set).
@@ -210,13 +388,28 @@ impl Imgapi {
         for (k, v) in obj {
             match k.as_str() {
                 "image_share_trusted_accounts" => {
+                    let field = "image_share_trusted_accounts";
+                    // A login is an account too; an unknown one fails the
+                    // settings as any invalid value does.
+                    let one = |x: &Value| {
+                        x.as_str().map(|s| {
+                            self.config().account(s).ok_or_else(|| {
+                                let why = self.config().unknown_account(field, s);
+                                ApiError::validation(
+                                    format!("invalid settings: {why}"),
+                                    vec![FieldError::invalid(field, why)],
+                                )
+                            })
+                        })
+                    };
                     let list: Option<Vec<Uuid>> = match v {
                         Value::Null => Some(Vec::new()),
-                        Value::String(one) => super::parse_uuid(one).map(|u| vec![u]),
+                        Value::String(_) => one(v).transpose()?.map(|u| vec![u]),
                         Value::Array(a) => a
                             .iter()
-                            .map(|x| x.as_str().and_then(super::parse_uuid))
-                            .collect(),
+                            .map(one)
+                            .collect::<Option<ApiResult<_>>>()
+                            .transpose()?,
                         _ => None,
                     };
                     s.image_share_trusted_accounts = list.ok_or_else(|| {
@@ -224,7 +417,7 @@ impl Imgapi {
                             "invalid settings: image_share_trusted_accounts",
                             vec![FieldError::invalid(
                                 "image_share_trusted_accounts",
-                                "must be an array of account UUIDs",
+                                "must be an array of accounts (uuids or logins)",
                             )],
                         )
                     })?;

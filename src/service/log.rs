@@ -15,6 +15,8 @@ pub struct Logger {
     name: String,
     hostname: String,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// Lines less severe than this bunyan level are dropped (`logLevel`).
+    min_level: u8,
 }
 
 impl Logger {
@@ -26,6 +28,7 @@ impl Logger {
             name: name.into(),
             hostname,
             out: Arc::new(Mutex::new(out)),
+            min_level: 0,
         }
     }
 
@@ -39,7 +42,17 @@ impl Logger {
         Self::new("imgstore", Box::new(std::io::sink()))
     }
 
+    /// The same, writing only lines at `level` (bunyan's: 10 trace ... 60
+    /// fatal) or more severe.
+    pub fn with_level(mut self, level: u8) -> Self {
+        self.min_level = level;
+        self
+    }
+
     pub fn log(&self, level: u8, msg: &str, fields: Map<String, Value>) {
+        if level < self.min_level {
+            return;
+        }
         let mut line = Map::new();
         line.insert("name".into(), self.name.clone().into());
         line.insert("hostname".into(), self.hostname.clone().into());

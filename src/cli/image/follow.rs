@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use imgstore::http::client::Client;
 use imgstore::imgapi::ImageState;
-use imgstore::imgapi::jobs::{Execution, JobView};
+use imgstore::imgapi::copy::{ImportPlan, PlanAction};
+use imgstore::imgapi::jobs::{Execution, JobView, STEP_REFRESH};
 use imgstore::imgapi::manifest::Manifest;
+use imgstore::transfer::ProgressReport;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
@@ -91,6 +93,13 @@ fn human(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
+/// Until the chunk lists are compared there is no total: a spinner, never
+/// a `0 B/0 B` bar.
+fn waiting_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>8} {spinner} comparing chunk lists")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
 /// The bar takes what the terminal's width leaves (`wide_bar`), so a line
 /// never wraps.
 fn bar_style() -> ProgressStyle {
@@ -138,10 +147,7 @@ pub(super) fn copy(
     }
     let (uuid, label) = names(&super::resolve_among(c, image, super::Among::Active)?);
     if dry_run {
-        for (dc, _) in &targets {
-            say!("Would copy image {uuid} ({label}) from {current} to datacenter {dc}");
-        }
-        return Ok(());
+        return plan(&targets, account, &uuid, &label, &current);
     }
     let multi = MultiProgress::new();
     let tty = show == Show::Bars;
@@ -162,7 +168,7 @@ pub(super) fn copy(
         } else {
             ProgressBar::hidden()
         };
-        bar.set_style(bar_style());
+        bar.set_style(waiting_style());
         bar.set_prefix(dc.clone());
         tracked.push(Tracked {
             dc: dc.clone(),
@@ -187,7 +193,7 @@ pub(super) fn copy(
             Ok(j) if j.execution == Execution::Succeeded => {
                 copied += 1;
                 if show != Show::Json {
-                    say!("Copied image {uuid} ({label}) to datacenter {}", t.dc);
+                    say!("{}", copied_line(&uuid, &label, &t.dc, &j));
                 }
                 Ok(j)
             }
@@ -218,6 +224,69 @@ pub(super) fn copy(
     Ok(())
 }
 
+/// `copy -n`: each target checks the copy as it would check the real one
+/// (the source datacenter known to it, the image there, one here) and says
+/// what it would do; nothing starts. Any target that would fail makes
+/// the run fail, as the copy would.
+fn plan(
+    targets: &[(String, String)],
+    account: &str,
+    uuid: &str,
+    label: &str,
+    from: &str,
+) -> Result<()> {
+    let mut failed = Vec::new();
+    for (dc, url) in targets {
+        let query = [
+            ("action", "plan-import-from-datacenter"),
+            ("datacenter", from),
+        ];
+        let planned = client(url, Some(account)).and_then(|t| {
+            t.post::<ImportPlan>(&format!("/images/{uuid}"), &query, &serde_json::json!({}))
+                .map(|(p, _)| p)
+                .map_err(describe)
+        });
+        let line = match planned {
+            Err(e) => {
+                failed.push(format!("{dc}: {e:#}"));
+                continue;
+            }
+            Ok(p) => match p.action {
+                PlanAction::Copy if p.origins.is_empty() => {
+                    format!("Would copy image {uuid} ({label}) from {from} to datacenter {dc}")
+                }
+                PlanAction::Copy => format!(
+                    "Would copy image {uuid} ({label}) from {from} to datacenter {dc}, and first its origins {}",
+                    p.origins
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                PlanAction::Attach => format!(
+                    "A copy of image {uuid} ({label}) into datacenter {dc} is running: would follow it"
+                ),
+                PlanAction::Resume => format!(
+                    "Would resume the copy of image {uuid} ({label}) into datacenter {dc} where it stopped"
+                ),
+                PlanAction::UpToDate => format!(
+                    "Image {uuid} ({label}) in datacenter {dc} is already up to date: would only refresh its fields"
+                ),
+            },
+        };
+        say!("{line}");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "error: the copy of {label} would fail in {} of {} datacenters: {}",
+            failed.len(),
+            targets.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// The JSON summary line of one target of a copy.
 fn summary_json(t: &Tracked, uuid: &str, result: Result<JobView, String>) -> Value {
     let mut line = serde_json::json!({
@@ -238,6 +307,19 @@ fn summary_json(t: &Tracked, uuid: &str, result: Result<JobView, String>) -> Val
     line
 }
 
+/// What a copy moves: `98.4 MiB to fetch of 112.4 MiB, 14.0 MiB already
+/// here` (None until the chunk lists are compared).
+fn plan_words(p: &ProgressReport) -> Option<String> {
+    (p.total_bytes > 0 || p.bytes_to_fetch > 0).then(|| {
+        format!(
+            "{} to fetch of {}, {} already here",
+            human(p.bytes_to_fetch),
+            human(p.total_bytes.max(p.bytes_to_fetch + p.bytes_local)),
+            human(p.bytes_local)
+        )
+    })
+}
+
 /// One plain progress line of a job.
 fn progress_line(dc: &str, j: &JobView) -> String {
     let p = &j.progress.report;
@@ -246,14 +328,43 @@ fn progress_line(dc: &str, j: &JobView) -> String {
     let eta = eta_secs(left, rate)
         .map(|s| format!("{s}s"))
         .unwrap_or_else(|| "-".into());
-    format!(
-        "{dc}: {} of {} fetched, {} found locally, {}/s, ETA {eta}, {}",
-        human(p.bytes_fetched),
-        human(p.bytes_to_fetch),
-        human(p.bytes_local),
-        human(rate),
-        j.execution.as_str()
-    )
+    match plan_words(p) {
+        Some(plan) => format!(
+            "{dc}: {} fetched ({plan}), {}/s, ETA {eta}, {}",
+            human(p.bytes_fetched),
+            human(rate),
+            j.execution.as_str()
+        ),
+        None => format!("{dc}: comparing chunk lists, {}", j.execution.as_str()),
+    }
+}
+
+/// The result of a copy that succeeded, on a line of its own.
+fn copied_line(uuid: &str, label: &str, dc: &str, j: &JobView) -> String {
+    let p = &j.progress.report;
+    if let Some(r) = j.chain_results.iter().find(|r| r.name == STEP_REFRESH) {
+        let refreshed = match r.result.strip_prefix("changed: ") {
+            Some(fields) => format!("; refreshed {fields}"),
+            None => String::new(),
+        };
+        return format!(
+            "Image {uuid} ({label}) in datacenter {dc} is already up to date{refreshed}"
+        );
+    }
+    let what = if p.bytes_to_fetch == 0 {
+        format!(
+            "nothing to fetch, all {} already here",
+            human(p.total_bytes)
+        )
+    } else {
+        format!(
+            "{} fetched of {}, {} already here",
+            human(p.bytes_fetched),
+            human(p.total_bytes.max(p.bytes_fetched + p.bytes_local)),
+            human(p.bytes_local)
+        )
+    };
+    format!("Copied image {uuid} ({label}) to datacenter {dc}: {what}")
 }
 
 /// Polls jobs until they end, showing their progress as `show` says.
@@ -274,25 +385,36 @@ fn follow(tracked: &mut [Tracked], show: Show) {
                 Err(e) => {
                     t.error = Some(format!("{:#}", describe(e)));
                     t.done = true;
-                    t.bar.abandon();
+                    t.bar.finish_and_clear();
                     continue;
                 }
             };
             let p = &j.progress.report;
-            t.bar.set_length(p.bytes_to_fetch);
-            t.bar.set_position(p.bytes_fetched);
-            t.bar
-                .set_message(format!("({} local)", human(p.bytes_local)));
+            match plan_words(p) {
+                Some(plan) => {
+                    if t.bar.length() == Some(0) {
+                        t.bar.set_style(bar_style());
+                    }
+                    t.bar.set_length(p.bytes_to_fetch.max(1));
+                    t.bar.set_position(p.bytes_fetched);
+                    t.bar.set_message(format!("({plan})"));
+                }
+                None => t.bar.tick(),
+            }
             let ended = j.execution.is_final();
-            if print_now || (show == Show::Lines && ended) {
+            // A job that ends before it has a plan (a refresh) has no
+            // progress to tell: its result says it all.
+            let tell = plan_words(p).is_some() || !ended;
+            if tell && (print_now || (show == Show::Lines && ended)) {
                 match show {
                     Show::Json => say!("{}", status_json(&t.dc, &t.job, &j)),
                     _ => say!("{}", progress_line(&t.dc, &j)),
                 }
             }
             if ended {
+                // The result line replaces the bar (never printed on it).
                 t.done = true;
-                t.bar.finish();
+                t.bar.finish_and_clear();
             } else {
                 running += 1;
             }
@@ -340,6 +462,7 @@ pub(super) fn wait(c: &Client, images: &[String], states: &str, show: Show) -> R
             } else {
                 ProgressBar::hidden()
             };
+            bar.set_style(waiting_style());
             let mut t = [Tracked {
                 dc: "copy".into(),
                 client: c.as_account(None),

@@ -21,6 +21,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use imgstore::http::client::Client;
 use imgstore::imgapi::manifest::Manifest;
+use imgstore::imgapi::share::CloneReport;
 use serde_json::{Map, Value, json};
 
 use super::connect::{ConnArgs, pick_datacenters};
@@ -155,7 +156,7 @@ pub enum ImageCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
-    /// Share an image with an account.
+    /// Share an image with an account (its uuid or its login).
     Share {
         image: String,
         #[arg(value_name = "ACCOUNT")]
@@ -164,7 +165,7 @@ pub enum ImageCommand {
         #[arg(short = 'n', long)]
         dry_run: bool,
     },
-    /// Stop sharing an image with an account.
+    /// Stop sharing an image with an account (its uuid or its login).
     Unshare {
         image: String,
         #[arg(value_name = "ACCOUNT")]
@@ -441,6 +442,11 @@ fn create(c: &Client, cmd: &ImageCommand, json: bool) -> Result<()> {
         bail!("error: not a create command");
     };
     let mut body = fields(extra, false)?;
+    if c.account().is_none() && !body.contains_key("owner") {
+        bail!(
+            "error: an operator's image needs an owner: add owner=ACCOUNT (a uuid or a login), or create it with --account ACCOUNT"
+        );
+    }
     body.insert("name".into(), json!(name));
     body.insert("version".into(), json!(version));
     body.insert("type".into(), json!(type_));
@@ -504,17 +510,56 @@ fn clone(c: &Client, image: &str, dry_run: bool, json: bool) -> Result<()> {
     let img = resolve_among(c, image, Among::Active)?;
     let (uuid, label) = names(&img);
     if dry_run {
+        let plan: CloneReport = c
+            .get(&format!("/images/{uuid}/clone-plan"), &[])
+            .map_err(describe)?;
         say!(
             "Would clone image {uuid} ({label}) of account {} into account {}",
             img.owner,
             c.account().unwrap_or("(operator)")
         );
+        for o in &plan.cloned {
+            say!("Would clone its origin {} too (disabled)", o.source);
+        }
+        for o in &plan.reused {
+            say!(
+                "Would keep your clone {} of its origin {}",
+                o.clone,
+                o.source
+            );
+        }
+        for why in &plan.not_reused {
+            say!("Note: {why}");
+        }
         return Ok(());
     }
-    let clone = c.clone_image(&uuid).map_err(describe)?;
+    let (clone, headers) = c
+        .post::<Manifest>(&format!("/images/{uuid}/clone"), &[], &json!({}))
+        .map_err(describe)?;
     let (new, label) = names(&clone);
     emit(json, &clone, || {
-        format!("Cloned image {image} to {new} ({label})")
+        let mut out = format!("Cloned image {image} to {new} ({label})");
+        let report = headers
+            .get(imgstore::http::wire::CLONE_ORIGINS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| serde_json::from_str::<CloneReport>(v).ok())
+            .unwrap_or_default();
+        for o in &report.cloned {
+            out.push_str(&format!(
+                "\nCloned its origin {} to {} (disabled)",
+                o.source, o.clone
+            ));
+        }
+        for o in &report.reused {
+            out.push_str(&format!(
+                "\nKept your clone {} of its origin {}",
+                o.clone, o.source
+            ));
+        }
+        for why in &report.not_reused {
+            out.push_str(&format!("\nNote: {why}"));
+        }
+        out
     })
 }
 
@@ -611,7 +656,13 @@ fn share(
 ) -> Result<()> {
     let img = resolve(c, image)?;
     let (uuid, label) = names(&img);
-    let in_acl = img.acl.iter().any(|x| x.to_string() == account);
+    let member = super::connect::account_uuid(c, account)?;
+    // A login is named with its uuid, so the line says who it is.
+    let account = match member == account {
+        true => member.clone(),
+        false => format!("{account} ({member})"),
+    };
+    let in_acl = img.acl.iter().any(|x| x.to_string() == member);
     if !add && !in_acl {
         bail!("error: image is not shared with {account}");
     }
@@ -624,7 +675,7 @@ fn share(
         say!("Image {uuid} ({label}) {what} account {account}");
         return Ok(());
     }
-    let changed = c.change_acl(&uuid, add, &[account]).map_err(describe)?;
+    let changed = c.change_acl(&uuid, add, &[&member]).map_err(describe)?;
     let done = if add { "Shared" } else { "Unshared" };
     emit(json, &changed, || {
         format!("{done} image {image} with account {account}")

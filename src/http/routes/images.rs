@@ -17,7 +17,7 @@ use crate::imgapi::manifest::Manifest;
 use crate::imgapi::{ApiError, Code, FieldCode, FieldError, Imgapi};
 
 pub(super) async fn list(State(st): St, caller: Caller) -> HttpResult<Response> {
-    let query = ListQuery::parse(&caller.query.0)?;
+    let query = ListQuery::parse(&caller.query.0, st.api.config())?;
     let admin = caller.query.admin_fields();
     let images = st.run(move |api| api.list(&query)).await?;
     let body: Vec<Manifest> = images.iter().map(|i| i.manifest(admin)).collect();
@@ -75,6 +75,7 @@ pub(super) async fn action(
     match action.as_deref() {
         Some("import") => return import(st, r, &headers, &body).await,
         Some("import-from-datacenter") => return import_from_datacenter(st, r, &headers).await,
+        Some("plan-import-from-datacenter") => return plan_import(st, r).await,
         Some(a @ "import-remote") => {
             return Err(ApiError::new(
                 Code::NotAvailable,
@@ -157,6 +158,21 @@ async fn import(
 
 /// ImportFromDatacenter: answers the job at once; callers poll it at this
 /// very server (the `workflow-api` header).
+/// `?action=plan-import-from-datacenter` (ours): what
+/// import-from-datacenter would do, checked as it checks, changing nothing
+/// (a dry run; a daemon without it refuses the action, never copies).
+async fn plan_import(
+    st: std::sync::Arc<crate::http::AppState>,
+    r: ImageReq,
+) -> HttpResult<Response> {
+    let (uuid, account) = (r.uuid, r.account);
+    let dc = r.query.string("datacenter");
+    let plan = st
+        .run(move |api| api.plan_import(&uuid, account.as_ref(), dc.as_deref()))
+        .await?;
+    Ok(json_response(StatusCode::OK, &plan))
+}
+
 async fn import_from_datacenter(
     st: std::sync::Arc<crate::http::AppState>,
     r: ImageReq,

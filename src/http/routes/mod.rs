@@ -49,7 +49,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/images/{uuid}/acl", post(sharing::acl))
         .route("/images/{uuid}/clone", post(sharing::clone))
+        .route("/images/{uuid}/clone-plan", get(sharing::plan_clone))
         .route("/images/{uuid}/lineage", get(sharing::lineage))
+        .route("/accounts/{uuid}", get(sharing::account))
         .route(
             "/accounts/{uuid}/settings",
             get(sharing::get_settings)

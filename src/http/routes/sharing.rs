@@ -1,9 +1,9 @@
-//! Sharing: the ACL routes, CloneImage, an image's lineage, and an
-//! account's settings (`image_share_trusted_accounts`).
+//! Sharing: the ACL routes, CloneImage, an image's lineage, the account a
+//! login names, and an account's settings (`image_share_trusted_accounts`).
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
@@ -27,7 +27,7 @@ pub(super) async fn acl(
     let body = json_body(&headers, &body).map_err(|_| {
         HttpError::from(ApiError::invalid_param(
             "acl",
-            "acl must be a JSON array of account UUIDs",
+            "acl must be a JSON array of accounts (uuids or logins)",
         ))
     })?;
     let img = st
@@ -36,11 +36,28 @@ pub(super) async fn acl(
     Ok(changed_image(&img))
 }
 
+/// CloneImage; what became of the origins (cloned along, or served by the
+/// caller's earlier clones) rides in `x-imgstore-clone-origins` as JSON.
 pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
-    let img = st
+    let (img, report) = st
         .run(move |api| api.clone_image(&r.uuid, r.account()))
         .await?;
-    Ok(changed_image(&img))
+    let mut resp = changed_image(&img);
+    if let Ok(v) = HeaderValue::from_str(&json!(report).to_string()) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(crate::http::wire::CLONE_ORIGINS), v);
+    }
+    Ok(resp)
+}
+
+/// `GET /images/:uuid/clone-plan` (ours): what CloneImage would do with
+/// the origins, checked as it checks, changing nothing (a daemon without
+/// it answers 404, never clones).
+pub(super) async fn plan_clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let plan = st
+        .run(move |api| api.plan_clone(&r.uuid, r.account()))
+        .await?;
+    Ok(json_response(StatusCode::OK, &plan))
 }
 
 /// Origin chain, derived images, provenance and stored bytes (not part of
@@ -48,6 +65,20 @@ pub(super) async fn clone(State(st): St, r: ImageReq) -> HttpResult<Response> {
 pub(super) async fn lineage(State(st): St, r: ImageReq) -> HttpResult<Response> {
     let body = st.run(move |api| api.lineage(&r.uuid, r.account())).await?;
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /accounts/:name` (ours, not upstream's): the account a login or a
+/// uuid names in the daemon's account table, `{"uuid", "login"}`, so a
+/// client may take logins where the API takes uuids.
+pub(super) async fn account(State(st): St, Path(name): Path<String>) -> HttpResult<Response> {
+    let c = st.api.config();
+    let uuid = c
+        .account(&name)
+        .ok_or_else(|| ApiError::not_found(c.unknown_account("account", &name)))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"uuid": uuid, "login": c.login_of(&uuid)}),
+    ))
 }
 
 /// `GET /accounts/:uuid/settings`: the account itself or an operator.
