@@ -65,6 +65,9 @@ use crate::store::{BucketCopy, IndexRef, Lease, ObjectLayout, Store};
 
 /// How often a member looks at the lease.
 const TICK: Duration = Duration::from_secs(1);
+/// Attempts at one copy of the newest publication before giving up (the
+/// next look at the lease tries again; a start fails).
+const BUILD_ATTEMPTS: u32 = 8;
 /// How often a member writes its record to the bucket.
 const RECORD_EVERY: Duration = Duration::from_secs(3);
 
@@ -558,21 +561,24 @@ impl Making {
         membership: &Arc<Membership>,
     ) -> Result<Generation, StartError> {
         let layout = ObjectLayout::of(&self.prefix, id);
-        let listed = self
-            .backend
-            .list(layout.root())
-            .map_err(|e| e.into_error(format!("listing {}", layout.root())))?;
         let dir = gen_dir(&self.cfg.data_dir, n);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| crate::Error::io(format!("removing {}", dir.display()), e))?;
-        }
-        let copy = BucketCopy {
-            backend: self.backend.as_ref(),
-            layout: &layout,
-            listed: &listed,
+        // The writer may publish (and purge an old backup's files) while
+        // this copy is made: a file gone is a newer publication to copy.
+        let mut attempt = 0;
+        let pointer = loop {
+            attempt += 1;
+            match self.copy_once(&layout, &dir, cache_from) {
+                Ok(pointer) => break pointer,
+                Err(e) if attempt < BUILD_ATTEMPTS => {
+                    self.log.info(&format!(
+                        "cluster: copy {n} of the store, attempt {attempt}: {}; trying again",
+                        crate::error::chain(&e)
+                    ));
+                    std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
-        let (_, pointer) = copy.build(&self.cfg.data_dir.join("staging"), &dir, cache_from)?;
         let store = Store::open_with(&dir, self.cfg.store_options()?)?;
         let state = self.cfg.state_over(
             store,
@@ -653,6 +659,32 @@ pub async fn serve_member(
             .map_err(|e| std::io::Error::other(format!("the CloudAPI face failed: {e}")))??;
     }
     served
+}
+
+impl Making {
+    /// One attempt at copying the newest publication into `dir`.
+    fn copy_once(
+        &self,
+        layout: &ObjectLayout,
+        dir: &Path,
+        cache_from: Option<&Path>,
+    ) -> crate::Result<Option<IndexRef>> {
+        let listed = self
+            .backend
+            .list(layout.root())
+            .map_err(|e| e.into_error(format!("listing {}", layout.root())))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| crate::Error::io(format!("removing {}", dir.display()), e))?;
+        }
+        let copy = BucketCopy {
+            backend: self.backend.as_ref(),
+            layout,
+            listed: &listed,
+        };
+        copy.build(&self.cfg.data_dir.join("staging"), dir, cache_from)
+            .map(|(_, pointer)| pointer)
+    }
 }
 
 /// `{data_dir}/gen-{n}`.

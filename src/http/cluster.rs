@@ -131,6 +131,7 @@ async fn forward(state: &AppState, writer: Option<String>, holder: &str, req: Re
     }
     out = out.header(HeaderName::from_static(FORWARDED), holder);
     match out.send().await {
+        Ok(answer) if answer.status().as_u16() >= 400 => writers_error(answer).await,
         Ok(answer) => {
             let mut resp = Response::builder().status(answer.status().as_u16());
             for (name, value) in answer.headers() {
@@ -150,4 +151,31 @@ async fn forward(state: &AppState, writer: Option<String>, holder: &str, req: Re
             HttpError::from(err).into_response()
         }
     }
+}
+
+/// The writer's error answer as this member's: the same code and message
+/// (without the writer's request id: this member adds its own).
+async fn writers_error(answer: reqwest::Response) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        code: String,
+        message: String,
+    }
+    let status = answer.status().as_u16();
+    let body = answer.bytes().await.unwrap_or_default();
+    let err = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            let message = match b.message.rfind(" (request ") {
+                Some(at) if b.message.ends_with(')') => b.message[..at].to_string(),
+                _ => b.message,
+            };
+            ApiError::passthrough(status, &b.code, message)
+        }
+        Err(_) => ApiError::passthrough(
+            status,
+            "InternalError",
+            String::from_utf8_lossy(&body).trim().to_string(),
+        ),
+    };
+    HttpError::from(err).into_response()
 }

@@ -36,8 +36,10 @@ use crate::index::Index;
 use crate::segment::backend::ObjectBackend;
 use crate::segment::{ObjectLayout, lock};
 
-/// Backups kept (locally and in the bucket); the newest is restored.
-const KEEP_BACKUPS: usize = 2;
+/// Backups kept (locally and in the bucket); the newest is restored. More
+/// than one: a cluster's follower copying the backup the lease points at
+/// while the writer publishes more still finds its files.
+const KEEP_BACKUPS: usize = 4;
 /// Where the backups are staged, beside the index.
 const STAGING: &str = "index-backup";
 /// Objects are fetched in pieces of this size.

@@ -642,9 +642,13 @@ fn a_store_is_rebuilt_from_its_bucket_alone() {
         let b_id = put(&store, &b);
         store.link(&b_id).unwrap();
         store.upload_all().unwrap();
-        // Pushes after the first send only what is new; old backups go.
+        // Pushes after the first send only what is new; a push with
+        // nothing new since the last sends nothing at all.
+        let second = store.push_index().unwrap();
+        assert!(second.uploaded > 0, "{second:?}");
         for _ in 0..3 {
-            store.push_index().unwrap();
+            let idle = store.push_index().unwrap();
+            assert_eq!(idle.uploaded, 0, "nothing changed: {idle:?}");
         }
         let metas = backend
             .list("dc1/")
@@ -652,7 +656,7 @@ fn a_store_is_rebuilt_from_its_bucket_alone() {
             .into_iter()
             .filter(|o| o.name.contains("/index/") && o.name.contains("/meta/"))
             .count();
-        assert_eq!(metas, 2, "two backups are kept");
+        assert_eq!(metas, 2, "one backup per change");
         (a_id, b_id)
     };
     // The disk is lost.
