@@ -669,10 +669,19 @@ impl Making {
         dir: &Path,
         cache_from: Option<&Path>,
     ) -> crate::Result<Option<IndexRef>> {
-        let listed = self
+        // The index objects and the marker; not every segment object.
+        let mut listed = self
             .backend
-            .list(layout.root())
-            .map_err(|e| e.into_error(format!("listing {}", layout.root())))?;
+            .list(&layout.index_prefix())
+            .map_err(|e| e.into_error(format!("listing {}", layout.index_prefix())))?;
+        let marker = layout.marker();
+        if let Some(len) = self
+            .backend
+            .len(&marker)
+            .map_err(|e| e.into_error(format!("reading {marker}")))?
+        {
+            listed.push(crate::store::backend::ObjectInfo { name: marker, len });
+        }
         if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .map_err(|e| crate::Error::io(format!("removing {}", dir.display()), e))?;
@@ -681,6 +690,7 @@ impl Making {
             backend: self.backend.as_ref(),
             layout,
             listed: &listed,
+            lists_segments: false,
         };
         copy.build(&self.cfg.data_dir.join("staging"), dir, cache_from)
             .map(|(_, pointer)| pointer)

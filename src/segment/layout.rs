@@ -105,7 +105,7 @@ impl ObjectLayout {
     }
 
     /// Where the index backups are (a listing prefix).
-    pub fn index(&self) -> String {
+    pub fn index_prefix(&self) -> String {
         format!("{}{INDEX}", self.base)
     }
 
@@ -182,10 +182,10 @@ mod tests {
                 format!("{base}segments/000000000007.seg")
             );
             let f = l.index_file("shared_checksum/12_34.sst");
-            assert!(f.starts_with(&l.index()));
+            assert!(f.starts_with(&l.index_prefix()));
             assert_eq!(l.parse_index_file(&f), Some("shared_checksum/12_34.sst"));
             let e = format!("{}meta/3", l.index_epoch(12));
-            assert!(e.starts_with(&l.index()));
+            assert!(e.starts_with(&l.index_prefix()));
             assert_eq!(l.parse_epoch_file(&e), Some((12, "meta/3")));
             assert_eq!(
                 l.parse_index_file(&e),
@@ -214,7 +214,7 @@ mod tests {
         ] {
             assert_eq!(l.parse_segment(&name), None, "{name}");
         }
-        assert_eq!(l.parse_index_file(&l.index()), None);
+        assert_eq!(l.parse_index_file(&l.index_prefix()), None);
         assert!(ObjectLayout::stores_in("dc1/", ["dc1/zz/IMGSTORE", "dc1/IMGSTORE"]).is_empty());
     }
 }

@@ -263,7 +263,7 @@ pub(super) struct Pushed {
 
 impl Pushed {
     fn list(layout: &ObjectLayout, backend: &dyn ObjectBackend, epoch: u64) -> Result<Self> {
-        let prefix = layout.index();
+        let prefix = layout.index_prefix();
         let listed = backend
             .list(&prefix)
             .map_err(|e| e.into_error(format!("listing {prefix}")))?;
@@ -386,6 +386,7 @@ pub fn restore(
         backend: backend.as_ref(),
         layout: &layout,
         listed: &listed,
+        lists_segments: true,
     };
     let staging = dest.join("restore-staging");
     let built = copy.build(&staging, dest, None).map(|(r, _)| r)?;
@@ -400,8 +401,11 @@ pub fn restore(
 pub struct BucketCopy<'a> {
     pub backend: &'a dyn ObjectBackend,
     pub layout: &'a ObjectLayout,
-    /// The store's objects, as listed now.
+    /// The store's objects, as listed now: its index objects and marker
+    /// at least.
     pub listed: &'a [crate::segment::backend::ObjectInfo],
+    /// True when `listed` holds the segment objects too.
+    pub lists_segments: bool,
 }
 
 impl BucketCopy<'_> {
@@ -504,7 +508,7 @@ impl BucketCopy<'_> {
             .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
         Index::restore_from(staging, pointer.map(|p| p.backup), &dest.join("index"))?;
         report.segments_found_in_bucket =
-            remote_if_uploaded(&dest.join("index"), layout, self.listed, cache_from, dest)?;
+            remote_if_uploaded(&dest.join("index"), self, cache_from, dest)?;
         // The listing found the store by its marker, so the marker is listed
         // (an object that went since then fails the fetch).
         let marker = layout.marker();
@@ -546,25 +550,43 @@ fn layout_store_id(
 /// how many segments were marked.
 fn remote_if_uploaded(
     index: &Path,
-    layout: &ObjectLayout,
-    listed: &[crate::segment::backend::ObjectInfo],
+    copy: &BucketCopy<'_>,
     cache_from: Option<&Path>,
     dest: &Path,
 ) -> Result<u64> {
     use crate::index::SegmentTier;
+    let layout = copy.layout;
+    let index = Index::open(index, &[])?;
+    let entries = index.segments()?;
+    // The segments' objects are listed only when the backup names a
+    // local segment (a follower's copy of a published index names none,
+    // and a listing of every segment object would cost it each time).
+    let listed_segments;
+    let listed = if entries
+        .iter()
+        .any(|(_, e)| matches!(e.tier, SegmentTier::Local))
+        && !copy.lists_segments
+    {
+        listed_segments = copy
+            .backend
+            .list(&layout.segments())
+            .map_err(|e| e.into_error(format!("listing {}", layout.segments())))?;
+        &listed_segments
+    } else {
+        copy.listed
+    };
     let objects: std::collections::HashMap<&str, u64> =
         listed.iter().map(|o| (o.name.as_str(), o.len)).collect();
     let segments = dest.join("segments");
     std::fs::create_dir_all(&segments)
         .map_err(|e| Error::io(format!("creating {}", segments.display()), e))?;
-    let index = Index::open(index, &[])?;
     let mut b = index.batch();
     // The backup restored is in the bucket: its time is the last push.
     if let Some(taken) = index.get_meta(META_BACKUP_TAKEN)? {
         b.put_meta(META_LAST_PUSH, &taken)?;
     }
     let mut marked = 0;
-    for (seg, mut e) in index.segments()? {
+    for (seg, mut e) in entries {
         let object = layout.segment(seg);
         if let (SegmentTier::Local, Some(&len)) = (e.tier, objects.get(object.as_str())) {
             e.tier = SegmentTier::Remote { len };
