@@ -91,7 +91,8 @@ impl Making {
             Ok(lease) => {
                 membership.lead(lease.epoch);
                 self.metrics.cluster(Role::Writer, lease.epoch, 0.0);
-                store.push_index()?;
+                // The first publication is the publish chore's, once the
+                // lease renewals run (see `Member::take_over`).
                 self.log.info(&format!(
                     "cluster: this daemon writes (epoch {}, lease {} s)",
                     lease.epoch, lease.seconds

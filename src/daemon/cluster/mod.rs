@@ -360,8 +360,12 @@ impl Member {
                 self.membership.lead(lease.epoch);
                 m.metrics.cluster(Role::Writer, lease.epoch, 0.0);
                 m.metrics.cluster_took_over();
-                // Its first publication moves the pointer to its epoch.
-                store.push_index()?;
+                // The lease renewal starts at once, with the other chores;
+                // the first publication (the whole index under the new
+                // epoch, which moves the pointer) is the publish chore's.
+                // Pushed here, before renewals ran, a large index outlasted
+                // the lease and another follower took over: the soak saw
+                // such duels.
                 if let Some(g) = self
                     .current
                     .lock()
