@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::bytes;
 use crate::daemon::*;
+use crate::image_cli::ok;
 
 const DAVE: &str = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
 
@@ -21,16 +22,6 @@ fn cli(url: &str, account: &str, args: &[&str]) -> Output {
         .env_remove("IMGSTORE_PROFILE")
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "stdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 /// The uuid a "Cloned image X to UUID (...)" first line names.

@@ -5,12 +5,13 @@
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 
 use crate::common::bytes;
 use crate::daemon::{ALICE, Daemon};
+use crate::image_cli::{err, ok};
 
 fn cli(url: &str, profile: &std::path::Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgstore"));
@@ -21,26 +22,6 @@ fn cli(url: &str, profile: &std::path::Path, args: &[&str]) -> Command {
         .env("IMGSTORE_PROFILE", profile)
         .env("XDG_CONFIG_HOME", "/nonexistent/xdg");
     c
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "stdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn err(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 /// west (the source), east (copies from west) and a profile naming both.

@@ -31,7 +31,9 @@ fn cli(
     c.output().unwrap()
 }
 
-fn ok(o: &Output) -> String {
+/// A command's stdout once it succeeded (the other tests of the client
+/// use it too).
+pub(crate) fn ok(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         o.status.success(),
@@ -41,7 +43,8 @@ fn ok(o: &Output) -> String {
     out
 }
 
-fn err(o: &Output) -> String {
+/// A command's stderr once it failed with status 1.
+pub(crate) fn err(o: &Output) -> String {
     assert_eq!(
         o.status.code(),
         Some(1),

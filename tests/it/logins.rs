@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::bytes;
 use crate::daemon::{ADMIN, ALICE, BOB, CAROL};
+use crate::image_cli::{err, ok};
 use crate::procs::{Proc, free_port, start};
 
 fn run(url: &str, account: Option<&str>, args: &[&str]) -> Output {
@@ -21,26 +22,6 @@ fn run(url: &str, account: Option<&str>, args: &[&str]) -> Output {
         c.env("IMGSTORE_ACCOUNT", a);
     }
     c.output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "stdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn err(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 /// A daemon whose account table is alice and bob (`accounts`) and carol

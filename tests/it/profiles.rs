@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 use crate::daemon::{ALICE, Daemon};
+use crate::image_cli::{err, ok};
 
 fn run(xdg: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imgstore"))
@@ -16,26 +17,6 @@ fn run(xdg: &std::path::Path, args: &[&str]) -> Output {
         .env_remove("IMGSTORE_PROFILE")
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "stdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn err(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 #[test]
