@@ -144,7 +144,11 @@ async fn front(State(face): St, mut req: Request, next: Next) -> Response {
     let resp = match admit(&face, &req) {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
-            as_imgapi_error(next.run(req).await).await
+            // On a follower a write goes to the writer's face; on a writer
+            // (or with remote durability) it is answered once published.
+            let by = crate::http::cluster::Face::CloudApi;
+            let routed = crate::http::cluster::route(Arc::clone(&face.app), by, req, next);
+            as_imgapi_error(routed.await).await
         }
         Ok(None) => next.run(req).await,
         Err(e) => HttpError::from(e).into_response(),

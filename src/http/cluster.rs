@@ -27,6 +27,19 @@ use crate::service::cluster::Role;
 /// members that each think the other writes would bounce it forever).
 const FORWARDED: &str = "x-imgstore-forwarded-by";
 
+/// Set on a CloudAPI request a follower's face forwards: the writer's
+/// IMGAPI port (the one address the lease names) hands it to its own
+/// CloudAPI face, whose signature check it then passes like any other.
+pub(crate) const FACE: &str = "x-imgstore-face";
+
+/// Which of a member's faces a request came in by: a forwarded request
+/// goes to the same face on the writer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Face {
+    Imgapi,
+    CloudApi,
+}
+
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -58,16 +71,16 @@ pub(crate) fn is_write(req: &Request) -> bool {
     }
 }
 
-/// Runs `req` here, forwards it, or runs it and publishes before the
-/// answer, as the module docs say.
-pub(crate) async fn route(state: Arc<AppState>, req: Request, next: Next) -> Response {
+/// Runs `req`, which came in by `face`, here; forwards it; or runs it and
+/// publishes before the answer, as the module docs say.
+pub(crate) async fn route(state: Arc<AppState>, face: Face, req: Request, next: Next) -> Response {
     if !is_write(&req) {
         return next.run(req).await;
     }
     if let Some(m) = &state.cluster
         && m.role() == Role::Follower
     {
-        return forward(&state, m.writer(), m.holder(), req).await;
+        return forward(&state, face, m.writer(), m.holder(), req).await;
     }
     let own_operation = req.uri().path() == "/state";
     let resp = next.run(req).await;
@@ -98,8 +111,15 @@ fn publishes(state: &AppState) -> bool {
     state.cluster.is_some() || state.api.store().remote_durability()
 }
 
-/// Sends `req` to the writer at `writer` and its answer back.
-async fn forward(state: &AppState, writer: Option<String>, holder: &str, req: Request) -> Response {
+/// Sends `req` to the writer at `writer` (to its CloudAPI face through
+/// its IMGAPI port when `face` says so) and its answer back.
+async fn forward(
+    state: &AppState,
+    face: Face,
+    writer: Option<String>,
+    holder: &str,
+    req: Request,
+) -> Response {
     let unavailable = |msg: &str| {
         HttpError::from(ApiError::new(Code::ServiceUnavailableError, msg)).into_response()
     };
@@ -130,6 +150,9 @@ async fn forward(state: &AppState, writer: Option<String>, holder: &str, req: Re
         }
     }
     out = out.header(HeaderName::from_static(FORWARDED), holder);
+    if face == Face::CloudApi {
+        out = out.header(HeaderName::from_static(FACE), "cloudapi");
+    }
     match out.send().await {
         Ok(answer) if answer.status().as_u16() >= 400 => writers_error(answer).await,
         Ok(answer) => {

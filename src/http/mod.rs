@@ -22,7 +22,7 @@ pub mod auth;
 pub mod authkeys;
 pub mod body;
 pub mod client;
-mod cluster;
+pub(crate) mod cluster;
 pub mod error;
 pub mod extract;
 pub mod remote;
@@ -89,7 +89,10 @@ impl AppState {
             service,
             auth: None,
             tls: None,
-            forwarder: reqwest::Client::new(),
+            forwarder: reqwest::Client::builder()
+                .connect_timeout(FORWARD_CONNECT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -122,6 +125,10 @@ impl AppState {
 
 /// Versions of the API this server speaks (restify's `Accept-Version`).
 const VERSIONS: [u32; 2] = [1, 2];
+/// How long a follower waits to reach the writer it forwards a write to
+/// before answering 503 (a writer's machine gone leaves no one to refuse
+/// the connection).
+const FORWARD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The `Server` header.
 pub fn server_header() -> String {
@@ -340,7 +347,10 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
         ))
         .into_response(),
         _ => match signed(&state, &req) {
-            Ok(()) => as_imgapi_error(cluster::route(Arc::clone(&state), req, next).await).await,
+            Ok(()) => {
+                let routed = cluster::route(Arc::clone(&state), cluster::Face::Imgapi, req, next);
+                as_imgapi_error(routed.await).await
+            }
             Err(e) => HttpError::from(e).into_response(),
         },
     };

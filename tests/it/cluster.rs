@@ -72,7 +72,7 @@ pub fn wait_role(http: &Client, url: &str, role: &str) -> Value {
 
 /// Creates, uploads and activates an image; Some(uuid) only when every
 /// step was acknowledged.
-fn try_create(http: &Client, url: &str, name: &str, data: &[u8]) -> Option<String> {
+pub(crate) fn try_create(http: &Client, url: &str, name: &str, data: &[u8]) -> Option<String> {
     let body = json!({"name": name, "version": "1.0.0", "type": "other", "os": "other"});
     let r = http
         .post(format!("{url}/images?account={ALICE}"))
@@ -105,7 +105,7 @@ fn try_create(http: &Client, url: &str, name: &str, data: &[u8]) -> Option<Strin
 
 /// Waits (30 s at most) until every image of `uuids` is active on `url`
 /// with its file whole.
-fn all_there(http: &Client, url: &str, uuids: &[String]) {
+pub(crate) fn all_there(http: &Client, url: &str, uuids: &[String]) {
     let start = Instant::now();
     for uuid in uuids {
         loop {

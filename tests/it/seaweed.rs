@@ -25,6 +25,7 @@ pub struct Seaweed {
     pub s3_port: u16,
     /// The command line, to start it again on the same data and ports.
     args: Vec<String>,
+    credentials: bool,
     bucket: String,
     _dir: tempfile::TempDir,
 }
@@ -40,6 +41,17 @@ impl Seaweed {
     /// Starts one with bucket `bucket` and waits (two minutes at most)
     /// until its S3 port answers and the bucket takes a write.
     pub fn start(bucket: &str) -> Seaweed {
+        Seaweed::start_with(bucket, true)
+    }
+
+    /// The same without credentials: it takes any request, signed or not
+    /// (as a server behind a gateway that re-signs would).
+    #[allow(dead_code)] // the benchmark does not need it
+    pub fn start_open(bucket: &str) -> Seaweed {
+        Seaweed::start_with(bucket, false)
+    }
+
+    fn start_with(bucket: &str, credentials: bool) -> Seaweed {
         let dir = tempfile::tempdir().unwrap();
         // Each service takes its port and that port + 10000 for gRPC.
         let port = || loop {
@@ -65,8 +77,9 @@ impl Seaweed {
             args.push(flag(&format!("{service}.port"), port().to_string()));
         }
         let mut sw = Seaweed {
-            child: spawn(&args),
+            child: spawn(&args, credentials),
             s3_port,
+            credentials,
             args,
             bucket: bucket.into(),
             _dir: dir,
@@ -84,7 +97,7 @@ impl Seaweed {
     /// Starts it again on the same data and ports.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.args);
+        self.child = spawn(&self.args, self.credentials);
         self.wait_ready();
     }
 
@@ -128,12 +141,17 @@ impl Seaweed {
     }
 }
 
-fn spawn(args: &[String]) -> Child {
-    Command::new("weed")
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .stdout(Stdio::null())
+fn spawn(args: &[String], credentials: bool) -> Child {
+    let mut weed = Command::new("weed");
+    weed.args(args);
+    if credentials {
+        weed.env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET);
+    } else {
+        weed.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+    }
+    weed.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting weed (run tools/prereqs): {e}"))

@@ -18,7 +18,7 @@ use crate::daemon::{ADMIN, ALICE, BOB, CAROL};
 use crate::procs::{Proc, free_port, spawn};
 
 const DAVE: &str = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
-const ERIN: &str = "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee";
+pub(crate) const ERIN: &str = "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee";
 
 /// A user of the CLI: login, uuid, and a HOME whose `~/.ssh` holds the key.
 struct User {
@@ -66,7 +66,7 @@ fn keygen(dir: &Path, login: &'static str, args: &[&str]) -> User {
 }
 
 /// erin's key, made here: the test signs with it.
-fn erin_key() -> (ed25519_dalek::SigningKey, String, String) {
+pub(crate) fn erin_key() -> (ed25519_dalek::SigningKey, String, String) {
     let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let public = ssh_key::PublicKey::from(ssh_key::public::KeyData::Ed25519(
         ssh_key::public::Ed25519PublicKey(sk.verifying_key().to_bytes()),
@@ -398,7 +398,7 @@ fn triton_cli_lists_shares_clones_copies_and_deletes() {
 
 /// A request signed by the test: `sign_path` is what the signature
 /// covers, `path` what is sent.
-struct Signed<'a> {
+pub(crate) struct Signed<'a> {
     method: &'a str,
     sign_method: &'a str,
     path: &'a str,
@@ -412,7 +412,7 @@ struct Signed<'a> {
 
 impl<'a> Signed<'a> {
     /// A well-signed request.
-    fn new(method: &'a str, path: &'a str, key_id: &str) -> Self {
+    pub(crate) fn new(method: &'a str, path: &'a str, key_id: &str) -> Self {
         Signed {
             method,
             sign_method: method,
@@ -427,7 +427,7 @@ impl<'a> Signed<'a> {
     }
 }
 
-fn send(base: &str, key: &ed25519_dalek::SigningKey, r: &Signed<'_>) -> (u16, Value) {
+pub(crate) fn send(base: &str, key: &ed25519_dalek::SigningKey, r: &Signed<'_>) -> (u16, Value) {
     let date = httpdate::fmt_http_date(r.date);
     let mut lines = Vec::new();
     for h in r.headers.split(' ') {

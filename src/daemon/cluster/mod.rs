@@ -120,8 +120,8 @@ mod copies;
 mod serve;
 
 use copies::{Making, gen_number, generations};
-use serve::face_router;
 pub use serve::serve_member;
+use serve::{face_router, imgapi_router};
 
 /// A cluster member: its current copy of the store, served through
 /// [`Current`] routers that change with it.
@@ -190,7 +190,7 @@ impl Member {
                 lease.index.is_none() || lease.index == first.pointer,
             );
         }
-        let router = crate::http::router(Arc::clone(&first.state));
+        let router = imgapi_router(&first.state, face.as_ref());
         let member = Arc::new(Member {
             imgapi: Current::new(router),
             cloudapi: face.map(|config| {
@@ -219,8 +219,8 @@ impl Member {
     fn install(&self, mut g: Generation) {
         let role = self.membership.role();
         g.start_chores(role);
-        self.imgapi
-            .replace(crate::http::router(Arc::clone(&g.state)));
+        let face = self.cloudapi.as_ref().map(|(_, config)| config);
+        self.imgapi.replace(imgapi_router(&g.state, face));
         if let Some((current, config)) = &self.cloudapi {
             current.replace(face_router(&g.state, config));
         }

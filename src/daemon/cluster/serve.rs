@@ -5,7 +5,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Member;
+use axum::response::IntoResponse;
+
 use crate::http::AppState;
+use crate::imgapi::{ApiError, Code};
+
+/// The IMGAPI router over one copy of the store. With a CloudAPI face
+/// configured, a request a follower's face forwarded (marked
+/// [`FACE`](crate::http::cluster::FACE)) goes to this member's face: the
+/// lease names each writer by its IMGAPI address only.
+pub(super) fn imgapi_router(
+    state: &Arc<AppState>,
+    face: Option<&crate::cloudapi::Config>,
+) -> axum::Router {
+    let imgapi = crate::http::router(Arc::clone(state));
+    let face = face.map(|config| face_router(state, config));
+    axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let marked = req.headers().contains_key(crate::http::cluster::FACE);
+        let (imgapi, face) = (imgapi.clone(), face.clone());
+        async move {
+            use tower::ServiceExt;
+            match (marked, face) {
+                (true, Some(face)) => face.oneshot(req).await,
+                (true, None) => Ok(crate::http::error::HttpError::from(ApiError::new(
+                    Code::ServiceUnavailableError,
+                    "the datacenter's writer has no CloudAPI face configured",
+                ))
+                .into_response()),
+                (false, _) => imgapi.oneshot(req).await,
+            }
+        }
+    }))
+}
 
 /// The CloudAPI face over one copy of the store.
 pub(super) fn face_router(state: &Arc<AppState>, config: &crate::cloudapi::Config) -> axum::Router {
