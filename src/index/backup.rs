@@ -6,22 +6,40 @@ use std::path::Path;
 use super::{Index, db_err};
 use crate::error::{Error, Result};
 
+/// Backups kept at most, however many were taken within the time asked.
+pub const MOST_BACKUPS: usize = 64;
+
 impl Index {
     /// Takes a consistent backup of the whole index (every column family,
     /// the layers' tables included) into `dir` with RocksDB's backup
-    /// engine: memtables flushed, table files copied once and shared by
-    /// later backups, all but the newest `keep` backups purged. The files
-    /// of `dir` are then exactly the live backups: `meta/N` names a
-    /// backup's files, written last.
-    pub fn backup_to(&self, dir: &Path, keep: usize) -> Result<u32> {
+    /// engine: table files copied once and shared by later backups, the
+    /// write-ahead log since the last flush copied into the backup (no
+    /// flush per backup: a flush per publication left one tiny table file
+    /// per column family each time, which RocksDB moves down without ever
+    /// merging, so a cluster's index grew to over a thousand files in a
+    /// few hundred publications; the log is bounded by [`WAL_BYTES`]).
+    /// All but the newest `keep` backups, or those taken within the last
+    /// `keep_within_s` seconds if more (at most [`MOST_BACKUPS`]), are
+    /// purged. The files of `dir` are then exactly the live backups:
+    /// `meta/N` names a backup's files, written last.
+    ///
+    /// [`WAL_BYTES`]: super::WAL_BYTES
+    pub fn backup_to(&self, dir: &Path, keep: usize, keep_within_s: u64) -> Result<u32> {
         use rocksdb::backup::{BackupEngine, BackupEngineOptions};
         let opts = BackupEngineOptions::new(dir).map_err(db_err)?;
         let env = rocksdb::Env::new().map_err(db_err)?;
         let mut engine = BackupEngine::open(&opts, &env).map_err(db_err)?;
         engine
-            .create_new_backup_flush(&self.db, true)
+            .create_new_backup_flush(&self.db, false)
             .map_err(db_err)?;
-        engine.purge_old_backups(keep.max(1)).map_err(db_err)?;
+        let infos = engine.get_backup_info();
+        let newest = infos.iter().map(|b| b.timestamp).max().unwrap_or_default();
+        let recent = infos
+            .iter()
+            .filter(|b| newest.saturating_sub(b.timestamp) <= keep_within_s as i64)
+            .count();
+        let kept = keep.max(recent).clamp(1, MOST_BACKUPS);
+        engine.purge_old_backups(kept).map_err(db_err)?;
         engine
             .get_backup_info()
             .iter()

@@ -50,6 +50,11 @@ pub type PartialId = [u8; 16];
 
 /// Chunk references per `file_chunks` block.
 pub const BLOCK_ENTRIES: usize = 1024;
+/// The write-ahead log's bound: past it RocksDB flushes the column
+/// families that hold its oldest writes. A backup carries the log since
+/// the last flush (`backup_to`), so this bounds what each publication of
+/// the index uploads beyond new table files.
+pub const WAL_BYTES: u64 = 1 << 20;
 
 const V1: u8 = 1;
 const V2: u8 = 2;
@@ -393,6 +398,7 @@ impl Index {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        opts.set_max_total_wal_size(WAL_BYTES);
         let mut names: Vec<&str> = ENGINE_CFS.to_vec();
         names.extend_from_slice(extra_cfs);
         // Keep any column family a newer build created, so opening never

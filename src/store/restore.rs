@@ -23,7 +23,7 @@
 //!
 //! [`TierOptions::remote_durability`]: super::TierOptions
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +40,11 @@ use crate::segment::{ObjectLayout, lock};
 /// than one: a cluster's follower copying the backup the lease points at
 /// while the writer publishes more still finds its files.
 const KEEP_BACKUPS: usize = 4;
+/// ... and every backup taken within this many seconds of the newest: a
+/// writer under load publishes several times a second, faster than a
+/// follower copies one (the soak saw copies retried for files purged
+/// under them).
+const KEEP_BACKUPS_WITHIN_S: u64 = 30;
 /// Where the backups are staged, beside the index.
 const STAGING: &str = "index-backup";
 /// Objects are fetched in pieces of this size.
@@ -205,7 +210,9 @@ impl Store {
             // The backup below holds every write up to here.
             inner.index.sequence()
         };
-        let backup = inner.index.backup_to(&staging, KEEP_BACKUPS)?;
+        let backup = inner
+            .index
+            .backup_to(&staging, KEEP_BACKUPS, KEEP_BACKUPS_WITHIN_S)?;
         let local = files_under(&staging)?;
         if pushed.as_ref().is_none_or(|p| p.epoch != epoch) {
             *pushed = Some(Pushed::list(layout, backend.as_ref(), epoch)?);
@@ -213,7 +220,7 @@ impl Store {
         let Some(remote) = pushed.as_mut() else {
             return Err(Error::Internal("the pushed files were just listed".into()));
         };
-        let report = mirror(layout, backend.as_ref(), epoch, &local, &mut remote.files)?;
+        let report = mirror(layout, backend.as_ref(), epoch, &local, remote)?;
         // The marker never changes: once per epoch's pushes is enough.
         if !remote.marker_pushed {
             let marker = inner.dir.join(MARKER);
@@ -257,6 +264,14 @@ impl Store {
 pub(super) struct Pushed {
     epoch: u64,
     files: BTreeMap<String, u64>,
+    /// The files of `meta/` and `private/` this process uploaded. A
+    /// backup's files are written once, so they are sent once; but their
+    /// names are not their content (a staging directory begun anew
+    /// numbers its backups from 1 again, and a stale `meta/1` of the same
+    /// length must not stand for the new one), so one listed but not sent
+    /// by this process is sent again. `shared*/` names carry their
+    /// checksum and size.
+    sent_here: BTreeSet<String>,
     superseded: Vec<String>,
     marker_pushed: bool,
 }
@@ -270,6 +285,7 @@ impl Pushed {
         let mut out = Pushed {
             epoch,
             files: BTreeMap::new(),
+            sent_here: BTreeSet::new(),
             superseded: Vec::new(),
             marker_pushed: false,
         };
@@ -296,8 +312,9 @@ fn mirror(
     backend: &dyn ObjectBackend,
     epoch: u64,
     local: &BTreeMap<String, (PathBuf, u64)>,
-    remote: &mut BTreeMap<String, u64>,
+    pushed: &mut Pushed,
 ) -> Result<IndexPush> {
+    let (remote, sent) = (&mut pushed.files, &mut pushed.sent_here);
     let dir = layout.index_epoch(epoch);
     let mut report = IndexPush::default();
     let order = local
@@ -305,7 +322,8 @@ fn mirror(
         .filter(|(rel, _)| !is_meta(rel))
         .chain(local.iter().filter(|(rel, _)| is_meta(rel)));
     for (rel, (path, len)) in order {
-        if remote.get(rel) == Some(len) && !is_meta(rel) {
+        let named_by_content = rel.starts_with("shared");
+        if remote.get(rel) == Some(len) && (named_by_content || sent.contains(rel)) {
             continue;
         }
         let name = format!("{dir}{rel}");
@@ -313,6 +331,9 @@ fn mirror(
             .put_file(&name, path)
             .map_err(|e| e.into_error(format!("uploading {name}")))?;
         remote.insert(rel.clone(), *len);
+        if !named_by_content {
+            sent.insert(rel.clone());
+        }
         report.uploaded += 1;
         report.uploaded_bytes += len;
     }
@@ -331,6 +352,7 @@ fn mirror(
             .delete(&name)
             .map_err(|e| e.into_error(format!("deleting {name}")))?;
         remote.remove(rel);
+        sent.remove(rel);
         report.deleted += 1;
     }
     Ok(report)
