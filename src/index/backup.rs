@@ -40,10 +40,14 @@ impl Index {
             .count();
         let kept = keep.max(recent).clamp(1, MOST_BACKUPS);
         engine.purge_old_backups(kept).map_err(db_err)?;
-        engine
+        let live: Vec<u32> = engine
             .get_backup_info()
             .iter()
             .map(|b| b.backup_id)
+            .collect();
+        remove_empty_private_dirs(dir, &live);
+        live.iter()
+            .copied()
             .max()
             .ok_or_else(|| Error::Internal(format!("no backup in {} after one", dir.display())))
     }
@@ -67,5 +71,25 @@ impl Index {
     /// was committed since.
     pub fn sequence(&self) -> u64 {
         self.db.latest_sequence_number()
+    }
+}
+
+/// RocksDB's purge deletes a purged backup's `private/N/` files but leaves
+/// the directory: one more empty directory per publication, forever (and
+/// every push walks them). Removes those of backups no longer `live`.
+fn remove_empty_private_dirs(dir: &Path, live: &[u32]) {
+    let Ok(entries) = std::fs::read_dir(dir.join("private")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let purged = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|id| !live.contains(&id));
+        if purged {
+            // Only an empty one goes: remove_dir refuses anything else.
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }

@@ -465,16 +465,34 @@ impl BucketCopy<'_> {
             }
             None => None,
         };
+        // A writer that published between the listing and the lease read
+        // moved the pointer to a backup the listing lacks: list its epoch
+        // again, now that the pointer was read (its files were all in the
+        // bucket before it moved, and stay there for 30 s).
+        let relisted = match pointer {
+            Some(p)
+                if !self.listed.iter().any(|o| {
+                    o.name == format!("{}meta/{}", layout.index_epoch(p.epoch), p.backup)
+                }) =>
+            {
+                let dir = layout.index_epoch(p.epoch);
+                Some(
+                    backend
+                        .list(&dir)
+                        .map_err(|e| e.into_error(format!("listing {dir}")))?,
+                )
+            }
+            _ => None,
+        };
+        let listed = relisted.as_deref().unwrap_or(self.listed);
         // The pointer's epoch; else the newest epoch's newest backup;
         // else the backups stores wrote before epochs.
-        let newest = self
-            .listed
+        let newest = listed
             .iter()
             .filter_map(|o| layout.parse_epoch_file(&o.name).map(|(e, _)| e))
             .max();
         let epoch = pointer.map(|p| p.epoch).or(newest);
-        let files: BTreeMap<&str, u64> = self
-            .listed
+        let files: BTreeMap<&str, u64> = listed
             .iter()
             .filter_map(|o| {
                 let rel = match epoch {

@@ -633,7 +633,7 @@ fn a_fill_in_progress_never_outlives_its_segment_nor_blocks_the_tier_step() {
 /// few, and a restore of the newest backup still has every write.
 #[test]
 fn the_index_stays_a_few_files_over_hundreds_of_publications() {
-    let (_dir, backend, store) = fresh(10 << 20, Duration::ZERO);
+    let (dir, backend, store) = fresh(10 << 20, Duration::ZERO);
     let mut ids = Vec::new();
     for i in 0..300u64 {
         let id = put(&store, &bytes(3_000, 1000 + i));
@@ -650,6 +650,14 @@ fn the_index_stays_a_few_files_over_hundreds_of_publications() {
         .filter(|o| o.name.contains("/index/") && o.name.ends_with(".sst"))
         .count();
     assert!(tables < 100, "{tables} table files after 300 publications");
+    // Purged backups leave nothing behind, not even a directory.
+    let private = std::fs::read_dir(dir.path().join("index-backup/private"))
+        .unwrap()
+        .count();
+    let metas = std::fs::read_dir(dir.path().join("index-backup/meta"))
+        .unwrap()
+        .count();
+    assert_eq!(private, metas, "a private dir per live backup only");
     drop(store);
     let new = tempfile::tempdir().unwrap();
     let dest = new.path().join("restored");
