@@ -8,6 +8,11 @@
 //! Reads never leave the member: a follower serves them from its copy of
 //! the newest publication (`daemon::cluster`).
 //!
+//! The CloudAPI face goes through the same [`route`] once it has checked
+//! the signature: a follower's face forwards a write to the writer's
+//! IMGAPI port marked [`FACE`], and the writer hands it to its own face,
+//! which checks the signature again and answers once published.
+//!
 //! [`Store::publish`]: crate::store::Store::publish
 
 use std::sync::Arc;
