@@ -2,7 +2,15 @@
 # Copy between datacenters over loopback with the real binaries: two
 # `imgstore serve` daemons (west = source, east = destination).
 #
-#   tools/bench-transfer.sh [V1] [V2]     (default: peer-bench's v1.tar and v2.tar)
+#   tools/bench-transfer.sh [--rate RATE] [V1] [V2]
+#                                         (default: peer-bench's v1.tar and v2.tar)
+#
+# --rate RATE (tc's spelling: 1gbit, 10gbit, 500mbit) runs everything in a
+# network namespace of its own (`unshare -n`, as root) whose loopback is a
+# link of that rate (`tc qdisc add dev lo root tbf rate RATE burst 1mb
+# latency 200ms`), and reports the copies against the link: a plain
+# download's share of it, the full copy's share, and the update copy's
+# time against its wire bytes / the rate + 0.5 s.
 #
 # Measures (1) a full copy of V1 into an empty east: image MB/s, every chunk
 # verified; (2) V2 (an update of V1) into an east holding V1: bytes on the
@@ -11,6 +19,19 @@
 # bytes sent twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RATE=""
+if [ "${1:-}" = "--rate" ]; then RATE=${2:?--rate needs a rate, e.g. 1gbit}; shift 2; fi
+if [ -n "$RATE" ] && [ -z "${BENCH_TRANSFER_NETNS:-}" ]; then
+  [ "$(id -u)" = 0 ] || { echo "--rate needs root (unshare -n, tc)" >&2; exit 1; }
+  exec unshare -n env BENCH_TRANSFER_NETNS=1 bash "$0" --rate "$RATE" "$@"
+fi
+rate_bps=0
+if [ -n "$RATE" ]; then
+  ip link set lo up
+  tc qdisc add dev lo root tbf rate "$RATE" burst 1mb latency 200ms
+  rate_bps=$(python3 -c "import re,sys; m=re.fullmatch(r'([0-9.]+)([kmg]?)bit', sys.argv[1].lower()); print(int(float(m[1]) * {'':1,'k':1e3,'m':1e6,'g':1e9}[m[2]]))" "$RATE")
+  echo "link: loopback limited to $RATE ($(tc qdisc show dev lo | head -1))"
+fi
 : "${CARGO_TARGET_DIR:=$HOME/.cache/imgstore-target}"
 BIN=${IMGSTORE_BIN:-$CARGO_TARGET_DIR/debug/imgstore}
 V1=${1:-/tmp/peerdata/data/v1.tar}
@@ -70,6 +91,13 @@ u1=$(upload $W "$V1")
 u2=$(upload $W "$V2")
 size1=$(stat -c %s "$V1"); size2=$(stat -c %s "$V2")
 
+# What the link itself gives a plain download of V1 from west.
+if [ -n "$RATE" ]; then
+  t0=$(now); curl -sf "http://127.0.0.1:$W/images/$u1/file" -o /dev/null; t1=$(now)
+  ms=$(( (t1 - t0) / 1000000 ))
+  echo "plain download: $size1 bytes in ${ms} ms = $(awk -v b=$size1 -v ms=$ms -v r=$rate_bps 'BEGIN{printf "%.3f", b*8/(ms/1e3)/r}') of the link"
+fi
+
 # (1) Full copy, direct.
 cfg east $E "$work/east1" west "http://127.0.0.1:$W"
 e=$(start "$work/east.json" $E); pids+=("$e")
@@ -77,12 +105,20 @@ c0=$(cpu_s "$e"); t0=$(now); j=$(import $E "$u1"); wait_job $E "$j"; t1=$(now); 
 full_ms=$(( (t1 - t0) / 1000000 ))
 full_rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
 echo "full copy: $(js 'd["execution"]' < "$work/job.json"), $size1 bytes in ${full_ms} ms = $(awk -v b=$size1 -v ms=$full_ms 'BEGIN{printf "%.0f", b/1e6/(ms/1e3)}') MB/s; record bytes $(js 'd["progress"]["wire_bytes"]' < "$work/job.json"); destination CPU $(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.2f", b-a}') s"
+if [ -n "$RATE" ]; then
+  echo "full copy on the link: $full_rec record bytes in ${full_ms} ms = $(awk -v b=$full_rec -v ms=$full_ms -v r=$rate_bps 'BEGIN{printf "%.3f", b*8/(ms/1e3)/r}') of the link (goal >= 0.9)"
+fi
 # The update (V2) into the east that now holds V1, direct: its time against
 # the full copy's, and the destination's peak RSS over both.
 c0=$(cpu_s "$e"); t0=$(now); j=$(import $E "$u2"); wait_job $E "$j"; t1=$(now); c1=$(cpu_s "$e")
 upd_ms=$(( (t1 - t0) / 1000000 ))
 echo "update copy: $(js 'd["execution"]' < "$work/job.json"), $size2 bytes in ${upd_ms} ms = $(awk -v a=$upd_ms -v b=$full_ms 'BEGIN{printf "%.2f", a/b}') x the full copy's time; destination CPU $(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.2f", b-a}') s (the floor on 2 cores is half of it); destination peak RSS $(awk '/VmHWM/{printf "%.0f MiB", $2/1024}' /proc/$e/status)"
+if [ -n "$RATE" ]; then
+  upd_rec=$(js 'd["progress"]["wire_bytes"]' < "$work/job.json")
+  echo "update copy on the link: ${upd_ms} ms for $upd_rec record bytes; its floor (bytes / rate) + 0.5 s = $(awk -v b=$upd_rec -v r=$rate_bps 'BEGIN{printf "%.0f", b*8/r*1e3 + 500}') ms; ratio $(awk -v b=$upd_rec -v r=$rate_bps -v ms=$upd_ms 'BEGIN{printf "%.2f", ms/(b*8/r*1e3 + 500)}') (goal <= 1.2)"
+fi
 kill9 "$e"
+[ -n "$RATE" ] && exit 0  # the byte counts below do not depend on the link
 
 # (2) Update onto v1, through the counting relay.
 python3 tools/count-proxy.py $RELAY $W "$work/counts" & pids+=("$!")

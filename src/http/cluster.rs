@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::HttpError;
 use crate::imgapi::{ApiError, Code};
-use crate::service::cluster::Role;
+use crate::service::cluster::{Membership, Role};
 
 /// Set on a forwarded request: a member never forwards one twice (two
 /// members that each think the other writes would bounce it forever).
@@ -44,6 +44,9 @@ pub(crate) enum Face {
     Imgapi,
     CloudApi,
 }
+
+/// How often a forwarded request looks whether its writer was superseded.
+const WATCH_WRITER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [&str; 8] = [
@@ -85,7 +88,7 @@ pub(crate) async fn route(state: Arc<AppState>, face: Face, req: Request, next: 
     if let Some(m) = &state.cluster
         && m.role() == Role::Follower
     {
-        return forward(&state, face, m.writer(), m.holder(), req).await;
+        return forward(&state, face, m, req).await;
     }
     let own_operation = req.uri().path() == "/state";
     let resp = next.run(req).await;
@@ -118,13 +121,8 @@ fn publishes(state: &AppState) -> bool {
 
 /// Sends `req` to the writer at `writer` (to its CloudAPI face through
 /// its IMGAPI port when `face` says so) and its answer back.
-async fn forward(
-    state: &AppState,
-    face: Face,
-    writer: Option<String>,
-    holder: &str,
-    req: Request,
-) -> Response {
+async fn forward(state: &AppState, face: Face, m: &Membership, req: Request) -> Response {
+    let (writer, holder) = (m.writer(), m.holder());
     let unavailable = |msg: &str| {
         HttpError::from(ApiError::new(Code::ServiceUnavailableError, msg)).into_response()
     };
@@ -158,7 +156,25 @@ async fn forward(
     if face == Face::CloudApi {
         out = out.header(HeaderName::from_static(FACE), "cloudapi");
     }
-    match out.send().await {
+    // A writer stopped mid-request (a paused VM) never answers: once the
+    // lease names another, the client hears so and retries there.
+    let superseded = async {
+        loop {
+            tokio::time::sleep(WATCH_WRITER).await;
+            if m.writer().as_deref() != Some(writer.as_str()) {
+                return;
+            }
+        }
+    };
+    let sent = tokio::select! {
+        sent = out.send() => sent,
+        () = superseded => {
+            return unavailable(
+                "the datacenter's writer changed while this write was forwarded to it; retry",
+            );
+        }
+    };
+    match sent {
         Ok(answer) if answer.status().as_u16() >= 400 => writers_error(answer).await,
         Ok(answer) => {
             let mut resp = Response::builder().status(answer.status().as_u16());
