@@ -431,6 +431,45 @@ pub struct BucketCopy<'a> {
 }
 
 impl BucketCopy<'_> {
+    /// The lease's pointer: the publication to copy (None: the store
+    /// never held a lease, or no backup was published under it yet).
+    fn pointer(&self) -> Result<Option<IndexRef>> {
+        let name = self.layout.lease();
+        match self
+            .backend
+            .get_versioned(&name)
+            .map_err(|e| Error::remote(format!("reading {name}"), e))?
+        {
+            Some((raw, _)) => Ok(serde_json::from_slice::<super::Lease>(&raw)
+                .map_err(|e| Error::bad_record("lease", name, e))?
+                .index),
+            None => Ok(None),
+        }
+    }
+
+    /// A writer that published between the listing and the lease read
+    /// moved the pointer to a backup the listing lacks: its epoch listed
+    /// again, now that the pointer was read (its files were all in the
+    /// bucket before it moved, and stay there for 30 s). None: the
+    /// listing has it.
+    fn relisted(
+        &self,
+        pointer: Option<IndexRef>,
+    ) -> Result<Option<Vec<crate::segment::backend::ObjectInfo>>> {
+        let Some(p) = pointer else {
+            return Ok(None);
+        };
+        let dir = self.layout.index_epoch(p.epoch);
+        let meta = format!("{dir}meta/{}", p.backup);
+        if self.listed.iter().any(|o| o.name == meta) {
+            return Ok(None);
+        }
+        self.backend
+            .list(&dir)
+            .map(Some)
+            .map_err(|e| e.into_error(format!("listing {dir}")))
+    }
+
     /// Builds a data directory at `dest` (new) from the publication the
     /// lease points at (or, for a store that never held a lease, the
     /// newest backup). `staging` keeps the backup files between builds
@@ -454,36 +493,8 @@ impl BucketCopy<'_> {
             index_bytes: 0,
             segments_found_in_bucket: 0,
         };
-        let pointer = match backend
-            .get_versioned(&layout.lease())
-            .map_err(|e| Error::remote(format!("reading {}", layout.lease()), e))?
-        {
-            Some((raw, _)) => {
-                serde_json::from_slice::<super::Lease>(&raw)
-                    .map_err(|e| Error::bad_record("lease", layout.lease(), e))?
-                    .index
-            }
-            None => None,
-        };
-        // A writer that published between the listing and the lease read
-        // moved the pointer to a backup the listing lacks: list its epoch
-        // again, now that the pointer was read (its files were all in the
-        // bucket before it moved, and stay there for 30 s).
-        let relisted = match pointer {
-            Some(p)
-                if !self.listed.iter().any(|o| {
-                    o.name == format!("{}meta/{}", layout.index_epoch(p.epoch), p.backup)
-                }) =>
-            {
-                let dir = layout.index_epoch(p.epoch);
-                Some(
-                    backend
-                        .list(&dir)
-                        .map_err(|e| e.into_error(format!("listing {dir}")))?,
-                )
-            }
-            _ => None,
-        };
+        let pointer = self.pointer()?;
+        let relisted = self.relisted(pointer)?;
         let listed = relisted.as_deref().unwrap_or(self.listed);
         // The pointer's epoch; else the newest epoch's newest backup;
         // else the backups stores wrote before epochs.
