@@ -303,10 +303,10 @@ struct LimitsFile {
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TransferFile {
-    /// Record bytes per fetch request (default 4194304, 4 MiB; at least
+    /// Record bytes per fetch request (default 1048576, 1 MiB; at least
     /// 64 KiB).
     batch_bytes: Option<u64>,
-    /// Fetch requests in flight, 1 to 16 (default 3).
+    /// Fetch requests in flight, 1 to 16 (default 8).
     parallel: Option<usize>,
     /// Fetched chunk bytes held ahead of hashing (default 33554432, 32
     /// MiB; at least 1 MiB).

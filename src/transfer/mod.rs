@@ -92,14 +92,17 @@ pub enum FileCheck {
 impl Default for ReceiveOptions {
     fn default() -> Self {
         Self {
-            // A fetched batch is held decompressed (about 3x) until the
-            // assembler reaches it: 4 MiB batches kept the destination's
-            // peak RSS at 155 MiB where 8 MiB ones reached 236, at the same
-            // speed (416 vs 439 MB/s full copy in one run, within noise).
-            batch_bytes: 4 << 20,
-            // Measured between two daemons on 2 cores: 2 in flight copied
-            // 374-460 MB/s, 3 copied 508-528 MB/s.
-            parallel: 3,
+            // Many small batches in flight: over a link each request's
+            // turnaround leaves the link idle unless enough others are on
+            // it. Measured with `tools/bench-transfer.sh --rate 1gbit`
+            // (Debian v1 then v2, 2 cores): 4 MiB x 3 used 0.80 of the
+            // link and the update took 1.29x its floor (wire bytes / rate
+            // + 0.5 s); 4 MiB x 8 0.96 and 0.93x, but a peak RSS of 187
+            // MiB; 1 MiB x 8 0.96 and 0.88x with 96 MiB (108 before), a
+            // resume after kill -9 re-sending 6.7 MB (13.3 before), and
+            // the same speed on unlimited loopback (903 vs 916 MB/s).
+            batch_bytes: 1 << 20,
+            parallel: 8,
             // See `fetch_and_assemble`.
             window_bytes: 32 << 20,
             attempts: 4,
