@@ -365,6 +365,44 @@ impl Store {
                 deleted.push(o.name);
             }
         }
+        deleted.extend(self.sweep_superseded_epochs(layout, backend.as_ref())?);
+        Ok(deleted)
+    }
+
+    /// Deletes the index objects of epochs before this writer's, once the
+    /// lease's pointer names a backup of its own epoch. The first push of
+    /// an epoch deletes them too, but a superseded writer that had not yet
+    /// learnt it (stopped, cut from the bucket) may upload into its old
+    /// epoch's directory afterwards; nobody reads those files (the pointer
+    /// moved on, and a fenced writer cannot move it back).
+    fn sweep_superseded_epochs(
+        &self,
+        layout: &crate::segment::ObjectLayout,
+        backend: &dyn ObjectBackend,
+    ) -> Result<Vec<String>> {
+        let Some(lease) = self.lease() else {
+            return Ok(Vec::new());
+        };
+        if lease.index.is_none_or(|p| p.epoch != lease.epoch) {
+            return Ok(Vec::new());
+        }
+        let prefix = layout.index_prefix();
+        let listed = backend
+            .list(&prefix)
+            .map_err(|e| e.into_error(format!("listing {prefix}")))?;
+        let mut deleted = Vec::new();
+        for o in listed {
+            if layout
+                .parse_epoch_file(&o.name)
+                .is_some_and(|(e, _)| e >= lease.epoch)
+            {
+                continue;
+            }
+            backend
+                .delete(&o.name)
+                .map_err(|e| e.into_error(format!("deleting {}", o.name)))?;
+            deleted.push(o.name);
+        }
         Ok(deleted)
     }
 

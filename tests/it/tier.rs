@@ -670,6 +670,56 @@ fn the_index_stays_a_few_files_over_hundreds_of_publications() {
     assert_clean(&store);
 }
 
+/// A superseded writer that uploads into its old epoch's index directory
+/// after the new writer's first push (it had not yet learnt it lost the
+/// lease) leaves files nobody reads: the writer's orphan sweep deletes
+/// them once its own backup is the pointer, and keeps its own.
+#[test]
+fn the_writer_sweeps_index_files_left_in_older_epochs() {
+    let (_dir, backend, store) = fresh(10 << 20, Duration::ZERO);
+    let lease = store.take_lease("writer", None, 60).unwrap().unwrap();
+    assert!(lease.epoch >= 1, "{lease:?}");
+    let id = put(&store, &bytes(50_000, 7));
+    store.publish().unwrap();
+    let base = format!("dc1/{}/index/", store.params().store_id);
+    let late = [
+        format!(
+            "{base}e{}/shared_checksum/000009_LATE_5.sst",
+            lease.epoch - 1
+        ),
+        format!("{base}e{}/meta/7", lease.epoch - 1),
+        format!("{base}meta/3"),
+    ];
+    for name in &late {
+        backend.put_bytes(name, b"late").unwrap();
+    }
+    let own_before: Vec<String> = index_objects(&backend, &base, lease.epoch);
+    assert!(!own_before.is_empty());
+    let swept = store.sweep_orphans().unwrap();
+    for name in &late {
+        assert!(swept.contains(name), "{name} not swept: {swept:?}");
+    }
+    assert_eq!(index_objects(&backend, &base, lease.epoch), own_before);
+    // The bucket alone still rebuilds the store.
+    drop(store);
+    let new = tempfile::tempdir().unwrap();
+    let dest = new.path().join("restored");
+    imgstore::store::restore(&backend, "dc1/", None, &dest).unwrap();
+    let store = open_tiered(&dest, tiered(backend.clone(), 10 << 20, Duration::ZERO));
+    assert_eq!(read_all(&store, &id), bytes(50_000, 7));
+}
+
+fn index_objects(backend: &Arc<dyn ObjectBackend>, base: &str, epoch: u64) -> Vec<String> {
+    let mut names: Vec<String> = backend
+        .list(&format!("{base}e{epoch}/"))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn a_store_is_rebuilt_from_its_bucket_alone() {
     let backend = memory();
