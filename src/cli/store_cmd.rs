@@ -20,7 +20,8 @@ pub struct StoreArgs {
     pub data_dir: Option<PathBuf>,
     /// The daemon's config file: its `dataDir`, `segmentBytes` and
     /// `"storage"` (a store whose segments are in a bucket opens only with
-    /// it).
+    /// it; a command that writes then takes the writer's lease, as the
+    /// daemon does, and is refused while another daemon holds it).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -166,11 +167,38 @@ impl StoreArgs {
     }
 }
 
-fn open(args: &StoreArgs, create: bool) -> Result<Store> {
+/// A store opened by a command, and the writer's lease it holds while it
+/// runs when the command writes to a store in a bucket.
+struct Opened {
+    store: Store,
+    lease: Option<imgstore::daemon::LeaseKeeper>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Opened {
+    fn close(self) -> Result<()> {
+        self.store.close()?;
+        drop(self.lease);
+        Ok(())
+    }
+}
+
+fn open(args: &StoreArgs, create: bool) -> Result<Opened> {
     let dir = args.data_dir()?;
     // Keep the space reserve the daemon made (its size is its config's).
     let reserve = std::fs::metadata(dir.join("segments").join("reserve")).map_or(0, |m| m.len());
-    let base = match args.daemon_config()? {
+    let config = args.daemon_config()?.map(|mut c| {
+        c.data_dir = dir.clone();
+        c
+    });
+    let base = match &config {
         Some(c) => {
             let opts = c.store_options()?;
             c.check_storage(&opts)?;
@@ -183,7 +211,18 @@ fn open(args: &StoreArgs, create: bool) -> Result<Store> {
         reserve_bytes: reserve,
         ..base
     };
-    Ok(Store::open_with(&dir, opts)?)
+    let store = Store::open_with(&dir, opts)?;
+    // A command that writes takes the lease as the daemon does: it is
+    // refused while another daemon writes the store's objects.
+    let lease = match &config {
+        Some(c) if args.command.writes() => {
+            let log = imgstore::service::Logger::new("imgstore", Box::new(std::io::stderr()))
+                .with_level(40);
+            c.hold_lease(&store, &log)?
+        }
+        _ => None,
+    };
+    Ok(Opened { store, lease })
 }
 
 fn parse_id(s: &str) -> Result<FileId> {
@@ -202,6 +241,26 @@ struct GcOut<'a> {
     plan: &'a GcPlan,
     #[serde(skip_serializing_if = "Option::is_none")]
     done: Option<imgstore::store::GcReport>,
+}
+
+impl StoreCommand {
+    /// True for a command that may change the store (and so, for a store
+    /// in a bucket, its objects).
+    fn writes(&self) -> bool {
+        match self {
+            StoreCommand::Cat { .. }
+            | StoreCommand::Stats { .. }
+            | StoreCommand::Restore { .. } => false,
+            StoreCommand::Gc { dry_run, .. } => !dry_run,
+            StoreCommand::Verify { repair, .. } => *repair,
+            StoreCommand::Put { .. }
+            | StoreCommand::Copy { .. }
+            | StoreCommand::Link { .. }
+            | StoreCommand::Unlink { .. }
+            | StoreCommand::Recompress { .. }
+            | StoreCommand::Soak { .. } => true,
+        }
+    }
 }
 
 fn execute(args: StoreArgs) -> Result<i32> {

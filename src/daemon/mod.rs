@@ -248,6 +248,52 @@ impl DaemonConfig {
         Ok(false)
     }
 
+    /// Takes the writer's lease of `store` for an offline command (`imgstore
+    /// store gc --config ...` and the others that write) and renews it
+    /// until the returned keeper is dropped: a command that uploads or
+    /// deletes objects of a store in a bucket is fenced like the daemon,
+    /// and refused while a daemon elsewhere (a restored copy, a cluster's
+    /// writer) holds the lease. The same data dir's own daemon, stopped,
+    /// leaves a lease the command takes back at once (the same holder).
+    /// None: the store has no bucket, or the bucket cannot fence (warned).
+    pub fn hold_lease(
+        &self,
+        store: &Store,
+        log: &Logger,
+    ) -> Result<Option<LeaseKeeper>, StartError> {
+        let opts = self.store_options()?;
+        let Some(tier) = opts.tier else {
+            return Ok(None);
+        };
+        self.take_lease(store, tier.backend.as_ref(), &tier.prefix, log)?;
+        let Some(lease) = store.lease() else {
+            return Ok(None);
+        };
+        let every = std::time::Duration::from_secs((lease.seconds / 3).max(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, stopped, log) = (store.clone(), Arc::clone(&stop), log.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                if let Err(e) = store.renew_lease() {
+                    log.error(&format!(
+                        "renewing the writer's lease: {}",
+                        crate::error::chain(&e)
+                    ));
+                }
+            }
+        });
+        Ok(Some(LeaseKeeper {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
     /// Takes the writer's lease of `store` (see `store::lease`): refused
     /// while another daemon holds it. On a bucket that does not enforce
     /// conditional writes, a daemon with `cluster` does not start and one
@@ -496,5 +542,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Renews an offline command's lease ([`DaemonConfig::hold_lease`]) until
+/// dropped.
+pub struct LeaseKeeper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The writer's lease of a daemon alone (no `cluster`; real SeaweedFS,
 //! real daemons): a second daemon on the same store (a data dir rebuilt
 //! from the bucket beside the running one) is refused while the first
-//! renews its lease. Failover, fencing of a stopped writer and members
+//! renews its lease, and so is an offline command that writes
+//! (`imgstore store gc --config`). Failover, fencing of a stopped writer and members
 //! that follow are the cluster's (`tests/it/cluster.rs`).
 
 use std::process::Command;
@@ -83,6 +84,33 @@ fn a_second_daemon_alone_on_the_same_store_is_refused_while_the_first_renews() {
     assert!(
         err.contains("Stop it"),
         "the operator is told what to do: {err}"
+    );
+    // So is an offline command that would write B's objects (GC deletes
+    // in the bucket): fenced like a daemon. One that only reads runs.
+    let store = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imgstore"))
+            .arg("store")
+            .args(args)
+            .arg("--config")
+            .arg(&b_cfg)
+            .output()
+            .unwrap()
+    };
+    let gc = store(&["gc"]);
+    let err = String::from_utf8_lossy(&gc.stderr);
+    assert!(
+        !gc.status.success(),
+        "an offline GC wrote beside the daemon"
+    );
+    assert!(
+        err.contains("another daemon holds the writer's lease"),
+        "{err}"
+    );
+    let stats = store(&["stats"]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
     );
     // A writes on.
     let (s, img) = sj(http.get(format!("{a_url}/images/{uuid}")).send().unwrap());
