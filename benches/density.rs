@@ -173,6 +173,10 @@ fn main() {
         s("group 1024", level, 1024, 0),
         s("group 2048", level, 2048, 0),
         s("group 1024 + dict 112", level, 1024, 112),
+        // Above 256 KiB zstd picks weaker parameters for a level: denser
+        // levels for groups cost what level 14 costs a chunk.
+        s("group 1024 @17", 17, 1024, 0),
+        s("group 2048 @17", 17, 2048, 0),
         s("fixed 2048 @3", 3, 2048, 0),
     ];
     let mut base = None;
