@@ -20,6 +20,17 @@ pub fn bench_mb() -> usize {
         .unwrap_or(256)
 }
 
+/// How many bytes of input to take: a file named by `IMGSTORE_BENCH_DATA`
+/// whole, unless `IMGSTORE_BENCH_MB` says otherwise.
+pub fn bench_len() -> usize {
+    match std::env::var("IMGSTORE_BENCH_DATA") {
+        Ok(f) if std::env::var("IMGSTORE_BENCH_MB").is_err() => std::fs::metadata(&f)
+            .map(|m| m.len() as usize)
+            .unwrap_or_else(|e| panic!("{f}: {e}")),
+        _ => bench_mb() << 20,
+    }
+}
+
 /// (name of the source, bytes)
 pub fn compressible(len: usize) -> (String, Vec<u8>) {
     if let Ok(path) = std::env::var("IMGSTORE_BENCH_DATA") {

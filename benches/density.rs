@@ -134,12 +134,7 @@ fn run(s: &Scheme, chunks: &[&[u8]]) -> Row {
 }
 
 fn main() {
-    let len = match std::env::var("IMGSTORE_BENCH_DATA") {
-        Ok(f) if std::env::var("IMGSTORE_BENCH_MB").is_err() => std::fs::metadata(&f)
-            .map(|m| m.len() as usize)
-            .unwrap_or_else(|e| panic!("{f}: {e}")),
-        _ => common::bench_mb() << 20,
-    };
+    let len = common::bench_len();
     let (source, data) = common::compressible(len);
     let level: i32 = common::env_num("IMGSTORE_DENSITY_LEVEL", 14);
     let params = ChunkerParams::default();

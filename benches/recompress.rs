@@ -28,13 +28,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(imgstore::store::DEFAULT_RECOMPRESS_LEVEL);
-    // A named file is taken whole unless IMGSTORE_BENCH_MB says otherwise.
-    let len = match std::env::var("IMGSTORE_BENCH_DATA") {
-        Ok(f) if std::env::var("IMGSTORE_BENCH_MB").is_err() => std::fs::metadata(&f)
-            .map(|m| m.len() as usize)
-            .unwrap_or_else(|e| panic!("{f}: {e}")),
-        _ => common::bench_mb() << 20,
-    };
+    let len = common::bench_len();
     let (source, data) = common::compressible(len);
     println!(
         "data: {source}, {:.1} MB; recompression at zstd {level}",

@@ -77,12 +77,7 @@ fn read_secs(store: &Store, id: &FileId) -> (f64, u64) {
 }
 
 fn main() {
-    let len = match std::env::var("IMGSTORE_BENCH_DATA") {
-        Ok(f) if std::env::var("IMGSTORE_BENCH_MB").is_err() => std::fs::metadata(&f)
-            .map(|m| m.len() as usize)
-            .unwrap_or_else(|e| panic!("{f}: {e}")),
-        _ => common::bench_mb() << 20,
-    };
+    let len = common::bench_len();
     let cache_bytes = common::env_num::<u64>("IMGSTORE_TIER_CACHE_MB", 256) << 20;
     let segment_bytes = common::env_num::<u64>("IMGSTORE_SEGMENT_MB", 64) << 20;
     let (source, data) = common::compressible(len);

@@ -16,6 +16,16 @@ use crate::daemon::{ALICE, create_image, sj};
 use crate::procs::{Proc, free_port, start};
 use crate::seaweed::Seaweed;
 
+/// The `storage` object of every daemon on the test's SeaweedFS: bucket
+/// `images`, prefix `dc1/`, remote durability, quick to give up.
+pub fn bucket_storage(endpoint: &str) -> Value {
+    json!({
+        "type": "s3", "endpoint": endpoint, "bucket": "images", "prefix": "dc1/",
+        "accessKeyId": crate::seaweed::KEY, "secretAccessKey": crate::seaweed::SECRET,
+        "durability": "remote", "requestTimeoutSeconds": 5, "retries": 1
+    })
+}
+
 /// A member's config: the same bucket and prefix, its own data dir and
 /// port, a lease of `lease` seconds.
 pub fn member_config(
@@ -32,11 +42,7 @@ pub fn member_config(
         serde_json::to_vec(&json!({
             "listen": format!("127.0.0.1:{port}"),
             "dataDir": dir.join(name),
-            "storage": {
-                "type": "s3", "endpoint": endpoint, "bucket": "images", "prefix": "dc1/",
-                "accessKeyId": crate::seaweed::KEY, "secretAccessKey": crate::seaweed::SECRET,
-                "durability": "remote", "requestTimeoutSeconds": 5, "retries": 1
-            },
+            "storage": bucket_storage(endpoint),
             "cluster": {"advertiseUrl": url, "leaseSeconds": lease}
         }))
         .unwrap(),

@@ -17,17 +17,14 @@ use crate::seaweed::Seaweed;
 fn config(dir: &std::path::Path, name: &str, endpoint: &str) -> (std::path::PathBuf, String) {
     let port = free_port();
     let path = dir.join(format!("{name}.json"));
+    let mut storage = crate::cluster::bucket_storage(endpoint);
+    storage["indexPushSeconds"] = json!(0);
     std::fs::write(
         &path,
         serde_json::to_vec(&json!({
             "listen": format!("127.0.0.1:{port}"),
             "dataDir": dir.join(name),
-            "storage": {
-                "type": "s3", "endpoint": endpoint, "bucket": "images", "prefix": "dc1/",
-                "accessKeyId": crate::seaweed::KEY, "secretAccessKey": crate::seaweed::SECRET,
-                "durability": "remote", "indexPushSeconds": 0, "requestTimeoutSeconds": 5,
-                "retries": 1
-            },
+            "storage": storage,
             // Alone (no advertiseUrl), with a short lease: renewed each
             // second, so the second daemon is refused at once.
             "cluster": {"leaseSeconds": 3}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{BUILD_ATTEMPTS, Generation};
 use crate::daemon::{DaemonConfig, StartError};
+use crate::http::AppState;
 use crate::http::authkeys::ImgapiAuth;
 use crate::service::cluster::{Membership, Role};
 use crate::service::{Logger, Metrics};
@@ -97,13 +98,7 @@ impl Making {
                     "cluster: this daemon writes (epoch {}, lease {} s)",
                     lease.epoch, lease.seconds
                 ));
-                let state = self.cfg.state_over(
-                    store,
-                    self.log.clone(),
-                    Arc::clone(&self.metrics),
-                    self.auth.clone(),
-                    Some(Arc::clone(membership)),
-                )?;
+                let state = self.state_over(store, membership)?;
                 Ok(Generation {
                     n,
                     dir,
@@ -176,13 +171,7 @@ impl Making {
             }
         };
         let store = Store::open_with(&dir, self.cfg.store_options()?)?;
-        let state = self.cfg.state_over(
-            store,
-            self.log.clone(),
-            Arc::clone(&self.metrics),
-            self.auth.clone(),
-            Some(Arc::clone(membership)),
-        )?;
+        let state = self.state_over(store, membership)?;
         // Set once the service is built: building it may commit to this
         // copy (a catalog migration), never to the bucket.
         state
@@ -201,6 +190,22 @@ impl Making {
 }
 
 impl Making {
+    /// The service and HTTP state of a member over `store`: the metrics,
+    /// keys and standing its generations share.
+    fn state_over(
+        &self,
+        store: Store,
+        membership: &Arc<Membership>,
+    ) -> Result<Arc<AppState>, StartError> {
+        self.cfg.state_over(
+            store,
+            self.log.clone(),
+            Arc::clone(&self.metrics),
+            self.auth.clone(),
+            Some(Arc::clone(membership)),
+        )
+    }
+
     /// One attempt at copying the newest publication into `dir`.
     fn copy_once(
         &self,
