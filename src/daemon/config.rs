@@ -72,8 +72,9 @@ pub struct ConfigFile {
     /// 268435456, 256 MiB).
     segment_bytes: Option<u64>,
     /// zstd level that segments gone cold are rewritten at in the
-    /// background, one at a time, 1 to 22 (default 14; 0 turns it off;
-    /// ingest writes level 1).
+    /// background, one at a time, their chunks gathered into groups of
+    /// about 1 MiB, 1 to 22 (default 17; 0 turns it off; ingest writes
+    /// level 1).
     recompress_level: Option<i32>,
     /// Seconds after its last write that a segment is cold (default 3600).
     recompress_after_seconds: Option<u64>,

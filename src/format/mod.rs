@@ -6,10 +6,17 @@
 #![doc = include_str!("FORMAT.md")]
 
 mod chunk_list;
+mod group;
 
 pub use chunk_list::{
     CHUNK_LIST_ENTRY_LEN, CHUNK_LIST_HEADER_LEN, CHUNK_LIST_MAGIC, CHUNK_LIST_VERSION, ChunkList,
     ListEntry, decode_chunk_list, decode_id_list, encode_chunk_list, encode_id_list,
+};
+
+pub use group::{
+    GROUP_HEADER_LEN, GROUP_MAGIC, GROUP_MAX_MEMBERS, GROUP_MAX_RAW, GROUP_MEMBER_LEN,
+    GROUP_TARGET_RAW, GROUP_VERSION, Group, GroupHeader, GroupMember, decode_and_verify_group,
+    decode_group, decode_group_header, decode_group_payload, encode_group_head, shares_of,
 };
 
 use crate::id::ChunkId;
@@ -157,26 +164,35 @@ pub fn encode_record_header_flags(
     h
 }
 
-/// Decodes and checks a record header (not the payload).
-pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
-    let h = buf.get(..RECORD_HEADER_LEN).ok_or(FormatError::Truncated {
-        needed: RECORD_HEADER_LEN as u64,
+/// The checks a record header and a group header share: `len` bytes,
+/// `magic` in bytes 0..4, the CRC32 of the bytes before the last four in
+/// the last four, `version` in byte 4, a known codec in byte 5 and known
+/// flags in bytes 6..8. Returns the header's bytes, its codec and whether
+/// it is settled.
+fn check_head(
+    buf: &[u8],
+    len: usize,
+    magic: [u8; 4],
+    version: u8,
+) -> Result<(&[u8], Codec, bool), FormatError> {
+    let h = buf.get(..len).ok_or(FormatError::Truncated {
+        needed: len as u64,
         available: buf.len() as u64,
     })?;
-    let magic = h.get(0..4).unwrap_or_default();
-    if magic != RECORD_MAGIC {
+    let found = h.get(0..4).unwrap_or_default();
+    if found != magic {
         return Err(FormatError::BadMagic {
-            found: magic.to_vec(),
+            found: found.to_vec(),
         });
     }
-    let stored = le_u32(h, 52);
-    let computed = crc32fast::hash(h.get(0..52).unwrap_or_default());
+    let stored = le_u32(h, len - 4);
+    let computed = crc32fast::hash(h.get(0..len - 4).unwrap_or_default());
     if stored != computed {
         return Err(FormatError::HeaderCrc { stored, computed });
     }
-    let version = h.get(4).copied().unwrap_or_default();
-    if version != RECORD_VERSION {
-        return Err(FormatError::BadVersion(u32::from(version)));
+    let v = h.get(4).copied().unwrap_or_default();
+    if v != version {
+        return Err(FormatError::BadVersion(u32::from(v)));
     }
     let codec_byte = h.get(5).copied().unwrap_or_default();
     let codec = Codec::from_byte(codec_byte).ok_or(FormatError::BadCodec(codec_byte))?;
@@ -187,6 +203,12 @@ pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
     if flags & !RECORD_FLAGS != 0 {
         return Err(FormatError::Reserved);
     }
+    Ok((h, codec, flags & RECORD_SETTLED != 0))
+}
+
+/// Decodes and checks a record header (not the payload).
+pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
+    let (h, codec, settled) = check_head(buf, RECORD_HEADER_LEN, RECORD_MAGIC, RECORD_VERSION)?;
     let mut id = [0u8; 32];
     id.copy_from_slice(h.get(8..40).unwrap_or(&[0u8; 32]));
     let raw_len = le_u32(h, 40);
@@ -208,7 +230,7 @@ pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, FormatError> {
         raw_len,
         stored_len,
         payload_crc: le_u32(h, 48),
-        settled: flags & RECORD_SETTLED != 0,
+        settled,
     })
 }
 
@@ -241,29 +263,60 @@ pub fn decode_payload(
     dctx: &mut zstd::bulk::Decompressor<'static>,
     out: &mut Vec<u8>,
 ) -> Result<(), FormatError> {
-    match header.codec {
+    decompress_into(header.codec, header.raw_len, payload, dctx, out)
+}
+
+/// Appends `payload` decoded by `codec` to `out`; it must come to exactly
+/// `raw_len` bytes (else `out` is left as it was).
+fn decompress_into(
+    codec: Codec,
+    raw_len: u32,
+    payload: &[u8],
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    match codec {
         Codec::Raw => out.extend_from_slice(payload),
         Codec::Zstd => {
             let start = out.len();
-            out.reserve(header.raw_len as usize);
+            out.reserve(raw_len as usize);
             // Decompress into the spare capacity after `start` (no zero
             // fill first: that memset cost as much as a tenth of a read).
             let mut at = std::io::Cursor::new(&mut *out);
             at.set_position(start as u64);
             let n = dctx.decompress_to_buffer(payload, &mut at);
-            if !matches!(n, Ok(n) if n == header.raw_len as usize) {
+            if !matches!(n, Ok(n) if n == raw_len as usize) {
                 out.truncate(start);
                 return Err(match n {
                     Err(e) => FormatError::Decompress(e.to_string()),
                     Ok(_) => FormatError::BadLength {
-                        raw_len: header.raw_len,
-                        stored_len: header.stored_len,
+                        raw_len,
+                        stored_len: payload.len() as u32,
                     },
                 });
             }
         }
     }
     Ok(())
+}
+
+/// Compresses `raw` with `cctx` into `out` (cleared first) and says which
+/// codec the record carries: zstd when that saves at least 1/32, else raw
+/// (and `out` holds the raw bytes).
+pub fn compress_payload(
+    cctx: &mut zstd::bulk::Compressor<'_>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<Codec> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    let n = cctx.compress_to_buffer(raw, out)?;
+    if n + n / 32 < raw.len() {
+        return Ok(Codec::Zstd);
+    }
+    out.clear();
+    out.extend_from_slice(raw);
+    Ok(Codec::Raw)
 }
 
 /// Decodes the payload and checks that the chunk hashes to its id: the full
@@ -349,17 +402,66 @@ pub enum ScanEnd {
     Invalid { offset: u64, error: FormatError },
 }
 
+/// One record of a segment as a scan finds it: a chunk's own record, or
+/// a group of chunks (written by recompression).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    One(RecordHeader),
+    Group(Group),
+}
+
+impl Stored {
+    /// Header, table (a group's) and payload.
+    pub fn record_len(&self) -> u64 {
+        match self {
+            Stored::One(h) => h.record_len(),
+            Stored::Group(g) => g.record_len(),
+        }
+    }
+
+    pub fn settled(&self) -> bool {
+        match self {
+            Stored::One(h) => h.settled,
+            Stored::Group(g) => g.header.settled,
+        }
+    }
+}
+
+/// Decodes the record of either kind at the start of `buf` (told apart
+/// by its magic), every CRC checked; returns it and its payload.
+pub fn decode_stored(buf: &[u8]) -> Result<(Stored, &[u8]), FormatError> {
+    if buf.get(..4) == Some(&GROUP_MAGIC[..]) {
+        let (g, payload) = decode_group(buf)?;
+        return Ok((Stored::Group(g), payload));
+    }
+    let (h, payload) = decode_record(buf)?;
+    Ok((Stored::One(h), payload))
+}
+
+/// The length and the settled flag of the record of either kind at the
+/// start of `buf`, from its fixed header alone (its own CRC checked: no
+/// table, no payload): what a census of a segment reads.
+pub fn stored_summary(buf: &[u8]) -> Result<(u64, bool), FormatError> {
+    if buf.get(..4) == Some(&GROUP_MAGIC[..]) {
+        let g = decode_group_header(buf)?;
+        return Ok((g.record_len(), g.settled));
+    }
+    let h = decode_record_header(buf)?;
+    Ok((h.record_len(), h.settled))
+}
+
 /// Walks the records of a segment body (the bytes after the header),
-/// calling `f(offset_in_body, header)` for each valid one, and stops at the
-/// first invalid one. Pure: recovery and `verify` decide what a stop means.
-pub fn scan_records(body: &[u8], mut f: impl FnMut(u64, &RecordHeader)) -> ScanEnd {
+/// calling `f(offset_in_body, record)` for each valid one, and stops at
+/// the first invalid one. Pure: recovery and `verify` decide what a stop
+/// means.
+pub fn scan_records(body: &[u8], mut f: impl FnMut(u64, &Stored)) -> ScanEnd {
     let mut pos = 0usize;
     while pos < body.len() {
         let rest = body.get(pos..).unwrap_or_default();
-        match decode_record(rest) {
-            Ok((h, _)) => {
-                f(pos as u64, &h);
-                pos += RECORD_HEADER_LEN + h.stored_len as usize;
+        match decode_stored(rest) {
+            Ok((s, _)) => {
+                f(pos as u64, &s);
+                pos += s.record_len() as usize;
             }
             Err(error) => {
                 return ScanEnd::Invalid {

@@ -7,17 +7,15 @@ use std::io;
 
 use super::SegmentSet;
 use crate::error::{Error, Result};
-use crate::format::{
-    self, FormatError, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, ScanEnd,
-};
+use crate::format::{self, FormatError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, ScanEnd, Stored};
 use crate::id::SegmentId;
 
 /// Bytes read at a time.
 pub const SCAN_WINDOW: usize = 8 << 20;
 
 /// What a scan calls for each valid record: its offset in the file, its
-/// header, the whole record.
-pub type OnRecord<'a> = dyn FnMut(u64, &RecordHeader, &[u8]) -> Result<()> + 'a;
+/// header (a chunk's own, or a group's with its table), the whole record.
+pub type OnRecord<'a> = dyn FnMut(u64, &Stored, &[u8]) -> Result<()> + 'a;
 
 /// Walks the records of a segment of `len` bytes that `read_at` reads,
 /// calling `f(offset, header, record)` for each valid one, and stops at the
@@ -49,11 +47,12 @@ pub fn scan_resync(
     scan_by(SCAN_WINDOW, len, read_at, f, Some(damaged))
 }
 
-/// The first place at or after `from` where a record magic starts.
+/// The first place at or after `from` where a record magic (of either
+/// kind) starts.
 fn next_magic(buf: &[u8], from: usize) -> Option<usize> {
     buf.get(from..)?
         .windows(format::RECORD_MAGIC.len())
-        .position(|w| w == format::RECORD_MAGIC)
+        .position(|w| w == format::RECORD_MAGIC || w == format::GROUP_MAGIC)
         .map(|p| p + from)
 }
 
@@ -74,7 +73,7 @@ fn scan_by(
         let mut pos = 0usize;
         let mut stop = None;
         {
-            let mut scan_f = |off: u64, h: &RecordHeader| {
+            let mut scan_f = |off: u64, h: &Stored| {
                 if stop.is_some() {
                     return;
                 }
@@ -83,7 +82,7 @@ fn scan_by(
                 }
                 let at = off as usize;
                 let rec = buf
-                    .get(at..at + RECORD_HEADER_LEN + h.stored_len as usize)
+                    .get(at..at + h.record_len() as usize)
                     .unwrap_or_default();
                 if let Err(e) = f(base + off, h, rec) {
                     stop = Some(e);
@@ -166,22 +165,23 @@ impl SegmentSet {
         )
     }
 
-    /// The record headers of segment `id`, front to back, read without
-    /// their payloads (each header's own CRC is checked, no payload's):
-    /// one small read per record instead of the whole file, for a census
-    /// of what a segment holds. Stops quietly at the first header that
-    /// does not decode; a scan is what finds and reports damage.
-    pub fn walk_headers(&self, id: SegmentId, f: &mut dyn FnMut(&RecordHeader)) -> Result<()> {
+    /// The length and settled flag of each record of segment `id`, front
+    /// to back, read from their fixed headers alone (each header's own CRC
+    /// is checked, no table's or payload's): one small read per record
+    /// instead of the whole file, for a census of what a segment holds.
+    /// Stops quietly at the first header that does not decode; a scan is
+    /// what finds and reports damage.
+    pub fn walk_headers(&self, id: SegmentId, f: &mut dyn FnMut(u64, bool)) -> Result<()> {
         let len = self.file_len(id)?;
         let mut off = SEGMENT_HEADER_LEN as u64;
         let mut buf = [0u8; RECORD_HEADER_LEN];
         while off + RECORD_HEADER_LEN as u64 <= len {
             self.read_at(id, off, &mut buf)?;
-            let Ok(h) = format::decode_record_header(&buf) else {
+            let Ok((record_len, settled)) = format::stored_summary(&buf) else {
                 break;
             };
-            f(&h);
-            off += h.record_len();
+            f(record_len, settled);
+            off += record_len;
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 use std::collections::HashSet;
 
 use super::Store;
+use super::read::GroupCache;
 use crate::error::{Error, Result};
-use crate::format::{ChunkList, ListEntry, RecordHeader};
+use crate::format::{self, ChunkList, ListEntry, RECORD_HEADER_LEN, RecordHeader};
 use crate::id::{ChunkId, FileId};
 use crate::index::{ChunkRef, PartialId};
 use crate::segment::Location;
@@ -22,10 +23,20 @@ impl Store {
                 let e = self.inner.index.chunk(&r.id)?.ok_or_else(|| {
                     Error::Inconsistent(format!("file {file} references unindexed chunk {}", r.id))
                 })?;
+                // A group's member travels as a record of its own,
+                // compressed for the trip (`read_records`): its length is
+                // known once it is made, so the list says what its share
+                // of the group suggests (the receiver sizes its batches
+                // by it and checks each record by itself).
+                let record_len = match e.member {
+                    None => e.location.len,
+                    Some(m) => (RECORD_HEADER_LEN as u32 + m.share)
+                        .min(RECORD_HEADER_LEN as u32 + r.raw_len),
+                };
                 entries.push(ListEntry {
                     id: r.id,
                     raw_len: r.raw_len,
-                    record_len: e.location.len,
+                    record_len,
                 });
             }
             Ok(())
@@ -51,22 +62,35 @@ impl Store {
     }
 
     /// Calls `out` with each requested record exactly as stored (CRC
-    /// checked). Only chunks in `allowed` are served: nobody fetches
-    /// content by guessing hashes.
+    /// checked); a member of a group record as a record of its own,
+    /// compressed at the store's ingest level (and not settled: the
+    /// receiver's background pass groups it again). Only chunks in
+    /// `allowed` are served: nobody fetches content by guessing hashes.
     pub fn read_records(
         &self,
         allowed: &HashSet<ChunkId>,
         ids: &[ChunkId],
         out: &mut dyn FnMut(&RecordHeader, &[u8]) -> Result<()>,
     ) -> Result<()> {
+        let mut members: Option<Members> = None;
         for id in ids {
             if !allowed.contains(id) {
                 return Err(Error::InvalidInput(format!(
                     "chunk {id} is not part of the requested file"
                 )));
             }
-            let (header, bytes) = self.read_record(id)?;
-            out(&header, &bytes)?;
+            let (entry, bytes) = self.read_place(id)?;
+            if entry.member.is_none() {
+                let header = super::read::checked(&bytes, id, &entry)?;
+                out(&header, &bytes)?;
+                continue;
+            }
+            let m = match &mut members {
+                Some(m) => m,
+                None => members.insert(Members::new(self.inner.zstd_level)?),
+            };
+            let (header, record) = m.record(&bytes, id, &entry)?;
+            out(&header, record)?;
         }
         Ok(())
     }
@@ -110,5 +134,52 @@ impl Store {
     /// Reads the content a chunk list describes from this store.
     pub fn open_chunks(&self, refs: Vec<ChunkRef>) -> Result<super::FileReader> {
         super::read::FileReader::over_list(self.clone(), refs)
+    }
+}
+
+/// What a source needs to send group members as records of their own.
+struct Members {
+    groups: GroupCache,
+    dctx: zstd::bulk::Decompressor<'static>,
+    cctx: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+    payload: Vec<u8>,
+    record: Vec<u8>,
+}
+
+impl Members {
+    fn new(level: i32) -> Result<Self> {
+        Ok(Members {
+            groups: GroupCache::default(),
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::io("creating a zstd context", e))?,
+            cctx: zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::io("creating a zstd context", e))?,
+            raw: Vec::new(),
+            payload: Vec::new(),
+            record: Vec::new(),
+        })
+    }
+
+    /// Member `id` of the group record `rec` (read from `entry`'s place)
+    /// as a record of its own.
+    fn record(
+        &mut self,
+        rec: &[u8],
+        id: &ChunkId,
+        entry: &crate::index::ChunkEntry,
+    ) -> Result<(RecordHeader, &[u8])> {
+        self.raw.clear();
+        self.raw
+            .extend_from_slice(self.groups.member(rec, id, entry, &mut self.dctx)?);
+        let codec = format::compress_payload(&mut self.cctx, &self.raw, &mut self.payload)
+            .map_err(|e| Error::io("compressing a chunk", e))?;
+        let head = format::encode_record_header(codec, id, entry.raw_len, &self.payload);
+        self.record.clear();
+        self.record.extend_from_slice(&head);
+        self.record.extend_from_slice(&self.payload);
+        let header = format::decode_record_header(&head)
+            .map_err(|e| Error::Internal(format!("a record made here does not decode: {e}")))?;
+        Ok((header, &self.record))
     }
 }

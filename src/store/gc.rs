@@ -10,13 +10,14 @@
 //! segment, fsynced, the index flipped in one batch, and only then the old
 //! file removed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::pack::{Copy, Packer, Recoder};
 use super::{SegmentDeltas, Store};
 use crate::error::{Error, Result};
-use crate::format::{self, SEGMENT_HEADER_LEN, ScanEnd};
+use crate::format::{SEGMENT_HEADER_LEN, ScanEnd, Stored};
 use crate::id::{ChunkId, SegmentId};
 use crate::segment::{Location, WriteSession, lock};
 
@@ -80,10 +81,13 @@ pub struct SegmentFailure {
     pub error: String,
 }
 
+/// A chunk found in a segment being compacted: its record (a group's,
+/// for a member) and, in a group, its raw offset.
 struct Found {
     id: ChunkId,
     offset: u64,
     len: u32,
+    member: Option<u32>,
 }
 
 impl Store {
@@ -194,41 +198,53 @@ impl Store {
         recode: Option<&mut Recoder<'_>>,
         report: &mut GcReport,
     ) -> Result<()> {
-        let mut recode = recode;
         let inner = &*self.inner;
         // An earlier pass (or this one's plan twice) removed it already.
         if !inner.segments.list()?.contains(&seg) || !inner.segments.seal_for_gc(seg)? {
             return Ok(());
         }
         let freed = inner.segments.file_len(seg)?;
-        // One pass: note every record, and copy (without locks) every one
+        // One pass: note every chunk, and copy (without locks) every one
         // the index points at that is live or pinned now. Records that die
         // before the flip are dropped there.
         let mut found = Vec::new();
-        let mut copies: Vec<(usize, Location)> = Vec::new();
         let mut session = inner.segments.session();
-        let end = inner.segments.scan_segment(seg, &mut |offset, h, rec| {
-            let f = Found {
-                id: h.chunk_id,
-                offset,
-                len: rec.len() as u32,
-            };
-            if self.still_wanted_at(seg, &f)? {
-                let loc = match recode.as_deref_mut() {
-                    Some(r) => {
-                        let (hdr, payload) = r.recode(seg, offset, h, rec)?;
-                        session.append(&hdr, payload)?
+        let mut pack = Packer::new(recode, inner.zstd_level);
+        let end = inner
+            .segments
+            .scan_segment(seg, &mut |offset, stored, rec| {
+                let len = rec.len() as u32;
+                match stored {
+                    Stored::One(h) => {
+                        let f = Found {
+                            id: h.chunk_id,
+                            offset,
+                            len,
+                            member: None,
+                        };
+                        if self.still_wanted_at(seg, &f)? {
+                            pack.one(&mut session, found.len(), (seg, offset), h, rec)?;
+                        }
+                        found.push(f);
                     }
-                    None => {
-                        let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-                        session.append(hdr, payload)?
+                    Stored::Group(g) => {
+                        let first = found.len();
+                        let mut live = Vec::with_capacity(g.members.len());
+                        for m in &g.members {
+                            let f = Found {
+                                id: m.id,
+                                offset,
+                                len,
+                                member: Some(m.raw_offset),
+                            };
+                            live.push(self.still_wanted_at(seg, &f)?);
+                            found.push(f);
+                        }
+                        pack.group(&mut session, first, (seg, offset), (g, rec), &live)?;
                     }
-                };
-                copies.push((found.len(), loc));
-            }
-            found.push(f);
-            Ok(())
-        })?;
+                }
+                Ok(())
+            })?;
         if let ScanEnd::Invalid { offset, error } = end {
             return Err(Error::corrupt(
                 seg,
@@ -236,6 +252,7 @@ impl Store {
                 format!("{error}; segment left as it is, run `imgstore store verify`"),
             ));
         }
+        let copies = pack.finish(&mut session)?;
         session.sync()?;
         let records = Records { seg, found };
         let (copied_here, copied_bytes) = self.flip(&records, copies, &mut session, report)?;
@@ -259,7 +276,7 @@ impl Store {
         let Some(e) = inner.index.chunk(&f.id)? else {
             return Ok(false);
         };
-        if e.location != f.at(seg) {
+        if !f.is(&e, seg) {
             return Ok(false);
         }
         Ok(e.refcount > 0 || lock(&inner.pins).contains_key(&f.id))
@@ -272,7 +289,7 @@ impl Store {
     fn flip(
         &self,
         records: &Records,
-        copies: Vec<(usize, Location)>,
+        copies: Vec<Copy>,
         session: &mut WriteSession<'_>,
         report: &mut GcReport,
     ) -> Result<(u64, u64)> {
@@ -282,17 +299,19 @@ impl Store {
         let mut b = inner.index.batch();
         let mut segs = SegmentDeltas::default();
         let mut copied = vec![None; records.found.len()];
-        for (i, loc) in copies {
+        for (i, loc, member) in copies {
             if let Some(slot) = copied.get_mut(i) {
-                *slot = Some(loc);
+                *slot = Some((loc, member));
             }
         }
+        // Records copied late, by their old offset (a group's once).
+        let mut late: HashMap<u64, Location> = HashMap::new();
         let (mut copied_here, mut copied_bytes) = (0u64, 0u64);
         for (i, f) in records.found.iter().enumerate() {
             let Some(mut e) = inner.index.chunk(&f.id)? else {
                 continue;
             };
-            if e.location != f.at(records.seg) {
+            if !f.is(&e, records.seg) {
                 continue;
             }
             if e.refcount == 0 && !pins.contains_key(&f.id) {
@@ -300,26 +319,35 @@ impl Store {
                 report.chunks_dropped += 1;
                 continue;
             }
-            let new = match copied.get(i).copied().flatten() {
-                Some(loc) => loc,
+            let (new, member) = match copied.get(i).copied().flatten() {
+                Some(c) => c,
                 None => {
-                    // Revived (by a put) after the copy pass: copy it now.
-                    let mut rec = vec![0u8; f.len as usize];
-                    inner.segments.read_at(records.seg, f.offset, &mut rec)?;
-                    let (hdr, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-                    let loc = session.append(hdr, payload)?;
-                    session.sync()?;
-                    loc
+                    // Revived (by a put) after the copy pass: its record
+                    // (a whole group, for a member) is copied now, as it
+                    // is, so the member keeps its place and share.
+                    let loc = match late.get(&f.offset) {
+                        Some(&loc) => loc,
+                        None => {
+                            let mut rec = vec![0u8; f.len as usize];
+                            inner.segments.read_at(records.seg, f.offset, &mut rec)?;
+                            let loc = session.append(&rec, &[])?;
+                            session.sync()?;
+                            late.insert(f.offset, loc);
+                            loc
+                        }
+                    };
+                    (loc, e.member)
                 }
             };
+            e.location = new;
+            e.member = member;
             if e.refcount > 0 {
-                segs.add_live(&inner.index, new.segment, i64::from(new.len))?;
+                segs.add_live(&inner.index, new.segment, i64::from(e.stored_len()))?;
             }
             segs.extend_indexed(&inner.index, new.segment, new.offset + u64::from(new.len))?;
-            e.location = new;
             b.put_chunk(&f.id, &e)?;
             copied_here += 1;
-            copied_bytes += u64::from(new.len);
+            copied_bytes += u64::from(e.stored_len());
         }
         segs.entries.remove(&records.seg);
         segs.write(&mut b)?;
@@ -341,132 +369,13 @@ struct Records {
 }
 
 impl Found {
-    fn at(&self, seg: SegmentId) -> Location {
-        Location {
+    /// True when index entry `e` names this chunk's place in `seg`.
+    fn is(&self, e: &crate::index::ChunkEntry, seg: SegmentId) -> bool {
+        let at = Location {
             segment: seg,
             offset: self.offset,
             len: self.len,
-        }
-    }
-}
-
-/// Compresses records again at another level (cold segments, which are
-/// read often and written never, pay for a slower level once).
-pub(super) struct Recoder<'s> {
-    /// Copy settled records as they are (the background pass) instead of
-    /// compressing them again (an operator's explicit recompression).
-    keep_settled: bool,
-    /// Once set, the next record ends the rewrite with `Error::Stopped`
-    /// (a daemon shutting down does not wait for a whole segment).
-    stop: Option<&'s AtomicBool>,
-    dctx: zstd::bulk::Decompressor<'static>,
-    cctx: zstd::bulk::Compressor<'static>,
-    raw: Vec<u8>,
-    out: Vec<u8>,
-}
-
-impl<'s> Recoder<'s> {
-    pub(super) fn new(
-        level: i32,
-        keep_settled: bool,
-        stop: Option<&'s AtomicBool>,
-    ) -> Result<Self> {
-        Ok(Self {
-            keep_settled,
-            stop,
-            dctx: zstd::bulk::Decompressor::new()
-                .map_err(|e| Error::io("creating a zstd context", e))?,
-            cctx: zstd::bulk::Compressor::new(level)
-                .map_err(|e| Error::io("creating a zstd context", e))?,
-            raw: Vec::new(),
-            out: Vec::new(),
-        })
-    }
-
-    /// The record as it will be written: header and payload, compressed
-    /// at the new level unless that saves less than 1/32 (then raw), and
-    /// marked settled. The chunk is checked against its id on the way, so
-    /// a record rewritten here is as verified as one received from another
-    /// datacenter. A settled record is copied as it is when the recoder
-    /// keeps them.
-    fn recode<'r>(
-        &'r mut self,
-        seg: SegmentId,
-        offset: u64,
-        h: &format::RecordHeader,
-        rec: &'r [u8],
-    ) -> Result<([u8; format::RECORD_HEADER_LEN], &'r [u8])> {
-        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Err(Error::Stopped(format!("rewriting segment {seg}")));
-        }
-        let (header, payload) = rec.split_at(rec.len().min(format::RECORD_HEADER_LEN));
-        if self.keep_settled
-            && h.settled
-            && let Ok(header) = <[u8; format::RECORD_HEADER_LEN]>::try_from(header)
-        {
-            return Ok((header, payload));
-        }
-        self.raw.clear();
-        format::decode_and_verify(h, payload, &mut self.dctx, &mut self.raw)
-            .map_err(|e| Error::corrupt(seg, offset, format!("chunk {}: {e}", h.chunk_id)))?;
-        self.out.clear();
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
-        let n = self
-            .cctx
-            .compress_to_buffer(&self.raw, &mut self.out)
-            .map_err(|e| Error::io("compressing a chunk", e))?;
-        let (codec, body) = if n + n / 32 < self.raw.len() {
-            (format::Codec::Zstd, self.out.get(..n).unwrap_or_default())
-        } else {
-            (format::Codec::Raw, self.raw.as_slice())
         };
-        let header = format::encode_record_header_flags(
-            codec,
-            format::RECORD_SETTLED,
-            &h.chunk_id,
-            h.raw_len,
-            body,
-        );
-        Ok((header, body))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::id::ChunkId;
-
-    fn record(settled: bool, chunk: &[u8]) -> (format::RecordHeader, Vec<u8>) {
-        let flags = if settled { format::RECORD_SETTLED } else { 0 };
-        let h = format::encode_record_header_flags(
-            format::Codec::Raw,
-            flags,
-            &ChunkId::of(chunk),
-            chunk.len() as u32,
-            chunk,
-        );
-        let rec = [&h[..], chunk].concat();
-        (format::decode_record_header(&rec).unwrap(), rec)
-    }
-
-    #[test]
-    fn the_background_recoder_copies_settled_records_as_they_are() {
-        let chunk = b"abcabcabc".repeat(200);
-        let (h, rec) = record(true, &chunk);
-        assert!(h.settled);
-        let mut keep = Recoder::new(9, true, None).unwrap();
-        let (hdr, payload) = keep.recode(SegmentId(1), 48, &h, &rec).unwrap();
-        assert_eq!([&hdr[..], payload].concat(), rec, "copied as it is");
-        // An operator's recompression compresses it again, settled.
-        let mut all = Recoder::new(9, false, None).unwrap();
-        let (hdr, payload) = all.recode(SegmentId(1), 48, &h, &rec).unwrap();
-        let again = format::decode_record_header(&hdr).unwrap();
-        assert!(again.settled && again.codec == format::Codec::Zstd);
-        assert!(payload.len() < chunk.len());
-        // An unsettled record is compressed and settled by both.
-        let (h, rec) = record(false, &chunk);
-        let (hdr, _) = keep.recode(SegmentId(1), 48, &h, &rec).unwrap();
-        assert!(format::decode_record_header(&hdr).unwrap().settled);
+        e.location == at && e.member.map(|m| m.raw_offset) == self.member
     }
 }

@@ -20,6 +20,7 @@
 mod exchange;
 pub mod gc;
 mod lease;
+mod pack;
 mod put;
 mod read;
 mod readahead;

@@ -8,6 +8,13 @@
 //! positioned read per stretch of adjacent records, checked and
 //! decompressed into one buffer. The same batch is what a remote segment
 //! backend will fetch with one range request.
+//!
+//! Chunks that recompression gathered into a group record are read by
+//! decompressing the group: a batch that reaches into a group takes the
+//! group's following members too (the planner looks them up), so each
+//! group is decompressed by one batch, straight into its buffer when the
+//! batch holds the whole group in order, else once into a cache the
+//! batch's members are cut from.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -108,7 +115,47 @@ impl Planner {
             self.next_start += u64::from(r.raw_len);
             batch.push(r);
         }
+        self.finish_group(store, &mut batch)?;
         Ok((!batch.is_empty()).then_some((start, batch)))
+    }
+
+    /// When a batch ends inside a group record, the group's next members
+    /// join it (as far as the file takes them in order), so that no group
+    /// is decompressed by two batches. Only a look-up per chunk: a chunk
+    /// moved by compaction meanwhile costs a second decompression, not a
+    /// wrong byte.
+    fn finish_group(&mut self, store: &Store, batch: &mut Vec<ChunkRef>) -> Result<()> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let Some(group) = store
+            .inner
+            .index
+            .chunk(&last.id)?
+            .filter(|e| e.member.is_some())
+        else {
+            return Ok(());
+        };
+        while self.next_start < self.end {
+            if self.pending.is_empty() {
+                self.load_at(store, self.next_start)?;
+            }
+            let Some(&r) = self.pending.front() else {
+                return Ok(());
+            };
+            let same = store
+                .inner
+                .index
+                .chunk(&r.id)?
+                .is_some_and(|e| e.member.is_some() && e.location == group.location);
+            if !same {
+                return Ok(());
+            }
+            self.pending.pop_front();
+            self.next_start += u64::from(r.raw_len);
+            batch.push(r);
+        }
+        Ok(())
     }
 }
 
@@ -146,9 +193,11 @@ impl Store {
         FileReader::new(self.clone(), plan, offset, end)
     }
 
-    /// The stored record of a chunk, checked, with its header. Retries
-    /// when compaction moved the chunk between look-up and read.
-    pub fn read_record(&self, id: &ChunkId) -> Result<(RecordHeader, Vec<u8>)> {
+    /// The bytes at a chunk's place (its own record, or the whole group
+    /// record it is a member of), not yet checked, with the entry that
+    /// named the place. Retries when compaction moved the chunk between
+    /// look-up and read.
+    pub(crate) fn read_place(&self, id: &ChunkId) -> Result<(ChunkEntry, Vec<u8>)> {
         let mut last_err = None;
         for _ in 0..3 {
             let entry = self.entry(id)?;
@@ -158,10 +207,7 @@ impl Store {
                 entry.location.offset,
                 &mut bytes,
             ) {
-                Ok(()) => {
-                    let header = checked(&bytes, id, &entry)?;
-                    return Ok((header, bytes));
-                }
+                Ok(()) => return Ok((entry, bytes)),
                 Err(e @ Error::Inconsistent(_)) => last_err = Some(e),
                 Err(e) => return Err(e),
             }
@@ -177,10 +223,8 @@ impl Store {
         dctx: &mut zstd::bulk::Decompressor<'static>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let (header, bytes) = self.read_record(id)?;
-        let payload = bytes.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
-        format::decode_payload(&header, payload, dctx, out)
-            .map_err(|e| Error::Inconsistent(format!("chunk {id} does not decompress: {e}")))
+        let (entry, bytes) = self.read_place(id)?;
+        chunk_bytes(&bytes, id, &entry, dctx, &mut GroupCache::default(), out)
     }
 
     fn entry(&self, id: &ChunkId) -> Result<ChunkEntry> {
@@ -219,6 +263,7 @@ impl Store {
             .collect::<Result<_>>()?;
         let mut out = Vec::with_capacity(sum_len(refs) as usize);
         let mut buf = Vec::new();
+        let mut groups = GroupCache::default();
         let mut i = 0;
         while i < refs.len() {
             // The stretch of records adjacent to this one in its segment.
@@ -226,8 +271,14 @@ impl Store {
             let Some(first) = first else { break };
             let mut j = i + 1;
             let mut run_end = first.offset + u64::from(first.len);
+            let mut last = first;
             while let Some(e) = entries.get(j) {
                 let l = e.location;
+                if l == last {
+                    // The next member of the same group.
+                    j += 1;
+                    continue;
+                }
                 if l.segment != first.segment
                     || l.offset != run_end
                     || run_end - first.offset + u64::from(l.len) > MAX_RUN_BYTES
@@ -235,13 +286,15 @@ impl Store {
                     break;
                 }
                 run_end += u64::from(l.len);
+                last = l;
                 j += 1;
             }
             buf.resize((run_end - first.offset) as usize, 0);
             self.inner
                 .segments
                 .read_at(first.segment, first.offset, &mut buf)?;
-            for k in i..j {
+            let mut k = i;
+            while k < j {
                 let (Some(r), Some(e)) = (refs.get(k), entries.get(k)) else {
                     break;
                 };
@@ -249,15 +302,16 @@ impl Store {
                 let rec = buf
                     .get(at..at + e.location.len as usize)
                     .unwrap_or_default();
-                let header = checked(rec, &r.id, e)?;
-                let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
-                format::decode_payload(&header, payload, dctx, &mut out).map_err(|err| {
-                    Error::corrupt(
-                        e.location.segment,
-                        e.location.offset,
-                        format!("chunk {}: {err}", r.id),
-                    )
-                })?;
+                let rest = (refs.get(k..j), entries.get(k..j));
+                if let (Some(refs), Some(entries)) = rest {
+                    let n = whole_group(rec, refs, entries, dctx, &mut out)?;
+                    if n > 0 {
+                        k += n;
+                        continue;
+                    }
+                }
+                chunk_bytes(rec, &r.id, e, dctx, &mut groups, &mut out)?;
+                k += 1;
             }
             i = j;
         }
@@ -265,9 +319,137 @@ impl Store {
     }
 }
 
+/// The last group record a reader decompressed: the chunks of a file
+/// that recompression grouped are read one after another, and their
+/// group is decompressed once. A location's bytes never change (records
+/// are never rewritten in place, segment ids never reused), so the
+/// location names what is held.
+#[derive(Default)]
+pub(crate) struct GroupCache {
+    at: Option<Location>,
+    group: Option<format::Group>,
+    raw: Vec<u8>,
+}
+
+impl GroupCache {
+    /// Member `id` of the group record `rec` read from `entry`'s place:
+    /// the group's CRCs checked, its length the entry's, its table naming
+    /// `id` with the entry's length at the entry's raw offset.
+    pub(crate) fn member(
+        &mut self,
+        rec: &[u8],
+        id: &ChunkId,
+        entry: &ChunkEntry,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<&[u8]> {
+        let loc = entry.location;
+        let corrupt =
+            |e: FormatError| Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}"));
+        if self.at != Some(loc) {
+            self.at = None;
+            let (g, payload) = format::decode_group(rec).map_err(corrupt)?;
+            if g.record_len() != rec.len() as u64 {
+                return Err(corrupt(FormatError::BadLength {
+                    raw_len: g.header.raw_len,
+                    stored_len: g.header.stored_len,
+                }));
+            }
+            self.raw.clear();
+            format::decode_group_payload(&g.header, payload, dctx, &mut self.raw)
+                .map_err(corrupt)?;
+            self.group = Some(g);
+            self.at = Some(loc);
+        }
+        let raw_offset = entry.member.map_or(u32::MAX, |m| m.raw_offset);
+        let m = self
+            .group
+            .as_ref()
+            .and_then(|g| g.member_at(raw_offset))
+            .filter(|m| m.id == *id && m.raw_len == entry.raw_len)
+            .ok_or_else(|| {
+                corrupt(FormatError::BadLength {
+                    raw_len: entry.raw_len,
+                    stored_len: raw_offset,
+                })
+            })?;
+        let at = m.raw_offset as usize;
+        Ok(self
+            .raw
+            .get(at..at + m.raw_len as usize)
+            .unwrap_or_default())
+    }
+}
+
+/// When `refs` start with every member of the group record `rec`, in
+/// its order (a file read from a group's first chunk: what a batch that
+/// starts at a group boundary sees), decompresses the group straight into
+/// `out` and returns how many chunks it took; else 0, and nothing read.
+fn whole_group(
+    rec: &[u8],
+    refs: &[ChunkRef],
+    entries: &[ChunkEntry],
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    let Some(head) = entries.first() else {
+        return Ok(0);
+    };
+    if head.member.is_none_or(|m| m.raw_offset != 0) {
+        return Ok(0);
+    }
+    // A group that does not decode is the slow path's to report.
+    let Ok((g, payload)) = format::decode_group(rec) else {
+        return Ok(0);
+    };
+    let n = g.members.len();
+    let (Some(refs), Some(entries)) = (refs.get(..n), entries.get(..n)) else {
+        return Ok(0);
+    };
+    let all = g.members.iter().zip(refs).zip(entries).all(|((m, r), e)| {
+        m.id == r.id
+            && e.location == head.location
+            && e.raw_len == m.raw_len
+            && e.member.is_some_and(|x| x.raw_offset == m.raw_offset)
+    });
+    if !all || g.record_len() != rec.len() as u64 {
+        return Ok(0);
+    }
+    let loc = head.location;
+    format::decode_group_payload(&g.header, payload, dctx, out).map_err(|e| {
+        Error::corrupt(loc.segment, loc.offset, format!("group of {n} chunks: {e}"))
+    })?;
+    Ok(n)
+}
+
+/// Appends chunk `id`, read from `entry`'s place as `rec`, to `out`: a
+/// record of its own checked and decoded, a group's member cut out of its
+/// decompressed group.
+fn chunk_bytes(
+    rec: &[u8],
+    id: &ChunkId,
+    entry: &ChunkEntry,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    groups: &mut GroupCache,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if entry.member.is_some() {
+        out.extend_from_slice(groups.member(rec, id, entry, dctx)?);
+        return Ok(());
+    }
+    let header = checked(rec, id, entry)?;
+    let payload = rec.get(format::RECORD_HEADER_LEN..).unwrap_or_default();
+    format::decode_payload(&header, payload, dctx, out).map_err(|err| {
+        Error::corrupt(
+            entry.location.segment,
+            entry.location.offset,
+            format!("chunk {id}: {err}"),
+        )
+    })
+}
+
 /// Decodes a record read from `entry`'s place and checks that it is that
 /// chunk's: CRCs, id, lengths.
-fn checked(bytes: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<RecordHeader> {
+pub(crate) fn checked(bytes: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<RecordHeader> {
     let loc: Location = entry.location;
     let check = || -> std::result::Result<RecordHeader, FormatError> {
         let (h, _) = format::decode_record(bytes)?;

@@ -24,6 +24,10 @@ pub struct StoreStats {
     pub chunks: u64,
     /// Chunks with at least one reference.
     pub live_chunks: u64,
+    /// Live chunks stored as members of group records (recompression
+    /// gathers adjacent chunks into one frame: `FORMAT.md`).
+    #[serde(default)]
+    pub grouped_chunks: u64,
     /// Uncompressed bytes of the live chunks: logical bytes after dedup.
     pub unique_uncompressed_bytes: u64,
     /// Bytes of live records in segments: after dedup and compression.
@@ -147,7 +151,8 @@ impl Store {
             if e.refcount > 0 {
                 s.live_chunks += 1;
                 s.unique_uncompressed_bytes += u64::from(e.raw_len);
-                s.live_stored_bytes += u64::from(e.location.len);
+                s.live_stored_bytes += u64::from(e.stored_len());
+                s.grouped_chunks += u64::from(e.member.is_some());
             }
             Ok(())
         })?;
@@ -194,10 +199,10 @@ impl Store {
             let raw = u64::from(e.raw_len) * n;
             if e.refcount <= n {
                 u.unique_bytes += raw;
-                u.unique_stored_bytes += u64::from(e.location.len);
+                u.unique_stored_bytes += u64::from(e.stored_len());
             } else {
                 u.shared_bytes += raw;
-                u.shared_stored_bytes += u64::from(e.location.len);
+                u.shared_stored_bytes += u64::from(e.stored_len());
             }
         }
         Ok(u)

@@ -147,7 +147,7 @@ impl Txn<'_> {
             e.refcount = e.refcount.saturating_sub(n);
             if before > 0 && e.refcount == 0 {
                 self.segs
-                    .add_live(self.index, e.location.segment, -i64::from(e.location.len))?;
+                    .add_live(self.index, e.location.segment, -i64::from(e.stored_len()))?;
             }
             self.set_chunk(cid, e)?;
         }
@@ -215,7 +215,7 @@ impl Txn<'_> {
                         self.segs.add_live(
                             self.index,
                             e.location.segment,
-                            i64::from(e.location.len),
+                            i64::from(e.stored_len()),
                         )?;
                     }
                     e.refcount += n;
@@ -233,6 +233,7 @@ impl Txn<'_> {
                         location,
                         raw_len,
                         refcount: n,
+                        member: None,
                     }
                 }
             };
@@ -278,7 +279,7 @@ impl Txn<'_> {
     fn add_partial_ref(&mut self, p: &PartialId, id: ChunkId, mut e: ChunkEntry) -> Result<()> {
         if e.refcount == 0 {
             self.segs
-                .add_live(self.index, e.location.segment, i64::from(e.location.len))?;
+                .add_live(self.index, e.location.segment, i64::from(e.stored_len()))?;
         }
         e.refcount += 1;
         self.set_chunk(id, e)?;
@@ -324,6 +325,7 @@ impl Txn<'_> {
             location,
             raw_len,
             refcount: 0,
+            member: None,
         };
         // Counts the record's live bytes as its refcount leaves 0.
         self.add_partial_ref(p, *id, e)
@@ -348,7 +350,7 @@ impl Txn<'_> {
                     self.segs.add_live(
                         self.index,
                         e.location.segment,
-                        -i64::from(e.location.len),
+                        -i64::from(e.stored_len()),
                     )?;
                 }
                 self.set_chunk(id, e)?;

@@ -69,6 +69,10 @@ impl VerifyReport {
     }
 }
 
+/// A chunk's place: segment, record offset, raw offset in a group
+/// (`u32::MAX` for a record of its own).
+type Slot = (SegmentId, u64, u32);
+
 /// What the steps of a verify learn and hand to the next.
 struct Verify<'a> {
     store: &'a Store,
@@ -77,10 +81,11 @@ struct Verify<'a> {
     expected: HashMap<ChunkId, u64>,
     /// Every chunk entry of the index.
     entries: Vec<(ChunkId, ChunkEntry)>,
-    /// Where the index says each chunk's record is.
-    wanted_at: BTreeMap<(SegmentId, u64), (ChunkId, u32)>,
-    /// Records found valid where the index wants them.
-    found: HashSet<(SegmentId, u64)>,
+    /// Where the index says each chunk's record is (`ChunkEntry::slot`:
+    /// segment, offset, raw offset in a group), and the record's length.
+    wanted_at: BTreeMap<Slot, (ChunkId, u32)>,
+    /// Chunks found valid where the index wants them.
+    found: HashSet<Slot>,
     /// Segment accounting computed from the entries.
     live: HashMap<SegmentId, SegmentEntry>,
     /// Chunks whose data is damaged or gone.
@@ -267,15 +272,12 @@ impl Verify<'_> {
             }
             let s = self.live.entry(e.location.segment).or_default();
             if want > 0 {
-                s.live_bytes += u64::from(e.location.len);
+                s.live_bytes += u64::from(e.stored_len());
             }
             s.indexed_end = s
                 .indexed_end
                 .max(e.location.offset + u64::from(e.location.len));
-            self.wanted_at.insert(
-                (e.location.segment, e.location.offset),
-                (*id, e.location.len),
-            );
+            self.wanted_at.insert(e.slot(), (*id, e.location.len));
         }
         for (id, n) in std::mem::take(&mut self.expected) {
             self.damaged.insert(id);
@@ -315,7 +317,7 @@ impl Verify<'_> {
         // ordered map (not a pass over every chunk per segment left out).
         let wanted = self
             .wanted_at
-            .range((seg, 0)..=(seg, u64::MAX))
+            .range((seg, 0, 0)..=(seg, u64::MAX, u32::MAX))
             .map(|(k, _)| *k);
         self.found.extend(wanted);
         Ok(true)
@@ -373,9 +375,26 @@ impl Verify<'_> {
         };
         let scanned = inner.segments.scan_segment_resync(
             seg,
-            &mut |offset, h, rec| {
+            &mut |offset, stored, rec| {
                 report.records_checked += 1;
-                let Some(&(want_id, len)) = wanted_at.get(&(seg, offset)) else {
+                let h = match stored {
+                    format::Stored::One(h) => h,
+                    format::Stored::Group(g) => {
+                        let payload = rec.get(g.header.payload_at()..).unwrap_or_default();
+                        let place = (seg, offset, rec.len() as u64);
+                        group_members(place, (g, payload), wanted_at, dctx, out, &mut |m, ok| {
+                            match ok {
+                                Ok(()) => {
+                                    report.bytes_checked += u64::from(m.raw_len);
+                                    found.insert((seg, offset, m.raw_offset));
+                                }
+                                Err(e) => bad.push((m.id, format!("segment {seg} at offset {offset}: chunk {} of a group: {e}", m.id))),
+                            }
+                        });
+                        return Ok(());
+                    }
+                };
+                let Some(&(want_id, len)) = wanted_at.get(&(seg, offset, u32::MAX)) else {
                     return Ok(()); // garbage: not referenced by the index
                 };
                 if want_id != h.chunk_id || u64::from(len) != h.record_len() {
@@ -386,7 +405,7 @@ impl Verify<'_> {
                 match format::decode_and_verify(h, payload, dctx, out) {
                     Ok(()) => {
                         report.bytes_checked += u64::from(h.raw_len);
-                        found.insert((seg, offset));
+                        found.insert((seg, offset, u32::MAX));
                     }
                     Err(e) => bad.push((
                         h.chunk_id,
@@ -523,7 +542,7 @@ impl Verify<'_> {
     fn unfound_records(&mut self) -> Result<()> {
         let on_disk = self.store.inner.segments.list()?;
         for (id, e) in &self.entries {
-            let key = (e.location.segment, e.location.offset);
+            let key = e.slot();
             // Found sound, or already reported as a bad record of its own.
             if self.found.contains(&key) || self.bad_records.contains(id) {
                 continue;
@@ -607,5 +626,54 @@ impl Verify<'_> {
             segs.entries.insert(id, want);
         }
         Ok(segs)
+    }
+}
+
+/// The members of group `g` (its record at `(seg, offset)`, `len` bytes
+/// long) that the index wants there, each checked against its id:
+/// `each(member, outcome)`. Members nobody wants are garbage and not
+/// reported (a group that fails to decompress fails every wanted member).
+fn group_members(
+    (seg, offset, len): (SegmentId, u64, u64),
+    (g, payload): (&format::Group, &[u8]),
+    wanted_at: &BTreeMap<Slot, (ChunkId, u32)>,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    out: &mut Vec<u8>,
+    each: &mut dyn FnMut(&format::GroupMember, std::result::Result<(), format::FormatError>),
+) {
+    let wanted: Vec<&format::GroupMember> = g
+        .members
+        .iter()
+        .filter(|m| {
+            wanted_at
+                .get(&(seg, offset, m.raw_offset))
+                .is_some_and(|&(id, l)| id == m.id && u64::from(l) == len)
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    out.clear();
+    if let Err(e) = format::decode_group_payload(&g.header, payload, dctx, out) {
+        for m in wanted {
+            each(m, Err(e.clone()));
+        }
+        return;
+    }
+    for m in wanted {
+        let at = m.raw_offset as usize;
+        let bytes = out.get(at..at + m.raw_len as usize).unwrap_or_default();
+        let computed = ChunkId::of(bytes);
+        if computed == m.id {
+            each(m, Ok(()));
+        } else {
+            each(
+                m,
+                Err(format::FormatError::WrongId {
+                    stored: m.id,
+                    computed,
+                }),
+            );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Recompressing segments: denser records, the same bytes, garbage gone,
 //! readers undisturbed.
 
+use std::io::Read;
+
 use crate::common::*;
 
 #[test]
@@ -258,4 +260,119 @@ fn the_daemon_recompresses_cold_data_in_the_background() {
         (c.recompress.level, c.recompress.after),
         (Some(12), Duration::from_secs(60))
     );
+}
+
+/// Recompression gathers adjacent chunks into group records: they read
+/// back, verify, and survive GC after a file whose chunks shared their
+/// groups is gone (the groups that lost members are gathered again, and
+/// the accounting adds up), and a reopen.
+#[test]
+fn grouped_chunks_read_verify_and_lose_their_dead_members_to_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let files: Vec<(imgstore::FileId, Vec<u8>)> = (0..3u64)
+        .map(|i| {
+            let d = text(250_000, 200 + i);
+            (put(&store, &d), d)
+        })
+        .collect();
+    let before = store.stats().unwrap();
+    assert_eq!(before.grouped_chunks, 0);
+    let r = store.recompress(9).unwrap();
+    assert!(r.records_rewritten > 0, "{r:?}");
+    let grouped = store.stats().unwrap();
+    assert!(
+        grouped.grouped_chunks * 10 > grouped.live_chunks * 9,
+        "most chunks are in groups: {grouped:?}"
+    );
+    assert!(grouped.live_stored_bytes < before.live_stored_bytes);
+    for (id, d) in &files {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    // A range that starts and ends inside groups.
+    let (id, d) = &files[1];
+    let mut part = Vec::new();
+    store
+        .open_range(id, 12_345, 100_000)
+        .unwrap()
+        .read_to_end(&mut part)
+        .unwrap();
+    assert_eq!(part, d[12_345..112_345]);
+    assert_clean(&store);
+
+    // The middle file goes: its groups shared with the others lose
+    // members, and GC takes them apart.
+    store.unlink(&files[1].0).unwrap();
+    let gc = store.gc().unwrap();
+    assert!(gc.failed.is_empty(), "{gc:?}");
+    let after = store.stats().unwrap();
+    assert!(after.stored_bytes < grouped.stored_bytes, "{after:?}");
+    for (id, d) in [&files[0], &files[2]] {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    // Recompressed again, and reopened: the same bytes.
+    store.recompress(9).unwrap();
+    drop(store);
+    let store = open_small(dir.path());
+    for (id, d) in [&files[0], &files[2]] {
+        assert_eq!(&read_all(&store, id), d);
+    }
+    assert_clean(&store);
+    assert!(store.stats().unwrap().grouped_chunks > 0);
+}
+
+/// The offsets of the group records in a store's segment files.
+fn groups_in(dir: &std::path::Path) -> Vec<(std::path::PathBuf, usize, usize)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir.join("segments")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = imgstore::format::SEGMENT_HEADER_LEN;
+        while at < bytes.len() {
+            match imgstore::format::decode_stored(&bytes[at..]) {
+                Ok((imgstore::format::Stored::Group(g), _)) => {
+                    out.push((path.clone(), at, g.header.payload_at()));
+                    at += g.record_len() as usize;
+                }
+                Ok((s, _)) => at += s.record_len() as usize,
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+    }
+    out
+}
+
+/// A damaged byte in a group's payload fails the reads of its members
+/// with the place, and verify names the chunks and the file.
+#[test]
+fn a_damaged_group_fails_its_reads_and_verify_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let data = text(200_000, 300);
+    let id = put(&store, &data);
+    store.recompress(9).unwrap();
+    assert_eq!(read_all(&store, &id), data);
+    let groups = groups_in(dir.path());
+    assert!(!groups.is_empty());
+    let (path, at, payload_at) = &groups[0];
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at + payload_at + 7] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+    let mut out = Vec::new();
+    let err = store
+        .open_file(&id)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum"), "{err}");
+    let report = store.verify(false).unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report.problems.iter().any(|p| p.kind == "corrupt_record"),
+        "{:#?}",
+        report.problems
+    );
+    assert_eq!(report.damaged_files, vec![id], "{:#?}", report.problems);
 }
