@@ -7,6 +7,10 @@
 //!
 //!     cargo bench --profile dev --bench recompress
 //!
+//! After the operator's pass it reads the file back and compares with one
+//! thread of `zstd -d` on the same bytes. `IMGSTORE_BACKGROUND=0` skips
+//! the background store.
+//!
 //! `IMGSTORE_BENCH_DATA=FILE` (e.g. the peer dataset's v1.tar) and
 //! `IMGSTORE_BENCH_MB` pick the data; `IMGSTORE_RECOMPRESS_LEVEL` the level
 //! (default the store's); `IMGSTORE_DROP_CACHES=1` (as root) drops the page
@@ -21,6 +25,38 @@ mod common;
 
 fn mb(b: u64) -> f64 {
     b as f64 / 1e6
+}
+
+/// Reading the recompressed file back (as `imgstore store cat` does: the
+/// store's reader, into a sink), best of three, against one thread of
+/// zstd decompressing the same bytes compressed at zstd's default level 3
+/// (what `zstd -d` does with a `.zst` of the file) in the same run.
+fn reads_against_zstd(store: &Store, id: &imgstore::FileId, data: &[u8]) {
+    let best = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let read = best(&|| {
+        let mut r = store.open_file(id).unwrap_or_else(|e| panic!("{e}"));
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let frame = zstd::bulk::compress(data, 3).unwrap_or_else(|e| panic!("{e}"));
+    let zstd_d = best(&|| {
+        let mut d = zstd::stream::read::Decoder::new(&frame[..]).unwrap_or_else(|e| panic!("{e}"));
+        std::io::copy(&mut d, &mut std::io::sink()).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let len = data.len() as u64;
+    println!(
+        "read {:.0} MB/s; one-thread zstd -d of a zstd-3 frame {:.0} MB/s; ratio {:.2}x",
+        mb(len) / read,
+        mb(len) / zstd_d,
+        zstd_d / read
+    );
 }
 
 fn main() {
@@ -49,6 +85,8 @@ fn main() {
     let offline = open(offline_dir.path());
     let id = put(&offline);
     let before = stored(&offline);
+    print!("before recompression: ");
+    reads_against_zstd(&offline, &id, &data);
     let t = Instant::now();
     let r = offline.recompress(level).unwrap_or_else(|e| panic!("{e}"));
     let offline_secs = t.elapsed().as_secs_f64();
@@ -60,8 +98,22 @@ fn main() {
         mb(data.len() as u64) / offline_secs
     );
     assert_eq!(r.level, level);
+    let st = offline.stats().unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "after: {:.1} MB of segments + {:.1} MB of index = {:.1} MB; {} of {} live chunks in groups",
+        mb(st.stored_bytes),
+        mb(st.index_bytes),
+        mb(st.stored_bytes + st.index_bytes),
+        st.grouped_chunks,
+        st.live_chunks
+    );
+    print!("after recompression: ");
+    reads_against_zstd(&offline, &id, &data);
     drop((offline, id));
 
+    if std::env::var("IMGSTORE_BACKGROUND").as_deref() == Ok("0") {
+        return;
+    }
     let bg_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bg = open(bg_dir.path());
     let id = put(&bg);

@@ -75,21 +75,28 @@
 //!   are named and compressed on one thread per core (`store/put.rs`), so
 //!   with enough cores a put goes at MD5's pace (about 450 MB/s there).
 //! * Cold segments can be rewritten at a denser level (`Store::recompress`,
-//!   `imgstore store recompress`; default level 14). A quarter of v1 of the
-//!   Debian tree (370 MB, stored at level 1 in 128.8 MB), rewritten at
-//!   level 9: 113.8 MB (7.3 s); 12: 113.3 (20.0 s); 13: 112.0 (27.5 s);
-//!   14: 107.1 (36.0 s); 15: 106.8 (41.2 s); 16: 105.7 (58.6 s); 19: 105.4
-//!   (117 s). 14 is where zstd's denser match finders start, and takes
-//!   most of what the denser levels give. All of v1: 486.2 MB at level 1,
-//!   433.0 at level 9, 408.9 at level 14 in 147 s (10 MB/s of input on one
-//!   core), against 428.8 MB for borg 1.2 with zstd,3 and 2 MiB chunks in
-//!   the same session. Decompression is as fast at every level, so reads
-//!   do not pay for it. The daemon does the same in the background
-//!   (`recompressLevel`, default 14), one cold segment a step and at most
-//!   half of a core; rewritten records are marked settled so no record is
-//!   compressed twice by it (`benches/recompress.rs`: the same 486.2 ->
-//!   408.9 MB in 1.13x the operator's time, because copies share segments
-//!   with what is still to do).
+//!   `imgstore store recompress`; default level 17), their chunks gathered
+//!   into **group records** of about 1 MiB compressed as one frame
+//!   (`store/pack.rs`, `FORMAT.md`): a 64 KiB chunk on its own starts its
+//!   frame without context, which is where borg's 2 MiB chunks won. The
+//!   table behind the choice is `benches/density.rs` (v1 of the Debian
+//!   tree, against one frame per chunk at level 14): a dictionary of 112
+//!   KiB 0.97, groups of 1 MiB 0.94, of 2 MiB 0.91, groups at level 17
+//!   0.90 (zstd's level 14 uses weaker parameters above 256 KiB of input);
+//!   groups of 2 MiB at 17 would store 3.5 % less but double the bytes one
+//!   chunk's read decompresses. In the store (`benches/recompress.rs`, 2026-12-06): all of v1,
+//!   485.5 MB at level 1, 366.2 MB of segments and 3.1 MB of index after
+//!   recompression in 281 s (5 MB/s of input on one core), against 428.1
+//!   MB for borg 1.2 with zstd,3 in the same session: 0.86x (it was 0.96x
+//!   with one frame per chunk at level 14). Before groups, a quarter of v1
+//!   rewritten record by record: level 9 113.8 MB (7.3 s), 14 107.1 (36.0
+//!   s), 19 105.4 (117 s). The daemon does the same in the background
+//!   (`recompressLevel`, default 17), one cold segment a step and at most
+//!   half of a core; what it writes is marked settled so nothing is
+//!   compressed twice by it (records settled before groups existed stay as
+//!   they are: `imgstore store recompress` groups them). A read
+//!   decompresses a group once: a reader's batches end at group boundaries
+//!   and take a whole group straight into their buffer.
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk
