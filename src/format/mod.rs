@@ -418,13 +418,6 @@ impl Stored {
             Stored::Group(g) => g.record_len(),
         }
     }
-
-    pub fn settled(&self) -> bool {
-        match self {
-            Stored::One(h) => h.settled,
-            Stored::Group(g) => g.header.settled,
-        }
-    }
 }
 
 /// Decodes the record of either kind at the start of `buf` (told apart

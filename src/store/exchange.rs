@@ -73,13 +73,17 @@ impl Store {
         out: &mut dyn FnMut(&RecordHeader, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut members: Option<Members> = None;
+        let mut no_groups = GroupCache::default();
         for id in ids {
             if !allowed.contains(id) {
                 return Err(Error::InvalidInput(format!(
                     "chunk {id} is not part of the requested file"
                 )));
             }
-            let (entry, bytes) = self.read_place(id)?;
+            // The next members of a group just decompressed are cut from
+            // it, not read again.
+            let held = members.as_mut().map_or(&mut no_groups, |m| &mut m.groups);
+            let (entry, bytes) = self.read_place_unless(id, held)?;
             if entry.member.is_none() {
                 let header = super::read::checked(&bytes, id, &entry)?;
                 out(&header, &bytes)?;
@@ -142,7 +146,6 @@ struct Members {
     groups: GroupCache,
     dctx: zstd::bulk::Decompressor<'static>,
     cctx: zstd::bulk::Compressor<'static>,
-    raw: Vec<u8>,
     payload: Vec<u8>,
     record: Vec<u8>,
 }
@@ -155,7 +158,6 @@ impl Members {
                 .map_err(|e| Error::io("creating a zstd context", e))?,
             cctx: zstd::bulk::Compressor::new(level)
                 .map_err(|e| Error::io("creating a zstd context", e))?,
-            raw: Vec::new(),
             payload: Vec::new(),
             record: Vec::new(),
         })
@@ -169,10 +171,8 @@ impl Members {
         id: &ChunkId,
         entry: &crate::index::ChunkEntry,
     ) -> Result<(RecordHeader, &[u8])> {
-        self.raw.clear();
-        self.raw
-            .extend_from_slice(self.groups.member(rec, id, entry, &mut self.dctx)?);
-        let codec = format::compress_payload(&mut self.cctx, &self.raw, &mut self.payload)
+        let raw = self.groups.member(rec, id, entry, &mut self.dctx)?;
+        let codec = format::compress_payload(&mut self.cctx, raw, &mut self.payload)
             .map_err(|e| Error::io("compressing a chunk", e))?;
         let head = format::encode_record_header(codec, id, entry.raw_len, &self.payload);
         self.record.clear();

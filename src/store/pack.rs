@@ -117,6 +117,9 @@ impl<'s> Recoder<'s> {
     /// Writes what is gathered: one chunk as a record of its own, more as
     /// a group; zstd unless that saves less than 1/32 (then raw).
     fn flush(&mut self, session: &mut WriteSession<'_>, copies: &mut Vec<Copy>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let flags = if self.settle {
             format::RECORD_SETTLED
         } else {

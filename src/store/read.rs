@@ -198,9 +198,22 @@ impl Store {
     /// named the place. Retries when compaction moved the chunk between
     /// look-up and read.
     pub(crate) fn read_place(&self, id: &ChunkId) -> Result<(ChunkEntry, Vec<u8>)> {
+        self.read_place_unless(id, &mut GroupCache::default())
+    }
+
+    /// [`Store::read_place`], reading nothing (empty bytes) when the
+    /// chunk is a member of the group `groups` holds decompressed.
+    pub(crate) fn read_place_unless(
+        &self,
+        id: &ChunkId,
+        groups: &mut GroupCache,
+    ) -> Result<(ChunkEntry, Vec<u8>)> {
         let mut last_err = None;
         for _ in 0..3 {
             let entry = self.entry(id)?;
+            if entry.member.is_some() && groups.at == Some(entry.location) {
+                return Ok((entry, Vec::new()));
+            }
             let mut bytes = vec![0u8; entry.location.len as usize];
             match self.inner.segments.read_at(
                 entry.location.segment,
@@ -334,7 +347,8 @@ pub(crate) struct GroupCache {
 impl GroupCache {
     /// Member `id` of the group record `rec` read from `entry`'s place:
     /// the group's CRCs checked, its length the entry's, its table naming
-    /// `id` with the entry's length at the entry's raw offset.
+    /// `id` with the entry's length at the entry's raw offset. `rec` is
+    /// not looked at when the group held is that place's.
     pub(crate) fn member(
         &mut self,
         rec: &[u8],
