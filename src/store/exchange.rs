@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::Store;
-use super::read::GroupCache;
+use super::decode::GroupCache;
 use crate::error::{Error, Result};
 use crate::format::{self, ChunkList, ListEntry, RECORD_HEADER_LEN, RecordHeader};
 use crate::id::{ChunkId, FileId};
@@ -85,7 +85,7 @@ impl Store {
             let held = members.as_mut().map_or(&mut no_groups, |m| &mut m.groups);
             let (entry, bytes) = self.read_place_unless(id, held)?;
             if entry.member.is_none() {
-                let header = super::read::checked(&bytes, id, &entry)?;
+                let header = super::decode::checked(&bytes, id, &entry)?;
                 out(&header, &bytes)?;
                 continue;
             }

@@ -17,6 +17,7 @@
 //! with concurrent puts) before the index batch that points at them, and the
 //! batch is written with a synced WAL; only then is the put acknowledged.
 
+mod decode;
 mod exchange;
 pub mod gc;
 mod lease;
