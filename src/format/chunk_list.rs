@@ -2,13 +2,22 @@
 //! requests (chunk ids back to back): the transfer protocol's messages
 //! besides the records themselves (`FORMAT.md`).
 
-use super::{FormatError, MAX_CHUNK_LEN, RECORD_HEADER_LEN, le_u32, le_u64};
+use super::{
+    FormatError, GROUP_HEADER_LEN, GROUP_MAX_MEMBERS, GROUP_MAX_RAW, GROUP_MEMBER_LEN,
+    MAX_CHUNK_LEN, RECORD_HEADER_LEN, le_u32, le_u64,
+};
 use crate::id::ChunkId;
 
 /// First bytes of an encoded chunk list.
 pub const CHUNK_LIST_MAGIC: [u8; 4] = *b"IMGL";
-/// Version of the chunk list layout.
+/// Version of the chunk list layout a receiver of transfer version 1
+/// reads: entries only.
 pub const CHUNK_LIST_VERSION: u8 = 1;
+/// Version 2 (transfer version 2): entries, then the runs of entries
+/// that are whole group records.
+pub const CHUNK_LIST_VERSION_RUNS: u8 = 2;
+/// Bytes per run of a version 2 list.
+pub const CHUNK_LIST_RUN_LEN: usize = 12;
 /// Fixed part of an encoded chunk list (before the entries).
 pub const CHUNK_LIST_HEADER_LEN: usize = 88;
 /// Bytes per chunk list entry.
@@ -33,6 +42,20 @@ pub struct ChunkList {
     pub sha1: [u8; 20],
     pub md5: [u8; 16],
     pub entries: Vec<ListEntry>,
+    /// Version 2 only: the runs of consecutive entries that are every
+    /// member of one group record, in its order (the source may send the
+    /// group whole when all of them are asked for in one request), in
+    /// entry order, not overlapping. `None`: a version 1 list.
+    pub runs: Option<Vec<GroupRun>>,
+}
+
+/// Entries `first .. first + count` of a chunk list are every member of
+/// one group record of `record_len` bytes, in its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupRun {
+    pub first: u32,
+    pub count: u32,
+    pub record_len: u32,
 }
 
 /// Encodes a chunk list: header, entries, CRC32 of everything before it.
@@ -40,7 +63,10 @@ pub fn encode_chunk_list(l: &ChunkList) -> Vec<u8> {
     let mut v =
         Vec::with_capacity(CHUNK_LIST_HEADER_LEN + l.entries.len() * CHUNK_LIST_ENTRY_LEN + 4);
     v.extend_from_slice(&CHUNK_LIST_MAGIC);
-    v.push(CHUNK_LIST_VERSION);
+    v.push(match l.runs {
+        None => CHUNK_LIST_VERSION,
+        Some(_) => CHUNK_LIST_VERSION_RUNS,
+    });
     v.extend_from_slice(&[0, 0, 0]);
     v.extend_from_slice(&l.file_id);
     v.extend_from_slice(&l.size.to_le_bytes());
@@ -51,6 +77,14 @@ pub fn encode_chunk_list(l: &ChunkList) -> Vec<u8> {
         v.extend_from_slice(e.id.as_bytes());
         v.extend_from_slice(&e.raw_len.to_le_bytes());
         v.extend_from_slice(&e.record_len.to_le_bytes());
+    }
+    if let Some(runs) = &l.runs {
+        v.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+        for r in runs {
+            v.extend_from_slice(&r.first.to_le_bytes());
+            v.extend_from_slice(&r.count.to_le_bytes());
+            v.extend_from_slice(&r.record_len.to_le_bytes());
+        }
     }
     let crc = crc32fast::hash(&v);
     v.extend_from_slice(&crc.to_le_bytes());
@@ -78,7 +112,7 @@ pub fn decode_chunk_list(b: &[u8]) -> Result<ChunkList, FormatError> {
         return Err(FormatError::HeaderCrc { stored, computed });
     }
     let version = b.get(4).copied().unwrap_or_default();
-    if version != CHUNK_LIST_VERSION {
+    if version != CHUNK_LIST_VERSION && version != CHUNK_LIST_VERSION_RUNS {
         return Err(FormatError::BadVersion(u32::from(version)));
     }
     if b.get(5..8) != Some(&[0, 0, 0][..]) {
@@ -93,12 +127,27 @@ pub fn decode_chunk_list(b: &[u8]) -> Result<ChunkList, FormatError> {
     let mut md5 = [0u8; 16];
     md5.copy_from_slice(arr(68..84));
     let count = le_u32(b, 84) as usize;
-    if body_len != CHUNK_LIST_HEADER_LEN + count * CHUNK_LIST_ENTRY_LEN {
-        return Err(FormatError::Truncated {
-            needed: (CHUNK_LIST_HEADER_LEN + count * CHUNK_LIST_ENTRY_LEN + 4) as u64,
-            available: b.len() as u64,
-        });
-    }
+    let entries_end = CHUNK_LIST_HEADER_LEN + count * CHUNK_LIST_ENTRY_LEN;
+    let truncated = |needed: usize| FormatError::Truncated {
+        needed: needed as u64 + 4,
+        available: b.len() as u64,
+    };
+    let runs = if version == CHUNK_LIST_VERSION {
+        if body_len != entries_end {
+            return Err(truncated(entries_end));
+        }
+        None
+    } else {
+        if body_len < entries_end + 4 {
+            return Err(truncated(entries_end + 4));
+        }
+        let n = le_u32(b, entries_end) as usize;
+        let end = entries_end + 4 + n * CHUNK_LIST_RUN_LEN;
+        if body_len != end {
+            return Err(truncated(end));
+        }
+        Some(decode_runs(b, entries_end + 4, n, count)?)
+    };
     let mut entries = Vec::with_capacity(count);
     let mut total = 0u64;
     for i in 0..count {
@@ -136,7 +185,45 @@ pub fn decode_chunk_list(b: &[u8]) -> Result<ChunkList, FormatError> {
         sha1,
         md5,
         entries,
+        runs,
     })
+}
+
+/// The `n` runs of a version 2 list at `at`: each of 1 ..= 1024 members
+/// within the list's `entries`, after the one before, and long enough to
+/// be a group record of that many members.
+fn decode_runs(
+    b: &[u8],
+    at: usize,
+    n: usize,
+    entries: usize,
+) -> Result<Vec<GroupRun>, FormatError> {
+    let mut runs = Vec::with_capacity(n);
+    let mut next = 0u64;
+    for i in 0..n {
+        let p = at + i * CHUNK_LIST_RUN_LEN;
+        let r = GroupRun {
+            first: le_u32(b, p),
+            count: le_u32(b, p + 4),
+            record_len: le_u32(b, p + 8),
+        };
+        let table = GROUP_HEADER_LEN as u64 + GROUP_MEMBER_LEN as u64 * u64::from(r.count);
+        let end = u64::from(r.first) + u64::from(r.count);
+        let ok = (1..=GROUP_MAX_MEMBERS).contains(&r.count)
+            && u64::from(r.first) >= next
+            && end <= entries as u64
+            && u64::from(r.record_len) > table
+            && u64::from(r.record_len) <= table + u64::from(GROUP_MAX_RAW);
+        if !ok {
+            return Err(FormatError::BadLength {
+                raw_len: r.count,
+                stored_len: r.record_len,
+            });
+        }
+        next = end;
+        runs.push(r);
+    }
+    Ok(runs)
 }
 
 /// Encodes a fetch request: chunk ids back to back.
@@ -165,6 +252,45 @@ pub fn decode_id_list(b: &[u8]) -> Result<Vec<ChunkId>, FormatError> {
 mod list_tests {
     use super::*;
 
+    fn list_with_runs(runs: Vec<GroupRun>) -> Vec<u8> {
+        let entry = |n: u8| ListEntry {
+            id: ChunkId([n; 32]),
+            raw_len: 100,
+            record_len: 120,
+        };
+        encode_chunk_list(&ChunkList {
+            file_id: [1; 32],
+            size: 400,
+            sha1: [2; 20],
+            md5: [3; 16],
+            entries: (0..4).map(entry).collect(),
+            runs: Some(runs),
+        })
+    }
+
+    #[test]
+    fn runs_must_be_in_order_within_the_list_and_long_enough_for_their_group() {
+        let run = |first, count, record_len| GroupRun {
+            first,
+            count,
+            record_len,
+        };
+        assert!(decode_chunk_list(&list_with_runs(vec![])).is_ok());
+        assert!(decode_chunk_list(&list_with_runs(vec![run(0, 2, 500), run(2, 2, 500)])).is_ok());
+        for bad in [
+            vec![run(0, 2, 500), run(1, 2, 500)], // overlapping
+            vec![run(2, 2, 500), run(0, 1, 500)], // out of order
+            vec![run(3, 2, 500)],                 // past the last entry
+            vec![run(0, 0, 500)],                 // empty
+            vec![run(0, 2, 104)],                 // shorter than its header and table
+        ] {
+            assert!(
+                decode_chunk_list(&list_with_runs(bad.clone())).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn chunk_lists_round_trip_and_reject_every_flipped_byte() {
         let l = ChunkList {
@@ -184,15 +310,26 @@ mod list_tests {
                     record_len: 90,
                 },
             ],
+            runs: None,
         };
-        let b = encode_chunk_list(&l);
-        assert_eq!(decode_chunk_list(&b), Ok(l));
-        for i in 0..b.len() {
-            let mut bad = b.clone();
-            bad[i] ^= 0x40;
-            assert!(decode_chunk_list(&bad).is_err(), "byte {i}");
+        let v2 = ChunkList {
+            runs: Some(vec![GroupRun {
+                first: 0,
+                count: 2,
+                record_len: 200,
+            }]),
+            ..l.clone()
+        };
+        for l in [l, v2] {
+            let b = encode_chunk_list(&l);
+            assert_eq!(decode_chunk_list(&b), Ok(l));
+            for i in 0..b.len() {
+                let mut bad = b.clone();
+                bad[i] ^= 0x40;
+                assert!(decode_chunk_list(&bad).is_err(), "byte {i}");
+            }
+            assert!(decode_chunk_list(&b[..b.len() - 1]).is_err());
         }
-        assert!(decode_chunk_list(&b[..b.len() - 1]).is_err());
         let ids = vec![ChunkId([9; 32]), ChunkId([8; 32])];
         assert_eq!(decode_id_list(&encode_id_list(&ids)), Ok(ids));
         assert!(decode_id_list(&[0; 33]).is_err());

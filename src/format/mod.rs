@@ -9,8 +9,9 @@ mod chunk_list;
 mod group;
 
 pub use chunk_list::{
-    CHUNK_LIST_ENTRY_LEN, CHUNK_LIST_HEADER_LEN, CHUNK_LIST_MAGIC, CHUNK_LIST_VERSION, ChunkList,
-    ListEntry, decode_chunk_list, decode_id_list, encode_chunk_list, encode_id_list,
+    CHUNK_LIST_ENTRY_LEN, CHUNK_LIST_HEADER_LEN, CHUNK_LIST_MAGIC, CHUNK_LIST_RUN_LEN,
+    CHUNK_LIST_VERSION, CHUNK_LIST_VERSION_RUNS, ChunkList, GroupRun, ListEntry, decode_chunk_list,
+    decode_id_list, encode_chunk_list, encode_id_list,
 };
 
 pub use group::{

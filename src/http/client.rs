@@ -27,6 +27,11 @@ use crate::imgapi::manifest::Manifest;
 use crate::imgapi::share::AccountSettings;
 use crate::transfer::split_records;
 
+/// What a receiver of transfer version 2 adds to its chunk protocol
+/// requests: it takes group records and chunk lists of version 2. A
+/// source of version 1 ignores it.
+const GROUPS: (&str, &str) = ("groups", "true");
+
 /// An error body as IMGAPI (and restify) sends it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -588,7 +593,7 @@ impl Client {
 
     /// The chunk protocol: the chunk list of an image's file.
     pub fn chunk_list(&self, uuid: &str) -> ClientResult<ChunkList> {
-        let url = self.url(&format!("/images/{uuid}/file/chunks"), &[])?;
+        let url = self.url(&format!("/images/{uuid}/file/chunks"), &[GROUPS])?;
         let resp = self.send(self.http.get(url.clone()), &url)?;
         let body = resp.bytes().map_err(|e| ClientError::Decode {
             url: url.to_string(),
@@ -600,7 +605,8 @@ impl Client {
         })
     }
 
-    /// The chunk protocol: records of `ids`, handed to `out` one by one.
+    /// The chunk protocol: records of `ids` (group records among them:
+    /// this client takes transfer version 2), handed to `out` one by one.
     pub fn fetch_chunks(
         &self,
         uuid: &str,
@@ -608,7 +614,7 @@ impl Client {
         out: &mut dyn FnMut(&[u8]) -> crate::Result<()>,
     ) -> crate::Result<()> {
         let url = self
-            .url(&format!("/images/{uuid}/file/chunks"), &[])
+            .url(&format!("/images/{uuid}/file/chunks"), &[GROUPS])
             .map_err(|e| crate::Error::source_failed("fetching chunks", e))?;
         let req = self
             .http

@@ -36,7 +36,7 @@ pub use recover::TailReport;
 pub use tier::TierSetup;
 
 /// Where a record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
     pub segment: SegmentId,
     /// Offset of the record header from the start of the file.

@@ -4,30 +4,37 @@
 //! for the transfer, and reading an assembled chunk list back.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::Store;
 use super::decode::GroupCache;
 use crate::error::{Error, Result};
-use crate::format::{self, ChunkList, ListEntry, RECORD_HEADER_LEN, RecordHeader};
+use crate::format::{
+    self, ChunkList, FormatError, GroupRun, ListEntry, RECORD_HEADER_LEN, RecordHeader,
+};
 use crate::id::{ChunkId, FileId};
-use crate::index::{ChunkRef, PartialId};
+use crate::index::{ChunkEntry, ChunkRef, Member, PartialId};
 use crate::segment::Location;
 
 impl Store {
-    /// A stored file's chunk list with the stored size of each record.
+    /// A stored file's chunk list with the stored size of each record, and
+    /// (a list of version 2) the runs of entries that are whole group
+    /// records.
     pub fn chunk_list(&self, file: &FileId) -> Result<ChunkList> {
         let rec = self.stat(file)?;
         let mut entries = Vec::with_capacity(rec.chunk_count as usize);
+        let mut runs = Runs::default();
         self.inner.index.for_each_block(file, |_, refs| {
             for r in refs {
                 let e = self.inner.index.chunk(&r.id)?.ok_or_else(|| {
                     Error::Inconsistent(format!("file {file} references unindexed chunk {}", r.id))
                 })?;
-                // A group's member travels as a record of its own,
-                // compressed for the trip (`read_records`): its length is
-                // known once it is made, so the list says what its share
-                // of the group suggests (the receiver sizes its batches
-                // by it and checks each record by itself).
+                runs.next(entries.len() as u32, &e);
+                // A group's member that travels as a record of its own
+                // is compressed for the trip (`RecordStream`): its length
+                // is known once it is made, so the list says what its
+                // share of the group suggests (the receiver sizes its
+                // batches by it and checks each record by itself).
                 let record_len = match e.member {
                     None => e.location.len,
                     Some(m) => (RECORD_HEADER_LEN as u32 + m.share)
@@ -47,6 +54,7 @@ impl Store {
             sha1: rec.sha1,
             md5: rec.md5,
             entries,
+            runs: Some(runs.done),
         })
     }
 
@@ -61,42 +69,27 @@ impl Store {
         Ok(set)
     }
 
-    /// Calls `out` with each requested record exactly as stored (CRC
-    /// checked); a member of a group record as a record of its own,
-    /// compressed at the store's ingest level (and not settled: the
-    /// receiver's background pass groups it again). Only chunks in
-    /// `allowed` are served: nobody fetches content by guessing hashes.
-    pub fn read_records(
+    /// Serves the records of `ids` (every one of them in `allowed`: nobody
+    /// fetches content by guessing hashes), a few ids at a time
+    /// ([`RecordStream::next_ids`]). `groups`: the receiver takes group
+    /// records (transfer version 2).
+    pub fn record_stream(
         &self,
-        allowed: &HashSet<ChunkId>,
-        ids: &[ChunkId],
-        out: &mut dyn FnMut(&RecordHeader, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let mut members: Option<Members> = None;
-        let mut no_groups = GroupCache::default();
-        for id in ids {
-            if !allowed.contains(id) {
-                return Err(Error::InvalidInput(format!(
-                    "chunk {id} is not part of the requested file"
-                )));
-            }
-            // The next members of a group just decompressed are cut from
-            // it, not read again.
-            let held = members.as_mut().map_or(&mut no_groups, |m| &mut m.groups);
-            let (entry, bytes) = self.read_place_unless(id, held)?;
-            if entry.member.is_none() {
-                let header = super::decode::checked(&bytes, id, &entry)?;
-                out(&header, &bytes)?;
-                continue;
-            }
-            let m = match &mut members {
-                Some(m) => m,
-                None => members.insert(Members::new(self.inner.zstd_level)?),
-            };
-            let (header, record) = m.record(&bytes, id, &entry)?;
-            out(&header, record)?;
+        allowed: Arc<HashSet<ChunkId>>,
+        ids: Vec<ChunkId>,
+        groups: bool,
+    ) -> RecordStream {
+        RecordStream {
+            store: self.clone(),
+            allowed,
+            asked: ids.iter().copied().collect(),
+            ids,
+            next: 0,
+            groups,
+            whole: HashSet::new(),
+            split: HashSet::new(),
+            members: None,
         }
-        Ok(())
     }
 
     /// Takes a reference for transfer `p` on each listed chunk this store
@@ -105,21 +98,39 @@ impl Store {
         self.transaction(|t| ids.iter().map(|id| t.claim(p, id)).collect())
     }
 
-    /// Appends records that the caller has verified (CRC and BLAKE3), makes
-    /// them durable, and indexes them as held by transfer `p`: after this
-    /// returns they survive a crash and are never fetched again.
-    pub fn append_received(&self, p: &PartialId, records: &[(RecordHeader, &[u8])]) -> Result<()> {
+    /// Appends records that the caller has verified (CRCs, and every
+    /// chunk's BLAKE3), makes them durable, and indexes them as held by
+    /// transfer `p`: after this returns they survive a crash and are never
+    /// fetched again. A group record is appended as it came and each of
+    /// its members indexed with its share.
+    pub fn append_received(&self, p: &PartialId, records: &[Received<'_>]) -> Result<()> {
         let mut session = self.inner.segments.session();
-        let mut placed: Vec<(ChunkId, Location, u32)> = Vec::with_capacity(records.len());
-        for (h, bytes) in records {
-            let (hdr, payload) = bytes.split_at(bytes.len().min(crate::format::RECORD_HEADER_LEN));
-            let loc = session.append(hdr, payload)?;
-            placed.push((h.chunk_id, loc, h.raw_len));
+        let mut placed: Vec<(ChunkId, Location, u32, Option<Member>)> =
+            Vec::with_capacity(records.len());
+        for rec in records {
+            match rec {
+                Received::One(h, bytes) => {
+                    let (hdr, payload) = bytes.split_at(bytes.len().min(RECORD_HEADER_LEN));
+                    let loc = session.append(hdr, payload)?;
+                    placed.push((h.chunk_id, loc, h.raw_len, None));
+                }
+                Received::Group(g, bytes) => {
+                    let (head, payload) = bytes.split_at(bytes.len().min(g.header.payload_at()));
+                    let loc = session.append(head, payload)?;
+                    for (m, share) in g.members.iter().zip(g.shares()) {
+                        let member = Member {
+                            raw_offset: m.raw_offset,
+                            share,
+                        };
+                        placed.push((m.id, loc, m.raw_len, Some(member)));
+                    }
+                }
+            }
         }
         session.sync()?;
         self.transaction(|t| {
-            for (id, loc, raw) in &placed {
-                t.add_received(p, id, *loc, *raw)?;
+            for (id, loc, raw, member) in &placed {
+                t.add_received(p, id, *loc, *raw, *member)?;
             }
             Ok(())
         })
@@ -138,6 +149,157 @@ impl Store {
     /// Reads the content a chunk list describes from this store.
     pub fn open_chunks(&self, refs: Vec<ChunkRef>) -> Result<super::FileReader> {
         super::read::FileReader::over_list(self.clone(), refs)
+    }
+}
+
+/// Finds the runs of a chunk list's entries that are every member of one
+/// group record in its order: members at raw offsets 0, 1's length, ...
+/// of one place, whose shares add up to the record's length (every share
+/// is more than zero, so only all the members do).
+#[derive(Default)]
+struct Runs {
+    open: Option<(GroupRun, Location, u32, u64)>,
+    done: Vec<GroupRun>,
+}
+
+impl Runs {
+    /// Entry `i` of the list is stored as `e`.
+    fn next(&mut self, i: u32, e: &ChunkEntry) {
+        let Some(m) = e.member else {
+            self.open = None;
+            return;
+        };
+        let continues = self
+            .open
+            .as_ref()
+            .is_some_and(|(_, loc, next, _)| *loc == e.location && *next == m.raw_offset);
+        if !continues {
+            self.open = (m.raw_offset == 0).then(|| {
+                let run = GroupRun {
+                    first: i,
+                    count: 0,
+                    record_len: e.location.len,
+                };
+                (run, e.location, 0, 0)
+            });
+        }
+        if let Some((run, loc, next, shares)) = &mut self.open {
+            run.count += 1;
+            *next += e.raw_len;
+            *shares += u64::from(m.share);
+            if *shares == u64::from(loc.len) {
+                self.done.push(*run);
+                self.open = None;
+            }
+        }
+    }
+}
+
+/// A record a transfer received and verified, as it came: a chunk's own
+/// record, or a group record (transfer version 2) with its decoded table.
+pub enum Received<'a> {
+    One(RecordHeader, &'a [u8]),
+    Group(&'a format::Group, &'a [u8]),
+}
+
+/// One fetch request being served: the records of the ids asked for, in
+/// their order, each exactly as stored (CRCs checked). A member of a group
+/// record travels in one of two ways:
+///
+/// - the group record whole, as stored, at the place of its first member
+///   asked for, when the receiver takes groups and every member of the
+///   group is among the ids of this request (its other members are then
+///   not sent again). A group can hold chunks of other files, other
+///   accounts' images among them; a request names only chunks of the
+///   requested file, so a group with anything else in it never goes whole;
+/// - else a record of its own, compressed at the store's ingest level
+///   and not settled (the receiver's background pass groups it again).
+pub struct RecordStream {
+    store: Store,
+    allowed: Arc<HashSet<ChunkId>>,
+    ids: Vec<ChunkId>,
+    next: usize,
+    /// Every id of the request.
+    asked: HashSet<ChunkId>,
+    groups: bool,
+    /// Groups sent whole, and groups whose members go one by one.
+    whole: HashSet<Location>,
+    split: HashSet<Location>,
+    members: Option<Members>,
+}
+
+impl RecordStream {
+    /// Sends the records of the next `n` ids to `out`; false once every
+    /// id has been served.
+    pub fn next_ids(&mut self, n: usize, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<bool> {
+        let from = self.next;
+        let to = (from + n).min(self.ids.len());
+        self.next = to;
+        for i in from..to {
+            let Some(&id) = self.ids.get(i) else { break };
+            self.serve(&id, out)?;
+        }
+        Ok(self.next < self.ids.len())
+    }
+
+    fn serve(&mut self, id: &ChunkId, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        if !self.allowed.contains(id) {
+            return Err(Error::InvalidInput(format!(
+                "chunk {id} is not part of the requested file"
+            )));
+        }
+        let whole = &self.whole;
+        // Members of a group sent whole are not read again, nor the next
+        // members of a group just decompressed.
+        let held = self.members.as_ref().map(|m| &m.groups);
+        let (entry, bytes) = self.store.read_place_unless(id, &|e| {
+            e.member.is_some()
+                && (whole.contains(&e.location) || held.is_some_and(|g| g.holds(e.location)))
+        })?;
+        if entry.member.is_none() {
+            super::decode::checked(&bytes, id, &entry)?;
+            return out(&bytes);
+        }
+        let loc = entry.location;
+        if self.whole.contains(&loc) {
+            return Ok(());
+        }
+        if self.groups && !self.split.contains(&loc) {
+            if self.goes_whole(&bytes, id, &entry)? {
+                self.whole.insert(loc);
+                return out(&bytes);
+            }
+            self.split.insert(loc);
+        }
+        let m = match &mut self.members {
+            Some(m) => m,
+            None => self
+                .members
+                .insert(Members::new(self.store.inner.zstd_level)?),
+        };
+        let (_, record) = m.record(&bytes, id, &entry)?;
+        out(record)
+    }
+
+    /// Whether the group record `rec`, read from `entry`'s place, goes
+    /// whole: checked (CRCs, length, its table naming `id` where the
+    /// entry says), and every member asked for.
+    fn goes_whole(&self, rec: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<bool> {
+        let loc = entry.location;
+        let corrupt =
+            |e: FormatError| Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}"));
+        let (g, _) = format::decode_group(rec).map_err(corrupt)?;
+        let raw_offset = entry.member.map_or(u32::MAX, |m| m.raw_offset);
+        let named = g
+            .member_at(raw_offset)
+            .is_some_and(|m| m.id == *id && m.raw_len == entry.raw_len);
+        if g.record_len() != rec.len() as u64 || !named {
+            return Err(corrupt(FormatError::BadLength {
+                raw_len: entry.raw_len,
+                stored_len: raw_offset,
+            }));
+        }
+        Ok(g.members.iter().all(|m| self.asked.contains(&m.id)))
     }
 }
 

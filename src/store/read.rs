@@ -197,20 +197,21 @@ impl Store {
     /// named the place. Retries when compaction moved the chunk between
     /// look-up and read.
     pub(crate) fn read_place(&self, id: &ChunkId) -> Result<(ChunkEntry, Vec<u8>)> {
-        self.read_place_unless(id, &mut GroupCache::default())
+        self.read_place_unless(id, &|_| false)
     }
 
-    /// [`Store::read_place`], reading nothing (empty bytes) when the
-    /// chunk is a member of the group `groups` holds decompressed.
+    /// [`Store::read_place`], reading nothing (empty bytes) when `skip`
+    /// says the caller needs no bytes for that entry (it holds the group
+    /// decompressed, or has sent it).
     pub(crate) fn read_place_unless(
         &self,
         id: &ChunkId,
-        groups: &mut GroupCache,
+        skip: &dyn Fn(&ChunkEntry) -> bool,
     ) -> Result<(ChunkEntry, Vec<u8>)> {
         let mut last_err = None;
         for _ in 0..3 {
             let entry = self.entry(id)?;
-            if entry.member.is_some() && groups.holds(entry.location) {
+            if skip(&entry) {
                 return Ok((entry, Vec::new()));
             }
             let mut bytes = vec![0u8; entry.location.len as usize];

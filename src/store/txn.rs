@@ -15,7 +15,9 @@ use super::table::Pending;
 use super::{PutResult, SegmentDeltas, Store, now_ms};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, FileId};
-use crate::index::{BLOCK_ENTRIES, Batch, ChunkEntry, ChunkRef, FileRecord, Index, PartialId};
+use crate::index::{
+    BLOCK_ENTRIES, Batch, ChunkEntry, ChunkRef, FileRecord, Index, Member, PartialId,
+};
 use crate::segment::Location;
 use crate::segment::lock;
 
@@ -312,9 +314,12 @@ impl Txn<'_> {
         id: &ChunkId,
         location: Location,
         raw_len: u32,
+        member: Option<Member>,
     ) -> Result<()> {
         if self.claim(p, id)? {
-            return Ok(()); // already had it: the appended copy is garbage
+            // Already had it: the appended copy (or, for a group's
+            // member, its share of the group) is garbage.
+            return Ok(());
         }
         self.segs.extend_indexed(
             self.index,
@@ -325,9 +330,10 @@ impl Txn<'_> {
             location,
             raw_len,
             refcount: 0,
-            member: None,
+            member,
         };
-        // Counts the record's live bytes as its refcount leaves 0.
+        // Counts the record's live bytes (a member's share) as its
+        // refcount leaves 0.
         self.add_partial_ref(p, *id, e)
     }
 

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use super::{ChunkSource, Progress, ReceiveOptions};
 use crate::error::{Error, Result};
-use crate::format::{self, RecordHeader};
+use crate::format::{self, Stored};
 use crate::id::ChunkId;
-use crate::store::{PartialId, Store};
+use crate::store::{PartialId, Received, Store};
 
 /// Fetches every batch, several in flight, in any order: each record is
 /// checked against its id and appended as it comes; nothing is hashed as
@@ -97,43 +97,35 @@ fn fetch_batch(
     dctx: &mut zstd::bulk::Decompressor<'static>,
 ) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
     let ids: Vec<ChunkId> = batch.iter().map(|e| e.id).collect();
-    let want: HashMap<ChunkId, u32> = batch.iter().map(|e| (e.id, e.raw_len)).collect();
-    let mut got: Vec<(RecordHeader, Vec<u8>)> = Vec::with_capacity(batch.len());
-    let mut seen = HashSet::new();
-    let mut chunks: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::with_capacity(batch.len());
+    let mut check = Checker {
+        want: batch.iter().map(|e| (e.id, e.raw_len)).collect(),
+        seen: HashSet::new(),
+        chunks: HashMap::with_capacity(batch.len()),
+        dctx,
+    };
+    let mut got: Vec<Got> = Vec::with_capacity(batch.len());
     source.fetch(&ids, &mut |bytes| {
-        let (h, payload) = format::decode_record(bytes)
-            .map_err(|e| Error::bad_source(format!("source sent a bad record: {e}")))?;
-        let Some(&raw_len) = want.get(&h.chunk_id) else {
-            return Err(Error::bad_source(format!(
-                "source sent chunk {}, which was not requested",
-                h.chunk_id
-            )));
-        };
-        if h.raw_len != raw_len || !seen.insert(h.chunk_id) {
-            return Err(Error::bad_source(format!(
-                "source sent chunk {} twice or with the wrong length",
-                h.chunk_id
-            )));
-        }
-        let mut chunk = Vec::with_capacity(h.raw_len as usize);
-        format::decode_and_verify(&h, payload, dctx, &mut chunk)
-            .map_err(|e| Error::bad_source(format!("source sent a damaged chunk: {e}")))?;
-        chunks.insert(h.chunk_id, Arc::new(chunk));
+        let stored = check.record(bytes)?;
         progress
             .wire_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        got.push((h, bytes.to_vec()));
+        got.push((stored, bytes.to_vec()));
         Ok(())
     })?;
-    if got.len() != batch.len() {
+    if check.seen.len() != batch.len() {
         return Err(Error::bad_source(format!(
             "source sent {} of {} requested chunks",
-            got.len(),
+            check.seen.len(),
             batch.len()
         )));
     }
-    let records: Vec<(RecordHeader, &[u8])> = got.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+    let records: Vec<Received<'_>> = got
+        .iter()
+        .map(|(s, b)| match s {
+            Stored::One(h) => Received::One(*h, b.as_slice()),
+            Stored::Group(g) => Received::Group(g, b.as_slice()),
+        })
+        .collect();
     store.append_received(partial, &records)?;
     progress.bytes_fetched.fetch_add(
         batch.iter().map(|e| u64::from(e.raw_len)).sum(),
@@ -142,5 +134,74 @@ fn fetch_batch(
     progress
         .chunks_fetched
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    Ok(chunks)
+    Ok(check.chunks)
+}
+
+/// A record as it came, with its decoded header (and a group's table).
+type Got = (Stored, Vec<u8>);
+
+/// What a batch's records are checked against: each chunk requested,
+/// with its length, and sent once; its bytes hashing to its id.
+struct Checker<'a> {
+    want: HashMap<ChunkId, u32>,
+    seen: HashSet<ChunkId>,
+    chunks: HashMap<ChunkId, Arc<Vec<u8>>>,
+    dctx: &'a mut zstd::bulk::Decompressor<'static>,
+}
+
+impl Checker<'_> {
+    /// Checks a record from the source: a chunk's own, or a group record
+    /// whose every member was requested; keeps the chunks' bytes.
+    fn record(&mut self, bytes: &[u8]) -> Result<Stored> {
+        let bad =
+            |e: format::FormatError| Error::bad_source(format!("source sent a bad record: {e}"));
+        let (stored, payload) = format::decode_stored(bytes).map_err(bad)?;
+        if stored.record_len() != bytes.len() as u64 {
+            return Err(Error::bad_source(format!(
+                "source sent {} bytes for a record of {}",
+                bytes.len(),
+                stored.record_len()
+            )));
+        }
+        match &stored {
+            Stored::One(h) => {
+                self.wanted(&h.chunk_id, h.raw_len)?;
+                let mut chunk = Vec::with_capacity(h.raw_len as usize);
+                format::decode_and_verify(h, payload, self.dctx, &mut chunk).map_err(damaged)?;
+                self.chunks.insert(h.chunk_id, Arc::new(chunk));
+            }
+            Stored::Group(g) => {
+                for m in &g.members {
+                    self.wanted(&m.id, m.raw_len)?;
+                }
+                let mut raw = Vec::with_capacity(g.header.raw_len as usize);
+                format::decode_and_verify_group(g, payload, self.dctx, &mut raw)
+                    .map_err(damaged)?;
+                for m in &g.members {
+                    let at = m.raw_offset as usize;
+                    let chunk = raw.get(at..at + m.raw_len as usize).unwrap_or_default();
+                    self.chunks.insert(m.id, Arc::new(chunk.to_vec()));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    fn wanted(&mut self, id: &ChunkId, raw_len: u32) -> Result<()> {
+        let Some(&want) = self.want.get(id) else {
+            return Err(Error::bad_source(format!(
+                "source sent chunk {id}, which was not requested"
+            )));
+        };
+        if raw_len != want || !self.seen.insert(*id) {
+            return Err(Error::bad_source(format!(
+                "source sent chunk {id} twice or with the wrong length"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn damaged(e: format::FormatError) -> Error {
+    Error::bad_source(format!("source sent a damaged chunk: {e}"))
 }

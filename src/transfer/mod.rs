@@ -4,7 +4,11 @@
 //! keeps every chunk it already has (from any file), fetches only the
 //! missing ones in batches (several in flight), and checks each record's
 //! CRC and BLAKE3 before it appends the record as it came (no
-//! recompression) and indexes it. Every verified batch is durable and held
+//! recompression) and indexes it. A source whose chunks recompression
+//! grouped sends a group record whole when a batch asks for every member
+//! of it (transfer version 2: the list's runs tell the receiver where
+//! groups are, so it never cuts one between batches); the receiver checks
+//! each member against its id and keeps the group as it came. Every verified batch is durable and held
 //! for the transfer (see `Txn::claim`), so an interrupted transfer resumes
 //! where it stopped: on the next attempt those chunks count as present.
 //! With [`FileCheck::Before`], as batches arrive the whole file is hashed
@@ -37,7 +41,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::format::{self, ChunkList, RECORD_HEADER_LEN};
+use crate::format::{self, ChunkList, GROUP_HEADER_LEN, GROUP_MAGIC, RECORD_HEADER_LEN};
 use crate::id::ChunkId;
 
 pub use progress::{Progress, ProgressReport};
@@ -120,45 +124,67 @@ pub const MAX_IDS_PER_FETCH: usize = 4096;
 /// Where chunks come from.
 ///
 /// Guarantees an implementation must keep (the conformance tests check
-/// them): `chunk_list` describes exactly one file; `fetch` yields records
-/// in the requested order, each as stored, and errors on ids that are not
-/// part of that file. A source may lie or fail; the receiver never trusts it.
+/// them): `chunk_list` describes exactly one file; `fetch` yields the
+/// records of the requested ids, each as stored, and errors on ids that
+/// are not part of that file. A group record may come in place of its
+/// members (transfer version 2) only when every one of them was requested,
+/// at the place of the first, and a chunk comes once. A source may lie or
+/// fail; the receiver never trusts it.
 pub trait ChunkSource: Send + Sync {
     fn chunk_list(&self) -> Result<ChunkList>;
     /// Calls `out` with the bytes of each requested record.
     fn fetch(&self, ids: &[ChunkId], out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
 }
 
-/// Splits a stream of back-to-back records into records (header checked;
-/// the payload is checked by the caller). A stream that ends inside a
-/// record is an error.
+/// Splits a stream of back-to-back records (a chunk's own, or a group
+/// record: told apart by their magic) into records, each fixed header
+/// checked (the rest is checked by the caller). A stream that ends inside
+/// a record is an error.
 pub fn split_records(mut r: impl Read, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        buf.resize(RECORD_HEADER_LEN, 0);
-        let mut got = 0;
-        while got < RECORD_HEADER_LEN {
-            let dst = buf.get_mut(got..).unwrap_or_default();
-            match r.read(dst) {
-                Ok(0) if got == 0 => return Ok(()),
-                Ok(0) => {
-                    return Err(Error::bad_source(format!(
-                        "chunk stream ended inside a record header ({got} of {RECORD_HEADER_LEN} bytes)"
-                    )));
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::source_failed("reading the chunk stream", e)),
-            }
+        // The shorter of the two fixed headers first, then the rest of
+        // whichever it is.
+        if !read_head(&mut r, &mut buf, GROUP_HEADER_LEN, true)? {
+            return Ok(());
         }
-        let h = format::decode_record_header(&buf)
-            .map_err(|e| Error::bad_source(format!("bad record in the chunk stream: {e}")))?;
-        buf.resize(RECORD_HEADER_LEN + h.stored_len as usize, 0);
-        r.read_exact(buf.get_mut(RECORD_HEADER_LEN..).unwrap_or_default())
-            .map_err(|e| {
-                Error::source_failed("reading a record payload from the chunk stream", e)
-            })?;
+        let len = if buf.get(..4) == Some(&GROUP_MAGIC[..]) {
+            let h = format::decode_group_header(&buf)
+                .map_err(|e| Error::bad_source(format!("bad group in the chunk stream: {e}")))?;
+            h.record_len()
+        } else {
+            read_head(&mut r, &mut buf, RECORD_HEADER_LEN, false)?;
+            let h = format::decode_record_header(&buf)
+                .map_err(|e| Error::bad_source(format!("bad record in the chunk stream: {e}")))?;
+            h.record_len()
+        };
+        let have = buf.len();
+        buf.resize(len as usize, 0);
+        r.read_exact(buf.get_mut(have..).unwrap_or_default())
+            .map_err(|e| Error::source_failed("reading a record from the chunk stream", e))?;
         out(&buf)?;
     }
+}
+
+/// Reads `buf` up to `len` bytes; false when the stream ended cleanly
+/// before the first byte (only where `may_end`).
+fn read_head(r: &mut impl Read, buf: &mut Vec<u8>, len: usize, may_end: bool) -> Result<bool> {
+    let mut got = buf.len();
+    buf.resize(len, 0);
+    while got < len {
+        let dst = buf.get_mut(got..).unwrap_or_default();
+        match r.read(dst) {
+            Ok(0) if got == 0 && may_end => return Ok(false),
+            Ok(0) => {
+                return Err(Error::bad_source(format!(
+                    "chunk stream ended inside a record header ({got} of {len} bytes)"
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::source_failed("reading the chunk stream", e)),
+        }
+    }
+    Ok(true)
 }

@@ -3,7 +3,7 @@
 //! in verified batches (several in flight), hash the whole file in order as
 //! batches arrive, and commit the file with the caller's own changes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use super::{ChunkSource, FileCheck, MAX_IDS_PER_FETCH, Progress, ReceiveOptions};
@@ -72,7 +72,8 @@ pub fn receive_file_with<E: From<Error>>(
         .chunks_total
         .fetch_add(list.entries.len() as u64, Ordering::Relaxed);
     let missing = claim_present(store, &list, partial, progress)?;
-    let batches = batches_of(missing, opts.batch_bytes, opts.window_bytes / 2);
+    let units = units_of(missing, list.runs.as_deref().unwrap_or_default());
+    let batches = batches_of(units, opts.batch_bytes, opts.window_bytes / 2);
     let digests = match opts.check {
         FileCheck::Before => {
             let d = super::assemble::fetch_and_assemble(
@@ -109,37 +110,37 @@ pub fn receive_file_with<E: From<Error>>(
 }
 
 /// Claims, for this transfer, every listed chunk the store has; returns
-/// the others (each distinct chunk once).
+/// the others (each distinct chunk once, with its place in the list).
 fn claim_present(
     store: &Store,
     list: &ChunkList,
     partial: &PartialId,
     progress: &Progress,
-) -> Result<Vec<format::ListEntry>> {
-    let mut distinct: Vec<&format::ListEntry> = Vec::new();
+) -> Result<Vec<(u32, format::ListEntry)>> {
+    let mut distinct: Vec<(u32, &format::ListEntry)> = Vec::new();
     let mut seen = HashSet::new();
-    for e in &list.entries {
+    for (i, e) in list.entries.iter().enumerate() {
         if seen.insert(e.id) {
-            distinct.push(e);
+            distinct.push((i as u32, e));
         }
     }
     let mut missing = Vec::new();
     for group in distinct.chunks(CLAIM_GROUP) {
-        let ids: Vec<ChunkId> = group.iter().map(|e| e.id).collect();
+        let ids: Vec<ChunkId> = group.iter().map(|(_, e)| e.id).collect();
         let have = store.claim_present(partial, &ids)?;
-        for (e, has) in group.iter().zip(have) {
+        for ((i, e), has) in group.iter().zip(have) {
             if has {
                 progress
                     .bytes_local
                     .fetch_add(u64::from(e.raw_len), Ordering::Relaxed);
                 progress.chunks_local.fetch_add(1, Ordering::Relaxed);
             } else {
-                missing.push(**e);
+                missing.push((*i, **e));
             }
         }
     }
     progress.bytes_to_fetch.fetch_add(
-        missing.iter().map(|e| u64::from(e.raw_len)).sum(),
+        missing.iter().map(|(_, e)| u64::from(e.raw_len)).sum(),
         Ordering::Relaxed,
     );
     progress
@@ -148,29 +149,67 @@ fn claim_present(
     Ok(missing)
 }
 
+/// What one fetch request never splits: a missing chunk, or the chunks
+/// of a run of the list (transfer version 2) that are all missing, which
+/// the source sends as one group record of `record_bytes`.
+#[derive(Debug)]
+struct Unit {
+    entries: Vec<format::ListEntry>,
+    record_bytes: u64,
+}
+
+/// The missing entries (in list order, with their places) as units.
+fn units_of(missing: Vec<(u32, format::ListEntry)>, runs: &[format::GroupRun]) -> Vec<Unit> {
+    let run_at: HashMap<u32, &format::GroupRun> = runs.iter().map(|r| (r.first, r)).collect();
+    let mut units = Vec::with_capacity(missing.len());
+    let mut i = 0;
+    while let Some(&(at, e)) = missing.get(i) {
+        let whole = run_at.get(&at).and_then(|r| {
+            let these = missing.get(i..i + r.count as usize)?;
+            let all = these
+                .iter()
+                .zip(at..)
+                .all(|((place, _), want)| *place == want);
+            all.then_some((these, r.record_len))
+        });
+        if let Some((these, record_len)) = whole {
+            units.push(Unit {
+                entries: these.iter().map(|(_, e)| *e).collect(),
+                record_bytes: u64::from(record_len),
+            });
+            i += these.len();
+        } else {
+            units.push(Unit {
+                entries: vec![e],
+                record_bytes: u64::from(e.record_len),
+            });
+            i += 1;
+        }
+    }
+    units
+}
+
 /// Fetch requests of at most `batch_bytes` of records, `chunk_bytes` of
 /// chunks (a batch of highly compressible chunks is small on the wire and
-/// large in memory) and [`MAX_IDS_PER_FETCH`] ids, in list order.
-fn batches_of(
-    missing: Vec<format::ListEntry>,
-    batch_bytes: u64,
-    chunk_bytes: u64,
-) -> Vec<Vec<format::ListEntry>> {
+/// large in memory) and [`MAX_IDS_PER_FETCH`] ids, in list order, units
+/// kept whole.
+fn batches_of(units: Vec<Unit>, batch_bytes: u64, chunk_bytes: u64) -> Vec<Vec<format::ListEntry>> {
     let mut batches: Vec<Vec<format::ListEntry>> = Vec::new();
     let mut cur = Vec::new();
     let (mut cur_records, mut cur_chunks) = (0u64, 0u64);
-    for e in missing {
+    for u in units {
+        let chunks: u64 = u.entries.iter().map(|e| u64::from(e.raw_len)).sum();
         if !cur.is_empty()
-            && (cur_records + u64::from(e.record_len) > batch_bytes
-                || cur_chunks + u64::from(e.raw_len) > chunk_bytes
-                || cur.len() >= MAX_IDS_PER_FETCH)
+            && (cur_records + u.record_bytes > batch_bytes
+                || cur_chunks + chunks > chunk_bytes
+                || cur.len() + u.entries.len() > MAX_IDS_PER_FETCH)
         {
             batches.push(std::mem::take(&mut cur));
             (cur_records, cur_chunks) = (0, 0);
         }
-        cur_records += u64::from(e.record_len);
-        cur_chunks += u64::from(e.raw_len);
-        cur.push(e);
+        cur_records += u.record_bytes;
+        cur_chunks += chunks;
+        cur.extend(u.entries);
     }
     if !cur.is_empty() {
         batches.push(cur);
@@ -229,11 +268,40 @@ mod tests {
         }
     }
 
+    fn alone(entries: Vec<format::ListEntry>) -> Vec<Unit> {
+        let places = (0..).zip(entries).collect();
+        units_of(places, &[])
+    }
+
+    #[test]
+    fn a_run_whose_chunks_are_all_missing_is_one_unit_and_never_cut() {
+        let run = |first, count| format::GroupRun {
+            first,
+            count,
+            record_len: 700,
+        };
+        let list: Vec<_> = (0..6).map(|n| entry(n, 1000, 300)).collect();
+        // Entries 0..3 and 3..6 are runs; entry 4 is here already.
+        let missing: Vec<_> = (0..6u32)
+            .filter(|&i| i != 4)
+            .map(|i| (i, list[i as usize]))
+            .collect();
+        let units = units_of(missing, &[run(0, 3), run(3, 3)]);
+        let shape: Vec<_> = units
+            .iter()
+            .map(|u| (u.entries.len(), u.record_bytes))
+            .collect();
+        assert_eq!(shape, [(3, 700), (1, 300), (1, 300)]);
+        // A batch bound below the run's length still takes it whole.
+        let b = batches_of(units, 500, 1 << 20);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1, 1]);
+    }
+
     #[test]
     fn batches_are_cut_by_records_and_by_chunk_bytes() {
         // Highly compressible chunks: small on the wire, large in memory.
         let squeezed: Vec<_> = (0..20).map(|n| entry(n, 10_000, 100)).collect();
-        let b = batches_of(squeezed, 1 << 20, 64_000);
+        let b = batches_of(alone(squeezed), 1 << 20, 64_000);
         assert!(b.len() >= 4, "{}", b.len());
         for batch in &b {
             let chunks: u64 = batch.iter().map(|e| u64::from(e.raw_len)).sum();
@@ -241,11 +309,11 @@ mod tests {
         }
         // Incompressible ones: the record bytes cut first.
         let raw: Vec<_> = (0..20).map(|n| entry(n, 10_000, 10_040)).collect();
-        let b = batches_of(raw, 30_000, 1 << 20);
+        let b = batches_of(alone(raw), 30_000, 1 << 20);
         assert!(b.iter().all(|x| x.len() <= 2), "{b:?}");
         // One chunk larger than either bound still travels, alone.
         let big = vec![entry(1, 5_000_000, 5_000_040), entry(2, 10, 50)];
-        let b = batches_of(big, 30_000, 64_000);
+        let b = batches_of(alone(big), 30_000, 64_000);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
         // Order is kept.
         let ids: Vec<_> = b.iter().flatten().map(|e| e.id).collect();

@@ -11,7 +11,7 @@ use super::{ChunkSource, MAX_IDS_PER_FETCH};
 use crate::error::{Error, Result};
 use crate::format::ChunkList;
 use crate::id::{ChunkId, FileId};
-use crate::store::Store;
+use crate::store::{RecordStream, Store};
 
 /// Files whose chunk sets are kept (a copy fetches one file for minutes).
 const RECENT_FILES: usize = 8;
@@ -55,6 +55,7 @@ impl ChunkServer {
             store: self.store.clone(),
             file,
             allowed,
+            groups: true,
         })
     }
 }
@@ -65,6 +66,8 @@ pub struct LocalSource {
     store: Store,
     file: FileId,
     allowed: Arc<HashSet<ChunkId>>,
+    /// The receiver takes group records (transfer version 2).
+    groups: bool,
 }
 
 /// Why a fetch request is refused before anything is read.
@@ -83,7 +86,22 @@ impl LocalSource {
             store,
             file,
             allowed,
+            groups: true,
         })
+    }
+
+    /// This source for a receiver of transfer version 1, which takes
+    /// records only: a group's members travel as records of their own.
+    pub fn without_groups(mut self) -> Self {
+        self.groups = false;
+        self
+    }
+
+    /// The records of `ids` (checked with [`LocalSource::check`] first),
+    /// served a few ids at a time.
+    pub fn stream(&self, ids: Vec<ChunkId>) -> RecordStream {
+        self.store
+            .record_stream(Arc::clone(&self.allowed), ids, self.groups)
     }
 
     /// Checks a request before any record is read.
@@ -100,7 +118,11 @@ impl LocalSource {
 
 impl ChunkSource for LocalSource {
     fn chunk_list(&self) -> Result<ChunkList> {
-        self.store.chunk_list(&self.file)
+        let mut list = self.store.chunk_list(&self.file)?;
+        if !self.groups {
+            list.runs = None; // a list of version 1
+        }
+        Ok(list)
     }
 
     fn fetch(&self, ids: &[ChunkId], out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
@@ -112,7 +134,8 @@ impl ChunkSource for LocalSource {
                 Refused::NotInFile(id) => format!("chunk {id} is not part of the requested file"),
             })
         })?;
-        self.store
-            .read_records(&self.allowed, ids, &mut |_, bytes| out(bytes))
+        let mut stream = self.stream(ids.to_vec());
+        while stream.next_ids(MAX_IDS_PER_FETCH, out)? {}
+        Ok(())
     }
 }

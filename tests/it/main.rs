@@ -45,6 +45,7 @@ mod tables;
 mod tier;
 mod tls;
 mod transfer;
+mod transfer_groups;
 mod triton_cli;
 mod uploads;
 mod visibility;

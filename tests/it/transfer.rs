@@ -460,39 +460,3 @@ fn a_split_stream_that_ends_mid_record_is_an_error() {
     );
     assert!(imgstore::transfer::split_records(&stream[..30], &mut |_| Ok(())).is_err());
 }
-
-/// A source whose chunks recompression grouped sends each as a record
-/// of its own (groups never travel): every one decodes, checks against
-/// its id and is not settled, and a full copy is the file.
-#[test]
-fn a_source_with_grouped_chunks_sends_each_as_a_record_of_its_own() {
-    let src_dir = tempfile::tempdir().unwrap();
-    let data = text(500_000, 41);
-    let (src, id) = source_with(src_dir.path(), &data);
-    src.recompress(9).unwrap();
-    assert!(src.stats().unwrap().grouped_chunks > 0);
-    let source = LocalSource::new(src.clone(), id).unwrap();
-    let list = source.chunk_list().unwrap();
-    let ids: Vec<ChunkId> = list.entries.iter().take(40).map(|e| e.id).collect();
-    let mut got = Vec::new();
-    let mut dctx = zstd::bulk::Decompressor::new().unwrap();
-    source
-        .fetch(&ids, &mut |r| {
-            let (h, payload) = format::decode_record(r).unwrap();
-            assert!(!h.settled);
-            let mut out = Vec::new();
-            format::decode_and_verify(&h, payload, &mut dctx, &mut out).unwrap();
-            got.push(h.chunk_id);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(got, ids);
-    let dst_dir = tempfile::tempdir().unwrap();
-    let dst = store(dst_dir.path());
-    let progress = Progress::default();
-    receive_file(&dst, &source, &P, &Expect::default(), &progress, &opts()).unwrap();
-    assert_eq!(read_all(&dst, &id), data);
-    let p = progress.report();
-    assert!(p.wire_bytes < data.len() as u64 / 2, "{p:?}");
-    assert_clean(&dst);
-}

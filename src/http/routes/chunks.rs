@@ -26,9 +26,24 @@ fn typed(body: impl IntoResponse, content_type: &'static str) -> Response {
     r
 }
 
+/// `groups=true`: the receiver takes transfer version 2 (group records,
+/// chunk lists of version 2); without it the answers are version 1's.
+fn takes_groups(r: &ImageReq) -> bool {
+    r.query.get("groups") == Some("true")
+}
+
 pub(super) async fn list(State(st): St, r: ImageReq) -> HttpResult<Response> {
+    let groups = takes_groups(&r);
     let list = st
-        .run(move |api| Ok(api.chunk_source(&r.uuid, r.account())?.chunk_list()?))
+        .run(move |api| {
+            let source = api.chunk_source(&r.uuid, r.account())?;
+            let source = if groups {
+                source
+            } else {
+                source.without_groups()
+            };
+            Ok(source.chunk_list()?)
+        })
         .await?;
     Ok(typed(
         crate::format::encode_chunk_list(&list),
@@ -47,9 +62,15 @@ pub(super) async fn fetch(State(st): St, r: ImageReq, body: Bytes) -> HttpResult
         .into());
     }
     let uuid = r.uuid;
+    let groups = takes_groups(&r);
     let source = st
         .run(move |api| api.chunk_source(&uuid, r.account()))
         .await?;
+    let source = if groups {
+        source
+    } else {
+        source.without_groups()
+    };
     match source.check(&ids) {
         Ok(()) => {}
         Err(Refused::NotInFile(bad)) => {
@@ -67,18 +88,17 @@ pub(super) async fn fetch(State(st): St, r: ImageReq, body: Bytes) -> HttpResult
             .into());
         }
     }
-    // Records go out a group of ids at a time, each group read when the
-    // client has taken the one before.
-    let mut next = 0;
+    // Records go out a few ids at a time, each few read when the client
+    // has taken the ones before.
+    let mut stream = source.stream(ids);
+    let mut more = true;
     let body = st.sender.body(move || {
-        let Some(group) = ids.get(next..).filter(|g| !g.is_empty()) else {
+        if !more {
             return Ok(None);
-        };
-        let group = group.get(..IDS_PER_BLOCK).unwrap_or(group);
-        next += group.len();
+        }
         let mut block = Vec::with_capacity(crate::http::body::BLOCK);
-        source
-            .fetch(group, &mut |rec| {
+        more = stream
+            .next_ids(IDS_PER_BLOCK, &mut |rec| {
                 block.extend_from_slice(rec);
                 Ok(())
             })
