@@ -275,7 +275,7 @@ impl RecordStream {
             Some(m) => m,
             None => self
                 .members
-                .insert(Members::new(self.store.inner.zstd_level)?),
+                .insert(Members::new(&self.store, self.store.inner.zstd_level)?),
         };
         let (_, record) = m.record(&bytes, id, &entry)?;
         out(record)
@@ -313,9 +313,9 @@ struct Members {
 }
 
 impl Members {
-    fn new(level: i32) -> Result<Self> {
+    fn new(store: &Store, level: i32) -> Result<Self> {
         Ok(Members {
-            groups: GroupCache::default(),
+            groups: store.group_cache(),
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::io("creating a zstd context", e))?,
             cctx: zstd::bulk::Compressor::new(level)

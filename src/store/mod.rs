@@ -183,6 +183,8 @@ struct Inner {
     pins: Mutex<HashMap<ChunkId, u32>>,
     /// Workers that read ahead for every reader.
     reads: readahead::ReadPool,
+    /// Groups decompressed lately for a few of their members.
+    recent_groups: Arc<decode::RecentGroups>,
     /// The remote tier's policy, when there is one.
     tier: Option<tier::TierPolicy>,
     /// The writer's lease, and whether the store is fenced.
@@ -262,6 +264,7 @@ impl Store {
                     0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                     n => n,
                 }),
+                recent_groups: Arc::default(),
                 tier,
                 lease: lease::LeaseState::default(),
                 tail,

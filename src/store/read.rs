@@ -237,7 +237,13 @@ impl Store {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let (entry, bytes) = self.read_place(id)?;
-        chunk_bytes(&bytes, id, &entry, dctx, &mut GroupCache::default(), out)
+        chunk_bytes(&bytes, id, &entry, dctx, &mut self.group_cache(), out)
+    }
+
+    /// A reader's cache of the group it cuts members from, backed by the
+    /// store's groups decompressed lately.
+    pub(crate) fn group_cache(&self) -> GroupCache {
+        GroupCache::new(Arc::clone(&self.inner.recent_groups))
     }
 
     fn entry(&self, id: &ChunkId) -> Result<ChunkEntry> {
@@ -276,7 +282,7 @@ impl Store {
             .collect::<Result<_>>()?;
         let mut out = Vec::with_capacity(sum_len(refs) as usize);
         let mut buf = Vec::new();
-        let mut groups = GroupCache::default();
+        let mut groups = self.group_cache();
         let mut i = 0;
         while i < refs.len() {
             // The stretch of records adjacent to this one in its segment.

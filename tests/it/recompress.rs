@@ -376,3 +376,42 @@ fn a_damaged_group_fails_its_reads_and_verify_names_the_file() {
     );
     assert_eq!(report.damaged_files, vec![id], "{:#?}", report.problems);
 }
+
+/// A file that repeats its chunks far apart sends reads back to groups
+/// decompressed earlier (the store keeps a few): every repeat reads right,
+/// whole, in ranges and by concurrent readers, after a restart too.
+#[test]
+fn a_file_that_repeats_grouped_chunks_far_apart_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    let a = text(300_000, 91);
+    let b = text(300_000, 92);
+    let mut data = Vec::new();
+    for part in [&a, &b, &a, &b, &a] {
+        data.extend_from_slice(part);
+    }
+    let id = put(&store, &data);
+    store.recompress(9).unwrap();
+    assert!(store.stats().unwrap().grouped_chunks > 0);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| assert!(read_all(&store, &id) == data));
+        }
+    });
+    for (from, len) in [(250_000u64, 400_000u64), (899_999, 2), (1_200_000, 299_999)] {
+        let mut got = Vec::new();
+        store
+            .open_range(&id, from, len)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert!(
+            got == data[from as usize..(from + len) as usize],
+            "{from}+{len}"
+        );
+    }
+    assert_clean(&store);
+    drop(store);
+    let store = open_small(dir.path());
+    assert!(read_all(&store, &id) == data);
+}
