@@ -96,7 +96,21 @@
 //!   compressed twice by it (records settled before groups existed stay as
 //!   they are: `imgstore store recompress` groups them). A read
 //!   decompresses a group once: a reader's batches end at group boundaries
-//!   and take a whole group straight into their buffer.
+//!   and take a whole group straight into their buffer, and a group
+//!   decompressed for a few of its members (a chunk the file repeats far
+//!   from where it was stored) is kept store-wide for the next repeat
+//!   (`store/decode.rs`, 16 MiB). In one run on 2 cores, `store cat` of v1
+//!   grouped at 17 took 0.74 s (median of five) against 1.40 s for one
+//!   thread of `zstd -d` on a level-3 `.zst` of it: 1.89x (1.69x before
+//!   repeats were kept; 1.92x for v1 at ingest's level).
+//! * A copy between stores moves a group as it is stored when one request
+//!   asks for every member of it (transfer version 2, `FORMAT.md`: the
+//!   chunk list's runs say where groups are, so the receiver never cuts one
+//!   between requests), never a group that holds another file's chunk. v1
+//!   grouped at 17 copied (`store copy`) in 2.24-2.42 s with 3.5 s of CPU
+//!   and 368.7 MB stored at the destination, against 2.10-2.16 s from an
+//!   ungrouped source in the same run; before, each member was compressed
+//!   again for the trip (7.4 s, 13.6 s of CPU, 485.5 MB).
 //! * A file's id is the BLAKE3 of its content: storing the same bytes twice
 //!   adds a reference, not a copy. Links and unlinks count references on the
 //!   file record, so a clone writes one key whatever the file's size; chunk

@@ -2,7 +2,7 @@
 # Copy between datacenters over loopback with the real binaries: two
 # `imgstore serve` daemons (west = source, east = destination).
 #
-#   tools/bench-transfer.sh [--rate RATE] [V1] [V2]
+#   tools/bench-transfer.sh [--grouped LEVEL] [--rate RATE] [V1] [V2]
 #                                         (default: peer-bench's v1.tar and v2.tar)
 #
 # --rate RATE (tc's spelling: 1gbit, 10gbit, 500mbit) runs everything in a
@@ -12,6 +12,10 @@
 # download's share of it, the full copy's share, and the update copy's
 # time against its wire bytes / the rate + 0.5 s.
 #
+# --grouped LEVEL recompresses west's store into group records at LEVEL
+# (`imgstore store recompress`, west stopped) before the copies: a source
+# whose images have gone cold, which sends groups whole (transfer version 2).
+#
 # Measures (1) a full copy of V1 into an empty east: image MB/s, every chunk
 # verified; (2) V2 (an update of V1) into an east holding V1: bytes on the
 # wire (through a counting relay) against the compressed bytes of the chunks
@@ -20,10 +24,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=""
+GROUPED=
+if [ "${1:-}" = "--grouped" ]; then GROUPED=${2:?--grouped needs a zstd level, e.g. 3}; shift 2; fi
 if [ "${1:-}" = "--rate" ]; then RATE=${2:?--rate needs a rate, e.g. 1gbit}; shift 2; fi
 if [ -n "$RATE" ] && [ -z "${BENCH_TRANSFER_NETNS:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "--rate needs root (unshare -n, tc)" >&2; exit 1; }
-  exec unshare -n env BENCH_TRANSFER_NETNS=1 bash "$0" --rate "$RATE" "$@"
+  exec unshare -n env BENCH_TRANSFER_NETNS=1 bash "$0" ${GROUPED:+--grouped "$GROUPED"} --rate "$RATE" "$@"
 fi
 rate_bps=0
 if [ -n "$RATE" ]; then
@@ -89,6 +95,11 @@ cfg west $W "$work/west" east "http://127.0.0.1:$E"
 pids+=("$(start "$work/west.json" $W)")
 u1=$(upload $W "$V1")
 u2=$(upload $W "$V2")
+if [ -n "$GROUPED" ]; then
+  west=${pids[0]}; kill9 "$west"
+  "$BIN" store --data-dir "$work/west" recompress --level "$GROUPED"
+  pids=("$(start "$work/west.json" $W)")
+fi
 size1=$(stat -c %s "$V1"); size2=$(stat -c %s "$V2")
 
 # What the link itself gives a plain download of V1 from west.
