@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{ChunkSource, Progress, ReceiveOptions};
+use super::{ChunkSource, FileCheck, Progress, ReceiveOptions};
 use crate::error::{Error, Result};
 use crate::format::{self, Stored};
 use crate::id::ChunkId;
@@ -73,9 +73,11 @@ pub(super) fn fetch_retried(
 ) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
     let mut delay = opts.retry_delay;
     let mut attempt = 0;
+    // Only the assembler (a check before the commit) takes the chunks.
+    let keep = opts.check == FileCheck::Before;
     loop {
         attempt += 1;
-        match fetch_batch(store, source, partial, batch, progress, dctx) {
+        match fetch_batch(store, source, partial, batch, progress, (dctx, keep)) {
             Ok(c) => return Ok(c),
             Err(_) if attempt < opts.attempts && !stop() => {
                 progress.retries.fetch_add(1, Ordering::Relaxed);
@@ -87,20 +89,22 @@ pub(super) fn fetch_retried(
     }
 }
 
-/// Fetches one batch, checks every record, appends and indexes it.
+/// Fetches one batch, checks every record, appends and indexes it;
+/// returns its chunks when `keep` says the caller takes them (else none).
 fn fetch_batch(
     store: &Store,
     source: &dyn ChunkSource,
     partial: &PartialId,
     batch: &[format::ListEntry],
     progress: &Progress,
-    dctx: &mut zstd::bulk::Decompressor<'static>,
+    (dctx, keep): (&mut zstd::bulk::Decompressor<'static>, bool),
 ) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
     let ids: Vec<ChunkId> = batch.iter().map(|e| e.id).collect();
     let mut check = Checker {
         want: batch.iter().map(|e| (e.id, e.raw_len)).collect(),
         seen: HashSet::new(),
-        chunks: HashMap::with_capacity(batch.len()),
+        chunks: HashMap::with_capacity(if keep { batch.len() } else { 0 }),
+        keep,
         dctx,
     };
     let mut got: Vec<Got> = Vec::with_capacity(batch.len());
@@ -146,6 +150,9 @@ struct Checker<'a> {
     want: HashMap<ChunkId, u32>,
     seen: HashSet<ChunkId>,
     chunks: HashMap<ChunkId, Arc<Vec<u8>>>,
+    /// Whether `chunks` keeps what was checked (a group's members are
+    /// then copied out of it).
+    keep: bool,
     dctx: &'a mut zstd::bulk::Decompressor<'static>,
 }
 
@@ -168,7 +175,9 @@ impl Checker<'_> {
                 self.wanted(&h.chunk_id, h.raw_len)?;
                 let mut chunk = Vec::with_capacity(h.raw_len as usize);
                 format::decode_and_verify(h, payload, self.dctx, &mut chunk).map_err(damaged)?;
-                self.chunks.insert(h.chunk_id, Arc::new(chunk));
+                if self.keep {
+                    self.chunks.insert(h.chunk_id, Arc::new(chunk));
+                }
             }
             Stored::Group(g) => {
                 for m in &g.members {
@@ -177,7 +186,7 @@ impl Checker<'_> {
                 let mut raw = Vec::with_capacity(g.header.raw_len as usize);
                 format::decode_and_verify_group(g, payload, self.dctx, &mut raw)
                     .map_err(damaged)?;
-                for m in &g.members {
+                for m in g.members.iter().filter(|_| self.keep) {
                     let at = m.raw_offset as usize;
                     let chunk = raw.get(at..at + m.raw_len as usize).unwrap_or_default();
                     self.chunks.insert(m.id, Arc::new(chunk.to_vec()));
