@@ -111,29 +111,18 @@ impl GroupCache {
             self.held = Some(d);
             self.at = Some(loc);
         }
-        let raw_offset = entry.member.map_or(u32::MAX, |m| m.raw_offset);
-        let d = self.held.as_ref();
-        let m = d
-            .and_then(|d| d.group.member_at(raw_offset))
-            .filter(|m| m.id == *id && m.raw_len == entry.raw_len)
-            .ok_or_else(|| {
-                corrupt(FormatError::BadLength {
-                    raw_len: entry.raw_len,
-                    stored_len: raw_offset,
-                })
-            })?;
+        let Some(d) = self.held.as_ref() else {
+            return Err(Error::Internal("a group cache holds no group".into()));
+        };
+        let m = named(&d.group, id, entry).map_err(corrupt)?;
         let at = m.raw_offset as usize;
-        Ok(d.and_then(|d| d.raw.get(at..at + m.raw_len as usize))
-            .unwrap_or_default())
+        Ok(d.raw.get(at..at + m.raw_len as usize).unwrap_or_default())
     }
 }
 
-/// The group record `rec`, checked (CRCs, its length its header's) and
-/// decompressed.
-fn decompress_group(
-    rec: &[u8],
-    dctx: &mut zstd::bulk::Decompressor<'static>,
-) -> std::result::Result<Decoded, FormatError> {
+/// The group record `rec` decoded, its CRCs checked and its length the
+/// one its header gives; with its payload.
+fn open_group(rec: &[u8]) -> std::result::Result<(format::Group, &[u8]), FormatError> {
     let (group, payload) = format::decode_group(rec)?;
     if group.record_len() != rec.len() as u64 {
         return Err(FormatError::BadLength {
@@ -141,6 +130,47 @@ fn decompress_group(
             stored_len: group.header.stored_len,
         });
     }
+    Ok((group, payload))
+}
+
+/// The member of `group` that `entry` names as chunk `id`: at the entry's
+/// raw offset, with that id and the entry's length.
+fn named<'g>(
+    group: &'g format::Group,
+    id: &ChunkId,
+    entry: &ChunkEntry,
+) -> std::result::Result<&'g format::GroupMember, FormatError> {
+    let raw_offset = entry.member.map_or(u32::MAX, |m| m.raw_offset);
+    group
+        .member_at(raw_offset)
+        .filter(|m| m.id == *id && m.raw_len == entry.raw_len)
+        .ok_or(FormatError::BadLength {
+            raw_len: entry.raw_len,
+            stored_len: raw_offset,
+        })
+}
+
+/// The group record `rec`, read from `entry`'s place, checked ([`open_group`])
+/// and naming chunk `id` where the entry says: what a source checks before
+/// it sends a group whole.
+pub(crate) fn checked_group(rec: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<format::Group> {
+    let loc = entry.location;
+    let check = || {
+        let (group, _) = open_group(rec)?;
+        named(&group, id, entry)?;
+        Ok(group)
+    };
+    check().map_err(|e: FormatError| {
+        Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}"))
+    })
+}
+
+/// The group record `rec`, checked ([`open_group`]) and decompressed.
+fn decompress_group(
+    rec: &[u8],
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+) -> std::result::Result<Decoded, FormatError> {
+    let (group, payload) = open_group(rec)?;
     let mut raw = Vec::with_capacity(group.header.raw_len as usize);
     format::decode_group_payload(&group.header, payload, dctx, &mut raw)?;
     Ok(Decoded { group, raw })
@@ -164,7 +194,7 @@ pub(super) fn whole_group(
         return Ok(0);
     }
     // A group that does not decode is the slow path's to report.
-    let Ok((g, payload)) = format::decode_group(rec) else {
+    let Ok((g, payload)) = open_group(rec) else {
         return Ok(0);
     };
     let n = g.members.len();
@@ -177,7 +207,7 @@ pub(super) fn whole_group(
             && e.raw_len == m.raw_len
             && e.member.is_some_and(|x| x.raw_offset == m.raw_offset)
     });
-    if !all || g.record_len() != rec.len() as u64 {
+    if !all {
         return Ok(0);
     }
     let loc = head.location;

@@ -10,7 +10,7 @@ use super::Store;
 use super::decode::GroupCache;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, ChunkList, FormatError, GroupRun, ListEntry, RECORD_HEADER_LEN, RecordHeader,
+    self, ChunkList, GroupRun, ListEntry, RECORD_HEADER_LEN, RecordHeader, Stored,
 };
 use crate::id::{ChunkId, FileId};
 use crate::index::{ChunkEntry, ChunkRef, Member, PartialId};
@@ -103,18 +103,18 @@ impl Store {
     /// transfer `p`: after this returns they survive a crash and are never
     /// fetched again. A group record is appended as it came and each of
     /// its members indexed with its share.
-    pub fn append_received(&self, p: &PartialId, records: &[Received<'_>]) -> Result<()> {
+    pub fn append_received(&self, p: &PartialId, records: &[(Stored, Vec<u8>)]) -> Result<()> {
         let mut session = self.inner.segments.session();
         let mut placed: Vec<(ChunkId, Location, u32, Option<Member>)> =
             Vec::with_capacity(records.len());
         for rec in records {
             match rec {
-                Received::One(h, bytes) => {
+                (Stored::One(h), bytes) => {
                     let (hdr, payload) = bytes.split_at(bytes.len().min(RECORD_HEADER_LEN));
                     let loc = session.append(hdr, payload)?;
                     placed.push((h.chunk_id, loc, h.raw_len, None));
                 }
-                Received::Group(g, bytes) => {
+                (Stored::Group(g), bytes) => {
                     let (head, payload) = bytes.split_at(bytes.len().min(g.header.payload_at()));
                     let loc = session.append(head, payload)?;
                     for (m, share) in g.members.iter().zip(g.shares()) {
@@ -193,13 +193,6 @@ impl Runs {
             }
         }
     }
-}
-
-/// A record a transfer received and verified, as it came: a chunk's own
-/// record, or a group record (transfer version 2) with its decoded table.
-pub enum Received<'a> {
-    One(RecordHeader, &'a [u8]),
-    Group(&'a format::Group, &'a [u8]),
 }
 
 /// One fetch request being served: the records of the ids asked for, in
@@ -282,23 +275,10 @@ impl RecordStream {
     }
 
     /// Whether the group record `rec`, read from `entry`'s place, goes
-    /// whole: checked (CRCs, length, its table naming `id` where the
-    /// entry says), and every member asked for.
+    /// whole: checked (CRCs, length, its table naming `id` where the entry
+    /// says), and every member asked for.
     fn goes_whole(&self, rec: &[u8], id: &ChunkId, entry: &ChunkEntry) -> Result<bool> {
-        let loc = entry.location;
-        let corrupt =
-            |e: FormatError| Error::corrupt(loc.segment, loc.offset, format!("chunk {id}: {e}"));
-        let (g, _) = format::decode_group(rec).map_err(corrupt)?;
-        let raw_offset = entry.member.map_or(u32::MAX, |m| m.raw_offset);
-        let named = g
-            .member_at(raw_offset)
-            .is_some_and(|m| m.id == *id && m.raw_len == entry.raw_len);
-        if g.record_len() != rec.len() as u64 || !named {
-            return Err(corrupt(FormatError::BadLength {
-                raw_len: entry.raw_len,
-                stored_len: raw_offset,
-            }));
-        }
+        let g = super::decode::checked_group(rec, id, entry)?;
         Ok(g.members.iter().all(|m| self.asked.contains(&m.id)))
     }
 }

@@ -53,7 +53,7 @@ pub use crate::index::{ChunkRef, FileRecord, PartialId};
 /// layers above that configure one.
 pub use crate::segment::backend;
 pub use crate::segment::{Location, MARKER, ObjectLayout, TailReport};
-pub use exchange::{Received, RecordStream};
+pub use exchange::RecordStream;
 pub use gc::{GcPlan, GcReport, SegmentAction, SegmentFailure, SegmentPlan};
 pub use lease::{EPOCH_ID_SHIFT, IndexRef, Lease, Refusal};
 pub use put::{PutResult, StagedPut};

@@ -9,7 +9,7 @@ use super::{ChunkSource, FileCheck, Progress, ReceiveOptions};
 use crate::error::{Error, Result};
 use crate::format::{self, Stored};
 use crate::id::ChunkId;
-use crate::store::{PartialId, Received, Store};
+use crate::store::{PartialId, Store};
 
 /// Fetches every batch, several in flight, in any order: each record is
 /// checked against its id and appended as it comes; nothing is hashed as
@@ -123,14 +123,7 @@ fn fetch_batch(
             batch.len()
         )));
     }
-    let records: Vec<Received<'_>> = got
-        .iter()
-        .map(|(s, b)| match s {
-            Stored::One(h) => Received::One(*h, b.as_slice()),
-            Stored::Group(g) => Received::Group(g, b.as_slice()),
-        })
-        .collect();
-    store.append_received(partial, &records)?;
+    store.append_received(partial, &got)?;
     progress.bytes_fetched.fetch_add(
         batch.iter().map(|e| u64::from(e.raw_len)).sum(),
         Ordering::Relaxed,
@@ -186,10 +179,12 @@ impl Checker<'_> {
                 let mut raw = Vec::with_capacity(g.header.raw_len as usize);
                 format::decode_and_verify_group(g, payload, self.dctx, &mut raw)
                     .map_err(damaged)?;
-                for m in g.members.iter().filter(|_| self.keep) {
-                    let at = m.raw_offset as usize;
-                    let chunk = raw.get(at..at + m.raw_len as usize).unwrap_or_default();
-                    self.chunks.insert(m.id, Arc::new(chunk.to_vec()));
+                if self.keep {
+                    for m in &g.members {
+                        let at = m.raw_offset as usize;
+                        let chunk = raw.get(at..at + m.raw_len as usize).unwrap_or_default();
+                        self.chunks.insert(m.id, Arc::new(chunk.to_vec()));
+                    }
                 }
             }
         }
